@@ -1,0 +1,23 @@
+# Cairn: `make dev` runs it locally (arrives with the dev-server issue), `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test lint unit bench fmt
+
+## Every test: formatting, clippy, unit, integration and doc tests.
+test: lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## The engine benchmark (README's Performance table).
+bench:
+	$(CARGO) bench -p cairn --bench engine
+
+fmt:
+	$(CARGO) fmt --all

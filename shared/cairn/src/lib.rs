@@ -1,0 +1,76 @@
+//! # Cairn
+//!
+//! Durable, event-driven workflows in Rust. A workflow is an async function that calls step
+//! tools; each completed step is memoized, so a run survives crashes, timeouts and redeploys and
+//! resumes where it stopped. It is Inngest's programming model (and its step ids), built to run
+//! on AWS Lambda with DynamoDB and EventBridge, or anywhere over the Inngest HTTP protocol.
+//!
+//! - [`Function`]: id, triggers (events, crons), retries, `on_failure`, typed events ([`EventData`]).
+//! - [`Step`]: `run`, `sleep`, `sleep_until`, `wait_for_event`, `send_event`, `invoke`; parallel
+//!   steps with [`join!`](futures::join) or [`try_join_all`](futures::future::try_join_all).
+//! - [`engine`]: the sans-IO engine ([`Execution`], [`Outcome`]) every driver shares.
+//! - [`RunStore`] with [`MemoryStore`] and [`SqliteStore`]; [`Bus`] and [`Timer`]; the [`Runner`].
+//! - `testing` feature: [`testing::TestRun`] and `ManualClock` for millisecond-fast workflow tests.
+//!
+//! ```
+//! use cairn::prelude::*;
+//!
+//! pub fn function() -> Function {
+//!     Function::new("hello")
+//!         .on_event("app/my.event")
+//!         .handler(|_event: Event, step: Step| async move {
+//!             let result: serde_json::Value = step.run("step-name", || async { Ok(json!({"success": true})) }).await?;
+//!             step.sleep("wait", "1h").await?;
+//!             Ok(result)
+//!         })
+//!         .expect("a valid definition")
+//! }
+//! # assert_eq!(function().id(), "hello");
+//! ```
+
+mod backoff;
+mod bus;
+mod clock;
+mod duration;
+pub mod engine;
+mod error;
+mod event;
+mod expr;
+mod function;
+mod id;
+mod record;
+mod runner;
+mod step;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backoff::backoff;
+pub use bus::{Bus, BusError, MemoryBus, MemoryTimer, Timer};
+#[cfg(feature = "testing")]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
+pub use duration::{IntoDuration, format_duration, parse_duration};
+pub use engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
+pub use error::{DefinitionError, EngineError, ResultExt, StepError, StepResult};
+pub use event::{Event, EventData, EventPayload, FAILED_EVENT, INVOKED_EVENT, MAX_EVENT_NAME_LEN, SCHEDULED_EVENT};
+pub use expr::MatchExpr;
+pub use function::{
+    CronSchedule, DEFAULT_RETRIES, FailureData, Function, FunctionBuilder, MAX_RETRIES, Registry, Trigger,
+};
+pub use id::{RunId, StepId};
+pub use record::{InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
+pub use runner::{Drive, Runner, RunnerConfig, RunnerError};
+pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Step, StepOptions, WaitFor};
+pub use store::{MemoryStore, RunStore, SqliteStore, StoreError};
+
+/// What a workflow file needs: `use cairn::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Event, EventData, EventPayload, Function, Invoke, ResultExt, SendResult, Step, StepError, StepOptions,
+        StepResult, WaitFor,
+    };
+    pub use futures::future::try_join_all;
+    pub use futures::join;
+    pub use serde_json::json;
+}

@@ -1,0 +1,285 @@
+//! What a store keeps for a run: its [`RunMeta`] and one [`StepRecord`] per step.
+
+use crate::error::StepError;
+use crate::event::EventPayload;
+use crate::id::{RunId, StepId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// Milliseconds since the Unix epoch: every timestamp Cairn stores.
+pub type Millis = i64;
+
+/// The kind of a step, as the code asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// `step.run`.
+    Run,
+    /// `step.sleep` / `step.sleep_until`.
+    Sleep,
+    /// `step.wait_for_event`.
+    WaitForEvent,
+    /// `step.send_event`.
+    SendEvent,
+    /// `step.invoke`.
+    Invoke,
+}
+
+impl StepKind {
+    /// The name used in messages and the store (`run`, `sleep`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Run => "run",
+            StepKind::Sleep => "sleep",
+            StepKind::WaitForEvent => "wait_for_event",
+            StepKind::SendEvent => "send_event",
+            StepKind::Invoke => "invoke",
+        }
+    }
+
+    /// Parses [`StepKind::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "run" => StepKind::Run,
+            "sleep" => StepKind::Sleep,
+            "wait_for_event" => StepKind::WaitForEvent,
+            "send_event" => StepKind::SendEvent,
+            "invoke" => StepKind::Invoke,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a step stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StepState {
+    /// A sleep, wait or invoke in flight: it resolves at `wake_at` at the latest.
+    Scheduled {
+        /// When the sleep ends or the wait / invoke times out.
+        wake_at: Millis,
+    },
+    /// A `run` whose last attempt failed and that will be attempted again at `retry_at`.
+    Retrying {
+        /// The last attempt's error.
+        error: StepError,
+        /// When the next attempt may start.
+        retry_at: Millis,
+    },
+    /// Finished with an output (JSON `null` for a sleep or a timed-out wait).
+    Completed {
+        /// The memoized output.
+        output: Value,
+    },
+    /// Finally failed: replays fail with the same error.
+    Failed {
+        /// The memoized error.
+        error: StepError,
+    },
+}
+
+impl StepState {
+    /// Completed or failed: a final record is never overwritten.
+    pub fn is_final(&self) -> bool {
+        matches!(self, StepState::Completed { .. } | StepState::Failed { .. })
+    }
+}
+
+/// One step of a run's journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Hashed step id.
+    pub id: StepId,
+    /// The step's name as written in code (with no repeat suffix).
+    pub name: String,
+    /// Its kind.
+    pub kind: StepKind,
+    /// The order in which the code asked for it (0-based): the determinism check's key.
+    pub position: u32,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub state: StepState,
+    /// Attempts made so far (1 after the first execution of a `run`).
+    pub attempts: u32,
+    /// When the step started (first attempt or when it was scheduled).
+    pub started_at: Millis,
+    /// When it reached a final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Millis>,
+    /// Detail of a scheduled wait or invoke, kept so a resumed run and the dashboard can see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+/// The status of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Being executed, or ready to be.
+    Running,
+    /// Suspended until a time (a sleep or a retry back-off).
+    Sleeping,
+    /// Suspended until an event (or an invoked function) arrives, or a timeout.
+    Waiting,
+    /// Finished with an output.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The name used in the store and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Sleeping => "sleeping",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`RunStatus::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => RunStatus::Running,
+            "sleeping" => RunStatus::Sleeping,
+            "waiting" => RunStatus::Waiting,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Completed, failed or cancelled.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An invocation holding the lease on a run, so two invocations never execute it at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Who holds it (an invocation id).
+    pub owner: String,
+    /// When it lapses if its holder dies.
+    pub expires_at: Millis,
+}
+
+/// Who invoked a run with `step.invoke`, so its end resolves the caller's step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokedBy {
+    /// The calling run.
+    pub run_id: RunId,
+    /// The caller's invoke step.
+    pub step_id: StepId,
+}
+
+/// The head record of a run (DynamoDB `SK = META`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// Run id.
+    pub run_id: RunId,
+    /// The function it runs.
+    pub function_id: String,
+    /// The triggering event.
+    pub event: EventPayload,
+    /// Status.
+    pub status: RunStatus,
+    /// Function-level attempt (errors raised outside steps), 0-based.
+    pub attempt: u32,
+    /// When a function-level retry may start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Millis>,
+    /// Optimistic-concurrency version: every update must name the version it read.
+    pub version: u64,
+    /// The lease, when an invocation is executing the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// The output of a completed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The error of a failed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    /// Set when `step.invoke` started this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoked_by: Option<InvokedBy>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last update.
+    pub updated_at: Millis,
+    /// When the run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Millis>,
+    /// When a store may forget the run (DynamoDB TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Millis>,
+}
+
+impl RunMeta {
+    /// A new run in `Running` state at version 0.
+    pub fn new(run_id: RunId, function_id: impl Into<String>, event: EventPayload, now: Millis) -> Self {
+        RunMeta {
+            run_id,
+            function_id: function_id.into(),
+            event,
+            status: RunStatus::Running,
+            attempt: 0,
+            retry_at: None,
+            version: 0,
+            lease: None,
+            output: None,
+            error: None,
+            invoked_by: None,
+            created_at: now,
+            updated_at: now,
+            ended_at: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// A run as loaded from a store: its head and its steps in position order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Journal {
+    /// The head record.
+    pub meta: RunMeta,
+    /// The steps, ordered by position.
+    pub steps: Vec<StepRecord>,
+}
+
+/// A pending `wait_for_event` (DynamoDB `PK = WAIT#<event>`), found when a matching event arrives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Wait {
+    /// The awaited event name.
+    pub event: String,
+    /// The waiting run.
+    pub run_id: RunId,
+    /// Its wait step.
+    pub step_id: StepId,
+    /// CEL condition over `event` (the trigger) and `async` (the candidate), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// When the wait times out.
+    pub timeout_at: Millis,
+    /// When the wait was registered (events received since this minus the lookback still match).
+    pub created_at: Millis,
+}

@@ -1,0 +1,679 @@
+//! The [`Runner`]: drives runs to their next suspension over any [`RunStore`], [`Bus`] and
+//! [`Timer`]. It loads the journal, executes, commits each step as it completes, and keeps
+//! going in the same invocation until the run completes, sleeps longer than a threshold, waits
+//! for an event, or its time budget runs out; then it hands over to the [`Timer`], and a later
+//! [`Runner::drive`] resumes the run.
+
+use crate::bus::{Bus, BusError, Timer};
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Execution, Op, OpKind, Outcome};
+use crate::error::{EngineError, StepError};
+use crate::event::{EventPayload, FAILED_EVENT, INVOKED_EVENT};
+use crate::expr::MatchExpr;
+use crate::function::{FailureData, Registry};
+use crate::id::{RunId, StepId};
+use crate::record::{InvokedBy, Lease, Millis, RunMeta, RunStatus, StepRecord, StepState, Wait};
+use crate::step::millis;
+use crate::store::{Commit, CreateRun, RunStore, StoreError};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tracing::Instrument;
+
+/// How a [`Runner`] spends an invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunnerConfig {
+    /// Sleeps and back-offs up to this long (and within the budget) happen in process; longer
+    /// ones hand over to the [`Timer`]. Default 5 s.
+    pub sleep_threshold: Duration,
+    /// How long one [`Runner::drive`] may keep executing before it checkpoints and continues in
+    /// a fresh call. Default 10 min (under Lambda's 15-minute limit).
+    pub budget: Duration,
+    /// How long a crashed invocation's lease blocks others. Default: budget + 1 min.
+    pub lease: Duration,
+    /// This runner's lease owner id.
+    pub owner: String,
+    /// Finished runs are kept this long (the TTL written to `expires_at`). Default 7 days.
+    pub retention: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let budget = Duration::from_secs(600);
+        RunnerConfig {
+            sleep_threshold: Duration::from_secs(5),
+            budget,
+            lease: budget + Duration::from_secs(60),
+            owner: format!("runner-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)),
+            retention: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl RunnerConfig {
+    /// Sets [`RunnerConfig::sleep_threshold`].
+    pub fn sleep_threshold(mut self, threshold: Duration) -> Self {
+        self.sleep_threshold = threshold;
+        self
+    }
+
+    /// Sets [`RunnerConfig::budget`] (and the lease to budget + 1 min).
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self.lease = budget + Duration::from_secs(60);
+        self
+    }
+
+    /// Sets [`RunnerConfig::owner`].
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+}
+
+/// What a [`Runner::drive`] call left the run in.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Drive {
+    /// The run finished with this output.
+    Completed(Value),
+    /// The run finally failed.
+    Failed(StepError),
+    /// The run is suspended; the [`Timer`] will wake it (at `wake_at`), or an event will.
+    Suspended {
+        /// Sleeping or waiting.
+        status: RunStatus,
+        /// When the timer fires.
+        wake_at: Option<Millis>,
+    },
+    /// The budget ran out; the run continues in a fresh call (already scheduled).
+    Continued,
+    /// Another invocation holds the run's lease; this one did nothing.
+    Busy,
+    /// The run had already finished; nothing was done.
+    AlreadyFinished(RunStatus),
+}
+
+/// A Runner failure: the run is untouched beyond what was committed, and driving it again
+/// resumes it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunnerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bus or timer failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// No such run.
+    #[error("run {0} not found")]
+    UnknownRun(RunId),
+    /// An event was rejected.
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+}
+
+/// Drives runs of the functions in a [`Registry`].
+#[derive(Debug)]
+pub struct Runner<S, B, T> {
+    registry: Registry,
+    store: S,
+    bus: B,
+    timer: T,
+    clock: Arc<dyn Clock>,
+    config: RunnerConfig,
+}
+
+static EVENT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A unique event id: time, process and a counter, hashed.
+pub(crate) fn new_event_id(now: Millis) -> String {
+    let seq = EVENT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let hashed = StepId::hash(&format!("{now}/{}/{seq}", std::process::id()));
+    format!("{now:013x}{}", &hashed.as_str()[..13])
+}
+
+impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
+    /// A runner on the system clock with default configuration.
+    pub fn new(registry: Registry, store: S, bus: B, timer: T) -> Self {
+        Runner {
+            registry,
+            store,
+            bus,
+            timer,
+            clock: Arc::new(SystemClock),
+            config: RunnerConfig::default(),
+        }
+    }
+
+    /// Uses `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses `config`.
+    pub fn with_config(mut self, config: RunnerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &B {
+        &self.bus
+    }
+
+    /// The timer.
+    pub fn timer(&self) -> &T {
+        &self.timer
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Sends an event from application code (assigning an id and timestamp if missing).
+    ///
+    /// # Errors
+    /// [`RunnerError::InvalidEvent`] naming the problem, or the bus's error.
+    pub async fn send(&self, mut event: EventPayload) -> Result<String, RunnerError> {
+        event.validate().map_err(RunnerError::InvalidEvent)?;
+        let now = self.clock.now();
+        let id = event.id.get_or_insert_with(|| new_event_id(now)).clone();
+        event.ts.get_or_insert(now);
+        self.bus.send(std::slice::from_ref(&event)).await?;
+        Ok(id)
+    }
+
+    /// Handles one delivered event: starts a run of every function it triggers (once per event
+    /// id, however often it is delivered) and resolves the waits it satisfies. Returns the runs
+    /// to drive.
+    ///
+    /// # Errors
+    /// [`RunnerError::InvalidEvent`] for an event without an id or with a bad shape; store errors.
+    pub async fn accept(&self, event: &EventPayload) -> Result<Vec<RunId>, RunnerError> {
+        event.validate().map_err(RunnerError::InvalidEvent)?;
+        let event_id = event
+            .id
+            .clone()
+            .ok_or_else(|| RunnerError::InvalidEvent(format!("event `{}` has no id", event.name)))?;
+        let now = self.clock.now();
+        let mut runs = Vec::new();
+        if event.name == INVOKED_EVENT {
+            if let Some(run) = self.start_invoked(event, now).await? {
+                runs.push(run);
+            }
+        } else {
+            for function in self.registry.triggered_by(event) {
+                let run_id = RunId::for_event(function.id(), &event_id);
+                let meta = RunMeta::new(run_id.clone(), function.id(), event.clone(), now);
+                match self.store.create_run(meta).await? {
+                    CreateRun::Created(_) => tracing::info!(function = function.id(), run_id = %run_id, "run started"),
+                    CreateRun::Existing(_) => tracing::debug!(run_id = %run_id, "duplicate delivery, run exists"),
+                }
+                runs.push(run_id);
+            }
+        }
+        for wait in self.store.waits_for(&event.name).await? {
+            if self.resolve_wait(&wait, event, now).await? && !runs.contains(&wait.run_id) {
+                runs.push(wait.run_id.clone());
+            }
+        }
+        Ok(runs)
+    }
+
+    async fn start_invoked(&self, event: &EventPayload, now: Millis) -> Result<Option<RunId>, RunnerError> {
+        let meta = &event.data["_inngest"];
+        let (Some(function_id), Some(correlation)) = (
+            meta["fn_id"].as_str(),
+            meta["correlation_id"].as_str().and_then(|c| c.split_once('.')),
+        ) else {
+            return Err(RunnerError::InvalidEvent(format!(
+                "`{INVOKED_EVENT}` needs data._inngest.fn_id and correlation_id"
+            )));
+        };
+        let invoked_by = InvokedBy {
+            run_id: RunId::new(correlation.0),
+            step_id: StepId::from_hashed(correlation.1),
+        };
+        if self.registry.get(function_id).is_none() {
+            let error = StepError::non_retriable(format!("invoked function `{function_id}` does not exist"));
+            self.resolve_invoke(&invoked_by, Err(error), now).await?;
+            return Ok(None);
+        }
+        let event_id = event.id.clone().unwrap_or_default();
+        let run_id = RunId::for_event(function_id, &event_id);
+        let mut run = RunMeta::new(run_id.clone(), function_id, event.clone(), now);
+        run.invoked_by = Some(invoked_by);
+        self.store.create_run(run).await?;
+        Ok(Some(run_id))
+    }
+
+    async fn resolve_wait(&self, wait: &Wait, event: &EventPayload, now: Millis) -> Result<bool, RunnerError> {
+        let Some(journal) = self.store.load(&wait.run_id).await? else {
+            self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
+            return Ok(false);
+        };
+        if let Some(expression) = &wait.expression {
+            let trigger = serde_json::to_value(&journal.meta.event).unwrap_or(Value::Null);
+            let candidate = serde_json::to_value(event).unwrap_or(Value::Null);
+            let matched = MatchExpr::parse(expression).and_then(|expr| expr.matches(&trigger, &candidate));
+            if !matched.unwrap_or(false) {
+                return Ok(false);
+            }
+        }
+        let Some(step) = journal.steps.iter().find(|record| record.id == wait.step_id) else {
+            return Ok(false);
+        };
+        let mut record = step.clone();
+        record.state = StepState::Completed {
+            output: serde_json::to_value(event).unwrap_or(Value::Null),
+        };
+        record.ended_at = Some(now);
+        let resolved = matches!(self.store.commit_step(&wait.run_id, &record).await?, Commit::Committed);
+        self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
+        if resolved {
+            self.timer
+                .wake_at(&wait.run_id, &format!("event-{}", wait.step_id), now)
+                .await?;
+        }
+        Ok(resolved)
+    }
+
+    async fn resolve_invoke(
+        &self,
+        invoked_by: &InvokedBy,
+        result: Result<Value, StepError>,
+        now: Millis,
+    ) -> Result<(), RunnerError> {
+        let Some(journal) = self.store.load(&invoked_by.run_id).await? else {
+            return Ok(());
+        };
+        let Some(step) = journal.steps.iter().find(|record| record.id == invoked_by.step_id) else {
+            return Ok(());
+        };
+        let mut record = step.clone();
+        record.state = match result {
+            Ok(output) => StepState::Completed { output },
+            Err(error) => StepState::Failed { error },
+        };
+        record.ended_at = Some(now);
+        if let Commit::Committed = self.store.commit_step(&invoked_by.run_id, &record).await? {
+            self.timer
+                .wake_at(&invoked_by.run_id, &format!("invoke-{}", invoked_by.step_id), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Drives a run to its next suspension (or its end).
+    ///
+    /// # Errors
+    /// Store, bus or timer failures; whatever was committed stays committed, and driving the run
+    /// again resumes it.
+    pub async fn drive(&self, run_id: &RunId) -> Result<Drive, RunnerError> {
+        let started = self.clock.now();
+        let deadline = started + millis(self.config.budget);
+        let span = tracing::info_span!("run", run_id = %run_id, function = tracing::field::Empty, attempt = tracing::field::Empty);
+        self.drive_inner(run_id, deadline).instrument(span).await
+    }
+
+    async fn drive_inner(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {
+        'replay: loop {
+            let journal = self
+                .store
+                .load(run_id)
+                .await?
+                .ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?;
+            let mut meta = journal.meta;
+            if meta.status.is_finished() {
+                return Ok(Drive::AlreadyFinished(meta.status));
+            }
+            let now = self.clock.now();
+            match &meta.lease {
+                Some(lease) if lease.owner != self.config.owner && lease.expires_at > now => return Ok(Drive::Busy),
+                Some(lease) if lease.owner == self.config.owner => {}
+                _ => {
+                    meta.lease = Some(Lease {
+                        owner: self.config.owner.clone(),
+                        expires_at: now + millis(self.config.lease),
+                    });
+                    meta.status = RunStatus::Running;
+                    meta.updated_at = now;
+                    meta = match self.store.update_meta(&meta).await {
+                        Ok(stored) => stored,
+                        Err(StoreError::Conflict { .. }) => return Ok(Drive::Busy),
+                        Err(other) => return Err(other.into()),
+                    };
+                }
+            }
+            tracing::Span::current()
+                .record("function", meta.function_id.as_str())
+                .record("attempt", meta.attempt);
+            if let Some(retry_at) = meta.retry_at.filter(|at| *at > now) {
+                match self
+                    .wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry")
+                    .await?
+                {
+                    Some(drive) => return Ok(drive),
+                    None => continue 'replay,
+                }
+            }
+            let Some(function) = self.registry.get(&meta.function_id).cloned() else {
+                let error = StepError::non_retriable(format!("function `{}` is not registered here", meta.function_id));
+                return self.finish(meta, Err(error)).await;
+            };
+            let mut execution = Execution::new(&function, run_id.clone(), &meta.event, &journal.steps, meta.attempt);
+            loop {
+                let now = self.clock.now();
+                if now >= deadline {
+                    self.timer.wake_at(run_id, "continue", now).await?;
+                    self.release(&mut meta, RunStatus::Running).await?;
+                    return Ok(Drive::Continued);
+                }
+                let outcome = match execution.next(now).await {
+                    Ok(outcome) => outcome,
+                    Err(error) => return self.fail_determinism(meta, error).await,
+                };
+                match outcome {
+                    Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
+                        let adopted = self.commit(run_id, record).await?;
+                        execution.committed(adopted);
+                    }
+                    Outcome::StepFailed {
+                        record,
+                        retry_at: Some(retry_at),
+                    } => {
+                        let adopted = self.commit(run_id, record).await?;
+                        if adopted.state.is_final() {
+                            execution.committed(adopted);
+                            continue;
+                        }
+                        match self
+                            .wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry")
+                            .await?
+                        {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Sleeping { op, until } => {
+                        self.persist_scheduled(run_id, &op).await?;
+                        match self
+                            .wait_until(&mut meta, until, deadline, RunStatus::Sleeping, &op.id.to_string())
+                            .await?
+                        {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Waiting { op } => {
+                        self.handle_ops(run_id, &meta, std::slice::from_ref(&op), &mut execution)
+                            .await?;
+                        return self.suspend(&mut meta, std::slice::from_ref(&op)).await;
+                    }
+                    Outcome::Planned(ops) => {
+                        if self.handle_ops(run_id, &meta, &ops, &mut execution).await? {
+                            continue;
+                        }
+                        let earliest = ops.iter().filter_map(Op::wake_at).min();
+                        let waits_on_others = ops
+                            .iter()
+                            .any(|op| matches!(op.kind, OpKind::WaitForEvent { .. } | OpKind::Invoke { .. }));
+                        match earliest {
+                            Some(at) if !waits_on_others => {
+                                match self
+                                    .wait_until(&mut meta, at, deadline, RunStatus::Sleeping, "planned")
+                                    .await?
+                                {
+                                    Some(drive) => return Ok(drive),
+                                    None => continue 'replay,
+                                }
+                            }
+                            _ => return self.suspend(&mut meta, &ops).await,
+                        }
+                    }
+                    Outcome::Completed(output) => return self.finish(meta, Ok(output)).await,
+                    Outcome::Failed {
+                        error,
+                        retry_at: Some(retry_at),
+                    } => {
+                        tracing::warn!(%error, "function failed, will retry");
+                        meta.attempt += 1;
+                        meta.retry_at = Some(retry_at);
+                        meta.updated_at = now;
+                        meta = self.store.update_meta(&meta).await?;
+                        match self
+                            .wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry")
+                            .await?
+                        {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Failed { error, retry_at: None } => return self.finish(meta, Err(error)).await,
+                }
+            }
+        }
+    }
+
+    /// Commits a step record; returns the record now stored (ours, or the winner's).
+    async fn commit(&self, run_id: &RunId, record: StepRecord) -> Result<StepRecord, RunnerError> {
+        match self.store.commit_step(run_id, &record).await? {
+            Commit::Committed => Ok(record),
+            Commit::Existing(winner) => {
+                tracing::debug!(step.id = %winner.id, "step already committed by another invocation; adopting its result");
+                Ok(*winner)
+            }
+        }
+    }
+
+    async fn persist_scheduled(&self, run_id: &RunId, op: &Op) -> Result<(), RunnerError> {
+        if op.new
+            && let Some(record) = op.scheduled_record()
+        {
+            self.commit(run_id, record).await?;
+        }
+        Ok(())
+    }
+
+    /// Performs what the driver owes planned ops; `true` if a step was committed (so the
+    /// execution can go on at once).
+    async fn handle_ops(
+        &self,
+        run_id: &RunId,
+        meta: &RunMeta,
+        ops: &[Op],
+        execution: &mut Execution,
+    ) -> Result<bool, RunnerError> {
+        let now = self.clock.now();
+        let mut progressed = false;
+        for op in ops {
+            match &op.kind {
+                OpKind::SendEvent { events } => {
+                    let ids = self.bus.send(events).await?;
+                    let adopted = self
+                        .commit(run_id, op.completed_record(json!({ "ids": ids }), now))
+                        .await?;
+                    execution.committed(adopted);
+                    progressed = true;
+                }
+                OpKind::WaitForEvent {
+                    event,
+                    expression,
+                    timeout_at,
+                } if op.new => {
+                    self.persist_scheduled(run_id, op).await?;
+                    let wait = Wait {
+                        event: event.clone(),
+                        run_id: run_id.clone(),
+                        step_id: op.id.clone(),
+                        expression: expression.clone(),
+                        timeout_at: *timeout_at,
+                        created_at: now,
+                    };
+                    self.store.put_wait(&wait).await?;
+                }
+                OpKind::Invoke { function_id, data, .. } if op.new => {
+                    self.persist_scheduled(run_id, op).await?;
+                    let mut payload = data.clone();
+                    if !payload.is_object() {
+                        payload = json!({});
+                    }
+                    payload["_inngest"] = json!({
+                        "fn_id": function_id,
+                        "correlation_id": format!("{}.{}", run_id, op.id),
+                        "source_fn_id": meta.function_id,
+                    });
+                    let event = EventPayload::new(INVOKED_EVENT, payload)
+                        .with_id(StepId::hash(&format!("{run_id}/{}", op.id)).as_str()[..26].to_string())
+                        .with_ts(now);
+                    self.bus.send(std::slice::from_ref(&event)).await?;
+                }
+                OpKind::Sleep { .. } => self.persist_scheduled(run_id, op).await?,
+                _ => {}
+            }
+        }
+        Ok(progressed)
+    }
+
+    /// Sleeps in process when `until` is near and within the budget (`None`: replay now), or
+    /// hands over to the timer and suspends.
+    async fn wait_until(
+        &self,
+        meta: &mut RunMeta,
+        until: Millis,
+        deadline: Millis,
+        status: RunStatus,
+        key: &str,
+    ) -> Result<Option<Drive>, RunnerError> {
+        let now = self.clock.now();
+        if until <= now {
+            return Ok(None);
+        }
+        if until - now <= millis(self.config.sleep_threshold) && until < deadline {
+            self.clock.sleep_until(until).await;
+            return Ok(None);
+        }
+        self.timer.wake_at(&meta.run_id, key, until).await?;
+        self.release(meta, status).await?;
+        Ok(Some(Drive::Suspended {
+            status,
+            wake_at: Some(until),
+        }))
+    }
+
+    async fn suspend(&self, meta: &mut RunMeta, ops: &[Op]) -> Result<Drive, RunnerError> {
+        let wake_at = ops.iter().filter_map(Op::wake_at).min();
+        if let Some(at) = wake_at {
+            self.timer.wake_at(&meta.run_id, "timeout", at).await?;
+        }
+        self.release(meta, RunStatus::Waiting).await?;
+        Ok(Drive::Suspended {
+            status: RunStatus::Waiting,
+            wake_at,
+        })
+    }
+
+    async fn release(&self, meta: &mut RunMeta, status: RunStatus) -> Result<(), RunnerError> {
+        meta.lease = None;
+        meta.status = status;
+        meta.updated_at = self.clock.now();
+        *meta = self.store.update_meta(meta).await?;
+        Ok(())
+    }
+
+    async fn fail_determinism(&self, meta: RunMeta, error: EngineError) -> Result<Drive, RunnerError> {
+        tracing::error!(%error, "the code no longer matches the run's journal");
+        self.finish(meta, Err(error.to_step_error())).await
+    }
+
+    async fn finish(&self, mut meta: RunMeta, result: Result<Value, StepError>) -> Result<Drive, RunnerError> {
+        let now = self.clock.now();
+        meta.lease = None;
+        meta.updated_at = now;
+        meta.ended_at = Some(now);
+        meta.retry_at = None;
+        meta.expires_at = Some(now + millis(self.config.retention));
+        match &result {
+            Ok(output) => {
+                meta.status = RunStatus::Completed;
+                meta.output = Some(output.clone());
+                tracing::info!("run completed");
+            }
+            Err(error) => {
+                meta.status = RunStatus::Failed;
+                meta.error = Some(error.clone());
+                tracing::error!(%error, "run failed");
+            }
+        }
+        let meta = self.store.update_meta(&meta).await?;
+        if let Some(invoked_by) = &meta.invoked_by {
+            self.resolve_invoke(invoked_by, result.clone(), now).await?;
+        }
+        if let Err(error) = &result {
+            let failed = FailureData {
+                function_id: meta.function_id.clone(),
+                run_id: meta.run_id.to_string(),
+                event: meta.event.clone(),
+                error: error.clone(),
+            };
+            let data = serde_json::to_value(&failed).unwrap_or(Value::Null);
+            let event = EventPayload::new(FAILED_EVENT, data)
+                .with_id(StepId::hash(&format!("failed/{}", meta.run_id)).as_str()[..26].to_string())
+                .with_ts(now);
+            self.bus.send(std::slice::from_ref(&event)).await?;
+        }
+        Ok(match result {
+            Ok(output) => Drive::Completed(output),
+            Err(error) => Drive::Failed(error),
+        })
+    }
+}
+
+/// The in-process loop: deliver queued events and wake due runs until nothing is left.
+impl<S: RunStore> Runner<S, crate::bus::MemoryBus, crate::bus::MemoryTimer> {
+    /// Delivers every queued event and drives every due run, repeatedly, until idle.
+    /// Returns how many drives it made.
+    ///
+    /// # Errors
+    /// The first store, bus or timer failure.
+    pub async fn run_until_idle(&self) -> Result<usize, RunnerError> {
+        let mut drives = 0;
+        loop {
+            let mut ready = Vec::new();
+            for event in self.bus.take_pending() {
+                for run in self.accept(&event).await? {
+                    if !ready.contains(&run) {
+                        ready.push(run);
+                    }
+                }
+            }
+            for run in self.timer.take_due(self.clock.now()) {
+                if !ready.contains(&run) {
+                    ready.push(run);
+                }
+            }
+            if ready.is_empty() {
+                return Ok(drives);
+            }
+            for run in ready {
+                self.drive(&run).await?;
+                drives += 1;
+            }
+        }
+    }
+}

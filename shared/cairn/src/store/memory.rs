@@ -1,0 +1,141 @@
+//! An in-process store: fast, for tests, benchmarks and `TestRun`.
+
+use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
+use crate::id::{RunId, StepId};
+use crate::record::{Journal, RunMeta, StepRecord, Wait};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Keeps everything in memory. Clones share the same data.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    runs: HashMap<RunId, StoredRun>,
+    waits: BTreeMap<(String, RunId, StepId), Wait>,
+}
+
+#[derive(Debug)]
+struct StoredRun {
+    meta: RunMeta,
+    steps: HashMap<StepId, StepRecord>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl RunStore for MemoryStore {
+    async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
+        let mut inner = self.lock();
+        if let Some(existing) = inner.runs.get(&meta.run_id) {
+            return Ok(CreateRun::Existing(existing.meta.clone()));
+        }
+        let mut meta = meta;
+        meta.version = 0;
+        inner.runs.insert(
+            meta.run_id.clone(),
+            StoredRun {
+                meta: meta.clone(),
+                steps: HashMap::new(),
+            },
+        );
+        Ok(CreateRun::Created(meta))
+    }
+
+    async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.runs.get(run_id).map(|run| {
+            let mut steps: Vec<StepRecord> = run.steps.values().cloned().collect();
+            steps.sort_by_key(|record| record.position);
+            Journal {
+                meta: run.meta.clone(),
+                steps,
+            }
+        }))
+    }
+
+    async fn update_meta(&self, meta: &RunMeta) -> Result<RunMeta, StoreError> {
+        let mut inner = self.lock();
+        let run = inner
+            .runs
+            .get_mut(&meta.run_id)
+            .ok_or_else(|| StoreError::NotFound(meta.run_id.clone()))?;
+        if run.meta.version != meta.version {
+            return Err(StoreError::Conflict {
+                run_id: meta.run_id.clone(),
+                expected: meta.version,
+            });
+        }
+        let mut stored = meta.clone();
+        stored.version += 1;
+        run.meta = stored.clone();
+        Ok(stored)
+    }
+
+    async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
+        let mut inner = self.lock();
+        let run = inner
+            .runs
+            .get_mut(run_id)
+            .ok_or_else(|| StoreError::NotFound(run_id.clone()))?;
+        match run.steps.get(&record.id) {
+            Some(existing) if existing.state.is_final() => Ok(Commit::Existing(Box::new(existing.clone()))),
+            _ => {
+                run.steps.insert(record.id.clone(), record.clone());
+                Ok(Commit::Committed)
+            }
+        }
+    }
+
+    async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
+        let key = (wait.event.clone(), wait.run_id.clone(), wait.step_id.clone());
+        self.lock().waits.insert(key, wait.clone());
+        Ok(())
+    }
+
+    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+        let inner = self.lock();
+        let mut waits: Vec<Wait> = inner
+            .waits
+            .iter()
+            .filter(|((name, _, _), _)| name == event)
+            .map(|(_, wait)| wait.clone())
+            .collect();
+        waits.sort_by_key(|wait| wait.created_at);
+        Ok(waits)
+    }
+
+    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .waits
+            .remove(&(event.to_string(), run_id.clone(), step_id.clone()))
+            .is_some())
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
+        let inner = self.lock();
+        let mut runs: Vec<RunMeta> = inner
+            .runs
+            .values()
+            .map(|run| &run.meta)
+            .filter(|meta| query.function_id.as_ref().is_none_or(|f| &meta.function_id == f))
+            .filter(|meta| query.status.is_none_or(|s| meta.status == s))
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
+        runs.truncate(effective_limit(query));
+        Ok(runs)
+    }
+}

@@ -1,0 +1,138 @@
+//! Durable run state: the [`RunStore`] contract and its embedded backends, [`MemoryStore`] and
+//! [`SqliteStore`]. Every backend passes the conformance suite in `cairn::testing::conformance`.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+use crate::id::{RunId, StepId};
+use crate::record::{Journal, RunMeta, RunStatus, StepRecord, Wait};
+use std::future::Future;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An optimistic-concurrency check failed: someone else updated the run first.
+    #[error("run {run_id}: version conflict (expected version {expected})")]
+    Conflict {
+        /// The run.
+        run_id: RunId,
+        /// The version the caller read.
+        expected: u64,
+    },
+    /// The run does not exist.
+    #[error("run {0} not found")]
+    NotFound(RunId),
+    /// The backend asked us to slow down.
+    #[error("store throttled: {0}")]
+    Throttled(String),
+    /// The backend is unreachable or failed transiently.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A record could not be encoded or decoded.
+    #[error("store record malformed: {0}")]
+    Serialization(String),
+    /// Anything else the backend reported.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Throttled(_) | StoreError::Unavailable(_))
+    }
+}
+
+/// What [`RunStore::create_run`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateRun {
+    /// The run is new.
+    Created(RunMeta),
+    /// A run with this id already exists (a duplicate delivery): nothing was written.
+    Existing(RunMeta),
+}
+
+/// What [`RunStore::commit_step`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Commit {
+    /// The record is stored.
+    Committed,
+    /// A final record for this step was already stored (by a concurrent invocation, or an
+    /// earlier attempt of this one); it is returned, and the caller adopts it.
+    Existing(Box<StepRecord>),
+}
+
+/// A filter for [`RunStore::list_runs`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only runs of this function.
+    pub function_id: Option<String>,
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// At most this many (newest first); 0 means 100.
+    pub limit: usize,
+}
+
+/// Durable state for runs: head records, memoized steps and pending waits.
+///
+/// Methods return `impl Future + Send` so a backend can be async (DynamoDB) or not (SQLite).
+pub trait RunStore: Send + Sync + 'static {
+    /// Creates a run unless one with its id exists.
+    ///
+    /// # Behavior
+    /// - New id: stores `meta` (version 0) and returns `Created`.
+    /// - Existing id: writes nothing and returns `Existing` with the stored head.
+    fn create_run(&self, meta: RunMeta) -> impl Future<Output = Result<CreateRun, StoreError>> + Send;
+
+    /// Loads a run's head and all its steps, ordered by position.
+    ///
+    /// # Behavior
+    /// - Unknown run: `Ok(None)`, never an error.
+    /// - Reads are strongly consistent: a commit that returned is visible.
+    fn load(&self, run_id: &RunId) -> impl Future<Output = Result<Option<Journal>, StoreError>> + Send;
+
+    /// Replaces the head record if its stored version is `meta.version`; returns the stored head
+    /// with its new version (`meta.version + 1`).
+    ///
+    /// # Behavior
+    /// - Version moved on: `StoreError::Conflict`, nothing written.
+    /// - Unknown run: `StoreError::NotFound`.
+    fn update_meta(&self, meta: &RunMeta) -> impl Future<Output = Result<RunMeta, StoreError>> + Send;
+
+    /// Stores a step record with one conditional write.
+    ///
+    /// # Behavior
+    /// - No record, or a non-final one (`Scheduled`, `Retrying`): stores it, `Committed`.
+    /// - A final record exists: writes nothing and returns it as `Existing` (the loser of a race
+    ///   adopts the winner's result; a final result is never recorded twice).
+    fn commit_step(
+        &self,
+        run_id: &RunId,
+        record: &StepRecord,
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
+
+    /// Registers a pending `wait_for_event` (idempotent).
+    fn put_wait(&self, wait: &Wait) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The pending waits for an event name, oldest first.
+    fn waits_for(&self, event: &str) -> impl Future<Output = Result<Vec<Wait>, StoreError>> + Send;
+
+    /// Removes a wait; `true` if it existed (so only one deliverer resumes the run).
+    fn remove_wait(
+        &self,
+        event: &str,
+        run_id: &RunId,
+        step_id: &StepId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Run heads matching `query`, newest first.
+    fn list_runs(&self, query: &RunQuery) -> impl Future<Output = Result<Vec<RunMeta>, StoreError>> + Send;
+}
+
+pub(crate) fn effective_limit(query: &RunQuery) -> usize {
+    if query.limit == 0 { 100 } else { query.limit }
+}

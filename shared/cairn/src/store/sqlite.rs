@@ -1,0 +1,286 @@
+//! An embedded SQLite store (bundled SQLite, one file): the local-mode store of `cargo lambda
+//! watch` and the dev server. Tables mirror the DynamoDB design: `runs` (META), `steps`
+//! (`STEP#`), `waits` (`WAIT#`).
+
+use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
+use crate::id::{RunId, StepId};
+use crate::record::{Journal, RunMeta, StepRecord, Wait};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A store in one SQLite file (or in memory). Clones share one connection.
+///
+/// Calls run on the caller's thread: SQLite answers in microseconds, and the file is local.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    meta        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id   TEXT NOT NULL,
+    step_id  TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    final    INTEGER NOT NULL,
+    record   TEXT NOT NULL,
+    PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE IF NOT EXISTS waits (
+    event      TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    step_id    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    wait       TEXT NOT NULL,
+    PRIMARY KEY (event, run_id, step_id)
+);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, in WAL mode so readers (the dev
+    /// server, the CLI) never block the functions writing to it.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or the schema cannot be created.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let connection = Connection::open(path.as_ref()).map_err(|err| {
+            StoreError::Unavailable(format!(
+                "cannot open SQLite database {}: {err}",
+                path.as_ref().display()
+            ))
+        })?;
+        Self::init(connection)
+    }
+
+    /// A private in-memory database.
+    ///
+    /// # Errors
+    /// When SQLite cannot allocate it.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(connection: Connection) -> Result<Self, StoreError> {
+        connection.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        connection.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteStore {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    fn connection(&self) -> MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn backend(err: rusqlite::Error) -> StoreError {
+    match err {
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(err.to_string())
+        }
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|err| StoreError::Serialization(err.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|err| StoreError::Serialization(err.to_string()))
+}
+
+impl RunStore for SqliteStore {
+    async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
+        let mut meta = meta;
+        meta.version = 0;
+        let connection = self.connection();
+        let inserted = connection
+            .execute(
+                "INSERT INTO runs (run_id, function_id, status, created_at, version, meta) VALUES (?1, ?2, ?3, ?4, 0, ?5)
+                 ON CONFLICT (run_id) DO NOTHING",
+                params![meta.run_id.as_str(), meta.function_id, meta.status.as_str(), meta.created_at, encode(&meta)?],
+            )
+            .map_err(backend)?;
+        if inserted == 1 {
+            return Ok(CreateRun::Created(meta));
+        }
+        let existing: String = connection
+            .query_row(
+                "SELECT meta FROM runs WHERE run_id = ?1",
+                [meta.run_id.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(backend)?;
+        Ok(CreateRun::Existing(decode(&existing)?))
+    }
+
+    async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
+        let connection = self.connection();
+        let Some(meta) = connection
+            .query_row("SELECT meta FROM runs WHERE run_id = ?1", [run_id.as_str()], |row| {
+                row.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let mut statement = connection
+            .prepare_cached("SELECT record FROM steps WHERE run_id = ?1 ORDER BY position")
+            .map_err(backend)?;
+        let steps = statement
+            .query_map([run_id.as_str()], |row| row.get::<_, String>(0))
+            .map_err(backend)?
+            .map(|row| row.map_err(backend).and_then(|text| decode::<StepRecord>(&text)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Journal {
+            meta: decode(&meta)?,
+            steps,
+        }))
+    }
+
+    async fn update_meta(&self, meta: &RunMeta) -> Result<RunMeta, StoreError> {
+        let mut stored = meta.clone();
+        stored.version = meta.version + 1;
+        let connection = self.connection();
+        let updated = connection
+            .execute(
+                "UPDATE runs SET status = ?1, version = ?2, meta = ?3 WHERE run_id = ?4 AND version = ?5",
+                params![
+                    stored.status.as_str(),
+                    i64::try_from(stored.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
+                    encode(&stored)?,
+                    meta.run_id.as_str(),
+                    i64::try_from(meta.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
+                ],
+            )
+            .map_err(backend)?;
+        if updated == 1 {
+            return Ok(stored);
+        }
+        let exists = connection
+            .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [meta.run_id.as_str()], |_| {
+                Ok(())
+            })
+            .optional()
+            .map_err(backend)?;
+        Err(match exists {
+            Some(()) => StoreError::Conflict {
+                run_id: meta.run_id.clone(),
+                expected: meta.version,
+            },
+            None => StoreError::NotFound(meta.run_id.clone()),
+        })
+    }
+
+    async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
+        let connection = self.connection();
+        // One conditional write, as DynamoDB's PutItem: replace only a non-final record.
+        let written = connection
+            .execute(
+                "INSERT INTO steps (run_id, step_id, position, final, record) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, step_id) DO UPDATE SET position = excluded.position, final = excluded.final,
+                     record = excluded.record
+                 WHERE steps.final = 0",
+                params![
+                    run_id.as_str(),
+                    record.id.as_str(),
+                    record.position,
+                    record.state.is_final(),
+                    encode(record)?
+                ],
+            )
+            .map_err(backend)?;
+        if written == 1 {
+            return Ok(Commit::Committed);
+        }
+        let existing: String = connection
+            .query_row(
+                "SELECT record FROM steps WHERE run_id = ?1 AND step_id = ?2",
+                params![run_id.as_str(), record.id.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(backend)?;
+        Ok(Commit::Existing(Box::new(decode(&existing)?)))
+    }
+
+    async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "INSERT OR REPLACE INTO waits (event, run_id, step_id, created_at, wait) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    wait.event,
+                    wait.run_id.as_str(),
+                    wait.step_id.as_str(),
+                    wait.created_at,
+                    encode(wait)?
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached("SELECT wait FROM waits WHERE event = ?1 ORDER BY created_at, run_id, step_id")
+            .map_err(backend)?;
+        statement
+            .query_map([event], |row| row.get::<_, String>(0))
+            .map_err(backend)?
+            .map(|row| row.map_err(backend).and_then(|text| decode(&text)))
+            .collect()
+    }
+
+    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
+        let removed = self
+            .connection()
+            .execute(
+                "DELETE FROM waits WHERE event = ?1 AND run_id = ?2 AND step_id = ?3",
+                params![event, run_id.as_str(), step_id.as_str()],
+            )
+            .map_err(backend)?;
+        Ok(removed == 1)
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT meta FROM runs WHERE (?1 IS NULL OR function_id = ?1) AND (?2 IS NULL OR status = ?2)
+                 ORDER BY created_at DESC, run_id DESC LIMIT ?3",
+            )
+            .map_err(backend)?;
+        let limit = i64::try_from(effective_limit(query)).unwrap_or(i64::MAX);
+        statement
+            .query_map(
+                params![query.function_id, query.status.map(|s| s.as_str()), limit],
+                |row| row.get::<_, String>(0),
+            )
+            .map_err(backend)?
+            .map(|row| row.map_err(backend).and_then(|text| decode(&text)))
+            .collect()
+    }
+}

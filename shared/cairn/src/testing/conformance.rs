@@ -1,0 +1,355 @@
+//! The behaviour every [`RunStore`] backend must have. A backend joins with one line:
+#![allow(clippy::unwrap_used)] // Test support: a failed unwrap is a failed contract.
+//!
+//! ```ignore
+//! cairn::store_conformance!(sqlite, || async { SqliteStore::in_memory().unwrap() });
+//! ```
+//!
+//! which expands to one `#[test]` per contract, named after it (`sqlite::final_record_is_never_overwritten`).
+
+use crate::error::StepError;
+use crate::event::EventPayload;
+use crate::id::{RunId, StepId};
+use crate::record::{Lease, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
+use crate::store::{Commit, CreateRun, RunQuery, RunStore, StoreError};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+fn run_id(tag: &str) -> RunId {
+    // Unique per test and process, so suites may share one backend (a DynamoDB table).
+    RunId::new(format!(
+        "run-{tag}-{}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+fn meta(run_id: &RunId, function_id: &str, created_at: i64) -> RunMeta {
+    RunMeta::new(
+        run_id.clone(),
+        function_id,
+        EventPayload::new("app/test", json!({"n": 1})).with_id("e1"),
+        created_at,
+    )
+}
+
+fn record(name: &str, position: u32, state: StepState) -> StepRecord {
+    StepRecord {
+        id: StepId::for_name(name, 0),
+        name: name.to_string(),
+        kind: StepKind::Run,
+        position,
+        state,
+        attempts: 1,
+        started_at: 1_000,
+        ended_at: Some(2_000),
+        detail: None,
+    }
+}
+
+fn completed(output: serde_json::Value) -> StepState {
+    StepState::Completed { output }
+}
+
+/// Loading a run that was never created returns `None`, not an error.
+pub async fn load_unknown_returns_none<S: RunStore>(store: S) {
+    assert_eq!(store.load(&run_id("unknown")).await.unwrap(), None);
+}
+
+/// Creating a run twice (a duplicate delivery) keeps the first and reports it.
+pub async fn create_run_is_idempotent<S: RunStore>(store: S) {
+    let id = run_id("create");
+    let first = meta(&id, "f", 10);
+    assert_eq!(
+        store.create_run(first.clone()).await.unwrap(),
+        CreateRun::Created(first.clone())
+    );
+    let mut second = meta(&id, "f", 20);
+    second.attempt = 3;
+    assert_eq!(
+        store.create_run(second).await.unwrap(),
+        CreateRun::Existing(first.clone())
+    );
+    assert_eq!(store.load(&id).await.unwrap().unwrap().meta, first);
+}
+
+/// A head update names the version it read; the store bumps it and rejects stale writers.
+pub async fn update_meta_is_optimistic<S: RunStore>(store: S) {
+    let id = run_id("meta");
+    store.create_run(meta(&id, "f", 10)).await.unwrap();
+    let mut read = store.load(&id).await.unwrap().unwrap().meta;
+    read.status = RunStatus::Sleeping;
+    read.lease = Some(Lease {
+        owner: "a".into(),
+        expires_at: 99,
+    });
+    let stored = store.update_meta(&read).await.unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(store.load(&id).await.unwrap().unwrap().meta, stored);
+    // The same stale version again: conflict, nothing written.
+    read.status = RunStatus::Failed;
+    assert_eq!(
+        store.update_meta(&read).await.unwrap_err(),
+        StoreError::Conflict {
+            run_id: id.clone(),
+            expected: 0
+        }
+    );
+    assert_eq!(store.load(&id).await.unwrap().unwrap().meta.status, RunStatus::Sleeping);
+    let unknown = meta(&run_id("missing"), "f", 1);
+    assert_eq!(
+        store.update_meta(&unknown).await.unwrap_err(),
+        StoreError::NotFound(unknown.run_id.clone())
+    );
+}
+
+/// Of many concurrent head updates from one version, exactly one wins.
+pub async fn concurrent_meta_updates_have_one_winner<S: RunStore>(store: S) {
+    let store = Arc::new(store);
+    let id = run_id("meta-race");
+    store.create_run(meta(&id, "f", 10)).await.unwrap();
+    let read = store.load(&id).await.unwrap().unwrap().meta;
+    let attempts = (0..8).map(|n| {
+        let store = Arc::clone(&store);
+        let mut mine = read.clone();
+        mine.lease = Some(Lease {
+            owner: format!("owner-{n}"),
+            expires_at: 100,
+        });
+        async move { store.update_meta(&mine).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| matches!(r, Err(StoreError::Conflict { .. })))
+    );
+    assert_eq!(&store.load(&id).await.unwrap().unwrap().meta, winners[0]);
+}
+
+/// Committed steps come back exactly, ordered by position, whatever the commit order.
+pub async fn steps_round_trip_in_position_order<S: RunStore>(store: S) {
+    let id = run_id("steps");
+    store.create_run(meta(&id, "f", 10)).await.unwrap();
+    let mut scheduled = record("wait", 2, StepState::Scheduled { wake_at: 5_000 });
+    scheduled.kind = StepKind::WaitForEvent;
+    scheduled.ended_at = None;
+    scheduled.detail = Some(json!({"event": "app/approved", "if": "async.data.id == event.data.id"}));
+    let retrying = record(
+        "flaky",
+        1,
+        StepState::Retrying {
+            error: StepError::retry_after("later", std::time::Duration::from_secs(30)),
+            retry_at: 40_000,
+        },
+    );
+    let failed = record(
+        "fatal",
+        3,
+        StepState::Failed {
+            error: StepError::non_retriable("nope"),
+        },
+    );
+    let done = record(
+        "first",
+        0,
+        completed(json!({"success": true, "nested": [1, 2.5, "x", null]})),
+    );
+    for r in [&scheduled, &failed, &done, &retrying] {
+        assert_eq!(store.commit_step(&id, r).await.unwrap(), Commit::Committed);
+    }
+    let journal = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(journal.steps, vec![done, retrying, scheduled, failed]);
+}
+
+/// A final record is never overwritten; the loser gets the winner's record to adopt.
+pub async fn final_record_is_never_overwritten<S: RunStore>(store: S) {
+    let id = run_id("final");
+    store.create_run(meta(&id, "f", 10)).await.unwrap();
+    let winner = record("charge", 0, completed(json!({"charge": "ch_1"})));
+    let loser = record("charge", 0, completed(json!({"charge": "ch_2"})));
+    assert_eq!(store.commit_step(&id, &winner).await.unwrap(), Commit::Committed);
+    assert_eq!(
+        store.commit_step(&id, &loser).await.unwrap(),
+        Commit::Existing(Box::new(winner.clone()))
+    );
+    // Identical re-commit (a retried write) is answered the same way, and changes nothing.
+    assert_eq!(
+        store.commit_step(&id, &winner).await.unwrap(),
+        Commit::Existing(Box::new(winner.clone()))
+    );
+    assert_eq!(store.load(&id).await.unwrap().unwrap().steps, vec![winner]);
+}
+
+/// Scheduled and retrying records are replaced by later ones, final or not.
+pub async fn non_final_records_are_replaced<S: RunStore>(store: S) {
+    let id = run_id("replace");
+    store.create_run(meta(&id, "f", 10)).await.unwrap();
+    let first = record(
+        "flaky",
+        0,
+        StepState::Retrying {
+            error: StepError::new("boom"),
+            retry_at: 15_000,
+        },
+    );
+    let mut second = record(
+        "flaky",
+        0,
+        StepState::Retrying {
+            error: StepError::new("boom again"),
+            retry_at: 45_000,
+        },
+    );
+    second.attempts = 2;
+    let mut last = record("flaky", 0, completed(json!("ok")));
+    last.attempts = 3;
+    for r in [&first, &second, &last] {
+        assert_eq!(store.commit_step(&id, r).await.unwrap(), Commit::Committed);
+    }
+    assert_eq!(store.load(&id).await.unwrap().unwrap().steps, vec![last]);
+}
+
+/// Of many concurrent final commits of one step, exactly one is stored; all others adopt it.
+pub async fn concurrent_commits_have_one_winner<S: RunStore>(store: S) {
+    let store = Arc::new(store);
+    let id = run_id("race");
+    store.create_run(meta(&id, "f", 10)).await.unwrap();
+    let attempts = (0..8).map(|n| {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        async move {
+            let mine = record("pay", 0, completed(json!({ "by": n })));
+            (mine.clone(), store.commit_step(&id, &mine).await.unwrap())
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let winners: Vec<&StepRecord> = results
+        .iter()
+        .filter(|(_, c)| *c == Commit::Committed)
+        .map(|(mine, _)| mine)
+        .collect();
+    assert_eq!(winners.len(), 1);
+    for (_, commit) in &results {
+        if let Commit::Existing(adopted) = commit {
+            assert_eq!(&**adopted, winners[0]);
+        }
+    }
+    assert_eq!(store.load(&id).await.unwrap().unwrap().steps, vec![winners[0].clone()]);
+}
+
+/// A 300 KB output round-trips byte for byte.
+pub async fn large_outputs_round_trip<S: RunStore>(store: S) {
+    let id = run_id("large");
+    store.create_run(meta(&id, "f", 10)).await.unwrap();
+    let big = record("big", 0, completed(json!({"blob": "x".repeat(300 * 1024)})));
+    store.commit_step(&id, &big).await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap().unwrap().steps, vec![big]);
+}
+
+/// Waits are found by event name, oldest first, and removed exactly once.
+pub async fn waits_are_listed_and_removed_once<S: RunStore>(store: S) {
+    let event = format!("app/approved-{}", UNIQUE.fetch_add(1, Ordering::Relaxed));
+    let wait = |run: &RunId, step: &str, created_at: i64| Wait {
+        event: event.clone(),
+        run_id: run.clone(),
+        step_id: StepId::for_name(step, 0),
+        expression: Some("async.data.id == event.data.id".into()),
+        timeout_at: 9_000,
+        created_at,
+    };
+    let (a, b) = (run_id("wait-a"), run_id("wait-b"));
+    let late = wait(&a, "approval", 20);
+    let early = wait(&b, "approval", 10);
+    store.put_wait(&late).await.unwrap();
+    store.put_wait(&early).await.unwrap();
+    store.put_wait(&early).await.unwrap();
+    assert_eq!(
+        store.waits_for(&event).await.unwrap(),
+        vec![early.clone(), late.clone()]
+    );
+    assert_eq!(store.waits_for("app/other-event").await.unwrap(), vec![]);
+    assert!(store.remove_wait(&event, &b, &early.step_id).await.unwrap());
+    assert!(!store.remove_wait(&event, &b, &early.step_id).await.unwrap());
+    assert_eq!(store.waits_for(&event).await.unwrap(), vec![late]);
+}
+
+/// Runs list newest first, filtered by function and status, up to the limit.
+pub async fn list_runs_filters_and_orders<S: RunStore>(store: S) {
+    let function = format!("list-{}", UNIQUE.fetch_add(1, Ordering::Relaxed));
+    let ids: Vec<RunId> = (0..3).map(|n| run_id(&format!("list{n}"))).collect();
+    for (n, id) in ids.iter().enumerate() {
+        store.create_run(meta(id, &function, 100 + n as i64)).await.unwrap();
+    }
+    let mut failed = store.load(&ids[1]).await.unwrap().unwrap().meta;
+    failed.status = RunStatus::Failed;
+    store.update_meta(&failed).await.unwrap();
+    let query = RunQuery {
+        function_id: Some(function.clone()),
+        ..RunQuery::default()
+    };
+    let all: Vec<RunId> = store
+        .list_runs(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.run_id)
+        .collect();
+    assert_eq!(all, vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+    let only_failed = RunQuery {
+        status: Some(RunStatus::Failed),
+        ..query.clone()
+    };
+    let failed_ids: Vec<RunId> = store
+        .list_runs(&only_failed)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.run_id)
+        .collect();
+    assert_eq!(failed_ids, vec![ids[1].clone()]);
+    let limited = RunQuery { limit: 2, ..query };
+    assert_eq!(store.list_runs(&limited).await.unwrap().len(), 2);
+}
+
+/// Expands to one `#[test]` per contract of [`crate::testing::conformance`] in a module
+/// named `$name`, each on a fresh store from the async `$factory`.
+#[macro_export]
+macro_rules! store_conformance {
+    ($name:ident, $factory:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::store_conformance!(@tests $factory;
+                load_unknown_returns_none,
+                create_run_is_idempotent,
+                update_meta_is_optimistic,
+                concurrent_meta_updates_have_one_winner,
+                steps_round_trip_in_position_order,
+                final_record_is_never_overwritten,
+                non_final_records_are_replaced,
+                concurrent_commits_have_one_winner,
+                large_outputs_round_trip,
+                waits_are_listed_and_removed_once,
+                list_runs_filters_and_orders
+            );
+        }
+    };
+    (@tests $factory:expr; $($contract:ident),*) => {
+        $(
+            #[test]
+            fn $contract() {
+                $crate::testing::block_on(async {
+                    let store = ($factory)().await;
+                    $crate::testing::conformance::$contract(store).await;
+                });
+            }
+        )*
+    };
+}

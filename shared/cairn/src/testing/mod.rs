@@ -1,0 +1,20 @@
+//! Test support (feature `testing`): [`TestRun`] to unit-test a workflow in milliseconds, and
+//! the store [`conformance`] suite every [`RunStore`](crate::RunStore) backend passes.
+
+pub mod conformance;
+mod test_run;
+
+pub use crate::clock::ManualClock;
+pub use test_run::TestRun;
+
+/// Runs `future` to completion on a fresh current-thread tokio runtime (with timers).
+///
+/// # Panics
+/// When the runtime cannot be built (out of file descriptors).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(future)
+}

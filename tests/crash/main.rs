@@ -1,0 +1,1 @@
+//! Crash-and-restart properties (filled in below).
