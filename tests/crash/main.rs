@@ -1,1 +1,314 @@
-//! Crash-and-restart properties (filled in below).
+//! Crash-and-restart property: generated workflows (runs, sleeps, waits, failing steps,
+//! parallel groups, sends) are driven by a Runner whose store "crashes" at random points, before
+//! or after a write lands. Each crash is followed by a fresh Runner (a new invocation), as
+//! Lambda's retry would start. Every run must end with the output of an uncrashed run, and no
+//! step's final result may be committed twice.
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+use cairn::prelude::*;
+use cairn::store::{Commit, CreateRun, MemoryStore, RunQuery, RunStore, StoreError};
+use cairn::testing::ManualClock;
+use cairn::{
+    Bus, Journal, MemoryBus, MemoryTimer, Registry, RunId, RunMeta, RunStatus, Runner, RunnerConfig, StepId,
+    StepRecord, Timer, Wait,
+};
+use proptest::prelude::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One element of a generated workflow.
+#[derive(Clone, Debug)]
+enum Item {
+    /// A step that fails `fails` times (retriably) before returning its output.
+    Run { fails: u32 },
+    /// A step that always fails non-retriably; the code catches the error.
+    Fatal,
+    /// A sleep of this many seconds (short ones happen in process, long ones on the timer).
+    Sleep { secs: u64 },
+    /// A wait for `test/signal` with this run's id; `arrives` says whether the test sends it.
+    Wait { arrives: bool },
+    /// Parallel steps, each failing `fails` times first.
+    Parallel { fails: Vec<u32> },
+    /// A send_event of one event.
+    Send,
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        3 => (0u32..3).prop_map(|fails| Item::Run { fails }),
+        1 => Just(Item::Fatal),
+        2 => prop_oneof![Just(1u64), Just(3), Just(600), Just(7_200)].prop_map(|secs| Item::Sleep { secs }),
+        1 => any::<bool>().prop_map(|arrives| Item::Wait { arrives }),
+        1 => proptest::collection::vec(0u32..2, 2..4).prop_map(|fails| Item::Parallel { fails }),
+        1 => Just(Item::Send),
+    ]
+}
+
+/// Builds the workflow for `items`; side-effect attempts are counted per step name.
+fn workflow(items: Vec<Item>, attempts: Arc<Mutex<HashMap<String, u32>>>) -> Function {
+    let items = Arc::new(items);
+    Function::new("generated")
+        .on_event("test/start")
+        .retries(3)
+        .handler(move |event: Event, step: Step| {
+            let items = Arc::clone(&items);
+            let attempts = Arc::clone(&attempts);
+            async move {
+                let mut outputs = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Item::Run { fails } => {
+                            outputs.push(flaky(&step, format!("run-{i}"), *fails, &attempts).await?);
+                        }
+                        Item::Fatal => {
+                            let name = format!("fatal-{i}");
+                            let counter = Arc::clone(&attempts);
+                            let key = name.clone();
+                            let result: StepResult<Value> = step
+                                .run(name.as_str(), || async move {
+                                    *counter.lock().unwrap().entry(key.clone()).or_default() += 1;
+                                    Err(StepError::non_retriable(format!("{key} failed")))
+                                })
+                                .await;
+                            outputs.push(json!({"caught": result.unwrap_err().message}));
+                        }
+                        Item::Sleep { secs } => {
+                            step.sleep(&format!("sleep-{i}"), Duration::from_secs(*secs)).await?;
+                            outputs.push(json!("slept"));
+                        }
+                        Item::Wait { .. } => {
+                            let wait = WaitFor::event("test/signal").timeout("30d").matching("data.run");
+                            let got = step.wait_for_event(&format!("wait-{i}"), wait).await?;
+                            outputs.push(got.map(|e| e.data["n"].clone()).unwrap_or(Value::Null));
+                        }
+                        Item::Parallel { fails } => {
+                            let group = fails
+                                .iter()
+                                .enumerate()
+                                .map(|(j, f)| flaky(&step, format!("par-{i}-{j}"), *f, &attempts));
+                            outputs.push(json!(try_join_all(group).await?));
+                        }
+                        Item::Send => {
+                            let sent = step
+                                .send_event(&format!("send-{i}"), EventPayload::new("test/sent", json!({"i": i})))
+                                .await?;
+                            outputs.push(json!(sent.ids.len()));
+                        }
+                    }
+                }
+                Ok(json!({"run": event.data["run"], "outputs": outputs}))
+            }
+        })
+        .unwrap()
+}
+
+async fn flaky(
+    step: &Step,
+    name: String,
+    fails: u32,
+    attempts: &Arc<Mutex<HashMap<String, u32>>>,
+) -> StepResult<Value> {
+    let counter = Arc::clone(attempts);
+    let key = name.clone();
+    step.run(name.as_str(), || async move {
+        let attempt = {
+            let mut counts = counter.lock().unwrap();
+            let n = counts.entry(key.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if attempt <= fails { Err(StepError::new(format!("{key} attempt {attempt} failed"))) } else { Ok(json!(key)) }
+    })
+    .await
+}
+
+/// A store that fails one operation: `crash_at` counts down across operations; at zero the
+/// operation fails, either before it reaches the store or after it landed (the reply is lost).
+#[derive(Clone, Debug)]
+struct CrashingStore {
+    inner: MemoryStore,
+    countdown: Arc<AtomicI64>,
+    after_write: Arc<Mutex<bool>>,
+    final_commits: Arc<Mutex<HashMap<(RunId, StepId), u32>>>,
+}
+
+impl CrashingStore {
+    fn crash(&self) -> Option<bool> {
+        (self.countdown.fetch_sub(1, Ordering::SeqCst) == 1).then(|| *self.after_write.lock().unwrap())
+    }
+
+    fn crashed() -> StoreError {
+        StoreError::Unavailable("process crashed".into())
+    }
+}
+
+impl RunStore for CrashingStore {
+    async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.create_run(meta).await.and(Err(Self::crashed())),
+            None => self.inner.create_run(meta).await,
+        }
+    }
+    async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
+        match self.crash() {
+            Some(_) => Err(Self::crashed()),
+            None => self.inner.load(run_id).await,
+        }
+    }
+    async fn update_meta(&self, meta: &RunMeta) -> Result<RunMeta, StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.update_meta(meta).await.and(Err(Self::crashed())),
+            None => self.inner.update_meta(meta).await,
+        }
+    }
+    async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
+        let crash = self.crash();
+        if crash == Some(false) {
+            return Err(Self::crashed());
+        }
+        let commit = self.inner.commit_step(run_id, record).await?;
+        if commit == Commit::Committed && record.state.is_final() {
+            *self.final_commits.lock().unwrap().entry((run_id.clone(), record.id.clone())).or_default() += 1;
+        }
+        if crash == Some(true) { Err(Self::crashed()) } else { Ok(commit) }
+    }
+    async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.put_wait(wait).await.and(Err(Self::crashed())),
+            None => self.inner.put_wait(wait).await,
+        }
+    }
+    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+        match self.crash() {
+            Some(_) => Err(Self::crashed()),
+            None => self.inner.waits_for(event).await,
+        }
+    }
+    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.remove_wait(event, run_id, step_id).await.and(Err(Self::crashed())),
+            None => self.inner.remove_wait(event, run_id, step_id).await,
+        }
+    }
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
+        self.inner.list_runs(query).await
+    }
+}
+
+struct Outcome {
+    output: Value,
+    final_commits: HashMap<(RunId, StepId), u32>,
+    crashes: u32,
+}
+
+/// Drives one run of `items` to its end, crashing at the given operation counts.
+async fn drive(items: &[Item], crash_points: &[(i64, bool)]) -> Outcome {
+    let attempts = Arc::new(Mutex::new(HashMap::new()));
+    let registry = Registry::new([workflow(items.to_vec(), attempts)]).unwrap();
+    let clock = ManualClock::new();
+    let store = CrashingStore {
+        inner: MemoryStore::new(),
+        countdown: Arc::new(AtomicI64::new(i64::MAX)),
+        after_write: Arc::new(Mutex::new(false)),
+        final_commits: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let (bus, timer) = (MemoryBus::new(), MemoryTimer::new());
+    let new_runner = |n: u32| {
+        Runner::new(registry.clone(), store.clone(), bus.clone(), timer.clone())
+            .with_clock(Arc::new(clock.clone()))
+            .with_config(RunnerConfig::default().budget(Duration::from_secs(60)).owner(format!("invocation-{n}")))
+    };
+    let mut invocation = 0;
+    let mut runner = new_runner(invocation);
+    let mut crashes = 0;
+    let mut points = crash_points.iter();
+    let arm = |store: &CrashingStore, point: Option<&(i64, bool)>| {
+        let (at, after) = point.copied().unwrap_or((i64::MAX, false));
+        store.countdown.store(at, Ordering::SeqCst);
+        *store.after_write.lock().unwrap() = after;
+    };
+    arm(&store, points.next());
+    let start = EventPayload::new("test/start", json!({"run": "r1"})).with_id("start-1");
+    let run_id = RunId::for_event("generated", "start-1");
+    for _ in 0..1_000 {
+        // At-least-once delivery: the trigger is (re)delivered until its run exists.
+        if store.inner.load(&run_id).await.unwrap().is_none() {
+            bus.send(std::slice::from_ref(&start)).await.unwrap();
+        }
+        match runner.run_until_idle().await {
+            Ok(_) => {}
+            Err(_) => {
+                // The invocation died. A new one starts after the dead one's lease lapses.
+                crashes += 1;
+                invocation += 1;
+                runner = new_runner(invocation);
+                arm(&store, points.next());
+                clock.advance(Duration::from_secs(121));
+                timer.wake_at(&run_id, "restart", clock.now_ms()).await.unwrap();
+                continue;
+            }
+        }
+        let Some(journal) = store.inner.load(&run_id).await.unwrap() else {
+            continue;
+        };
+        if journal.meta.status.is_finished() {
+            assert_eq!(journal.meta.status, RunStatus::Completed, "{:?}", journal.meta.error);
+            return Outcome {
+                output: journal.meta.output.unwrap(),
+                final_commits: store.final_commits.lock().unwrap().clone(),
+                crashes,
+            };
+        }
+        // Deliver the signal a pending wait expects, if the workflow says it arrives.
+        let pending = store.inner.waits_for("test/signal").await.unwrap();
+        // The signal a waiting step expects; redelivered (same id) until the wait is gone, as
+        // EventBridge redelivers, so a duplicate must never satisfy a later wait of the run.
+        let expected = pending.iter().find_map(|wait| {
+            journal.steps.iter().find(|s| {
+                s.id == wait.step_id
+                    && matches!(
+                        items[s.name.trim_start_matches("wait-").parse::<usize>().unwrap()],
+                        Item::Wait { arrives: true }
+                    )
+            })
+        });
+        if let Some(step) = expected {
+            let signal = EventPayload::new("test/signal", json!({"run": "r1", "n": 42}))
+                .with_id(format!("signal-{}", step.name));
+            runner.send(signal).await.unwrap();
+            continue;
+        }
+        match timer.next_due() {
+            Some(at) => clock.set(at),
+            None => panic!("run stuck: {:?}", journal.meta),
+        }
+    }
+    panic!("no end after 1000 rounds")
+}
+
+proptest! {
+    // 96 cases by default; PROPTEST_CASES=5000 for a longer hunt.
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(96), ..ProptestConfig::default() })]
+
+    #[test]
+    fn crashed_runs_end_like_uncrashed_ones_and_commit_each_step_once(
+        items in proptest::collection::vec(item(), 1..7),
+        crash_points in proptest::collection::vec((1i64..25, any::<bool>()), 0..5),
+    ) {
+        let reference = cairn::testing::block_on(drive(&items, &[]));
+        let crashed = cairn::testing::block_on(drive(&items, &crash_points));
+        prop_assert_eq!(&crashed.output, &reference.output);
+        for ((run, step), count) in &crashed.final_commits {
+            prop_assert_eq!(*count, 1, "step {} of {} committed {} times", step, run, count);
+        }
+        prop_assert_eq!(crashed.final_commits.len(), reference.final_commits.len());
+        prop_assert!(crashed.crashes as usize <= crash_points.len());
+    }
+}

@@ -13,9 +13,7 @@ pub fn function() -> Function {
         .name("Hello")
         .on_event("app/my.event")
         .handler(|_event: Event, step: Step| async move {
-            let result: Value = step
-                .run("step-name", || async { Ok(json!({ "success": true })) })
-                .await?;
+            let result: Value = step.run("step-name", || async { Ok(json!({ "success": true })) }).await?;
             step.sleep("wait", "1h").await?;
             Ok(result)
         })

@@ -10,20 +10,11 @@ async fn runs_the_step_then_sleeps_an_hour_then_returns_its_result() -> anyhow::
     let mut run = TestRun::new(hello::function()).event("app/my.event", json!({"user": "u1"}));
     let start = run.clock().now_ms();
 
-    let Outcome::StepCompleted(step) = run.next().await? else {
-        anyhow::bail!("expected the step to run")
-    };
+    let Outcome::StepCompleted(step) = run.next().await? else { anyhow::bail!("expected the step to run") };
     assert_eq!(step.id, StepId::for_name("step-name", 0));
-    assert_eq!(
-        step.state,
-        StepState::Completed {
-            output: json!({"success": true})
-        }
-    );
+    assert_eq!(step.state, StepState::Completed { output: json!({"success": true}) });
 
-    let Outcome::Sleeping { op, until } = run.next().await? else {
-        anyhow::bail!("expected the sleep")
-    };
+    let Outcome::Sleeping { op, until } = run.next().await? else { anyhow::bail!("expected the sleep") };
     assert_eq!((op.name.as_str(), until), ("wait", start + 3_600_000));
     // Nothing happens before the hour is up.
     run.clock().advance(Duration::from_secs(3599));
@@ -32,10 +23,7 @@ async fn runs_the_step_then_sleeps_an_hour_then_returns_its_result() -> anyhow::
 
     assert_eq!(run.result().await, Ok(json!({"success": true})));
     let kinds: Vec<_> = run.steps().iter().map(|s| (s.name.clone(), s.kind)).collect();
-    assert_eq!(
-        kinds,
-        vec![("step-name".into(), StepKind::Run), ("wait".into(), StepKind::Sleep)]
-    );
+    assert_eq!(kinds, vec![("step-name".into(), StepKind::Run), ("wait".into(), StepKind::Sleep)]);
     Ok(())
 }
 

@@ -20,13 +20,11 @@ const MAX_JITTER_MS: u64 = 30_000;
 /// assert!(cairn::backoff(20, "x") >= Duration::from_secs(7_200));
 /// ```
 pub fn backoff(attempts_made: u32, seed: &str) -> Duration {
-    let index = usize::try_from(attempts_made.saturating_sub(1))
-        .unwrap_or(usize::MAX)
-        .min(TABLE_SECS.len() - 1);
+    let index = usize::try_from(attempts_made.saturating_sub(1)).unwrap_or(usize::MAX).min(TABLE_SECS.len() - 1);
     let digest = Sha1::digest(format!("{seed}#{attempts_made}").as_bytes());
-    let jitter = u64::from_be_bytes([
-        digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
-    ]) % MAX_JITTER_MS;
+    let jitter =
+        u64::from_be_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]])
+            % MAX_JITTER_MS;
     Duration::from_secs(TABLE_SECS[index]) + Duration::from_millis(jitter)
 }
 

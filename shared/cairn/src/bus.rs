@@ -67,10 +67,7 @@ impl Bus for MemoryBus {
         let mut inner = self.lock();
         inner.pending.extend(events.iter().cloned());
         inner.sent.extend(events.iter().cloned());
-        Ok(events
-            .iter()
-            .map(|event| event.id.clone().unwrap_or_default())
-            .collect())
+        Ok(events.iter().map(|event| event.id.clone().unwrap_or_default()).collect())
     }
 }
 
@@ -93,11 +90,8 @@ impl MemoryTimer {
     /// Removes and returns the runs due at `now`, earliest first, each once.
     pub fn take_due(&self, now: Millis) -> Vec<RunId> {
         let mut entries = self.lock();
-        let mut due: Vec<((RunId, String), Millis)> = entries
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(key, at)| (key.clone(), *at))
-            .collect();
+        let mut due: Vec<((RunId, String), Millis)> =
+            entries.iter().filter(|(_, at)| **at <= now).map(|(key, at)| (key.clone(), *at)).collect();
         due.sort_by_key(|(_, at)| *at);
         let mut runs: Vec<RunId> = Vec::new();
         for (key, _) in due {

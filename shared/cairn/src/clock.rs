@@ -18,9 +18,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Millis {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Millis::try_from(since.as_millis()).unwrap_or(Millis::MAX)
     }
 
@@ -50,15 +48,12 @@ impl ManualClock {
 
     /// A clock at `start`.
     pub fn at(start: Millis) -> Self {
-        ManualClock {
-            now: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(start)),
-        }
+        ManualClock { now: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(start)) }
     }
 
     /// Moves time forward.
     pub fn advance(&self, by: std::time::Duration) {
-        self.now
-            .fetch_add(crate::step::millis(by), std::sync::atomic::Ordering::SeqCst);
+        self.now.fetch_add(crate::step::millis(by), std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The current time in ms since the epoch (the same as [`Clock::now`]).

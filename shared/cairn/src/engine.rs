@@ -128,26 +128,30 @@ impl Op {
         }
     }
 
-    /// The `Scheduled` record a driver persists for a new sleep, wait or invoke.
-    pub fn scheduled_record(&self) -> Option<StepRecord> {
-        let detail = match &self.kind {
-            OpKind::Sleep { .. } => None,
+    /// What a record of this op keeps beside its state: the awaited event or the invoked call.
+    fn detail(&self) -> Option<Value> {
+        match &self.kind {
             OpKind::WaitForEvent { event, expression, .. } => Some(json!({"event": event, "if": expression})),
             OpKind::Invoke { function_id, data, .. } => Some(json!({"function_id": function_id, "data": data})),
-            _ => return None,
-        };
+            _ => None,
+        }
+    }
+
+    /// The `Scheduled` record a driver persists for a new sleep, wait or invoke.
+    pub fn scheduled_record(&self) -> Option<StepRecord> {
+        if !matches!(self.kind, OpKind::Sleep { .. } | OpKind::WaitForEvent { .. } | OpKind::Invoke { .. }) {
+            return None;
+        }
         Some(StepRecord {
             id: self.id.clone(),
             name: self.name.clone(),
             kind: self.step_kind(),
             position: self.position,
-            state: StepState::Scheduled {
-                wake_at: self.wake_at()?,
-            },
+            state: StepState::Scheduled { wake_at: self.wake_at()? },
             attempts: 0,
             started_at: self.discovered_at,
             ended_at: None,
-            detail,
+            detail: self.detail(),
         })
     }
 
@@ -172,7 +176,7 @@ impl Op {
             attempts: 1,
             started_at: self.discovered_at,
             ended_at: Some(now),
-            detail: None,
+            detail: self.detail(),
         }
     }
 }
@@ -226,7 +230,7 @@ pub(crate) struct Shared {
     pub(crate) default_retries: u32,
     journal: HashMap<StepId, StepRecord>,
     by_position: HashMap<u32, StepId>,
-    visited: HashSet<StepId>,
+    visited: HashSet<u32>,
     replayable: usize,
     name_counts: HashMap<String, u32>,
     next_position: u32,
@@ -245,46 +249,57 @@ impl Shared {
 
     /// Records a step call: its id and position, and the journal's record of it if any.
     /// `None` when the call contradicts the journal (the error is kept for the engine).
-    pub(crate) fn begin(&mut self, kind: StepKind, name: &str) -> Option<(StepId, u32, Option<StepRecord>)> {
-        let count = self.name_counts.entry(name.to_string()).or_insert(0);
-        let id = StepId::for_name(name, *count);
-        *count += 1;
+    pub(crate) fn begin(&mut self, kind: StepKind, name: &str) -> Begun<'_> {
+        let index = match self.name_counts.get_mut(name) {
+            Some(count) => {
+                *count += 1;
+                *count - 1
+            }
+            None => {
+                self.name_counts.insert(name.to_string(), 1);
+                0
+            }
+        };
+        let id = StepId::for_name(name, index);
         let position = self.next_position;
         self.next_position += 1;
         if self.error.is_some() {
-            return None;
+            return Begun::Halt;
         }
         if let Some(record) = self.journal.get(&id) {
             if record.kind != kind || record.position != position {
                 self.error = Some(mismatch(position, record, name, kind, &id));
-                return None;
+                return Begun::Halt;
             }
-            self.visited.insert(id.clone());
-            return Some((id, position, Some(record.clone())));
+            self.visited.insert(position);
+            if record.state.is_final() {
+                return Begun::Memoized(record);
+            }
+            return Begun::Pending { id, position, existing: Some(record.clone()) };
         }
-        if let Some(other) = self
-            .by_position
-            .get(&position)
-            .and_then(|other| self.journal.get(other))
-        {
+        if let Some(other) = self.by_position.get(&position).and_then(|other| self.journal.get(other)) {
             self.error = Some(mismatch(position, other, name, kind, &id));
-            return None;
+            return Begun::Halt;
         }
-        Some((id, position, None))
+        Begun::Pending { id, position, existing: None }
     }
 
     pub(crate) fn register(&mut self, id: StepId, name: &str, position: u32, kind: OpKind, new: bool) {
-        let op = Op {
-            id,
-            name: name.to_string(),
-            position,
-            kind,
-            new,
-            discovered_at: self.now,
-            replay_required: false,
-        };
+        let op =
+            Op { id, name: name.to_string(), position, kind, new, discovered_at: self.now, replay_required: false };
         self.ops.insert(position, op);
     }
+}
+
+/// What the journal says about a step call.
+#[allow(clippy::large_enum_variant)] // Short-lived, on the stack, never stored.
+pub(crate) enum Begun<'a> {
+    /// A final record: decode it in place (no copy).
+    Memoized(&'a StepRecord),
+    /// No final record: the step must run, or wait for what it waits on.
+    Pending { id: StepId, position: u32, existing: Option<StepRecord> },
+    /// The call contradicts the journal; the engine reports the error.
+    Halt,
 }
 
 fn mismatch(position: u32, recorded: &StepRecord, name: &str, kind: StepKind, id: &StepId) -> EngineError {
@@ -311,9 +326,7 @@ pub struct Execution {
 
 impl std::fmt::Debug for Execution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Execution")
-            .field("run_id", &lock(&self.shared).run_id)
-            .finish_non_exhaustive()
+        f.debug_struct("Execution").field("run_id", &lock(&self.shared).run_id).finish_non_exhaustive()
     }
 }
 
@@ -347,10 +360,7 @@ impl Execution {
         let future = function.call(event, Step::new(Arc::clone(&shared)));
         let future: HandlerFuture = Box::pin(AssertUnwindSafe(future).catch_unwind().map(|result| match result {
             Ok(result) => result,
-            Err(panic) => Err(StepError::new(format!(
-                "the function panicked: {}",
-                panic_message(&panic)
-            ))),
+            Err(panic) => Err(StepError::new(format!("the function panicked: {}", panic_message(&panic)))),
         }));
         Execution {
             shared,
@@ -393,10 +403,7 @@ impl Execution {
             match &record.state {
                 _ if final_ => {}
                 StepState::Retrying { retry_at, .. } => {
-                    op.kind = OpKind::Retry {
-                        until: *retry_at,
-                        attempts_made: record.attempts,
-                    };
+                    op.kind = OpKind::Retry { until: *retry_at, attempts_made: record.attempts };
                     op.replay_required = true;
                     op.new = false;
                 }
@@ -406,7 +413,7 @@ impl Execution {
         if final_ {
             shared.ops.remove(&record.position);
         }
-        shared.visited.insert(record.id.clone());
+        shared.visited.insert(record.position);
         shared.by_position.insert(record.position, record.id.clone());
         shared.journal.insert(record.id.clone(), record.clone());
         shared.settled.insert(record.id.clone(), record);
@@ -427,7 +434,7 @@ impl Execution {
                 let leftover = shared
                     .journal
                     .values()
-                    .filter(|record| !shared.visited.contains(&record.id))
+                    .filter(|record| !shared.visited.contains(&record.position))
                     .min_by_key(|record| record.position)
                     .map(|record| EngineError::StepRemoved {
                         position: record.position,
@@ -479,10 +486,9 @@ impl Execution {
     fn function_failed(&self, error: StepError, now: Millis, run_id: &str) -> Outcome {
         let attempts_made = self.attempt + 1;
         let retry_at = (error.retriable && attempts_made < self.max_attempts).then(|| {
-            let delay = error.retry_after_ms.map_or_else(
-                || crate::backoff::backoff(attempts_made, run_id),
-                std::time::Duration::from_millis,
-            );
+            let delay = error
+                .retry_after_ms
+                .map_or_else(|| crate::backoff::backoff(attempts_made, run_id), std::time::Duration::from_millis);
             now + millis(delay)
         });
         Outcome::Failed { error, retry_at }

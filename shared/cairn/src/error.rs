@@ -51,22 +51,12 @@ pub type StepResult<T> = Result<T, StepError>;
 impl StepError {
     /// A retriable error with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        StepError {
-            name: "Error".into(),
-            message: message.into(),
-            stack: None,
-            retriable: true,
-            retry_after_ms: None,
-        }
+        StepError { name: "Error".into(), message: message.into(), stack: None, retriable: true, retry_after_ms: None }
     }
 
     /// An error that fails the step (or function) at once, without further attempts.
     pub fn non_retriable(message: impl Into<String>) -> Self {
-        StepError {
-            name: "NonRetriableError".into(),
-            retriable: false,
-            ..StepError::new(message)
-        }
+        StepError { name: "NonRetriableError".into(), retriable: false, ..StepError::new(message) }
     }
 
     /// A retriable error whose next attempt should wait `delay` instead of the back-off.
@@ -105,10 +95,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
             source = cause.source();
         }
         let stack = (!chain.is_empty()).then(|| format!("caused by: {}", chain.join(": ")));
-        StepError {
-            stack,
-            ..StepError::new(err.to_string())
-        }
+        StepError { stack, ..StepError::new(err.to_string()) }
     }
 }
 
@@ -223,9 +210,6 @@ pub enum EngineError {
 impl EngineError {
     /// The error the run is failed with (non-retriable: replaying again cannot help).
     pub fn to_step_error(&self) -> StepError {
-        StepError {
-            name: "DeterminismError".into(),
-            ..StepError::non_retriable(self.to_string())
-        }
+        StepError { name: "DeterminismError".into(), ..StepError::non_retriable(self.to_string()) }
     }
 }

@@ -60,14 +60,7 @@ fn empty_object() -> Value {
 impl EventPayload {
     /// An event with this name and data and no id or timestamp yet.
     pub fn new(name: impl Into<String>, data: Value) -> Self {
-        EventPayload {
-            name: name.into(),
-            data,
-            id: None,
-            ts: None,
-            v: None,
-            user: None,
-        }
+        EventPayload { name: name.into(), data, id: None, ts: None, v: None, user: None }
     }
 
     /// The wire form of a typed payload.
@@ -99,10 +92,7 @@ impl EventPayload {
             return Err("event name must not be empty".into());
         }
         if self.name.len() > MAX_EVENT_NAME_LEN {
-            return Err(format!(
-                "event name is {} bytes, the limit is {MAX_EVENT_NAME_LEN}",
-                self.name.len()
-            ));
+            return Err(format!("event name is {} bytes, the limit is {MAX_EVENT_NAME_LEN}", self.name.len()));
         }
         if !self.data.is_object() {
             return Err(format!("event `{}`: data must be a JSON object", self.name));
@@ -136,20 +126,12 @@ impl<T: DeserializeOwned> Event<T> {
             let path = err.path().to_string();
             let inner = err.into_inner();
             if path == "." {
-                format!(
-                    "event `{}`: data does not match the function's type: {inner}",
-                    payload.name
-                )
+                format!("event `{}`: data does not match the function's type: {inner}", payload.name)
             } else {
                 format!("event `{}`: field `data.{path}`: {inner}", payload.name)
             }
         })?;
-        Ok(Event {
-            name: payload.name.clone(),
-            data,
-            id: payload.id.clone(),
-            ts: payload.ts,
-        })
+        Ok(Event { name: payload.name.clone(), data, id: payload.id.clone(), ts: payload.ts })
     }
 }
 
@@ -176,24 +158,15 @@ mod tests {
     fn deserialize_errors_name_the_field() {
         let bad = EventPayload::new("app/x", json!({"userId": "u", "inner": {"count": "many"}}));
         let err = Event::<Typed>::from_payload(&bad).unwrap_err();
-        assert_eq!(
-            err,
-            "event `app/x`: field `data.inner.count`: invalid type: string \"many\", expected u32"
-        );
+        assert_eq!(err, "event `app/x`: field `data.inner.count`: invalid type: string \"many\", expected u32");
         let missing = EventPayload::new("app/x", json!({"inner": {"count": 1}}));
         let err = Event::<Typed>::from_payload(&missing).unwrap_err();
-        assert_eq!(
-            err,
-            "event `app/x`: data does not match the function's type: missing field `userId`"
-        );
+        assert_eq!(err, "event `app/x`: data does not match the function's type: missing field `userId`");
     }
 
     #[test]
     fn validation_names_the_problem() {
-        assert_eq!(
-            EventPayload::new(" ", json!({})).validate().unwrap_err(),
-            "event name must not be empty"
-        );
+        assert_eq!(EventPayload::new(" ", json!({})).validate().unwrap_err(), "event name must not be empty");
         assert_eq!(
             EventPayload::new("a/b", json!([1])).validate().unwrap_err(),
             "event `a/b`: data must be a JSON object"

@@ -36,10 +36,7 @@ impl MatchExpr {
             return Err("expression is empty".into());
         }
         let program = cel::Program::compile(source).map_err(|err| err.to_string().trim().replace('\n', " "))?;
-        Ok(MatchExpr {
-            source: source.to_string(),
-            program: Arc::new(program),
-        })
+        Ok(MatchExpr { source: source.to_string(), program: Arc::new(program) })
     }
 
     /// Inngest's `match: "data.id"` shorthand: `event.data.id == async.data.id`.
@@ -63,9 +60,7 @@ impl MatchExpr {
     pub fn matches(&self, event: &Value, candidate: &Value) -> Result<bool, String> {
         let mut context = cel::Context::default();
         context.add_variable("event", event).map_err(|err| err.to_string())?;
-        context
-            .add_variable("async", candidate)
-            .map_err(|err| err.to_string())?;
+        context.add_variable("async", candidate).map_err(|err| err.to_string())?;
         match self.program.execute(&context) {
             Ok(cel::Value::Bool(value)) => Ok(value),
             Ok(other) => Err(format!("expression `{}` gave {other:?}, not a boolean", self.source)),
@@ -100,11 +95,6 @@ mod tests {
         assert_eq!(MatchExpr::parse("  ").unwrap_err(), "expression is empty");
         assert!(MatchExpr::parse("event.data.id == ").is_err());
         let not_bool = MatchExpr::parse("event.data.id").unwrap();
-        assert!(
-            not_bool
-                .matches(&json!({"data": {"id": 1}}), &json!({}))
-                .unwrap_err()
-                .contains("not a boolean")
-        );
+        assert!(not_bool.matches(&json!({"data": {"id": 1}}), &json!({})).unwrap_err().contains("not a boolean"));
     }
 }

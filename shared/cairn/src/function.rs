@@ -78,9 +78,8 @@ impl CronSchedule {
         let trimmed = source.trim();
         let (zone, pattern) = match trimmed.strip_prefix("TZ=") {
             Some(rest) => {
-                let (zone, pattern) = rest
-                    .split_once(char::is_whitespace)
-                    .ok_or_else(|| "nothing follows the TZ= prefix".to_string())?;
+                let (zone, pattern) =
+                    rest.split_once(char::is_whitespace).ok_or_else(|| "nothing follows the TZ= prefix".to_string())?;
                 let zone: chrono_tz::Tz = zone
                     .parse()
                     .map_err(|_| format!("unknown time zone `{zone}` (expected an IANA name like Europe/Paris)"))?;
@@ -90,20 +89,12 @@ impl CronSchedule {
         };
         let fields = pattern.split_whitespace().count();
         if fields != 5 {
-            return Err(format!(
-                "expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
-            ));
+            return Err(format!("expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"));
         }
-        let parser = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Disallowed)
-            .build();
+        let parser = croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Disallowed).build();
 
         let cron = parser.parse(pattern).map_err(|err| err.to_string())?;
-        Ok(CronSchedule {
-            source: trimmed.to_string(),
-            zone,
-            cron,
-        })
+        Ok(CronSchedule { source: trimmed.to_string(), zone, cron })
     }
 
     /// The expression as written.
@@ -119,10 +110,7 @@ impl CronSchedule {
     /// The first firing strictly after `after` (ms since the epoch).
     pub fn next_after(&self, after: Millis) -> Option<Millis> {
         let start = Utc.timestamp_millis_opt(after).single()?.with_timezone(&self.zone);
-        self.cron
-            .find_next_occurrence(&start, false)
-            .ok()
-            .map(|next| next.timestamp_millis())
+        self.cron.find_next_occurrence(&start, false).ok().map(|next| next.timestamp_millis())
     }
 }
 
@@ -189,13 +177,7 @@ impl Function {
     /// Starts a function triggered by the typed event `E`: its name comes from `E::NAME`, so a
     /// misspelt trigger cannot compile, and the handler receives `Event<E>`.
     pub fn on<E: EventData>(id: impl Into<String>) -> FunctionBuilder<E> {
-        FunctionBuilder::start(
-            id.into(),
-            vec![Trigger::Event {
-                name: E::NAME.to_string(),
-                expression: None,
-            }],
-        )
+        FunctionBuilder::start(id.into(), vec![Trigger::Event { name: E::NAME.to_string(), expression: None }])
     }
 
     /// The function id.
@@ -257,10 +239,7 @@ pub struct FunctionBuilder<T> {
 
 impl<T> fmt::Debug for FunctionBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FunctionBuilder")
-            .field("id", &self.id)
-            .field("triggers", &self.triggers)
-            .finish()
+        f.debug_struct("FunctionBuilder").field("id", &self.id).field("triggers", &self.triggers).finish()
     }
 }
 
@@ -269,10 +248,7 @@ impl<T> FunctionBuilder<T> {
         let mut errors = Vec::new();
         if id.trim().is_empty() {
             errors.push(DefinitionError::EmptyFunctionId);
-        } else if !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        } else if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
             errors.push(DefinitionError::InvalidFunctionId(id.clone()));
         }
         FunctionBuilder {
@@ -295,10 +271,7 @@ impl<T> FunctionBuilder<T> {
     /// Retries after the first attempt (default 4, at most 20). Steps can override it.
     pub fn retries(mut self, retries: u32) -> Self {
         if retries > MAX_RETRIES {
-            self.errors.push(DefinitionError::TooManyRetries {
-                function: self.id.clone(),
-                retries,
-            });
+            self.errors.push(DefinitionError::TooManyRetries { function: self.id.clone(), retries });
         }
         self.retries = retries;
         self
@@ -342,10 +315,7 @@ impl<T> FunctionBuilder<T> {
                 inner: Arc::new(FunctionInner {
                     name: Some(format!("{} (failure)", self.name.as_deref().unwrap_or(&self.id))),
                     id: failure_id,
-                    triggers: vec![Trigger::Event {
-                        name: FAILED_EVENT.to_string(),
-                        expression: Some(expression),
-                    }],
+                    triggers: vec![Trigger::Event { name: FAILED_EVENT.to_string(), expression: Some(expression) }],
                     retries: 1,
                     handler: failure_handler,
                     on_failure: None,
@@ -370,9 +340,7 @@ impl FunctionBuilder<Value> {
     pub fn on_event(mut self, name: impl Into<String>) -> Self {
         let name = name.into();
         if name.trim().is_empty() {
-            self.errors.push(DefinitionError::EmptyEventName {
-                function: self.id.clone(),
-            });
+            self.errors.push(DefinitionError::EmptyEventName { function: self.id.clone() });
         }
         self.triggers.push(Trigger::Event { name, expression: None });
         self
@@ -382,10 +350,7 @@ impl FunctionBuilder<Value> {
     /// e.g. `event.data.plan == 'pro'`.
     pub fn on_event_if(mut self, name: impl Into<String>, expression: &str) -> Self {
         match MatchExpr::parse(expression) {
-            Ok(expr) => self.triggers.push(Trigger::Event {
-                name: name.into(),
-                expression: Some(expr),
-            }),
+            Ok(expr) => self.triggers.push(Trigger::Event { name: name.into(), expression: Some(expr) }),
             Err(reason) => self.errors.push(DefinitionError::InvalidExpression {
                 function: self.id.clone(),
                 expression: expression.to_string(),
@@ -475,9 +440,7 @@ impl Registry {
 
     /// The functions `event` starts.
     pub fn triggered_by<'a>(&'a self, event: &'a EventPayload) -> impl Iterator<Item = &'a Function> + 'a {
-        self.functions
-            .iter()
-            .filter(move |function| function.is_triggered_by(event))
+        self.functions.iter().filter(move |function| function.is_triggered_by(event))
     }
 }
 
@@ -485,8 +448,8 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn noop(_: Event, _: Step) -> impl Future<Output = Result<(), StepError>> {
-        async { Ok(()) }
+    async fn noop(_: Event, _: Step) -> Result<(), StepError> {
+        Ok(())
     }
 
     #[test]
@@ -500,36 +463,19 @@ mod tests {
             err.to_string(),
             "function `f`: invalid cron `0 3 * *`: expected 5 fields (minute hour day-of-month month day-of-week), found 4"
         );
-        let err = Function::new("f")
-            .cron("TZ=Mars/Olympus 0 3 * * *")
-            .handler(noop)
-            .unwrap_err();
+        let err = Function::new("f").cron("TZ=Mars/Olympus 0 3 * * *").handler(noop).unwrap_err();
         assert_eq!(
             err.to_string(),
             "function `f`: invalid cron `TZ=Mars/Olympus 0 3 * * *`: unknown time zone `Mars/Olympus` (expected an IANA name like Europe/Paris)"
         );
         let err = Function::new("f").on_event("").handler(noop).unwrap_err();
         assert_eq!(err.to_string(), "function `f`: event trigger name must not be empty");
-        let err = Function::new("f")
-            .on_event("a/b")
-            .retries(21)
-            .handler(noop)
-            .unwrap_err();
+        let err = Function::new("f").on_event("a/b").retries(21).handler(noop).unwrap_err();
         assert_eq!(err.to_string(), "function `f`: retries must be at most 20, got 21");
-        let err = Function::new("f")
-            .on_event_if("a/b", "event.data.x ==")
-            .handler(noop)
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("function `f`: invalid expression `event.data.x ==`: "),
-            "{err}"
-        );
+        let err = Function::new("f").on_event_if("a/b", "event.data.x ==").handler(noop).unwrap_err();
+        assert!(err.to_string().starts_with("function `f`: invalid expression `event.data.x ==`: "), "{err}");
         let err = Function::new("has space").on_event("a/b").handler(noop).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "function id `has space` may only contain letters, digits, '-', '_' and '.'"
-        );
+        assert_eq!(err.to_string(), "function id `has space` may only contain letters, digits, '-', '_' and '.'");
     }
 
     #[test]
@@ -559,22 +505,10 @@ mod tests {
             .cron("0 3 * * *")
             .handler(noop)
             .unwrap();
-        assert!(f.is_triggered_by(&EventPayload::new(
-            "shop/order.placed",
-            serde_json::json!({"total": 150})
-        )));
-        assert!(!f.is_triggered_by(&EventPayload::new(
-            "shop/order.placed",
-            serde_json::json!({"total": 50})
-        )));
-        assert!(f.is_triggered_by(&EventPayload::new(
-            SCHEDULED_EVENT,
-            serde_json::json!({"cron": "0 3 * * *"})
-        )));
-        assert!(!f.is_triggered_by(&EventPayload::new(
-            SCHEDULED_EVENT,
-            serde_json::json!({"cron": "0 4 * * *"})
-        )));
+        assert!(f.is_triggered_by(&EventPayload::new("shop/order.placed", serde_json::json!({"total": 150}))));
+        assert!(!f.is_triggered_by(&EventPayload::new("shop/order.placed", serde_json::json!({"total": 50}))));
+        assert!(f.is_triggered_by(&EventPayload::new(SCHEDULED_EVENT, serde_json::json!({"cron": "0 3 * * *"}))));
+        assert!(!f.is_triggered_by(&EventPayload::new(SCHEDULED_EVENT, serde_json::json!({"cron": "0 4 * * *"}))));
     }
 
     #[test]

@@ -22,11 +22,7 @@ impl StepId {
     /// assert_eq!(StepId::for_name("a", 1).as_str(), "de89bfaf06245091a7873290a793604612302247");
     /// ```
     pub fn for_name(name: &str, index: u32) -> Self {
-        if index == 0 {
-            Self::hash(name)
-        } else {
-            Self::hash(&format!("{name}:{index}"))
-        }
+        if index == 0 { Self::hash(name) } else { Self::hash(&format!("{name}:{index}")) }
     }
 
     /// The hex SHA-1 of `text`, as Inngest computes every step id.
@@ -110,10 +106,7 @@ mod tests {
         for (name, index, want) in cases {
             assert_eq!(StepId::for_name(name, index).as_str(), want, "{name}:{index}");
         }
-        assert_eq!(
-            StepId::hash("complete").as_str(),
-            "0737c22d3bfae812339732d14d8c7dbd6dc4e09c"
-        );
+        assert_eq!(StepId::hash("complete").as_str(), "0737c22d3bfae812339732d14d8c7dbd6dc4e09c");
     }
 
     #[test]

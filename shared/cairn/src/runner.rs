@@ -12,7 +12,7 @@ use crate::event::{EventPayload, FAILED_EVENT, INVOKED_EVENT};
 use crate::expr::MatchExpr;
 use crate::function::{FailureData, Registry};
 use crate::id::{RunId, StepId};
-use crate::record::{InvokedBy, Lease, Millis, RunMeta, RunStatus, StepRecord, StepState, Wait};
+use crate::record::{InvokedBy, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
 use crate::step::millis;
 use crate::store::{Commit, CreateRun, RunStore, StoreError};
 use serde_json::{Value, json};
@@ -138,14 +138,7 @@ pub(crate) fn new_event_id(now: Millis) -> String {
 impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// A runner on the system clock with default configuration.
     pub fn new(registry: Registry, store: S, bus: B, timer: T) -> Self {
-        Runner {
-            registry,
-            store,
-            bus,
-            timer,
-            clock: Arc::new(SystemClock),
-            config: RunnerConfig::default(),
-        }
+        Runner { registry, store, bus, timer, clock: Arc::new(SystemClock), config: RunnerConfig::default() }
     }
 
     /// Uses `clock` instead of the system clock.
@@ -206,10 +199,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// [`RunnerError::InvalidEvent`] for an event without an id or with a bad shape; store errors.
     pub async fn accept(&self, event: &EventPayload) -> Result<Vec<RunId>, RunnerError> {
         event.validate().map_err(RunnerError::InvalidEvent)?;
-        let event_id = event
-            .id
-            .clone()
-            .ok_or_else(|| RunnerError::InvalidEvent(format!("event `{}` has no id", event.name)))?;
+        let event_id =
+            event.id.clone().ok_or_else(|| RunnerError::InvalidEvent(format!("event `{}` has no id", event.name)))?;
         let now = self.clock.now();
         let mut runs = Vec::new();
         if event.name == INVOKED_EVENT {
@@ -237,18 +228,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
 
     async fn start_invoked(&self, event: &EventPayload, now: Millis) -> Result<Option<RunId>, RunnerError> {
         let meta = &event.data["_inngest"];
-        let (Some(function_id), Some(correlation)) = (
-            meta["fn_id"].as_str(),
-            meta["correlation_id"].as_str().and_then(|c| c.split_once('.')),
-        ) else {
+        let (Some(function_id), Some(correlation)) =
+            (meta["fn_id"].as_str(), meta["correlation_id"].as_str().and_then(|c| c.split_once('.')))
+        else {
             return Err(RunnerError::InvalidEvent(format!(
                 "`{INVOKED_EVENT}` needs data._inngest.fn_id and correlation_id"
             )));
         };
-        let invoked_by = InvokedBy {
-            run_id: RunId::new(correlation.0),
-            step_id: StepId::from_hashed(correlation.1),
-        };
+        let invoked_by = InvokedBy { run_id: RunId::new(correlation.0), step_id: StepId::from_hashed(correlation.1) };
         if self.registry.get(function_id).is_none() {
             let error = StepError::non_retriable(format!("invoked function `{function_id}` does not exist"));
             self.resolve_invoke(&invoked_by, Err(error), now).await?;
@@ -267,6 +254,21 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
             return Ok(false);
         };
+        let Some(step) = journal.steps.iter().find(|record| record.id == wait.step_id && !record.state.is_final())
+        else {
+            // Resolved already (a timeout, or a crash before the wait was removed): drop it.
+            self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
+            return Ok(false);
+        };
+        // A redelivered event that already resumed one wait of this run must not resume a later
+        // one: EventBridge delivers at least once.
+        let consumed = journal.steps.iter().any(|record| {
+            record.kind == StepKind::WaitForEvent
+                && matches!(&record.state, StepState::Completed { output } if event.id.is_some() && output.get("id").and_then(Value::as_str) == event.id.as_deref())
+        });
+        if consumed {
+            return Ok(false);
+        }
         if let Some(expression) = &wait.expression {
             let trigger = serde_json::to_value(&journal.meta.event).unwrap_or(Value::Null);
             let candidate = serde_json::to_value(event).unwrap_or(Value::Null);
@@ -275,20 +277,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 return Ok(false);
             }
         }
-        let Some(step) = journal.steps.iter().find(|record| record.id == wait.step_id) else {
-            return Ok(false);
-        };
         let mut record = step.clone();
-        record.state = StepState::Completed {
-            output: serde_json::to_value(event).unwrap_or(Value::Null),
-        };
+        record.state = StepState::Completed { output: serde_json::to_value(event).unwrap_or(Value::Null) };
         record.ended_at = Some(now);
         let resolved = matches!(self.store.commit_step(&wait.run_id, &record).await?, Commit::Committed);
         self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
         if resolved {
-            self.timer
-                .wake_at(&wait.run_id, &format!("event-{}", wait.step_id), now)
-                .await?;
+            self.timer.wake_at(&wait.run_id, &format!("event-{}", wait.step_id), now).await?;
         }
         Ok(resolved)
     }
@@ -312,9 +307,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         };
         record.ended_at = Some(now);
         if let Commit::Committed = self.store.commit_step(&invoked_by.run_id, &record).await? {
-            self.timer
-                .wake_at(&invoked_by.run_id, &format!("invoke-{}", invoked_by.step_id), now)
-                .await?;
+            self.timer.wake_at(&invoked_by.run_id, &format!("invoke-{}", invoked_by.step_id), now).await?;
         }
         Ok(())
     }
@@ -333,11 +326,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
 
     async fn drive_inner(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {
         'replay: loop {
-            let journal = self
-                .store
-                .load(run_id)
-                .await?
-                .ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?;
+            let journal = self.store.load(run_id).await?.ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?;
             let mut meta = journal.meta;
             if meta.status.is_finished() {
                 return Ok(Drive::AlreadyFinished(meta.status));
@@ -347,10 +336,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 Some(lease) if lease.owner != self.config.owner && lease.expires_at > now => return Ok(Drive::Busy),
                 Some(lease) if lease.owner == self.config.owner => {}
                 _ => {
-                    meta.lease = Some(Lease {
-                        owner: self.config.owner.clone(),
-                        expires_at: now + millis(self.config.lease),
-                    });
+                    meta.lease =
+                        Some(Lease { owner: self.config.owner.clone(), expires_at: now + millis(self.config.lease) });
                     meta.status = RunStatus::Running;
                     meta.updated_at = now;
                     meta = match self.store.update_meta(&meta).await {
@@ -360,14 +347,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     };
                 }
             }
-            tracing::Span::current()
-                .record("function", meta.function_id.as_str())
-                .record("attempt", meta.attempt);
+            tracing::Span::current().record("function", meta.function_id.as_str()).record("attempt", meta.attempt);
             if let Some(retry_at) = meta.retry_at.filter(|at| *at > now) {
-                match self
-                    .wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry")
-                    .await?
-                {
+                match self.wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
                     Some(drive) => return Ok(drive),
                     None => continue 'replay,
                 }
@@ -391,21 +373,16 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 match outcome {
                     Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
                         let adopted = self.commit(run_id, record).await?;
+                        self.forget_timed_out_wait(run_id, &adopted).await?;
                         execution.committed(adopted);
                     }
-                    Outcome::StepFailed {
-                        record,
-                        retry_at: Some(retry_at),
-                    } => {
+                    Outcome::StepFailed { record, retry_at: Some(retry_at) } => {
                         let adopted = self.commit(run_id, record).await?;
                         if adopted.state.is_final() {
                             execution.committed(adopted);
                             continue;
                         }
-                        match self
-                            .wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry")
-                            .await?
-                        {
+                        match self.wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
                             Some(drive) => return Ok(drive),
                             None => continue 'replay,
                         }
@@ -421,8 +398,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         }
                     }
                     Outcome::Waiting { op } => {
-                        self.handle_ops(run_id, &meta, std::slice::from_ref(&op), &mut execution)
-                            .await?;
+                        self.handle_ops(run_id, &meta, std::slice::from_ref(&op), &mut execution).await?;
                         return self.suspend(&mut meta, std::slice::from_ref(&op)).await;
                     }
                     Outcome::Planned(ops) => {
@@ -430,15 +406,11 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                             continue;
                         }
                         let earliest = ops.iter().filter_map(Op::wake_at).min();
-                        let waits_on_others = ops
-                            .iter()
-                            .any(|op| matches!(op.kind, OpKind::WaitForEvent { .. } | OpKind::Invoke { .. }));
+                        let waits_on_others =
+                            ops.iter().any(|op| matches!(op.kind, OpKind::WaitForEvent { .. } | OpKind::Invoke { .. }));
                         match earliest {
                             Some(at) if !waits_on_others => {
-                                match self
-                                    .wait_until(&mut meta, at, deadline, RunStatus::Sleeping, "planned")
-                                    .await?
-                                {
+                                match self.wait_until(&mut meta, at, deadline, RunStatus::Sleeping, "planned").await? {
                                     Some(drive) => return Ok(drive),
                                     None => continue 'replay,
                                 }
@@ -447,19 +419,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         }
                     }
                     Outcome::Completed(output) => return self.finish(meta, Ok(output)).await,
-                    Outcome::Failed {
-                        error,
-                        retry_at: Some(retry_at),
-                    } => {
+                    Outcome::Failed { error, retry_at: Some(retry_at) } => {
                         tracing::warn!(%error, "function failed, will retry");
                         meta.attempt += 1;
                         meta.retry_at = Some(retry_at);
                         meta.updated_at = now;
                         meta = self.store.update_meta(&meta).await?;
-                        match self
-                            .wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry")
-                            .await?
-                        {
+                        match self.wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
                             Some(drive) => return Ok(drive),
                             None => continue 'replay,
                         }
@@ -490,6 +456,16 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         Ok(())
     }
 
+    /// A wait that timed out leaves its registration behind; remove it.
+    async fn forget_timed_out_wait(&self, run_id: &RunId, record: &StepRecord) -> Result<(), RunnerError> {
+        if record.kind == StepKind::WaitForEvent
+            && let Some(event) = record.detail.as_ref().and_then(|detail| detail["event"].as_str())
+        {
+            self.store.remove_wait(event, run_id, &record.id).await?;
+        }
+        Ok(())
+    }
+
     /// Performs what the driver owes planned ops; `true` if a step was committed (so the
     /// execution can go on at once).
     async fn handle_ops(
@@ -505,17 +481,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             match &op.kind {
                 OpKind::SendEvent { events } => {
                     let ids = self.bus.send(events).await?;
-                    let adopted = self
-                        .commit(run_id, op.completed_record(json!({ "ids": ids }), now))
-                        .await?;
+                    let adopted = self.commit(run_id, op.completed_record(json!({ "ids": ids }), now)).await?;
                     execution.committed(adopted);
                     progressed = true;
                 }
-                OpKind::WaitForEvent {
-                    event,
-                    expression,
-                    timeout_at,
-                } if op.new => {
+                OpKind::WaitForEvent { event, expression, timeout_at } => {
+                    // Registered on every pass, not only the first: a crash between the
+                    // scheduled record and the wait must not leave the run deaf (idempotent).
                     self.persist_scheduled(run_id, op).await?;
                     let wait = Wait {
                         event: event.clone(),
@@ -527,7 +499,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     };
                     self.store.put_wait(&wait).await?;
                 }
-                OpKind::Invoke { function_id, data, .. } if op.new => {
+                OpKind::Invoke { function_id, data, .. } => {
+                    // Sent again on later passes for the same reason; the event id (so the
+                    // child run) is derived from the step, so a resend starts nothing new.
                     self.persist_scheduled(run_id, op).await?;
                     let mut payload = data.clone();
                     if !payload.is_object() {
@@ -570,10 +544,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         }
         self.timer.wake_at(&meta.run_id, key, until).await?;
         self.release(meta, status).await?;
-        Ok(Some(Drive::Suspended {
-            status,
-            wake_at: Some(until),
-        }))
+        Ok(Some(Drive::Suspended { status, wake_at: Some(until) }))
     }
 
     async fn suspend(&self, meta: &mut RunMeta, ops: &[Op]) -> Result<Drive, RunnerError> {
@@ -582,10 +553,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             self.timer.wake_at(&meta.run_id, "timeout", at).await?;
         }
         self.release(meta, RunStatus::Waiting).await?;
-        Ok(Drive::Suspended {
-            status: RunStatus::Waiting,
-            wake_at,
-        })
+        Ok(Drive::Suspended { status: RunStatus::Waiting, wake_at })
     }
 
     async fn release(&self, meta: &mut RunMeta, status: RunStatus) -> Result<(), RunnerError> {

@@ -6,7 +6,7 @@
 //! `step.run`. Code outside steps runs again on every replay.
 
 use crate::duration::IntoDuration;
-use crate::engine::{OpKind, Shared, lock};
+use crate::engine::{Begun, OpKind, Shared, lock};
 use crate::error::{StepError, StepResult};
 use crate::event::{Event, EventData, EventPayload};
 use crate::expr::MatchExpr;
@@ -36,9 +36,7 @@ pub struct Step {
 
 impl std::fmt::Debug for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Step")
-            .field("run_id", &lock(&self.shared).run_id)
-            .finish()
+        f.debug_struct("Step").field("run_id", &lock(&self.shared).run_id).finish()
     }
 }
 
@@ -52,10 +50,7 @@ pub struct StepOptions {
 impl StepOptions {
     /// Options for the step `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        StepOptions {
-            name: name.into(),
-            retries: None,
-        }
+        StepOptions { name: name.into(), retries: None }
     }
 
     /// Retries for this step, overriding the function's.
@@ -142,11 +137,7 @@ impl Invoke {
     /// Calls the function `function_id` (in the same app) with empty data and no timeout
     /// beyond Inngest's maximum of 366 days.
     pub fn function(function_id: impl Into<String>) -> Self {
-        Invoke {
-            function_id: function_id.into(),
-            data: Value::Object(Default::default()),
-            timeout: Ok(MAX_WAIT),
-        }
+        Invoke { function_id: function_id.into(), data: Value::Object(Default::default()), timeout: Ok(MAX_WAIT) }
     }
 
     /// The data of the invoked function's event.
@@ -188,13 +179,10 @@ pub struct SendResult {
 }
 
 /// The outcome of trying to start a step.
-enum Begin {
-    Memoized(StepRecord),
-    Pending {
-        id: StepId,
-        position: u32,
-        existing: Option<StepRecord>,
-    },
+#[allow(clippy::large_enum_variant)] // Short-lived, on the stack, never stored.
+enum Begin<R> {
+    Memoized(R),
+    Pending { id: StepId, position: u32, existing: Option<StepRecord> },
     Halt,
 }
 
@@ -234,39 +222,26 @@ impl Step {
     {
         let options = options.into();
         let name = checked_name(&options.name)?;
-        let (id, position, existing) = match self.begin(StepKind::Run, name) {
-            Begin::Memoized(record) => return decode_output(&record),
+        let (id, position, existing) = match self.begin(StepKind::Run, name, decode_output) {
+            Begin::Memoized(result) => return result,
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
         let mut attempts_made = existing.as_ref().map_or(0, |record| record.attempts);
         let mut started_at = existing.as_ref().map(|record| record.started_at);
         let kind = match &existing {
-            Some(StepRecord {
-                state: StepState::Retrying { retry_at, .. },
-                ..
-            }) => OpKind::Retry {
-                until: *retry_at,
-                attempts_made,
-            },
+            Some(StepRecord { state: StepState::Retrying { retry_at, .. }, .. }) => {
+                OpKind::Retry { until: *retry_at, attempts_made }
+            }
             _ => OpKind::Run { attempts_made },
         };
         self.register(&id, name, position, kind, existing.is_none());
         let mut f = Some(f);
         loop {
-            Permit {
-                shared: &self.shared,
-                id: &id,
-            }
-            .await;
+            Permit { shared: &self.shared, id: &id }.await;
             let (now, default_retries, mock, run_id) = {
                 let shared = lock(&self.shared);
-                (
-                    shared.now,
-                    shared.default_retries,
-                    shared.mocks.get(name).cloned(),
-                    shared.run_id.clone(),
-                )
+                (shared.now, shared.default_retries, shared.mocks.get(name).cloned(), shared.run_id.clone())
             };
             let attempt = attempts_made + 1;
             let span = tracing::info_span!("step", step.id = %id, step.name = name, step.kind = "run", attempt);
@@ -285,10 +260,7 @@ impl Step {
                         || crate::backoff::backoff(attempt, &format!("{run_id}/{id}")),
                         Duration::from_millis,
                     );
-                    StepState::Retrying {
-                        error,
-                        retry_at: now + millis(delay),
-                    }
+                    StepState::Retrying { error, retry_at: now + millis(delay) }
                 }
                 Err(error) => StepState::Failed { error },
             };
@@ -309,11 +281,7 @@ impl Step {
                 detail: None,
             };
             lock(&self.shared).report = Some(record);
-            let record = Settled {
-                shared: &self.shared,
-                id: &id,
-            }
-            .await;
+            let record = Settled { shared: &self.shared, id: &id }.await;
             if !matches!(record.state, StepState::Retrying { .. }) {
                 return decode_output(&record);
             }
@@ -337,16 +305,13 @@ impl Step {
     }
 
     async fn sleep_inner(&self, name: &str, until: impl FnOnce(Millis) -> Millis) -> StepResult<()> {
-        let (id, position, existing) = match self.begin(StepKind::Sleep, name) {
-            Begin::Memoized(record) => return decode_output(&record),
+        let (id, position, existing) = match self.begin(StepKind::Sleep, name, decode_output) {
+            Begin::Memoized(result) => return result,
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
         let until = match &existing {
-            Some(StepRecord {
-                state: StepState::Scheduled { wake_at },
-                ..
-            }) => *wake_at,
+            Some(StepRecord { state: StepState::Scheduled { wake_at }, .. }) => *wake_at,
             _ => until(lock(&self.shared).now),
         };
         self.register(&id, name, position, OpKind::Sleep { until }, existing.is_none());
@@ -372,34 +337,24 @@ impl Step {
         let name = checked_name(name)?;
         let timeout = checked_wait(name, wait.timeout)?;
         if wait.event.trim().is_empty() {
-            return Err(StepError::non_retriable(format!(
-                "step `{name}`: the awaited event name is empty"
-            )));
+            return Err(StepError::non_retriable(format!("step `{name}`: the awaited event name is empty")));
         }
         if let Some(expression) = &wait.expression {
             MatchExpr::parse(expression).map_err(|reason| {
-                StepError::non_retriable(format!(
-                    "step `{name}`: invalid match expression `{expression}`: {reason}"
-                ))
+                StepError::non_retriable(format!("step `{name}`: invalid match expression `{expression}`: {reason}"))
             })?;
         }
-        let (id, position, existing) = match self.begin(StepKind::WaitForEvent, name) {
-            Begin::Memoized(record) => return decode_event(name, &record),
-            Begin::Halt => return halt().await,
-            Begin::Pending { id, position, existing } => (id, position, existing),
-        };
+        let (id, position, existing) =
+            match self.begin(StepKind::WaitForEvent, name, |record| decode_event(name, record)) {
+                Begin::Memoized(result) => return result,
+                Begin::Halt => return halt().await,
+                Begin::Pending { id, position, existing } => (id, position, existing),
+            };
         let timeout_at = match &existing {
-            Some(StepRecord {
-                state: StepState::Scheduled { wake_at },
-                ..
-            }) => *wake_at,
+            Some(StepRecord { state: StepState::Scheduled { wake_at }, .. }) => *wake_at,
             _ => lock(&self.shared).now + millis(timeout),
         };
-        let kind = OpKind::WaitForEvent {
-            event: wait.event,
-            expression: wait.expression,
-            timeout_at,
-        };
+        let kind = OpKind::WaitForEvent { event: wait.event, expression: wait.expression, timeout_at };
         self.register(&id, name, position, kind, existing.is_none());
         let record = self.settle_record(&id).await;
         decode_event(name, &record)
@@ -408,16 +363,13 @@ impl Step {
     /// Sends one or many events (a retry never sends twice: ids derive from the run and step).
     pub async fn send_event(&self, name: &str, events: impl IntoEvents) -> StepResult<SendResult> {
         let name = checked_name(name)?;
-        let mut events = events
-            .into_events()
-            .map_err(|reason| StepError::non_retriable(format!("step `{name}`: {reason}")))?;
+        let mut events =
+            events.into_events().map_err(|reason| StepError::non_retriable(format!("step `{name}`: {reason}")))?;
         for event in &events {
-            event
-                .validate()
-                .map_err(|reason| StepError::non_retriable(format!("step `{name}`: {reason}")))?;
+            event.validate().map_err(|reason| StepError::non_retriable(format!("step `{name}`: {reason}")))?;
         }
-        let (id, position, existing) = match self.begin(StepKind::SendEvent, name) {
-            Begin::Memoized(record) => return decode_output(&record),
+        let (id, position, existing) = match self.begin(StepKind::SendEvent, name, decode_output) {
+            Begin::Memoized(result) => return result,
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
@@ -444,36 +396,28 @@ impl Step {
         let name = checked_name(name)?;
         let timeout = checked_wait(name, invoke.timeout)?;
         if invoke.function_id.trim().is_empty() {
-            return Err(StepError::non_retriable(format!(
-                "step `{name}`: the invoked function id is empty"
-            )));
+            return Err(StepError::non_retriable(format!("step `{name}`: the invoked function id is empty")));
         }
-        let (id, position, existing) = match self.begin(StepKind::Invoke, name) {
-            Begin::Memoized(record) => return decode_output(&record),
+        let (id, position, existing) = match self.begin(StepKind::Invoke, name, decode_output) {
+            Begin::Memoized(result) => return result,
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
         let timeout_at = match &existing {
-            Some(StepRecord {
-                state: StepState::Scheduled { wake_at },
-                ..
-            }) => *wake_at,
+            Some(StepRecord { state: StepState::Scheduled { wake_at }, .. }) => *wake_at,
             _ => lock(&self.shared).now + millis(timeout),
         };
-        let kind = OpKind::Invoke {
-            function_id: invoke.function_id,
-            data: invoke.data,
-            timeout_at,
-        };
+        let kind = OpKind::Invoke { function_id: invoke.function_id, data: invoke.data, timeout_at };
         self.register(&id, name, position, kind, existing.is_none());
         self.settle(&id).await
     }
 
-    fn begin(&self, kind: StepKind, name: &str) -> Begin {
+    /// Starts a step call; a memoized result is decoded by `decode` under the lock, uncopied.
+    fn begin<R>(&self, kind: StepKind, name: &str, decode: impl FnOnce(&StepRecord) -> R) -> Begin<R> {
         match lock(&self.shared).begin(kind, name) {
-            Some((_, _, Some(record))) if record.state.is_final() => Begin::Memoized(record),
-            Some((id, position, existing)) => Begin::Pending { id, position, existing },
-            None => Begin::Halt,
+            Begun::Memoized(record) => Begin::Memoized(decode(record)),
+            Begun::Pending { id, position, existing } => Begin::Pending { id, position, existing },
+            Begun::Halt => Begin::Halt,
         }
     }
 
@@ -488,11 +432,7 @@ impl Step {
 
     async fn settle_record(&self, id: &StepId) -> StepRecord {
         loop {
-            let record = Settled {
-                shared: &self.shared,
-                id,
-            }
-            .await;
+            let record = Settled { shared: &self.shared, id }.await;
             if record.state.is_final() {
                 return record;
             }
@@ -531,10 +471,7 @@ fn decode_output<T: DeserializeOwned>(record: &StepRecord) -> StepResult<T> {
             ))
         }),
         StepState::Failed { error } => Err(error.clone().into_final()),
-        other => Err(StepError::non_retriable(format!(
-            "step `{}` is not finished: {other:?}",
-            record.name
-        ))),
+        other => Err(StepError::non_retriable(format!("step `{}` is not finished: {other:?}", record.name))),
     }
 }
 
@@ -563,10 +500,7 @@ where
         Ok(Ok(value)) => serde_json::to_value(value)
             .map_err(|err| StepError::non_retriable(format!("step `{name}`: output is not JSON: {err}"))),
         Ok(Err(err)) => Err(err),
-        Err(panic) => Err(StepError::new(format!(
-            "step `{name}` panicked: {}",
-            panic_message(&panic)
-        ))),
+        Err(panic) => Err(StepError::new(format!("step `{name}` panicked: {}", panic_message(&panic)))),
     }
 }
 
@@ -593,11 +527,7 @@ impl Future for Permit<'_> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
         // The engine re-polls the workflow after every permit, so no waker is needed.
-        if lock(self.shared).permitted.as_ref() == Some(self.id) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        if lock(self.shared).permitted.as_ref() == Some(self.id) { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 

@@ -43,13 +43,7 @@ impl RunStore for MemoryStore {
         }
         let mut meta = meta;
         meta.version = 0;
-        inner.runs.insert(
-            meta.run_id.clone(),
-            StoredRun {
-                meta: meta.clone(),
-                steps: HashMap::new(),
-            },
-        );
+        inner.runs.insert(meta.run_id.clone(), StoredRun { meta: meta.clone(), steps: HashMap::new() });
         Ok(CreateRun::Created(meta))
     }
 
@@ -58,24 +52,15 @@ impl RunStore for MemoryStore {
         Ok(inner.runs.get(run_id).map(|run| {
             let mut steps: Vec<StepRecord> = run.steps.values().cloned().collect();
             steps.sort_by_key(|record| record.position);
-            Journal {
-                meta: run.meta.clone(),
-                steps,
-            }
+            Journal { meta: run.meta.clone(), steps }
         }))
     }
 
     async fn update_meta(&self, meta: &RunMeta) -> Result<RunMeta, StoreError> {
         let mut inner = self.lock();
-        let run = inner
-            .runs
-            .get_mut(&meta.run_id)
-            .ok_or_else(|| StoreError::NotFound(meta.run_id.clone()))?;
+        let run = inner.runs.get_mut(&meta.run_id).ok_or_else(|| StoreError::NotFound(meta.run_id.clone()))?;
         if run.meta.version != meta.version {
-            return Err(StoreError::Conflict {
-                run_id: meta.run_id.clone(),
-                expected: meta.version,
-            });
+            return Err(StoreError::Conflict { run_id: meta.run_id.clone(), expected: meta.version });
         }
         let mut stored = meta.clone();
         stored.version += 1;
@@ -85,10 +70,7 @@ impl RunStore for MemoryStore {
 
     async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
         let mut inner = self.lock();
-        let run = inner
-            .runs
-            .get_mut(run_id)
-            .ok_or_else(|| StoreError::NotFound(run_id.clone()))?;
+        let run = inner.runs.get_mut(run_id).ok_or_else(|| StoreError::NotFound(run_id.clone()))?;
         match run.steps.get(&record.id) {
             Some(existing) if existing.state.is_final() => Ok(Commit::Existing(Box::new(existing.clone()))),
             _ => {
@@ -106,22 +88,14 @@ impl RunStore for MemoryStore {
 
     async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
         let inner = self.lock();
-        let mut waits: Vec<Wait> = inner
-            .waits
-            .iter()
-            .filter(|((name, _, _), _)| name == event)
-            .map(|(_, wait)| wait.clone())
-            .collect();
+        let mut waits: Vec<Wait> =
+            inner.waits.iter().filter(|((name, _, _), _)| name == event).map(|(_, wait)| wait.clone()).collect();
         waits.sort_by_key(|wait| wait.created_at);
         Ok(waits)
     }
 
     async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
-        Ok(self
-            .lock()
-            .waits
-            .remove(&(event.to_string(), run_id.clone(), step_id.clone()))
-            .is_some())
+        Ok(self.lock().waits.remove(&(event.to_string(), run_id.clone(), step_id.clone())).is_some())
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {

@@ -56,10 +56,7 @@ impl SqliteStore {
     /// When the file cannot be opened or the schema cannot be created.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let connection = Connection::open(path.as_ref()).map_err(|err| {
-            StoreError::Unavailable(format!(
-                "cannot open SQLite database {}: {err}",
-                path.as_ref().display()
-            ))
+            StoreError::Unavailable(format!("cannot open SQLite database {}: {err}", path.as_ref().display()))
         })?;
         Self::init(connection)
     }
@@ -75,13 +72,9 @@ impl SqliteStore {
     fn init(connection: Connection) -> Result<Self, StoreError> {
         connection.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
+        connection.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         connection.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(SqliteStore {
-            connection: Arc::new(Mutex::new(connection)),
-        })
+        Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)) })
     }
 
     fn connection(&self) -> MutexGuard<'_, Connection> {
@@ -92,10 +85,7 @@ impl SqliteStore {
 fn backend(err: rusqlite::Error) -> StoreError {
     match err {
         rusqlite::Error::SqliteFailure(code, _)
-            if matches!(
-                code.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) =>
+            if matches!(code.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
         {
             StoreError::Unavailable(err.to_string())
         }
@@ -127,11 +117,7 @@ impl RunStore for SqliteStore {
             return Ok(CreateRun::Created(meta));
         }
         let existing: String = connection
-            .query_row(
-                "SELECT meta FROM runs WHERE run_id = ?1",
-                [meta.run_id.as_str()],
-                |row| row.get(0),
-            )
+            .query_row("SELECT meta FROM runs WHERE run_id = ?1", [meta.run_id.as_str()], |row| row.get(0))
             .map_err(backend)?;
         Ok(CreateRun::Existing(decode(&existing)?))
     }
@@ -139,9 +125,7 @@ impl RunStore for SqliteStore {
     async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
         let connection = self.connection();
         let Some(meta) = connection
-            .query_row("SELECT meta FROM runs WHERE run_id = ?1", [run_id.as_str()], |row| {
-                row.get::<_, String>(0)
-            })
+            .query_row("SELECT meta FROM runs WHERE run_id = ?1", [run_id.as_str()], |row| row.get::<_, String>(0))
             .optional()
             .map_err(backend)?
         else {
@@ -155,10 +139,7 @@ impl RunStore for SqliteStore {
             .map_err(backend)?
             .map(|row| row.map_err(backend).and_then(|text| decode::<StepRecord>(&text)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(Journal {
-            meta: decode(&meta)?,
-            steps,
-        }))
+        Ok(Some(Journal { meta: decode(&meta)?, steps }))
     }
 
     async fn update_meta(&self, meta: &RunMeta) -> Result<RunMeta, StoreError> {
@@ -181,16 +162,11 @@ impl RunStore for SqliteStore {
             return Ok(stored);
         }
         let exists = connection
-            .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [meta.run_id.as_str()], |_| {
-                Ok(())
-            })
+            .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [meta.run_id.as_str()], |_| Ok(()))
             .optional()
             .map_err(backend)?;
         Err(match exists {
-            Some(()) => StoreError::Conflict {
-                run_id: meta.run_id.clone(),
-                expected: meta.version,
-            },
+            Some(()) => StoreError::Conflict { run_id: meta.run_id.clone(), expected: meta.version },
             None => StoreError::NotFound(meta.run_id.clone()),
         })
     }
@@ -204,13 +180,7 @@ impl RunStore for SqliteStore {
                  ON CONFLICT (run_id, step_id) DO UPDATE SET position = excluded.position, final = excluded.final,
                      record = excluded.record
                  WHERE steps.final = 0",
-                params![
-                    run_id.as_str(),
-                    record.id.as_str(),
-                    record.position,
-                    record.state.is_final(),
-                    encode(record)?
-                ],
+                params![run_id.as_str(), record.id.as_str(), record.position, record.state.is_final(), encode(record)?],
             )
             .map_err(backend)?;
         if written == 1 {
@@ -230,13 +200,7 @@ impl RunStore for SqliteStore {
         self.connection()
             .execute(
                 "INSERT OR REPLACE INTO waits (event, run_id, step_id, created_at, wait) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    wait.event,
-                    wait.run_id.as_str(),
-                    wait.step_id.as_str(),
-                    wait.created_at,
-                    encode(wait)?
-                ],
+                params![wait.event, wait.run_id.as_str(), wait.step_id.as_str(), wait.created_at, encode(wait)?],
             )
             .map_err(backend)?;
         Ok(())
@@ -275,10 +239,9 @@ impl RunStore for SqliteStore {
             .map_err(backend)?;
         let limit = i64::try_from(effective_limit(query)).unwrap_or(i64::MAX);
         statement
-            .query_map(
-                params![query.function_id, query.status.map(|s| s.as_str()), limit],
-                |row| row.get::<_, String>(0),
-            )
+            .query_map(params![query.function_id, query.status.map(|s| s.as_str()), limit], |row| {
+                row.get::<_, String>(0)
+            })
             .map_err(backend)?
             .map(|row| row.map_err(backend).and_then(|text| decode(&text)))
             .collect()

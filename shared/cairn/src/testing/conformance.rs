@@ -20,20 +20,11 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 fn run_id(tag: &str) -> RunId {
     // Unique per test and process, so suites may share one backend (a DynamoDB table).
-    RunId::new(format!(
-        "run-{tag}-{}-{}",
-        std::process::id(),
-        UNIQUE.fetch_add(1, Ordering::Relaxed)
-    ))
+    RunId::new(format!("run-{tag}-{}-{}", std::process::id(), UNIQUE.fetch_add(1, Ordering::Relaxed)))
 }
 
 fn meta(run_id: &RunId, function_id: &str, created_at: i64) -> RunMeta {
-    RunMeta::new(
-        run_id.clone(),
-        function_id,
-        EventPayload::new("app/test", json!({"n": 1})).with_id("e1"),
-        created_at,
-    )
+    RunMeta::new(run_id.clone(), function_id, EventPayload::new("app/test", json!({"n": 1})).with_id("e1"), created_at)
 }
 
 fn record(name: &str, position: u32, state: StepState) -> StepRecord {
@@ -63,16 +54,10 @@ pub async fn load_unknown_returns_none<S: RunStore>(store: S) {
 pub async fn create_run_is_idempotent<S: RunStore>(store: S) {
     let id = run_id("create");
     let first = meta(&id, "f", 10);
-    assert_eq!(
-        store.create_run(first.clone()).await.unwrap(),
-        CreateRun::Created(first.clone())
-    );
+    assert_eq!(store.create_run(first.clone()).await.unwrap(), CreateRun::Created(first.clone()));
     let mut second = meta(&id, "f", 20);
     second.attempt = 3;
-    assert_eq!(
-        store.create_run(second).await.unwrap(),
-        CreateRun::Existing(first.clone())
-    );
+    assert_eq!(store.create_run(second).await.unwrap(), CreateRun::Existing(first.clone()));
     assert_eq!(store.load(&id).await.unwrap().unwrap().meta, first);
 }
 
@@ -82,28 +67,16 @@ pub async fn update_meta_is_optimistic<S: RunStore>(store: S) {
     store.create_run(meta(&id, "f", 10)).await.unwrap();
     let mut read = store.load(&id).await.unwrap().unwrap().meta;
     read.status = RunStatus::Sleeping;
-    read.lease = Some(Lease {
-        owner: "a".into(),
-        expires_at: 99,
-    });
+    read.lease = Some(Lease { owner: "a".into(), expires_at: 99 });
     let stored = store.update_meta(&read).await.unwrap();
     assert_eq!(stored.version, 1);
     assert_eq!(store.load(&id).await.unwrap().unwrap().meta, stored);
     // The same stale version again: conflict, nothing written.
     read.status = RunStatus::Failed;
-    assert_eq!(
-        store.update_meta(&read).await.unwrap_err(),
-        StoreError::Conflict {
-            run_id: id.clone(),
-            expected: 0
-        }
-    );
+    assert_eq!(store.update_meta(&read).await.unwrap_err(), StoreError::Conflict { run_id: id.clone(), expected: 0 });
     assert_eq!(store.load(&id).await.unwrap().unwrap().meta.status, RunStatus::Sleeping);
     let unknown = meta(&run_id("missing"), "f", 1);
-    assert_eq!(
-        store.update_meta(&unknown).await.unwrap_err(),
-        StoreError::NotFound(unknown.run_id.clone())
-    );
+    assert_eq!(store.update_meta(&unknown).await.unwrap_err(), StoreError::NotFound(unknown.run_id.clone()));
 }
 
 /// Of many concurrent head updates from one version, exactly one wins.
@@ -115,21 +88,13 @@ pub async fn concurrent_meta_updates_have_one_winner<S: RunStore>(store: S) {
     let attempts = (0..8).map(|n| {
         let store = Arc::clone(&store);
         let mut mine = read.clone();
-        mine.lease = Some(Lease {
-            owner: format!("owner-{n}"),
-            expires_at: 100,
-        });
+        mine.lease = Some(Lease { owner: format!("owner-{n}"), expires_at: 100 });
         async move { store.update_meta(&mine).await }
     });
     let results = futures::future::join_all(attempts).await;
     let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1, "{results:?}");
-    assert!(
-        results
-            .iter()
-            .filter(|r| r.is_err())
-            .all(|r| matches!(r, Err(StoreError::Conflict { .. })))
-    );
+    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(StoreError::Conflict { .. }))));
     assert_eq!(&store.load(&id).await.unwrap().unwrap().meta, winners[0]);
 }
 
@@ -149,18 +114,8 @@ pub async fn steps_round_trip_in_position_order<S: RunStore>(store: S) {
             retry_at: 40_000,
         },
     );
-    let failed = record(
-        "fatal",
-        3,
-        StepState::Failed {
-            error: StepError::non_retriable("nope"),
-        },
-    );
-    let done = record(
-        "first",
-        0,
-        completed(json!({"success": true, "nested": [1, 2.5, "x", null]})),
-    );
+    let failed = record("fatal", 3, StepState::Failed { error: StepError::non_retriable("nope") });
+    let done = record("first", 0, completed(json!({"success": true, "nested": [1, 2.5, "x", null]})));
     for r in [&scheduled, &failed, &done, &retrying] {
         assert_eq!(store.commit_step(&id, r).await.unwrap(), Commit::Committed);
     }
@@ -175,15 +130,9 @@ pub async fn final_record_is_never_overwritten<S: RunStore>(store: S) {
     let winner = record("charge", 0, completed(json!({"charge": "ch_1"})));
     let loser = record("charge", 0, completed(json!({"charge": "ch_2"})));
     assert_eq!(store.commit_step(&id, &winner).await.unwrap(), Commit::Committed);
-    assert_eq!(
-        store.commit_step(&id, &loser).await.unwrap(),
-        Commit::Existing(Box::new(winner.clone()))
-    );
+    assert_eq!(store.commit_step(&id, &loser).await.unwrap(), Commit::Existing(Box::new(winner.clone())));
     // Identical re-commit (a retried write) is answered the same way, and changes nothing.
-    assert_eq!(
-        store.commit_step(&id, &winner).await.unwrap(),
-        Commit::Existing(Box::new(winner.clone()))
-    );
+    assert_eq!(store.commit_step(&id, &winner).await.unwrap(), Commit::Existing(Box::new(winner.clone())));
     assert_eq!(store.load(&id).await.unwrap().unwrap().steps, vec![winner]);
 }
 
@@ -191,22 +140,8 @@ pub async fn final_record_is_never_overwritten<S: RunStore>(store: S) {
 pub async fn non_final_records_are_replaced<S: RunStore>(store: S) {
     let id = run_id("replace");
     store.create_run(meta(&id, "f", 10)).await.unwrap();
-    let first = record(
-        "flaky",
-        0,
-        StepState::Retrying {
-            error: StepError::new("boom"),
-            retry_at: 15_000,
-        },
-    );
-    let mut second = record(
-        "flaky",
-        0,
-        StepState::Retrying {
-            error: StepError::new("boom again"),
-            retry_at: 45_000,
-        },
-    );
+    let first = record("flaky", 0, StepState::Retrying { error: StepError::new("boom"), retry_at: 15_000 });
+    let mut second = record("flaky", 0, StepState::Retrying { error: StepError::new("boom again"), retry_at: 45_000 });
     second.attempts = 2;
     let mut last = record("flaky", 0, completed(json!("ok")));
     last.attempts = 3;
@@ -230,11 +165,8 @@ pub async fn concurrent_commits_have_one_winner<S: RunStore>(store: S) {
         }
     });
     let results = futures::future::join_all(attempts).await;
-    let winners: Vec<&StepRecord> = results
-        .iter()
-        .filter(|(_, c)| *c == Commit::Committed)
-        .map(|(mine, _)| mine)
-        .collect();
+    let winners: Vec<&StepRecord> =
+        results.iter().filter(|(_, c)| *c == Commit::Committed).map(|(mine, _)| mine).collect();
     assert_eq!(winners.len(), 1);
     for (_, commit) in &results {
         if let Commit::Existing(adopted) = commit {
@@ -270,10 +202,7 @@ pub async fn waits_are_listed_and_removed_once<S: RunStore>(store: S) {
     store.put_wait(&late).await.unwrap();
     store.put_wait(&early).await.unwrap();
     store.put_wait(&early).await.unwrap();
-    assert_eq!(
-        store.waits_for(&event).await.unwrap(),
-        vec![early.clone(), late.clone()]
-    );
+    assert_eq!(store.waits_for(&event).await.unwrap(), vec![early.clone(), late.clone()]);
     assert_eq!(store.waits_for("app/other-event").await.unwrap(), vec![]);
     assert!(store.remove_wait(&event, &b, &early.step_id).await.unwrap());
     assert!(!store.remove_wait(&event, &b, &early.step_id).await.unwrap());
@@ -290,29 +219,11 @@ pub async fn list_runs_filters_and_orders<S: RunStore>(store: S) {
     let mut failed = store.load(&ids[1]).await.unwrap().unwrap().meta;
     failed.status = RunStatus::Failed;
     store.update_meta(&failed).await.unwrap();
-    let query = RunQuery {
-        function_id: Some(function.clone()),
-        ..RunQuery::default()
-    };
-    let all: Vec<RunId> = store
-        .list_runs(&query)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.run_id)
-        .collect();
+    let query = RunQuery { function_id: Some(function.clone()), ..RunQuery::default() };
+    let all: Vec<RunId> = store.list_runs(&query).await.unwrap().into_iter().map(|m| m.run_id).collect();
     assert_eq!(all, vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
-    let only_failed = RunQuery {
-        status: Some(RunStatus::Failed),
-        ..query.clone()
-    };
-    let failed_ids: Vec<RunId> = store
-        .list_runs(&only_failed)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.run_id)
-        .collect();
+    let only_failed = RunQuery { status: Some(RunStatus::Failed), ..query.clone() };
+    let failed_ids: Vec<RunId> = store.list_runs(&only_failed).await.unwrap().into_iter().map(|m| m.run_id).collect();
     assert_eq!(failed_ids, vec![ids[1].clone()]);
     let limited = RunQuery { limit: 2, ..query };
     assert_eq!(store.list_runs(&limited).await.unwrap().len(), 2);

@@ -70,9 +70,7 @@ impl TestRun {
             })
             .unwrap_or_else(|| crate::event::SCHEDULED_EVENT.to_string());
         let clock = ManualClock::new();
-        let event = EventPayload::new(name, json!({}))
-            .with_id("test-event")
-            .with_ts(clock.now());
+        let event = EventPayload::new(name, json!({})).with_id("test-event").with_ts(clock.now());
         TestRun {
             run_id: RunId::for_event(function.id(), "test-event"),
             function,
@@ -92,9 +90,7 @@ impl TestRun {
 
     /// Sets the triggering event.
     pub fn event(mut self, name: &str, data: Value) -> Self {
-        self.event = EventPayload::new(name, data)
-            .with_id("test-event")
-            .with_ts(self.clock.now());
+        self.event = EventPayload::new(name, data).with_id("test-event").with_ts(self.clock.now());
         self
     }
 
@@ -147,9 +143,7 @@ impl TestRun {
         let Some(index) = self.waits.iter().position(|wait| {
             wait.event == event.name
                 && wait.expression.as_ref().is_none_or(|expression| {
-                    MatchExpr::parse(expression)
-                        .and_then(|expr| expr.matches(&trigger, &candidate))
-                        .unwrap_or(false)
+                    MatchExpr::parse(expression).and_then(|expr| expr.matches(&trigger, &candidate)).unwrap_or(false)
                 })
         }) else {
             return false;
@@ -172,19 +166,13 @@ impl TestRun {
         if let Some(finished) = &self.finished {
             return Ok(match finished {
                 Ok(output) => Outcome::Completed(output.clone()),
-                Err(error) => Outcome::Failed {
-                    error: error.clone(),
-                    retry_at: None,
-                },
+                Err(error) => Outcome::Failed { error: error.clone(), retry_at: None },
             });
         }
         let now = self.clock.now();
         if let Some((retry_at, error)) = &self.retry_at {
             if *retry_at > now {
-                return Ok(Outcome::Failed {
-                    error: error.clone(),
-                    retry_at: Some(*retry_at),
-                });
+                return Ok(Outcome::Failed { error: error.clone(), retry_at: Some(*retry_at) });
             }
             self.retry_at = None;
         }
@@ -209,10 +197,7 @@ impl TestRun {
                 execution.committed(record.clone());
                 keep = true;
             }
-            Outcome::StepFailed {
-                record,
-                retry_at: Some(_),
-            } => {
+            Outcome::StepFailed { record, retry_at: Some(_) } => {
                 self.journal.insert(record.position, record.clone());
             }
             Outcome::Sleeping { op, .. } | Outcome::Waiting { op } => keep = self.apply_op(op, now, &mut execution),
@@ -223,10 +208,7 @@ impl TestRun {
             }
             Outcome::Completed(output) => self.finished = Some(Ok(output.clone())),
             Outcome::Failed { error, retry_at: None } => self.finished = Some(Err(error.clone())),
-            Outcome::Failed {
-                error,
-                retry_at: Some(at),
-            } => {
+            Outcome::Failed { error, retry_at: Some(at) } => {
                 self.attempt += 1;
                 self.retry_at = Some((*at, error.clone()));
             }
@@ -242,10 +224,7 @@ impl TestRun {
         match &op.kind {
             OpKind::SendEvent { events } => {
                 self.sent.extend(events.iter().cloned());
-                let ids: Vec<String> = events
-                    .iter()
-                    .map(|event| event.id.clone().unwrap_or_default())
-                    .collect();
+                let ids: Vec<String> = events.iter().map(|event| event.id.clone().unwrap_or_default()).collect();
                 let record = op.completed_record(json!({ "ids": ids }), now);
                 self.journal.insert(record.position, record.clone());
                 execution.committed(record);
@@ -268,11 +247,7 @@ impl TestRun {
             },
             OpKind::WaitForEvent { event, expression, .. } if op.new => {
                 if let Some(record) = op.scheduled_record() {
-                    self.waits.push(PendingWait {
-                        record,
-                        event: event.clone(),
-                        expression: expression.clone(),
-                    });
+                    self.waits.push(PendingWait { record, event: event.clone(), expression: expression.clone() });
                 }
                 self.schedule(op)
             }

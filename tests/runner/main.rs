@@ -1,0 +1,390 @@
+//! The Runner over MemoryStore, MemoryBus and MemoryTimer with a ManualClock: whole runs,
+//! duplicate deliveries, leases, waits, invokes, failures, budgets and determinism errors.
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+use cairn::prelude::*;
+use cairn::store::RunQuery;
+use cairn::testing::ManualClock;
+use cairn::{
+    Drive, FailureData, MemoryBus, MemoryStore, MemoryTimer, Registry, RunId, RunMeta, RunStatus, RunStore, Runner,
+    RunnerConfig, StepId, StepState,
+};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+type LocalRunner = Runner<MemoryStore, MemoryBus, MemoryTimer>;
+
+struct Harness {
+    runner: LocalRunner,
+    clock: ManualClock,
+}
+
+fn harness(functions: Vec<Function>) -> Harness {
+    harness_with(functions, RunnerConfig::default(), MemoryStore::new(), ManualClock::new())
+}
+
+fn harness_with(functions: Vec<Function>, config: RunnerConfig, store: MemoryStore, clock: ManualClock) -> Harness {
+    let runner = Runner::new(Registry::new(functions).unwrap(), store, MemoryBus::new(), MemoryTimer::new())
+        .with_clock(Arc::new(clock.clone()))
+        .with_config(config);
+    Harness { runner, clock }
+}
+
+impl Harness {
+    async fn send(&self, name: &str, data: Value) -> String {
+        let id = self.runner.send(EventPayload::new(name, data)).await.unwrap();
+        self.runner.run_until_idle().await.unwrap();
+        id
+    }
+
+    async fn meta(&self, run: &RunId) -> RunMeta {
+        self.runner.store().load(run).await.unwrap().unwrap().meta
+    }
+
+    async fn only_run(&self, function: &str) -> RunMeta {
+        let query = RunQuery { function_id: Some(function.into()), ..RunQuery::default() };
+        let runs = self.runner.store().list_runs(&query).await.unwrap();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        runs.into_iter().next().unwrap()
+    }
+
+    /// Moves the clock to the next timer and processes everything due.
+    async fn advance_to_next_timer(&self) {
+        let due = self.runner.timer().next_due().expect("a pending timer");
+        self.clock.set(due);
+        self.runner.run_until_idle().await.unwrap();
+    }
+}
+
+fn counted_hello(calls: Arc<AtomicU32>) -> Function {
+    Function::new("hello")
+        .on_event("app/my.event")
+        .handler(move |_: Event, step: Step| {
+            let calls = Arc::clone(&calls);
+            async move {
+                let result: Value = step
+                    .run("step-name", || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok(json!({"success": true}))
+                    })
+                    .await?;
+                step.sleep("wait", "1h").await?;
+                Ok(result)
+            }
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hello_runs_its_step_sleeps_on_the_timer_and_completes_an_hour_later() {
+    let h = harness(vec![hello::function()]);
+    let start = h.clock.now_ms();
+    let event_id = h.send("app/my.event", json!({})).await;
+    let run = RunId::for_event("hello", &event_id);
+    let meta = h.meta(&run).await;
+    assert_eq!((meta.status, meta.lease.clone()), (RunStatus::Sleeping, None));
+    assert_eq!(h.runner.timer().next_due(), Some(start + 3_600_000));
+    let steps = h.runner.store().load(&run).await.unwrap().unwrap().steps;
+    assert_eq!(steps[0].state, StepState::Completed { output: json!({"success": true}) });
+    assert_eq!(steps[1].state, StepState::Scheduled { wake_at: start + 3_600_000 });
+
+    h.advance_to_next_timer().await;
+    let meta = h.meta(&run).await;
+    assert_eq!(meta.status, RunStatus::Completed);
+    assert_eq!(meta.output, Some(json!({"success": true})));
+    assert_eq!(meta.ended_at, Some(start + 3_600_000));
+    assert_eq!(meta.expires_at, Some(start + 3_600_000 + 7 * 86_400_000));
+    assert!(h.runner.timer().is_empty());
+}
+
+#[tokio::test]
+async fn an_event_delivered_three_times_starts_one_run_and_runs_its_step_once() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let h = harness(vec![counted_hello(Arc::clone(&calls))]);
+    let event = EventPayload::new("app/my.event", json!({})).with_id("dup-1").with_ts(h.clock.now_ms());
+    let deliveries = (0..3).map(|_| async {
+        let runs = h.runner.accept(&event).await.unwrap();
+        for run in &runs {
+            h.runner.drive(run).await.unwrap();
+        }
+        runs
+    });
+    let started = futures::future::join_all(deliveries).await;
+    assert!(started.iter().all(|runs| runs == &started[0]));
+    assert_eq!(h.runner.store().list_runs(&RunQuery::default()).await.unwrap().len(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_held_lease_makes_a_second_invocation_exit_cleanly() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let store = MemoryStore::new();
+    let clock = ManualClock::new();
+    let first = harness_with(
+        vec![counted_hello(Arc::clone(&calls))],
+        RunnerConfig::default().owner("a"),
+        store.clone(),
+        clock.clone(),
+    );
+    let second = harness_with(
+        vec![counted_hello(Arc::clone(&calls))],
+        RunnerConfig::default().owner("b"),
+        store.clone(),
+        clock.clone(),
+    );
+    let event = EventPayload::new("app/my.event", json!({})).with_id("lease-1");
+    let run = first.runner.accept(&event).await.unwrap().remove(0);
+    // Invocation "a" took the lease and died before doing anything else.
+    let mut meta = first.meta(&run).await;
+    meta.lease = Some(cairn::Lease { owner: "a".into(), expires_at: clock.now_ms() + 60_000 });
+    store.update_meta(&meta).await.unwrap();
+    assert_eq!(second.runner.drive(&run).await.unwrap(), Drive::Busy);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // Once the lease lapses, "b" takes over.
+    clock.advance(Duration::from_secs(61));
+    assert!(matches!(second.runner.drive(&run).await.unwrap(), Drive::Suspended { status: RunStatus::Sleeping, .. }));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+fn waiter() -> Function {
+    Function::new("waiter")
+        .on_event("test/wait")
+        .handler(|_: Event, step: Step| async move {
+            let wait = WaitFor::event("test/approved").timeout("1d").if_expr("async.data.id == event.data.id");
+            let approval = step.wait_for_event("wait-approval", wait).await?;
+            Ok(approval.map(|event| event.data))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_matching_event_resumes_a_waiting_run_and_others_do_not() {
+    let h = harness(vec![waiter()]);
+    h.send("test/wait", json!({"id": 7})).await;
+    let run = h.only_run("waiter").await;
+    assert_eq!(run.status, RunStatus::Waiting);
+    h.send("test/approved", json!({"id": 8})).await;
+    assert_eq!(h.meta(&run.run_id).await.status, RunStatus::Waiting);
+    h.send("test/approved", json!({"id": 7, "by": "ann"})).await;
+    let meta = h.meta(&run.run_id).await;
+    assert_eq!((meta.status, meta.output), (RunStatus::Completed, Some(json!({"id": 7, "by": "ann"}))));
+    assert!(h.runner.store().waits_for("test/approved").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wait_that_times_out_returns_none() {
+    let h = harness(vec![waiter()]);
+    h.send("test/wait", json!({"id": 7})).await;
+    h.advance_to_next_timer().await;
+    let run = h.only_run("waiter").await;
+    assert_eq!((run.status, run.output), (RunStatus::Completed, Some(Value::Null)));
+    assert!(h.runner.store().waits_for("test/approved").await.unwrap().is_empty(), "the timed-out wait is removed");
+}
+
+#[tokio::test]
+async fn invoke_calls_another_function_and_returns_its_result() {
+    let invoker = Function::new("invoker")
+        .on_event("test/invoke")
+        .handler(|_: Event, step: Step| async move {
+            let result: Value =
+                step.invoke("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await?;
+            Ok(result)
+        })
+        .unwrap();
+    let h = harness(vec![invoker, hello::function()]);
+    h.send("test/invoke", json!({})).await;
+    assert_eq!(h.only_run("invoker").await.status, RunStatus::Waiting);
+    let child = h.only_run("hello").await;
+    assert_eq!(child.event.data["userId"], json!("x"));
+    assert_eq!(child.invoked_by.as_ref().map(|by| by.step_id.clone()), Some(StepId::hash("call-hello")));
+    // hello sleeps an hour, then the invoker resumes with its output.
+    h.advance_to_next_timer().await;
+    let parent = h.only_run("invoker").await;
+    assert_eq!((parent.status, parent.output), (RunStatus::Completed, Some(json!({"success": true}))));
+}
+
+#[tokio::test]
+async fn invoking_an_unknown_function_fails_the_step() {
+    let invoker = Function::new("invoker")
+        .on_event("test/invoke")
+        .handler(|_: Event, step: Step| async move { step.invoke::<Value>("call", Invoke::function("nope")).await })
+        .unwrap();
+    let h = harness(vec![invoker]);
+    h.send("test/invoke", json!({})).await;
+    let run = h.only_run("invoker").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error.unwrap().message, "invoked function `nope` does not exist");
+}
+
+#[tokio::test]
+async fn a_flaky_step_retries_after_its_backoff_on_the_timer() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&calls);
+    let flaky = Function::new("flaky")
+        .on_event("test/flaky")
+        .retries(2)
+        .handler(move |_: Event, step: Step| {
+            let calls = Arc::clone(&seen);
+            async move {
+                step.run("may-fail", || async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        Err(StepError::new("boom"))
+                    } else {
+                        Ok("ok".to_string())
+                    }
+                })
+                .await
+            }
+        })
+        .unwrap();
+    let h = harness(vec![flaky]);
+    h.send("test/flaky", json!({})).await;
+    let run = h.only_run("flaky").await;
+    assert_eq!(run.status, RunStatus::Sleeping);
+    h.advance_to_next_timer().await;
+    let run = h.only_run("flaky").await;
+    assert_eq!((run.status, run.output), (RunStatus::Completed, Some(json!("ok"))));
+    let step = &h.runner.store().load(&run.run_id).await.unwrap().unwrap().steps[0];
+    assert_eq!((step.attempts, calls.load(Ordering::SeqCst)), (2, 2));
+}
+
+#[tokio::test]
+async fn a_final_failure_runs_the_on_failure_handler_once() {
+    let handled = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&handled);
+    let fatal = Function::new("fatal")
+        .on_event("test/fatal")
+        .on_failure(move |event: Event<FailureData>, step: Step| {
+            let handled = Arc::clone(&seen);
+            async move {
+                step.run("alert", || async move {
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await?;
+                Ok(event.data.error.message)
+            }
+        })
+        .handler(|_: Event, step: Step| async move {
+            step.run("fatal-step", || async { Err::<(), _>(StepError::non_retriable("nope")) }).await
+        })
+        .unwrap();
+    let h = harness(vec![fatal]);
+    h.send("test/fatal", json!({})).await;
+    let failed = h.only_run("fatal").await;
+    assert_eq!((failed.status, failed.error.map(|e| e.message)), (RunStatus::Failed, Some("nope".into())));
+    let handler = h.only_run("fatal-failure").await;
+    assert_eq!((handler.status, handler.output), (RunStatus::Completed, Some(json!("nope"))));
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_run_past_its_budget_checkpoints_and_continues_in_a_fresh_call() {
+    let clock = ManualClock::new();
+    let work_clock = clock.clone();
+    let slow = Function::new("slow")
+        .on_event("test/slow")
+        .handler(move |_: Event, step: Step| {
+            let clock = work_clock.clone();
+            async move {
+                for n in 0..6 {
+                    let clock = clock.clone();
+                    // Each step works for 2 s.
+                    step.run(format!("work-{n}"), || async move {
+                        clock.advance(Duration::from_secs(2));
+                        Ok(n)
+                    })
+                    .await?;
+                }
+                Ok("done")
+            }
+        })
+        .unwrap();
+    let config = RunnerConfig::default().budget(Duration::from_secs(5));
+    let h = harness_with(vec![slow], config, MemoryStore::new(), clock);
+    let id = h.runner.send(EventPayload::new("test/slow", json!({}))).await.unwrap();
+    for event in h.runner.bus().take_pending() {
+        h.runner.accept(&event).await.unwrap();
+    }
+    let run = RunId::for_event("slow", &id);
+    // Three steps fit in the 5 s budget; then the run checkpoints.
+    assert_eq!(h.runner.drive(&run).await.unwrap(), Drive::Continued);
+    let journal = h.runner.store().load(&run).await.unwrap().unwrap();
+    assert_eq!((journal.meta.status, journal.meta.lease, journal.steps.len()), (RunStatus::Running, None, 3));
+    h.runner.run_until_idle().await.unwrap();
+    assert_eq!(h.meta(&run).await.output, Some(json!("done")));
+}
+
+#[tokio::test]
+async fn a_renamed_step_fails_the_run_with_a_determinism_error_and_overwrites_nothing() {
+    let v1 = Function::new("evolving")
+        .on_event("test/evolve")
+        .handler(|_: Event, step: Step| async move {
+            step.run("fetch", || async { Ok(1) }).await?;
+            step.sleep("pause", "1h").await?;
+            Ok(())
+        })
+        .unwrap();
+    let v2 = Function::new("evolving")
+        .on_event("test/evolve")
+        .handler(|_: Event, step: Step| async move {
+            step.run("fetch-page", || async { Ok(2) }).await?;
+            step.sleep("pause", "1h").await?;
+            Ok(())
+        })
+        .unwrap();
+    let store = MemoryStore::new();
+    let clock = ManualClock::new();
+    let old = harness_with(vec![v1], RunnerConfig::default(), store.clone(), clock.clone());
+    old.send("test/evolve", json!({})).await;
+    let run = old.only_run("evolving").await.run_id;
+    let before = store.load(&run).await.unwrap().unwrap().steps;
+    // Redeployed with the step renamed; the sleep ends.
+    let new = harness_with(vec![v2], RunnerConfig::default(), store.clone(), clock.clone());
+    clock.advance(Duration::from_secs(3600));
+    let Drive::Failed(error) = new.runner.drive(&run).await.unwrap() else { panic!("a failed run") };
+    assert_eq!(error.name, "DeterminismError");
+    assert!(error.message.starts_with("determinism mismatch at step position 0: the journal recorded run `fetch`"));
+    let after = store.load(&run).await.unwrap().unwrap();
+    assert_eq!(after.steps, before, "no step record was written or overwritten");
+    assert_eq!(after.meta.status, RunStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_cron_fan_out_starts_one_run_per_sent_event() {
+    let fan_out = Function::new("daily-fan-out")
+        .cron("0 3 * * *")
+        .handler(|_: Event, step: Step| async move {
+            let users: Vec<String> =
+                step.run("list-users", || async { Ok(vec!["u1".to_string(), "u2".to_string()]) }).await?;
+            let events: Vec<EventPayload> =
+                users.iter().map(|u| EventPayload::new("readwise/fetch-books", json!({"userId": u}))).collect();
+            step.send_event("fan-out", events).await?;
+            Ok(json!({"sent": users.len()}))
+        })
+        .unwrap();
+    let fetch = Function::new("fetch-books")
+        .on_event("readwise/fetch-books")
+        .handler(|event: Event, _: Step| async move { Ok(event.data["userId"].clone()) })
+        .unwrap();
+    let h = harness(vec![fan_out, fetch]);
+    h.send(cairn::SCHEDULED_EVENT, json!({"cron": "0 3 * * *"})).await;
+    assert_eq!(h.only_run("daily-fan-out").await.output, Some(json!({"sent": 2})));
+    let query = RunQuery { function_id: Some("fetch-books".into()), ..RunQuery::default() };
+    let mut outputs: Vec<Value> =
+        h.runner.store().list_runs(&query).await.unwrap().into_iter().filter_map(|m| m.output).collect();
+    outputs.sort_by_key(|v| v.to_string());
+    assert_eq!(outputs, vec![json!("u1"), json!("u2")]);
+}
+
+#[tokio::test]
+async fn an_invalid_event_is_rejected_with_its_problem_and_starts_nothing() {
+    let h = harness(vec![hello::function()]);
+    let err = h.runner.send(EventPayload::new("", json!({}))).await.unwrap_err();
+    assert_eq!(err.to_string(), "invalid event: event name must not be empty");
+    let err = h.runner.accept(&EventPayload::new("app/my.event", json!({}))).await.unwrap_err();
+    assert_eq!(err.to_string(), "invalid event: event `app/my.event` has no id");
+    assert!(h.runner.store().list_runs(&RunQuery::default()).await.unwrap().is_empty());
+}
