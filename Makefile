@@ -18,6 +18,7 @@ unit:
 ## The engine benchmark (README's Performance table).
 bench:
 	$(CARGO) bench -p cairn --bench engine
+	python3 infra/local/criterion-medians.py
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,0 +1,152 @@
+//! `TestRun`, the harness workflow authors use: sleeps, waits, invokes, sends and mocks, in
+//! milliseconds; and tracing that stays quiet while memoized steps replay.
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+use cairn::prelude::*;
+use cairn::testing::TestRun;
+use cairn::{Execution, Outcome, RunId, StepKind, StepState};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+fn approval_flow() -> Function {
+    Function::new("approval")
+        .on_event("app/request.created")
+        .handler(|event: Event, step: Step| async move {
+            let id = event.data["id"].clone();
+            step.sleep("cool-off", "1h").await?;
+            let wait = WaitFor::event("app/request.approved").timeout("1d").matching("data.id");
+            let approval = step.wait_for_event("wait-approval", wait).await?;
+            let Some(approval) = approval else { return Ok(json!({"id": id, "approved": false})) };
+            let score: u32 = step.invoke("score", Invoke::function("scorer").data(json!({"id": id}))).await?;
+            step.send_event("notify", EventPayload::new("app/request.done", json!({"id": id}))).await?;
+            Ok(json!({"id": id, "approved": true, "by": approval.data["by"], "score": score}))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_one_hour_sleep_a_wait_and_an_invoke_take_no_real_time() {
+    let started = std::time::Instant::now();
+    let mut run = TestRun::new(approval_flow())
+        .event("app/request.created", json!({"id": 9}))
+        .mock_invoke("score", Ok(json!(77)));
+    let Outcome::Sleeping { until, .. } = run.next().await.unwrap() else { panic!() };
+    run.clock().set(until);
+    assert!(matches!(run.next().await.unwrap(), Outcome::StepCompleted(_)), "the sleep ends");
+    let Outcome::Waiting { op } = run.next().await.unwrap() else { panic!() };
+    assert_eq!(op.name, "wait-approval");
+    assert!(!run.send(EventPayload::new("app/request.approved", json!({"id": 10, "by": "bob"}))), "another request");
+    assert!(run.send(EventPayload::new("app/request.approved", json!({"id": 9, "by": "ann"}))));
+    assert_eq!(run.result().await.unwrap(), json!({"id": 9, "approved": true, "by": "ann", "score": 77}));
+    assert_eq!(run.sent_events().len(), 1);
+    assert_eq!(run.sent_events()[0].name, "app/request.done");
+    let kinds: Vec<StepKind> = run.steps().iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, [StepKind::Sleep, StepKind::WaitForEvent, StepKind::Invoke, StepKind::SendEvent]);
+    assert!(started.elapsed() < Duration::from_secs(5), "a day of workflow time passes at once");
+}
+
+#[tokio::test]
+async fn a_wait_with_no_event_times_out_to_none() {
+    let mut run = TestRun::new(approval_flow()).event("app/request.created", json!({"id": 9}));
+    assert_eq!(run.result().await.unwrap(), json!({"id": 9, "approved": false}));
+    let wait = &run.steps()[1];
+    assert_eq!(wait.state, StepState::Completed { output: Value::Null });
+}
+
+#[tokio::test]
+async fn a_mocked_failing_invoke_fails_the_run() {
+    let mut run = TestRun::new(approval_flow())
+        .event("app/request.created", json!({"id": 9}))
+        .mock_invoke("score", Err(StepError::non_retriable("scorer is down")));
+    run.next().await.unwrap();
+    run.clock().advance(Duration::from_secs(3600));
+    run.next().await.unwrap();
+    run.next().await.unwrap();
+    assert!(run.send(EventPayload::new("app/request.approved", json!({"id": 9}))));
+    let error = run.result().await.unwrap_err();
+    assert_eq!((error.message.as_str(), error.retriable), ("scorer is down", false));
+}
+
+#[tokio::test]
+async fn mocked_step_errors_exercise_retries() {
+    let f = Function::new("charge")
+        .on_event("shop/order.placed")
+        .retries(1)
+        .handler(|_: Event, step: Step| async move {
+            step.run("charge-card", || async { Ok(json!({"id": "ch_real"})) }).await
+        })
+        .unwrap();
+    let mut run = TestRun::new(f).mock_step_error("charge-card", StepError::new("card network timeout"));
+    let error = run.result().await.unwrap_err();
+    assert_eq!(error.message, "card network timeout");
+    assert_eq!(run.steps()[0].attempts, 2, "one retry, then final");
+}
+
+#[tokio::test]
+async fn sleep_until_wakes_at_the_given_instant() {
+    let wake = UNIX_EPOCH + Duration::from_millis(cairn::testing::ManualClock::DEFAULT_START as u64 + 90_000);
+    let f = Function::new("alarm")
+        .on_event("app/alarm.set")
+        .handler(move |_: Event, step: Step| async move {
+            step.sleep_until("until-alarm", wake).await?;
+            Ok("ring")
+        })
+        .unwrap();
+    let mut run = TestRun::new(f);
+    let Outcome::Sleeping { until, .. } = run.next().await.unwrap() else { panic!() };
+    assert_eq!(until, cairn::testing::ManualClock::DEFAULT_START + 90_000);
+    assert_eq!(run.result().await.unwrap(), json!("ring"));
+}
+
+/// Records the names of spans opened, with their `step.name` field if any.
+#[derive(Clone, Default)]
+struct SpanLog(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanLog {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Name(Option<String>);
+        impl tracing::field::Visit for Name {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "step.name" {
+                    self.0 = Some(value.to_string());
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut name = Name(None);
+        attrs.record(&mut name);
+        self.0.lock().unwrap().push(format!("{}:{}", attrs.metadata().name(), name.0.unwrap_or_default()));
+    }
+}
+
+#[test]
+fn step_spans_are_opened_for_executed_steps_only_not_for_replays() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let log = SpanLog::default();
+    let subscriber = tracing_subscriber::registry().with(log.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        futures::executor::block_on(async {
+            let f = Function::new("two")
+                .on_event("a/b")
+                .handler(|_: Event, step: Step| async move {
+                    step.run("first", || async { Ok(1) }).await?;
+                    step.run("second", || async { Ok(2) }).await
+                })
+                .unwrap();
+            let event = EventPayload::new("a/b", json!({}));
+            let mut execution = Execution::new(&f, RunId::new("r"), &event, &[], 0);
+            let Outcome::StepCompleted(first) = execution.next(0).await.unwrap() else { panic!() };
+            // A fresh execution replays `first` and executes `second`.
+            let mut replay = Execution::new(&f, RunId::new("r"), &event, &[first], 0);
+            let Outcome::StepCompleted(second) = replay.next(1).await.unwrap() else { panic!() };
+            assert_eq!(second.state, StepState::Completed { output: json!(2) });
+        })
+    });
+    assert_eq!(*log.0.lock().unwrap(), vec!["step:first".to_string(), "step:second".to_string()]);
+}
