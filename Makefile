@@ -11,8 +11,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## Unit, integration and doc tests, with moto (DynamoDB, EventBridge, SQS, Scheduler) started
+## on a free port for the AWS tests and stopped afterwards.
 unit:
-	$(CARGO) test --workspace --all-targets
+	infra/local/with-services.sh $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
 ## The engine benchmark (README's Performance table).

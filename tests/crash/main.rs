@@ -251,7 +251,7 @@ async fn drive(items: &[Item], crash_points: &[(i64, bool)]) -> Outcome {
                 runner = new_runner(invocation);
                 arm(&store, points.next());
                 clock.advance(Duration::from_secs(121));
-                timer.wake_at(&run_id, "restart", clock.now_ms()).await.unwrap();
+                timer.wake_at(&run_id, "generated", "restart", clock.now_ms()).await.unwrap();
                 continue;
             }
         }

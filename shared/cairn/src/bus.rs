@@ -25,8 +25,15 @@ pub trait Bus: Send + Sync + 'static {
 
 /// Wakes a run at a time.
 pub trait Timer: Send + Sync + 'static {
-    /// Resumes `run_id` at `at`. Idempotent per (`run_id`, `key`): asking twice schedules once.
-    fn wake_at(&self, run_id: &RunId, key: &str, at: Millis) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// Resumes `run_id` (a run of `function_id`) at `at`. Idempotent per (`run_id`, `key`, `at`):
+    /// asking twice schedules once.
+    fn wake_at(
+        &self,
+        run_id: &RunId,
+        function_id: &str,
+        key: &str,
+        at: Millis,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
 /// An in-process bus: sent events queue up until a driver takes them.
@@ -120,7 +127,7 @@ impl MemoryTimer {
 }
 
 impl Timer for MemoryTimer {
-    async fn wake_at(&self, run_id: &RunId, key: &str, at: Millis) -> Result<(), BusError> {
+    async fn wake_at(&self, run_id: &RunId, _function_id: &str, key: &str, at: Millis) -> Result<(), BusError> {
         self.lock().insert((run_id.clone(), key.to_string()), at);
         Ok(())
     }

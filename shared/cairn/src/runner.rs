@@ -94,6 +94,8 @@ pub enum Drive {
     Busy,
     /// The run had already finished; nothing was done.
     AlreadyFinished(RunStatus),
+    /// The run's function is not registered with this runner; nothing was done.
+    NotRegistered(String),
 }
 
 /// A Runner failure: the run is untouched beyond what was committed, and driving it again
@@ -128,8 +130,8 @@ pub struct Runner<S, B, T> {
 
 static EVENT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// A unique event id: time, process and a counter, hashed.
-pub(crate) fn new_event_id(now: Millis) -> String {
+/// A new unique event id (time-ordered): for events that arrive without one.
+pub fn new_event_id(now: Millis) -> String {
     let seq = EVENT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let hashed = StepId::hash(&format!("{now}/{}/{seq}", std::process::id()));
     format!("{now:013x}{}", &hashed.as_str()[..13])
@@ -283,7 +285,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let resolved = matches!(self.store.commit_step(&wait.run_id, &record).await?, Commit::Committed);
         self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
         if resolved {
-            self.timer.wake_at(&wait.run_id, &format!("event-{}", wait.step_id), now).await?;
+            self.timer
+                .wake_at(&wait.run_id, &journal.meta.function_id, &format!("event-{}", wait.step_id), now)
+                .await?;
         }
         Ok(resolved)
     }
@@ -307,7 +311,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         };
         record.ended_at = Some(now);
         if let Commit::Committed = self.store.commit_step(&invoked_by.run_id, &record).await? {
-            self.timer.wake_at(&invoked_by.run_id, &format!("invoke-{}", invoked_by.step_id), now).await?;
+            self.timer
+                .wake_at(&invoked_by.run_id, &journal.meta.function_id, &format!("invoke-{}", invoked_by.step_id), now)
+                .await?;
         }
         Ok(())
     }
@@ -318,8 +324,15 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// Store, bus or timer failures; whatever was committed stays committed, and driving the run
     /// again resumes it.
     pub async fn drive(&self, run_id: &RunId) -> Result<Drive, RunnerError> {
-        let started = self.clock.now();
-        let deadline = started + millis(self.config.budget);
+        self.drive_until(run_id, self.clock.now() + millis(self.config.budget)).await
+    }
+
+    /// Drives a run like [`Runner::drive`], but stops starting new steps at `deadline` (ms since
+    /// the epoch), e.g. the Lambda deadline minus a margin.
+    ///
+    /// # Errors
+    /// As [`Runner::drive`].
+    pub async fn drive_until(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {
         let span = tracing::info_span!("run", run_id = %run_id, function = tracing::field::Empty, attempt = tracing::field::Empty);
         self.drive_inner(run_id, deadline).instrument(span).await
     }
@@ -330,6 +343,11 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             let mut meta = journal.meta;
             if meta.status.is_finished() {
                 return Ok(Drive::AlreadyFinished(meta.status));
+            }
+            if self.registry.get(&meta.function_id).is_none() {
+                // Another binary's run (a misrouted resume): leave it untouched for its owner.
+                tracing::warn!(function = %meta.function_id, "run belongs to a function not registered here");
+                return Ok(Drive::NotRegistered(meta.function_id));
             }
             let now = self.clock.now();
             match &meta.lease {
@@ -354,15 +372,12 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     None => continue 'replay,
                 }
             }
-            let Some(function) = self.registry.get(&meta.function_id).cloned() else {
-                let error = StepError::non_retriable(format!("function `{}` is not registered here", meta.function_id));
-                return self.finish(meta, Err(error)).await;
-            };
+            let function = self.registry.get(&meta.function_id).cloned().expect("checked before taking the lease");
             let mut execution = Execution::new(&function, run_id.clone(), &meta.event, &journal.steps, meta.attempt);
             loop {
                 let now = self.clock.now();
                 if now >= deadline {
-                    self.timer.wake_at(run_id, "continue", now).await?;
+                    self.timer.wake_at(run_id, &meta.function_id, "continue", now).await?;
                     self.release(&mut meta, RunStatus::Running).await?;
                     return Ok(Drive::Continued);
                 }
@@ -438,7 +453,17 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
 
     /// Commits a step record; returns the record now stored (ours, or the winner's).
     async fn commit(&self, run_id: &RunId, record: StepRecord) -> Result<StepRecord, RunnerError> {
-        match self.store.commit_step(run_id, &record).await? {
+        let (record, commit) = match self.store.commit_step(run_id, &record).await {
+            Err(too_large @ StoreError::TooLarge { .. }) => {
+                // No retry can shrink the output: the step fails for good, with the reason.
+                let mut failed = record;
+                failed.state = StepState::Failed { error: StepError::non_retriable(too_large.to_string()) };
+                let commit = self.store.commit_step(run_id, &failed).await?;
+                (failed, commit)
+            }
+            other => (record, other?),
+        };
+        match commit {
             Commit::Committed => Ok(record),
             Commit::Existing(winner) => {
                 tracing::debug!(step.id = %winner.id, "step already committed by another invocation; adopting its result");
@@ -542,7 +567,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             self.clock.sleep_until(until).await;
             return Ok(None);
         }
-        self.timer.wake_at(&meta.run_id, key, until).await?;
+        self.timer.wake_at(&meta.run_id, &meta.function_id, key, until).await?;
         self.release(meta, status).await?;
         Ok(Some(Drive::Suspended { status, wake_at: Some(until) }))
     }
@@ -550,7 +575,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     async fn suspend(&self, meta: &mut RunMeta, ops: &[Op]) -> Result<Drive, RunnerError> {
         let wake_at = ops.iter().filter_map(Op::wake_at).min();
         if let Some(at) = wake_at {
-            self.timer.wake_at(&meta.run_id, "timeout", at).await?;
+            self.timer.wake_at(&meta.run_id, &meta.function_id, "timeout", at).await?;
         }
         self.release(meta, RunStatus::Waiting).await?;
         Ok(Drive::Suspended { status: RunStatus::Waiting, wake_at })

@@ -35,6 +35,16 @@ pub enum StoreError {
     /// A record could not be encoded or decoded.
     #[error("store record malformed: {0}")]
     Serialization(String),
+    /// A step output over the store's limit: the step fails, non-retriably.
+    #[error("step `{step}`: its output is {bytes} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// The step's name.
+        step: String,
+        /// The output's size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Anything else the backend reported.
     #[error("store error: {0}")]
     Backend(String),

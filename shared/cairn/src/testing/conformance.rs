@@ -230,9 +230,49 @@ pub async fn list_runs_filters_and_orders<S: RunStore>(store: S) {
 }
 
 /// Expands to one `#[test]` per contract of [`crate::testing::conformance`] in a module
-/// named `$name`, each on a fresh store from the async `$factory`.
+/// named `$name`, each on a fresh store from the async `$factory`. With `unless_env = "VAR"`,
+/// the tests skip (with a message) when `VAR` is unset, for backends that need a server.
 #[macro_export]
 macro_rules! store_conformance {
+    ($name:ident, $factory:expr, unless_env = $var:literal) => {
+        $crate::store_conformance!($name, || async {
+            Some(($factory)().await)
+        }, @optional $var);
+    };
+    ($name:ident, $factory:expr, @optional $var:literal) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::store_conformance!(@tests $factory, $var;
+                load_unknown_returns_none,
+                create_run_is_idempotent,
+                update_meta_is_optimistic,
+                concurrent_meta_updates_have_one_winner,
+                steps_round_trip_in_position_order,
+                final_record_is_never_overwritten,
+                non_final_records_are_replaced,
+                concurrent_commits_have_one_winner,
+                large_outputs_round_trip,
+                waits_are_listed_and_removed_once,
+                list_runs_filters_and_orders
+            );
+        }
+    };
+    (@tests $factory:expr, $var:literal; $($contract:ident),*) => {
+        $(
+            #[test]
+            fn $contract() {
+                if std::env::var($var).is_err() {
+                    eprintln!("skipped: {} is not set (make test sets it)", $var);
+                    return;
+                }
+                $crate::testing::block_on(async {
+                    let store = ($factory)().await.expect("a store");
+                    $crate::testing::conformance::$contract(store).await;
+                });
+            }
+        )*
+    };
     ($name:ident, $factory:expr) => {
         mod $name {
             #[allow(unused_imports)]

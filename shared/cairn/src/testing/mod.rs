@@ -7,13 +7,14 @@ mod test_run;
 pub use crate::clock::ManualClock;
 pub use test_run::TestRun;
 
-/// Runs `future` to completion on a fresh current-thread tokio runtime (with timers).
+/// Runs `future` to completion on a fresh current-thread tokio runtime (timers, and sockets
+/// when a backend's crate enables them).
 ///
 /// # Panics
 /// When the runtime cannot be built (out of file descriptors).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .expect("a current-thread runtime")
         .block_on(future)

@@ -1,0 +1,98 @@
+//! Runtime-chosen backends: DynamoDB or the embedded SQLite store, EventBridge or a log, the
+//! Scheduler or a log, so one binary runs in AWS and under `cargo lambda watch` with no AWS.
+
+use crate::dynamodb::DynamoDbStore;
+use crate::eventbridge::EventBridgeBus;
+use crate::scheduler::SchedulerTimer;
+use cairn::store::{Commit, CreateRun, RunQuery};
+use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, SqliteStore, StepId, StepRecord};
+use cairn::{StoreError, Timer, Wait};
+
+/// The store a function uses: DynamoDB when `CAIRN_TABLE` is set, else a local SQLite file.
+#[derive(Clone, Debug)]
+pub enum AnyStore {
+    /// DynamoDB.
+    DynamoDb(DynamoDbStore),
+    /// The embedded SQLite file.
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::DynamoDb($store) => $call.await,
+            AnyStore::Sqlite($store) => $call.await,
+        }
+    };
+}
+
+impl RunStore for AnyStore {
+    async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
+        dispatch!(self, s => s.create_run(meta))
+    }
+    async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
+        dispatch!(self, s => s.load(run_id))
+    }
+    async fn update_meta(&self, meta: &RunMeta) -> Result<RunMeta, StoreError> {
+        dispatch!(self, s => s.update_meta(meta))
+    }
+    async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
+        dispatch!(self, s => s.commit_step(run_id, record))
+    }
+    async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_wait(wait))
+    }
+    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+        dispatch!(self, s => s.waits_for(event))
+    }
+    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.remove_wait(event, run_id, step_id))
+    }
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
+        dispatch!(self, s => s.list_runs(query))
+    }
+}
+
+/// Where sent events go: EventBridge when `CAIRN_BUS` is set, else the log.
+#[derive(Clone, Debug)]
+pub enum AnyBus {
+    /// An EventBridge bus.
+    EventBridge(EventBridgeBus),
+    /// Logged only (local mode with no bus): the events are printed, nothing routes them.
+    Log,
+}
+
+impl Bus for AnyBus {
+    async fn send(&self, events: &[EventPayload]) -> Result<Vec<String>, BusError> {
+        match self {
+            AnyBus::EventBridge(bus) => bus.send(events).await,
+            AnyBus::Log => {
+                for event in events {
+                    tracing::info!(event.name = %event.name, event.id = ?event.id, "event sent (no CAIRN_BUS: logged only)");
+                }
+                Ok(events.iter().map(|event| event.id.clone().unwrap_or_default()).collect())
+            }
+        }
+    }
+}
+
+/// What wakes runs: the Scheduler when `CAIRN_SCHEDULE_GROUP` is set, else the log.
+#[derive(Clone, Debug)]
+pub enum AnyTimer {
+    /// EventBridge Scheduler (and the bus for immediate wake-ups).
+    Scheduler(SchedulerTimer),
+    /// Logged only: resume by hand with `{"cairn": "resume", "run_id": ...}`.
+    Log,
+}
+
+impl Timer for AnyTimer {
+    async fn wake_at(&self, run_id: &RunId, function_id: &str, key: &str, at: Millis) -> Result<(), BusError> {
+        match self {
+            AnyTimer::Scheduler(timer) => timer.wake_at(run_id, function_id, key, at).await,
+            AnyTimer::Log => {
+                tracing::info!(run_id = %run_id, wake_at = at, key, "wake-up due (no scheduler: invoke {{\"cairn\":\"resume\",\"run_id\":\"{run_id}\"}})");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! [`LambdaDriver`]: a function binary's Lambda handler. It accepts an EventBridge event whose
+//! `detail-type` is a trigger, the "Scheduled Event" of a cron rule, a Scheduler (ScheduleV2)
+//! cron or resume payload, a `cairn/run.resume` event, and a plain `{"name", "data"}` event from
+//! `cargo lambda invoke`; then it drives the runs concerned until done or suspended, stopping
+//! before the invocation's deadline.
+
+use crate::any::{AnyBus, AnyStore, AnyTimer};
+use crate::scheduler::RESUME_EVENT;
+use cairn::{Drive, EventPayload, Function, Millis, Registry, RunId, Runner, RunnerConfig, SCHEDULED_EVENT, Trigger};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one invocation asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Invocation {
+    /// An event to start runs and resolve waits.
+    Event(EventPayload),
+    /// Resume this run (a wake-up, a continuation, a resolved wait or invoke).
+    Resume(RunId),
+}
+
+/// Why a payload was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The payload is none of the accepted shapes.
+    #[error("unrecognized payload: {0}")]
+    BadPayload(String),
+    /// Running failed; the invocation should be retried.
+    #[error(transparent)]
+    Runner(#[from] cairn::RunnerError),
+}
+
+/// Reads an invocation payload. `now` dates events that carry no time.
+///
+/// # Errors
+/// [`DriverError::BadPayload`] naming what is missing.
+pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Invocation, DriverError> {
+    if let Some(kind) = payload.get("cairn").and_then(Value::as_str) {
+        return match kind {
+            "resume" | "continue" => payload["run_id"]
+                .as_str()
+                .map(|id| Invocation::Resume(RunId::new(id)))
+                .ok_or_else(|| DriverError::BadPayload("a cairn resume needs `run_id`".into())),
+            "cron" => {
+                let cron = payload["cron"]
+                    .as_str()
+                    .ok_or_else(|| DriverError::BadPayload("a cairn cron needs `cron`".into()))?;
+                Ok(Invocation::Event(scheduled_event(cron, payload["id"].as_str(), now)))
+            }
+            other => Err(DriverError::BadPayload(format!("unknown cairn payload kind `{other}`"))),
+        };
+    }
+    if let (Some(detail_type), Some(source)) =
+        (payload.get("detail-type").and_then(Value::as_str), payload.get("source").and_then(Value::as_str))
+    {
+        let envelope_id = payload["id"].as_str();
+        if source == "aws.events" && detail_type == "Scheduled Event" {
+            let cron = registry
+                .functions()
+                .iter()
+                .flat_map(|f| f.triggers())
+                .find_map(|t| match t {
+                    Trigger::Cron(cron) => Some(cron.source().to_string()),
+                    Trigger::Event { .. } => None,
+                })
+                .ok_or_else(|| DriverError::BadPayload("a scheduled event reached a function without a cron".into()))?;
+            return Ok(Invocation::Event(scheduled_event(&cron, envelope_id, now)));
+        }
+        let detail = payload.get("detail").cloned().unwrap_or(json!({}));
+        // Cairn's own bus sends the whole event as the detail; anything else is the data.
+        let mut event = match serde_json::from_value::<EventPayload>(detail.clone()) {
+            Ok(event) if event.name == detail_type => event,
+            _ => EventPayload::new(detail_type, detail),
+        };
+        if detail_type == RESUME_EVENT {
+            return event.data["run_id"]
+                .as_str()
+                .map(|id| Invocation::Resume(RunId::new(id)))
+                .ok_or_else(|| DriverError::BadPayload(format!("`{RESUME_EVENT}` needs data.run_id")));
+        }
+        if event.id.is_none() {
+            event.id = envelope_id.map(str::to_string);
+        }
+        if event.ts.is_none() {
+            event.ts = payload["time"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis());
+        }
+        return Ok(Invocation::Event(fill(event, now)));
+    }
+    if payload.get("name").and_then(Value::as_str).is_some() {
+        let event: EventPayload =
+            serde_json::from_value(payload.clone()).map_err(|err| DriverError::BadPayload(format!("event: {err}")))?;
+        return Ok(Invocation::Event(fill(event, now)));
+    }
+    Err(DriverError::BadPayload(
+        "expected an EventBridge event, {\"cairn\": \"resume\", \"run_id\": ...}, or an event {\"name\": ..., \"data\": {...}}".into(),
+    ))
+}
+
+fn fill(mut event: EventPayload, now: Millis) -> EventPayload {
+    if event.id.is_none() {
+        event.id = Some(cairn::new_event_id(now));
+    }
+    event.ts.get_or_insert(now);
+    event
+}
+
+/// The event a cron delivers; its id (the envelope's, or the minute) makes duplicates harmless.
+fn scheduled_event(cron: &str, id: Option<&str>, now: Millis) -> EventPayload {
+    let id = id.map(str::to_string).unwrap_or_else(|| format!("cron:{cron}:{}", now / 60_000));
+    EventPayload::new(SCHEDULED_EVENT, json!({ "cron": cron })).with_id(id).with_ts(now)
+}
+
+/// Budgets for one invocation.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Stop starting steps this long before the Lambda deadline (`CAIRN_DEADLINE_MARGIN_SECS`, default 10 s).
+    pub margin: Duration,
+    /// Used when the deadline is missing or bogus, as under `cargo lambda watch`
+    /// (`CAIRN_BUDGET_SECS`, default 600 s).
+    pub fallback_budget: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig { margin: Duration::from_secs(10), fallback_budget: Duration::from_secs(600) }
+    }
+}
+
+impl DriverConfig {
+    /// Reads `CAIRN_DEADLINE_MARGIN_SECS` and `CAIRN_BUDGET_SECS`.
+    pub fn from_env() -> Self {
+        let secs = |name: &str, default: Duration| {
+            std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(default)
+        };
+        let defaults = DriverConfig::default();
+        DriverConfig {
+            margin: secs("CAIRN_DEADLINE_MARGIN_SECS", defaults.margin),
+            fallback_budget: secs("CAIRN_BUDGET_SECS", defaults.fallback_budget),
+        }
+    }
+
+    /// When to stop starting steps, given the invocation's deadline (ms since the epoch, 0 when
+    /// unknown). A deadline in the past or more than 15 minutes out is bogus (cargo lambda watch
+    /// sends a constant 600000): the fallback budget applies.
+    pub fn stop_at(&self, deadline: Millis, now: Millis) -> Millis {
+        let plausible = deadline > now && deadline <= now + 15 * 60_000 + 1_000;
+        if plausible {
+            deadline - i64::try_from(self.margin.as_millis()).unwrap_or(0)
+        } else {
+            now + i64::try_from(self.fallback_budget.as_millis()).unwrap_or(0)
+        }
+    }
+}
+
+/// A function binary's Lambda handler.
+#[derive(Clone, Debug)]
+pub struct LambdaDriver {
+    runner: Arc<Runner<AnyStore, AnyBus, AnyTimer>>,
+    config: DriverConfig,
+}
+
+impl LambdaDriver {
+    /// A driver over `runner`.
+    pub fn new(runner: Runner<AnyStore, AnyBus, AnyTimer>, config: DriverConfig) -> Self {
+        LambdaDriver { runner: Arc::new(runner), config }
+    }
+
+    /// The runner.
+    pub fn runner(&self) -> &Runner<AnyStore, AnyBus, AnyTimer> {
+        &self.runner
+    }
+
+    /// Handles one payload and reports what each run concerned did.
+    ///
+    /// # Errors
+    /// A bad payload, or a store / bus failure (Lambda retries the invocation, which resumes).
+    pub async fn handle(&self, payload: Value, deadline: Millis) -> Result<Value, DriverError> {
+        let now = self.runner.clock().now();
+        let stop_at = self.config.stop_at(deadline, now);
+        let runs = match classify(&payload, self.runner.registry(), now)? {
+            Invocation::Event(event) => {
+                tracing::info!(event.name = %event.name, event.id = ?event.id, "event received");
+                self.runner.accept(&event).await?
+            }
+            Invocation::Resume(run_id) => vec![run_id],
+        };
+        let mut report = Vec::new();
+        for run_id in runs {
+            let drive = self.runner.drive_until(&run_id, stop_at).await?;
+            report.push(drive_report(&run_id, &drive));
+        }
+        Ok(json!({ "runs": report }))
+    }
+}
+
+fn drive_report(run_id: &RunId, drive: &Drive) -> Value {
+    match drive {
+        Drive::Completed(output) => json!({"run_id": run_id, "status": "completed", "output": output}),
+        Drive::Failed(error) => json!({"run_id": run_id, "status": "failed", "error": error}),
+        Drive::Suspended { status, wake_at } => json!({"run_id": run_id, "status": status, "wake_at": wake_at}),
+        Drive::Continued => json!({"run_id": run_id, "status": "continued"}),
+        Drive::Busy => json!({"run_id": run_id, "status": "busy"}),
+        Drive::AlreadyFinished(status) => json!({"run_id": run_id, "status": status, "already_finished": true}),
+        Drive::NotRegistered(function) => json!({"run_id": run_id, "status": "not_here", "function_id": function}),
+    }
+}
+
+/// Builds the runner from the environment:
+/// - `CAIRN_TABLE`: DynamoDB table (else `CAIRN_SQLITE_PATH`, default `.cairn/dev.db`);
+/// - `CAIRN_BUS`: EventBridge bus name for sent events (else logged);
+/// - `CAIRN_SCHEDULE_GROUP`, `CAIRN_SCHEDULER_ROLE_ARN`, `CAIRN_FUNCTION_ARN`: Scheduler wake-ups
+///   (else logged);
+/// - `CAIRN_SLEEP_THRESHOLD_SECS`: in-process sleeps up to this long (default 5).
+///
+/// # Errors
+/// A message naming the variable or resource that is wrong.
+pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore, AnyBus, AnyTimer>, String> {
+    let registry = Registry::new(functions).map_err(|err| err.to_string())?;
+    let aws = aws_config::load_from_env().await;
+    let store = match std::env::var("CAIRN_TABLE") {
+        Ok(table) if !table.is_empty() => {
+            AnyStore::DynamoDb(crate::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), table))
+        }
+        _ => {
+            let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
+            if let Some(parent) = std::path::Path::new(&path).parent() {
+                std::fs::create_dir_all(parent).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?;
+            }
+            AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|err| err.to_string())?)
+        }
+    };
+    let bus = match std::env::var("CAIRN_BUS") {
+        Ok(name) if !name.is_empty() => Some(crate::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), name)),
+        _ => None,
+    };
+    let timer = match (std::env::var("CAIRN_SCHEDULE_GROUP"), &bus) {
+        (Ok(group), Some(bus)) if !group.is_empty() => {
+            let role = std::env::var("CAIRN_SCHEDULER_ROLE_ARN")
+                .map_err(|_| "CAIRN_SCHEDULER_ROLE_ARN is not set".to_string())?;
+            let target =
+                std::env::var("CAIRN_FUNCTION_ARN").map_err(|_| "CAIRN_FUNCTION_ARN is not set".to_string())?;
+            let function_id = registry.functions().first().map(|f| f.id().to_string()).unwrap_or_default();
+            AnyTimer::Scheduler(crate::SchedulerTimer::new(
+                aws_sdk_scheduler::Client::new(&aws),
+                group,
+                target,
+                role,
+                function_id,
+                bus.clone(),
+            ))
+        }
+        _ => AnyTimer::Log,
+    };
+    let threshold = std::env::var("CAIRN_SLEEP_THRESHOLD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let config = RunnerConfig::default().sleep_threshold(Duration::from_secs(threshold));
+    let bus = bus.map_or(AnyBus::Log, AnyBus::EventBridge);
+    Ok(Runner::new(registry, store, bus, timer).with_config(config))
+}
+
+/// Runs `functions` as this Lambda function: tracing as JSON lines, the runner from the
+/// environment, then the Lambda runtime loop. This is a function binary's whole `main`.
+///
+/// # Errors
+/// Configuration errors before the loop starts, or the runtime's.
+pub async fn run(functions: Vec<Function>) -> Result<(), lambda_runtime::Error> {
+    crate::logging::init();
+    let runner = runner_from_env(functions).await.map_err(|message| -> lambda_runtime::Error { message.into() })?;
+    let driver = LambdaDriver::new(runner, DriverConfig::from_env());
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {
+        let driver = driver.clone();
+        async move {
+            let deadline = Millis::try_from(event.context.deadline).unwrap_or(0);
+            driver
+                .handle(event.payload, deadline)
+                .await
+                .map_err(|err| -> lambda_runtime::Error { err.to_string().into() })
+        }
+    }))
+    .await
+}

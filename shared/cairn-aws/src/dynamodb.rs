@@ -1,0 +1,493 @@
+//! [`DynamoDbStore`]: the run store on one DynamoDB table (DESIGN.md, State).
+//!
+//! | PK | SK | holds |
+//! |---|---|---|
+//! | `RUN#<run>` | `META` | the run head as JSON, `version` (the optimistic-concurrency fence), `expires_at` (TTL) |
+//! | `RUN#<run>` | `STEP#<step>` | the step record as JSON, `final`, and `chunks` when its output is split |
+//! | `RUN#<run>` | `STEP#<step>#<nonce>#<n>` | chunk `n` of an output too large for one 400 KB item |
+//! | `WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
+//!
+//! A step commits with one conditional `PutItem` (`attribute_not_exists(SK) OR final = false`)
+//! with `ReturnValuesOnConditionCheckFailure=ALL_OLD`, so the loser of a race gets the winner's
+//! record in the same round trip.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+};
+use cairn::store::{Commit, CreateRun, RunQuery};
+use cairn::{Journal, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+/// Outputs whose record is larger than this are split into chunk items (an item holds 400 KB,
+/// attribute names included).
+pub const CHUNK_BYTES: usize = 350 * 1024;
+/// The largest step output stored (Inngest's limit); larger outputs fail the step.
+pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// Step items expire this long after they start, whatever happens to the run (a run lasts at
+/// most 366 days plus retention; the head's own TTL is set when the run finishes).
+const STEP_TTL_SECS: i64 = 400 * 86_400;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The run store on DynamoDB. Cheap to clone (the SDK client is shared).
+#[derive(Clone, Debug)]
+pub struct DynamoDbStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDbStore {
+    /// A store on `table` through `client`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoDbStore { client, table: table.into() }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table (PK/SK strings, on-demand, TTL on `expires_at`), as `template.yaml`
+    /// does in AWS; for local stand-ins and tests. An existing table is left as it is.
+    ///
+    /// # Errors
+    /// The service's error, as a [`StoreError`].
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(build_error)
+        };
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build_error)
+        };
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("PK", KeyType::Hash)?)
+            .key_schema(key("SK", KeyType::Range)?)
+            .attribute_definitions(attribute("PK")?)
+            .attribute_definitions(attribute("SK")?)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => return Ok(()),
+            Err(err) => return Err(sdk_error("CreateTable", err)),
+        }
+        let ttl = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name("expires_at")
+            .build()
+            .map_err(build_error)?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await
+            .map_err(|err| sdk_error("UpdateTimeToLive", err))?;
+        Ok(())
+    }
+
+    async fn load_chunks(
+        &self,
+        run_id: &RunId,
+        record_id: &StepId,
+        nonce: &str,
+        chunks: usize,
+    ) -> Result<String, StoreError> {
+        let prefix = format!("STEP#{record_id}#{nonce}#");
+        let items = self.query_all(&run_key(run_id), Some(&prefix)).await?;
+        let mut parts: Vec<(usize, String)> = items
+            .iter()
+            .filter_map(|item| {
+                let n = string(item, "SK").ok()?.strip_prefix(&prefix)?.parse().ok()?;
+                Some((n, string(item, "data").ok()?))
+            })
+            .collect();
+        if parts.len() != chunks {
+            return Err(StoreError::Serialization(format!(
+                "step {record_id} of run {run_id}: found {} of {chunks} output chunks",
+                parts.len()
+            )));
+        }
+        parts.sort_by_key(|(n, _)| *n);
+        Ok(parts.into_iter().map(|(_, data)| data).collect())
+    }
+
+    async fn query_all(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+                .set_exclusive_start_key(start.take());
+            query = match sk_prefix {
+                Some(prefix) => query
+                    .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string())),
+                None => query.key_condition_expression("PK = :pk"),
+            };
+            let page = query.send().await.map_err(|err| sdk_error("Query", err))?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Decodes a step item, reassembling a chunked output.
+    async fn decode_step(&self, run_id: &RunId, item: &Item) -> Result<StepRecord, StoreError> {
+        let mut record: StepRecord = decode(&string(item, "record")?)?;
+        if let (Some(AttributeValue::N(chunks)), Some(AttributeValue::S(nonce))) =
+            (item.get("chunks"), item.get("nonce"))
+        {
+            let chunks: usize = chunks.parse().map_err(|_| StoreError::Serialization("bad chunk count".into()))?;
+            let output = self.load_chunks(run_id, &record.id, nonce, chunks).await?;
+            record.state = StepState::Completed { output: decode(&output)? };
+        }
+        Ok(record)
+    }
+}
+
+fn run_key(run_id: &RunId) -> String {
+    format!("RUN#{run_id}")
+}
+
+fn build_error(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+/// Maps an SDK error: throttling and transport failures are retryable, the rest are not.
+pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    operation: &str,
+    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> StoreError {
+    let code = err.code().unwrap_or_default().to_string();
+    let message = format!("{operation}: {}", err.message().map(str::to_string).unwrap_or_else(|| format!("{err:?}")));
+    match &err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StoreError::Unavailable(message),
+        _ if code.contains("Throttl")
+            || code == "ProvisionedThroughputExceededException"
+            || code == "RequestLimitExceeded" =>
+        {
+            StoreError::Throttled(message)
+        }
+        SdkError::ResponseError(_) => StoreError::Unavailable(message),
+        SdkError::ServiceError(service) if service.raw().status().is_server_error() => StoreError::Unavailable(message),
+        _ => StoreError::Backend(message),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|err| StoreError::Serialization(err.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|err| StoreError::Serialization(err.to_string()))
+}
+
+fn string(item: &Item, name: &str) -> Result<String, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value.clone()),
+        _ => Err(StoreError::Serialization(format!("item attribute `{name}` is missing or not a string"))),
+    }
+}
+
+fn number(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn meta_item(meta: &RunMeta) -> Result<Item, StoreError> {
+    let mut item = Item::from([
+        ("PK".into(), AttributeValue::S(run_key(&meta.run_id))),
+        ("SK".into(), AttributeValue::S("META".into())),
+        ("meta".into(), AttributeValue::S(encode(meta)?)),
+        ("version".into(), number(meta.version)),
+        ("status".into(), AttributeValue::S(meta.status.as_str().into())),
+        ("function_id".into(), AttributeValue::S(meta.function_id.clone())),
+        ("created_at".into(), number(meta.created_at)),
+    ]);
+    if let Some(expires_at) = meta.expires_at {
+        item.insert("expires_at".into(), number(expires_at / 1000));
+    }
+    Ok(item)
+}
+
+impl RunStore for DynamoDbStore {
+    async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
+        let mut meta = meta;
+        meta.version = 0;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(meta_item(&meta)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(CreateRun::Created(meta)),
+            Err(err) => match err.as_service_error() {
+                Some(e) if e.is_conditional_check_failed_exception() => {
+                    let existing = match e {
+                        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
+                            failed,
+                        ) => failed.item.clone(),
+                        _ => None,
+                    };
+                    let existing =
+                        existing.ok_or_else(|| StoreError::Backend("condition failed without the old item".into()))?;
+                    Ok(CreateRun::Existing(decode(&string(&existing, "meta")?)?))
+                }
+                _ => Err(sdk_error("PutItem", err)),
+            },
+        }
+    }
+
+    async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
+        let items = self.query_all(&run_key(run_id), None).await?;
+        let mut meta = None;
+        let mut steps = Vec::new();
+        for item in &items {
+            let sk = string(item, "SK")?;
+            if sk == "META" {
+                meta = Some(decode::<RunMeta>(&string(item, "meta")?)?);
+            } else if let Some(rest) = sk.strip_prefix("STEP#")
+                && !rest.contains('#')
+            {
+                steps.push(self.decode_step(run_id, item).await?);
+            }
+        }
+        let Some(meta) = meta else { return Ok(None) };
+        steps.sort_by_key(|record| record.position);
+        Ok(Some(Journal { meta, steps }))
+    }
+
+    async fn update_meta(&self, meta: &RunMeta) -> Result<RunMeta, StoreError> {
+        let mut stored = meta.clone();
+        stored.version = meta.version + 1;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(meta_item(&stored)?))
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":expected", number(meta.version))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(stored),
+            Err(err) => match err.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) => {
+                    Err(match &failed.item {
+                        Some(old) if !old.is_empty() => {
+                            StoreError::Conflict { run_id: meta.run_id.clone(), expected: meta.version }
+                        }
+                        _ => StoreError::NotFound(meta.run_id.clone()),
+                    })
+                }
+                _ => Err(sdk_error("PutItem", err)),
+            },
+        }
+    }
+
+    async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
+        let encoded = encode(record)?;
+        let mut item = Item::from([
+            ("PK".into(), AttributeValue::S(run_key(run_id))),
+            ("SK".into(), AttributeValue::S(format!("STEP#{}", record.id))),
+            ("final".into(), AttributeValue::Bool(record.state.is_final())),
+            ("position".into(), number(record.position)),
+            ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
+        ]);
+        if encoded.len() > CHUNK_BYTES {
+            let StepState::Completed { output } = &record.state else {
+                return Err(StoreError::Serialization(format!(
+                    "step `{}`: record of {} bytes",
+                    record.name,
+                    encoded.len()
+                )));
+            };
+            let output = encode(output)?;
+            if output.len() > MAX_OUTPUT_BYTES {
+                return Err(StoreError::TooLarge {
+                    step: record.name.clone(),
+                    bytes: output.len(),
+                    limit: MAX_OUTPUT_BYTES,
+                });
+            }
+            // Chunks are keyed by a hash of their content, so a racing writer with another
+            // output never overwrites the winner's chunks.
+            let nonce = &StepId::hash(&output).to_string()[..12];
+            let parts = split_on_char_boundaries(&output, CHUNK_BYTES);
+            for (n, part) in parts.iter().enumerate() {
+                let chunk = Item::from([
+                    ("PK".into(), AttributeValue::S(run_key(run_id))),
+                    ("SK".into(), AttributeValue::S(format!("STEP#{}#{nonce}#{n}", record.id))),
+                    ("data".into(), AttributeValue::S(part.to_string())),
+                    ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
+                ]);
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(chunk))
+                    .send()
+                    .await
+                    .map_err(|err| sdk_error("PutItem", err))?;
+            }
+            let mut head = record.clone();
+            head.state = StepState::Completed { output: serde_json::Value::Null };
+            item.insert("record".into(), AttributeValue::S(encode(&head)?));
+            item.insert("chunks".into(), number(parts.len()));
+            item.insert("nonce".into(), AttributeValue::S(nonce.to_string()));
+        } else {
+            item.insert("record".into(), AttributeValue::S(encoded));
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(SK) OR #final = :false")
+            .expression_attribute_names("#final", "final")
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Commit::Committed),
+            Err(err) => match err.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) => {
+                    let old = failed
+                        .item
+                        .clone()
+                        .ok_or_else(|| StoreError::Backend("condition failed without the old item".into()))?;
+                    Ok(Commit::Existing(Box::new(self.decode_step(run_id, &old).await?)))
+                }
+                _ => Err(sdk_error("PutItem", err)),
+            },
+        }
+    }
+
+    async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
+        let item = Item::from([
+            ("PK".into(), AttributeValue::S(format!("WAIT#{}", wait.event))),
+            ("SK".into(), AttributeValue::S(format!("{}#{}", wait.run_id, wait.step_id))),
+            ("wait".into(), AttributeValue::S(encode(wait)?)),
+            ("created_at".into(), number(wait.created_at)),
+            ("expires_at".into(), number(wait.timeout_at / 1000 + 86_400)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|err| sdk_error("PutItem", err))?;
+        Ok(())
+    }
+
+    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+        let items = self.query_all(&format!("WAIT#{event}"), None).await?;
+        let mut waits: Vec<Wait> = items.iter().map(|item| decode(&string(item, "wait")?)).collect::<Result<_, _>>()?;
+        waits.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.run_id.cmp(&b.run_id)));
+        Ok(waits)
+    }
+
+    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("PK", AttributeValue::S(format!("WAIT#{event}")))
+            .key("SK", AttributeValue::S(format!("{run_id}#{step_id}")))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|err| sdk_error("DeleteItem", err))?;
+        Ok(deleted.attributes.is_some_and(|old| !old.is_empty()))
+    }
+
+    /// A scan of run heads: for the dev server and the CLI, not for hot paths.
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
+        let mut runs = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut scan = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression("SK = :meta")
+                .expression_attribute_values(":meta", AttributeValue::S("META".into()))
+                .set_exclusive_start_key(start.take());
+            if let Some(function) = &query.function_id {
+                scan = scan
+                    .filter_expression("SK = :meta AND function_id = :function")
+                    .expression_attribute_values(":function", AttributeValue::S(function.clone()));
+            }
+            let page = scan.send().await.map_err(|err| sdk_error("Scan", err))?;
+            for item in page.items.unwrap_or_default() {
+                let meta: RunMeta = decode(&string(&item, "meta")?)?;
+                if query.status.is_none_or(|status| meta.status == status) {
+                    runs.push(meta);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
+        runs.truncate(if query.limit == 0 { 100 } else { query.limit });
+        Ok(runs)
+    }
+}
+
+/// Splits `text` into pieces of at most `max` bytes, never inside a UTF-8 character.
+fn split_on_char_boundaries(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (part, tail) = rest.split_at(end);
+        parts.push(part);
+        rest = tail;
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_never_cut_a_character() {
+        let text = "aé€😀".repeat(1000);
+        let parts = split_on_char_boundaries(&text, 7);
+        assert!(parts.iter().all(|p| p.len() <= 7));
+        assert_eq!(parts.concat(), text);
+    }
+}

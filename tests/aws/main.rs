@@ -1,0 +1,370 @@
+//! cairn-aws against moto (DynamoDB, EventBridge, SQS, Scheduler), which `make test` installs
+//! and starts (infra/local/with-services.sh). Without `CAIRN_TEST_AWS_ENDPOINT` these skip.
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+use aws_sdk_eventbridge::types::Target as RuleTarget;
+use cairn::prelude::*;
+use cairn::store::Commit;
+use cairn::{Bus, Registry, Runner, RunnerConfig};
+use cairn::{RunId, RunMeta, RunStatus, RunStore, StepId, StepKind, StepRecord, StepState, StoreError, Timer};
+use cairn_aws::{
+    AnyBus, AnyStore, AnyTimer, DriverConfig, DynamoDbStore, EventBridgeBus, Invocation, LambdaDriver, SchedulerTimer,
+};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const ENDPOINT: &str = "CAIRN_TEST_AWS_ENDPOINT";
+static UNIQUE: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), UNIQUE.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn aws() -> aws_config::SdkConfig {
+    aws_config::load_from_env().await
+}
+
+async fn fresh_store() -> DynamoDbStore {
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws().await), unique("cairn-test"));
+    store.create_table().await.unwrap();
+    store
+}
+
+cairn::store_conformance!(dynamodb, fresh_store, unless_env = "CAIRN_TEST_AWS_ENDPOINT");
+
+/// Runs `body` on a runtime with sockets, or skips when no stand-in is configured.
+fn with_aws<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
+    if std::env::var(ENDPOINT).is_err() {
+        eprintln!("skipped: {ENDPOINT} is not set (make test sets it)");
+        return;
+    }
+    cairn::testing::block_on(body());
+}
+
+fn completed(name: &str, output: Value) -> StepRecord {
+    StepRecord {
+        id: StepId::hash(name),
+        name: name.into(),
+        kind: StepKind::Run,
+        position: 0,
+        state: StepState::Completed { output },
+        attempts: 1,
+        started_at: 1_795_392_000_000,
+        ended_at: Some(1_795_392_000_000),
+        detail: None,
+    }
+}
+
+#[test]
+fn outputs_over_one_item_are_chunked_and_reassembled_exactly() {
+    with_aws(|| async {
+        let store = fresh_store().await;
+        let run = RunId::new(unique("run"));
+        store.create_run(RunMeta::new(run.clone(), "f", EventPayload::new("a/b", json!({})), 1)).await.unwrap();
+        // 1.2 MB with multi-byte characters, so chunk edges fall inside them if done wrong.
+        let big = completed("big", json!({"text": "é€😀x".repeat(120_000)}));
+        assert_eq!(store.commit_step(&run, &big).await.unwrap(), Commit::Committed);
+        assert_eq!(store.load(&run).await.unwrap().unwrap().steps, vec![big.clone()]);
+        // A racing loser with another output adopts the winner's, chunks and all.
+        let loser = completed("big", json!({"text": "other".repeat(100_000)}));
+        assert_eq!(store.commit_step(&run, &loser).await.unwrap(), Commit::Existing(Box::new(big.clone())));
+        assert_eq!(store.load(&run).await.unwrap().unwrap().steps, vec![big]);
+    });
+}
+
+#[test]
+fn an_output_over_4_mb_fails_the_step_naming_it_and_its_size() {
+    with_aws(|| async {
+        let store = fresh_store().await;
+        let run = RunId::new(unique("run"));
+        store.create_run(RunMeta::new(run.clone(), "f", EventPayload::new("a/b", json!({})), 1)).await.unwrap();
+        let huge = completed("export", json!("x".repeat(5 * 1024 * 1024)));
+        let err = store.commit_step(&run, &huge).await.unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::TooLarge { step: "export".into(), bytes: 5 * 1024 * 1024 + 2, limit: 4 * 1024 * 1024 }
+        );
+        assert_eq!(err.to_string(), "step `export`: its output is 5242882 bytes, over the 4194304-byte limit");
+        assert!(store.load(&run).await.unwrap().unwrap().steps.is_empty(), "nothing half-written");
+
+        // Through the runner, the step fails for good with that message.
+        let f = Function::new("exporter")
+            .on_event("app/export")
+            .handler(|_: Event, step: Step| async move {
+                step.run("export", || async { Ok("x".repeat(5 * 1024 * 1024)) }).await
+            })
+            .unwrap();
+        let runner =
+            Runner::new(Registry::new([f]).unwrap(), store.clone(), cairn::MemoryBus::new(), cairn::MemoryTimer::new());
+        let id = runner.send(EventPayload::new("app/export", json!({}))).await.unwrap();
+        runner.run_until_idle().await.unwrap();
+        let meta = store.load(&RunId::for_event("exporter", &id)).await.unwrap().unwrap().meta;
+        assert_eq!(meta.status, RunStatus::Failed);
+        assert_eq!(
+            meta.error.unwrap().message,
+            "step `export`: its output is 5242882 bytes, over the 4194304-byte limit"
+        );
+    });
+}
+
+/// A bus, an SQS queue and a rule routing `detail-type` prefix `test/` to it.
+async fn routed_bus() -> (EventBridgeBus, aws_sdk_sqs::Client, String) {
+    let config = aws().await;
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let bus_name = unique("bus");
+    events.create_event_bus().name(&bus_name).send().await.unwrap();
+    let queue_url = sqs.create_queue().queue_name(unique("queue")).send().await.unwrap().queue_url.unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    events
+        .put_rule()
+        .name("to-queue")
+        .event_bus_name(&bus_name)
+        .event_pattern(r#"{"detail-type": [{"prefix": "test/"}, "cairn/run.resume"]}"#)
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule("to-queue")
+        .event_bus_name(&bus_name)
+        .targets(RuleTarget::builder().id("q").arn(arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    (EventBridgeBus::new(events, bus_name), sqs, queue_url)
+}
+
+async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    loop {
+        let received = sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).send().await.unwrap();
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return bodies;
+        }
+        for message in messages {
+            bodies.push(serde_json::from_str(message.body.as_deref().unwrap()).unwrap());
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(message.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_bus_sends_in_batches_of_ten_and_rules_route_by_event_name() {
+    with_aws(|| async {
+        let (bus, sqs, queue_url) = routed_bus().await;
+        let events: Vec<EventPayload> = (0..23)
+            .map(|n| {
+                EventPayload::new(if n % 2 == 0 { "test/even" } else { "other/odd" }, json!({"n": n}))
+                    .with_id(format!("e{n}"))
+                    .with_ts(7)
+            })
+            .collect();
+        let ids = bus.send(&events).await.unwrap();
+        assert_eq!(ids, (0..23).map(|n| format!("e{n}")).collect::<Vec<_>>());
+        let mut routed: Vec<(String, Value)> = drain(&sqs, &queue_url)
+            .await
+            .into_iter()
+            .map(|envelope| (envelope["detail-type"].as_str().unwrap().to_string(), envelope["detail"].clone()))
+            .collect();
+        routed.sort_by_key(|(_, detail)| detail["data"]["n"].as_i64());
+        let expected: Vec<(String, Value)> = (0..23)
+            .filter(|n| n % 2 == 0)
+            .map(|n| {
+                (
+                    "test/even".to_string(),
+                    json!({"name": "test/even", "data": {"n": n}, "id": format!("e{n}"), "ts": 7}),
+                )
+            })
+            .collect();
+        assert_eq!(routed, expected);
+    });
+}
+
+#[test]
+fn an_oversized_event_is_refused_before_anything_is_sent() {
+    with_aws(|| async {
+        let (bus, sqs, queue_url) = routed_bus().await;
+        let events = vec![
+            EventPayload::new("test/small", json!({})).with_id("ok"),
+            EventPayload::new("test/huge", json!({"blob": "x".repeat(300 * 1024)})).with_id("big"),
+        ];
+        let err = bus.send(&events).await.unwrap_err();
+        assert!(err.0.starts_with("event `test/huge` is 307"), "{}", err.0);
+        assert!(err.0.ends_with("bytes, over EventBridge's 262144-byte entry limit"), "{}", err.0);
+        assert!(drain(&sqs, &queue_url).await.is_empty(), "the batch is all or nothing");
+    });
+}
+
+#[test]
+fn the_timer_creates_one_deleting_at_schedule_per_wake_up_and_resumes_now_through_the_bus() {
+    with_aws(|| async {
+        let config = aws().await;
+        let scheduler = aws_sdk_scheduler::Client::new(&config);
+        let group = unique("group");
+        scheduler.create_schedule_group().name(&group).send().await.unwrap();
+        let (bus, sqs, queue_url) = routed_bus().await;
+        let timer = SchedulerTimer::new(
+            scheduler.clone(),
+            &group,
+            "arn:aws:lambda:us-east-1:123456789012:function:hello",
+            "arn:aws:iam::123456789012:role/cairn-scheduler",
+            "hello",
+            bus,
+        );
+        let run = RunId::new("run_abc");
+        let at = cairn::Clock::now(&cairn::SystemClock) + 3_600_000;
+        timer.wake_at(&run, "hello", "sleep", at).await.unwrap();
+        timer.wake_at(&run, "hello", "sleep", at).await.unwrap();
+        let listed = scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules;
+        assert_eq!(listed.len(), 1, "a retried wake-up schedules once");
+        let name = SchedulerTimer::schedule_name(&run, "sleep", at);
+        let schedule = scheduler.get_schedule().group_name(&group).name(&name).send().await.unwrap();
+        assert_eq!(schedule.schedule_expression.as_deref(), Some(SchedulerTimer::at_expression(at).as_str()));
+        assert_eq!(schedule.schedule_expression_timezone.as_deref(), Some("UTC"));
+        assert_eq!(schedule.action_after_completion.map(|a| a.as_str().to_string()), Some("DELETE".into()));
+        let target = schedule.target.unwrap();
+        assert_eq!(target.arn, "arn:aws:lambda:us-east-1:123456789012:function:hello");
+        let input: Value = serde_json::from_str(target.input.as_deref().unwrap()).unwrap();
+        assert_eq!(input, json!({"cairn": "resume", "function_id": "hello", "run_id": "run_abc"}));
+
+        // Due now: a resume event for the run's function, through the bus.
+        timer.wake_at(&run, "other-fn", "event-x", 0).await.unwrap();
+        let resumes = drain(&sqs, &queue_url).await;
+        assert_eq!(resumes.len(), 1);
+        assert_eq!(resumes[0]["detail-type"], json!("cairn/run.resume"));
+        assert_eq!(
+            resumes[0]["detail"]["data"],
+            json!({"cairn": "resume", "function_id": "other-fn", "run_id": "run_abc"})
+        );
+    });
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn daily() -> Function {
+    Function::new("daily").cron("0 3 * * *").handler(|_: Event, _: Step| async move { Ok(()) }).unwrap()
+}
+
+#[test]
+fn the_driver_reads_every_payload_shape() {
+    let registry = Registry::new([hello::function(), daily()]).unwrap();
+    let now = 1_795_402_800_000;
+    let Invocation::Event(event) = cairn_aws::classify(&fixture("eventbridge-my-event.json"), &registry, now).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        event,
+        EventPayload::new("app/my.event", json!({"userId": "u1"}))
+            .with_id("6a7e8feb-b491-4cf7-a9f1-bf3703467718")
+            .with_ts(1_795_424_400_000)
+    );
+    let Invocation::Event(cron) =
+        cairn_aws::classify(&fixture("eventbridge-scheduled-event.json"), &registry, now).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        cron,
+        EventPayload::new(cairn::SCHEDULED_EVENT, json!({"cron": "0 3 * * *"}))
+            .with_id("53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa")
+            .with_ts(now)
+    );
+    let Invocation::Event(sent) =
+        cairn_aws::classify(&fixture("eventbridge-cairn-event.json"), &registry, now).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        sent,
+        EventPayload::new("readwise/fetch-books", json!({"userId": "u2"}))
+            .with_id("evt-from-step")
+            .with_ts(1_795_402_801_000)
+    );
+    assert_eq!(
+        cairn_aws::classify(&fixture("scheduler-resume.json"), &registry, now).unwrap(),
+        Invocation::Resume(RunId::new("run_0123456789abcdef0123456789"))
+    );
+    let Invocation::Event(plain) =
+        cairn_aws::classify(&json!({"name": "app/my.event", "data": {"a": 1}}), &registry, now).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((plain.name.as_str(), plain.ts, plain.id.is_some()), ("app/my.event", Some(now), true));
+    let Invocation::Event(v2) =
+        cairn_aws::classify(&json!({"cairn": "cron", "cron": "0 3 * * *"}), &registry, now).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(v2.id.as_deref(), Some("cron:0 3 * * *:29923380"), "one event per cron minute, however often delivered");
+    let err = cairn_aws::classify(&json!({"hello": "world"}), &registry, now).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unrecognized payload: expected an EventBridge event, {\"cairn\": \"resume\", \"run_id\": ...}, or an event {\"name\": ..., \"data\": {...}}"
+    );
+    assert_eq!(
+        cairn_aws::classify(&json!({"cairn": "resume"}), &registry, now).unwrap_err().to_string(),
+        "unrecognized payload: a cairn resume needs `run_id`"
+    );
+}
+
+#[test]
+fn the_driver_runs_hello_on_dynamodb_and_schedules_its_wake_up() {
+    with_aws(|| async {
+        let config = aws().await;
+        let store = fresh_store().await;
+        let scheduler = aws_sdk_scheduler::Client::new(&config);
+        let group = unique("group");
+        scheduler.create_schedule_group().name(&group).send().await.unwrap();
+        let (bus, _sqs, _queue) = routed_bus().await;
+        let timer = SchedulerTimer::new(
+            scheduler.clone(),
+            &group,
+            "arn:aws:lambda:us-east-1:123456789012:function:hello",
+            "arn:aws:iam::123456789012:role/r",
+            "hello",
+            bus.clone(),
+        );
+        let runner = Runner::new(
+            Registry::new([hello::function()]).unwrap(),
+            AnyStore::DynamoDb(store.clone()),
+            AnyBus::EventBridge(bus),
+            AnyTimer::Scheduler(timer),
+        )
+        .with_config(RunnerConfig::default());
+        let driver = LambdaDriver::new(runner, DriverConfig::default());
+        let payload = fixture("eventbridge-my-event.json");
+        // cargo lambda watch's bogus deadline (600000 ms since the epoch) falls back to the budget.
+        let report = driver.handle(payload.clone(), 600_000).await.unwrap();
+        let run = RunId::for_event("hello", "6a7e8feb-b491-4cf7-a9f1-bf3703467718");
+        assert_eq!(report["runs"][0]["run_id"], json!(run.as_str()));
+        assert_eq!(report["runs"][0]["status"], json!("sleeping"));
+        let journal = store.load(&run).await.unwrap().unwrap();
+        assert_eq!(journal.steps[0].state, StepState::Completed { output: json!({"success": true}) });
+        assert!(matches!(journal.steps[1].state, StepState::Scheduled { .. }));
+        assert_eq!(scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules.len(), 1);
+        // The same event delivered again starts nothing new and runs nothing again.
+        let again = driver.handle(payload, 600_000).await.unwrap();
+        assert_eq!(again["runs"][0]["status"], json!("sleeping"));
+        assert_eq!(store.load(&run).await.unwrap().unwrap().steps, journal.steps);
+    });
+}
