@@ -267,19 +267,25 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
 ///
 /// # Errors
 /// Configuration errors before the loop starts, or the runtime's.
-pub async fn run(functions: Vec<Function>) -> Result<(), lambda_runtime::Error> {
-    crate::logging::init();
-    let runner = runner_from_env(functions).await.map_err(|message| -> lambda_runtime::Error { message.into() })?;
-    let driver = LambdaDriver::new(runner, DriverConfig::from_env());
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {
-        let driver = driver.clone();
-        async move {
-            let deadline = Millis::try_from(event.context.deadline).unwrap_or(0);
-            driver
-                .handle(event.payload, deadline)
-                .await
-                .map_err(|err| -> lambda_runtime::Error { err.to_string().into() })
-        }
-    }))
-    .await
+pub fn run(functions: Vec<Function>) -> futures::future::LocalBoxFuture<'static, Result<(), lambda_runtime::Error>> {
+    // Boxed: the runtime loop around the run loop is deep enough to overflow the compiler's
+    // layout query depth in the caller's `main` otherwise.
+    Box::pin(async move {
+        crate::logging::init();
+        let runner = runner_from_env(functions).await.map_err(|message| -> lambda_runtime::Error { message.into() })?;
+        let driver = LambdaDriver::new(runner, DriverConfig::from_env());
+        lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {
+            let driver = driver.clone();
+            let handled: futures::future::BoxFuture<'static, Result<Value, lambda_runtime::Error>> =
+                Box::pin(async move {
+                    let deadline = Millis::try_from(event.context.deadline).unwrap_or(0);
+                    driver
+                        .handle(event.payload, deadline)
+                        .await
+                        .map_err(|err| -> lambda_runtime::Error { err.to_string().into() })
+                });
+            handled
+        }))
+        .await
+    })
 }

@@ -5,10 +5,15 @@
 //! schedules), and the [`LambdaDriver`] every function binary runs:
 //!
 //! ```no_run
+//! use cairn::prelude::*;
+//!
 //! #[tokio::main]
 //! async fn main() -> Result<(), lambda_runtime::Error> {
-//!     # let function = || -> cairn::Function { unimplemented!() };
-//!     cairn_aws::run(vec![function()]).await
+//!     let hello = Function::new("hello")
+//!         .on_event("app/my.event")
+//!         .handler(|_: Event, _: Step| async move { Ok(()) })
+//!         .expect("a valid definition");
+//!     cairn_aws::run(vec![hello]).await
 //! }
 //! ```
 

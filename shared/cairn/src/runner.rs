@@ -334,7 +334,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// As [`Runner::drive`].
     pub async fn drive_until(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {
         let span = tracing::info_span!("run", run_id = %run_id, function = tracing::field::Empty, attempt = tracing::field::Empty);
-        self.drive_inner(run_id, deadline).instrument(span).await
+        // Boxed: the run loop's state machine is deep, and callers nest it further (Lambda, HTTP).
+        Box::pin(self.drive_inner(run_id, deadline)).instrument(span).await
     }
 
     async fn drive_inner(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {

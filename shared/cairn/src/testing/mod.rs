@@ -2,9 +2,11 @@
 //! the store [`conformance`] suite every [`RunStore`](crate::RunStore) backend passes.
 
 pub mod conformance;
+mod stub;
 mod test_run;
 
 pub use crate::clock::ManualClock;
+pub use stub::{StubRequest, StubServer};
 pub use test_run::TestRun;
 
 /// Runs `future` to completion on a fresh current-thread tokio runtime (timers, and sockets

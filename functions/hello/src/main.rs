@@ -1,0 +1,7 @@
+//! The `hello` Lambda function: `cairn_aws::run` does the rest (see cairn-aws's docs for the
+//! environment it reads).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    cairn_aws::run(vec![hello::function()]).await
+}

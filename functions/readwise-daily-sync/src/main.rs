@@ -1,0 +1,6 @@
+//! The `readwise-daily-sync` Lambda function.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    cairn_aws::run(vec![readwise_daily_sync::function()]).await
+}
