@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint unit bench fmt
+.PHONY: test lint template unit bench fmt build
 
-## Every test: formatting, clippy, unit, integration and doc tests.
-test: lint unit
+## Every test: formatting, clippy, the template lint, unit, integration and doc tests.
+test: lint template unit
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -16,6 +16,14 @@ lint:
 unit:
 	infra/local/with-services.sh $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+
+## template.yaml through cfn-lint and `sam validate --lint` (offline).
+template:
+	infra/local/lint-template.sh
+
+## `sam build`: every function built for arm64 Lambda with cargo-lambda (release).
+build:
+	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" "$$(infra/local/ensure-tools.sh sam)/bin/sam" build
 
 ## The engine benchmark (README's Performance table).
 bench:

@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
 # Runs a command with Cairn's local AWS stand-in started: installs moto (DynamoDB, EventBridge,
-# SQS, Scheduler) into .tools/venv if missing, starts it on a free 127.0.0.1 port, exports the
+# SQS, Scheduler) and cargo-lambda into .tools if missing, starts it on a free 127.0.0.1 port, exports the
 # AWS_* variables and CAIRN_TEST_AWS_ENDPOINT, runs "$@", and stops moto by its PID.
 #
 #   infra/local/with-services.sh cargo test --workspace
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tools="${CAIRN_TOOLS_DIR:-$root/.tools}"
-venv="$tools/venv"
-
-if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ]; then
-  echo "installing moto and awscli into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5' 'awscli==1.46.3' >&2
-fi
+venv="$("$root/infra/local/ensure-tools.sh" moto)"
+cargo_lambda="$("$root/infra/local/ensure-tools.sh" cargo-lambda)"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 log="$tools/moto-$port.log"
@@ -28,6 +23,6 @@ curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/" || { echo "moto did not
 
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_EC2_METADATA_DISABLED=true
-export CAIRN_TEST_AWS_ENDPOINT="$AWS_ENDPOINT_URL" CAIRN_TOOLS_VENV="$venv"
+export CAIRN_TEST_AWS_ENDPOINT="$AWS_ENDPOINT_URL" CAIRN_TOOLS_VENV="$venv" CAIRN_CARGO_LAMBDA="$cargo_lambda/bin/cargo-lambda"
 echo "moto on $AWS_ENDPOINT_URL (pid $moto_pid)" >&2
 "$@"

@@ -68,7 +68,7 @@ impl Bus for AnyBus {
             AnyBus::EventBridge(bus) => bus.send(events).await,
             AnyBus::Log => {
                 for event in events {
-                    tracing::info!(event.name = %event.name, event.id = ?event.id, "event sent (no CAIRN_BUS: logged only)");
+                    tracing::info!(event.name = %event.name, event.id = event.id.as_deref().unwrap_or_default(), "event sent (no CAIRN_BUS: logged only)");
                 }
                 Ok(events.iter().map(|event| event.id.clone().unwrap_or_default()).collect())
             }

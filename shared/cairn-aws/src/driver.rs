@@ -184,7 +184,7 @@ impl LambdaDriver {
         let stop_at = self.config.stop_at(deadline, now);
         let runs = match classify(&payload, self.runner.registry(), now)? {
             Invocation::Event(event) => {
-                tracing::info!(event.name = %event.name, event.id = ?event.id, "event received");
+                tracing::info!(event.name = %event.name, event.id = event.id.as_deref().unwrap_or_default(), "event received");
                 self.runner.accept(&event).await?
             }
             Invocation::Resume(run_id) => vec![run_id],
@@ -221,7 +221,13 @@ fn drive_report(run_id: &RunId, drive: &Drive) -> Value {
 /// A message naming the variable or resource that is wrong.
 pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore, AnyBus, AnyTimer>, String> {
     let registry = Registry::new(functions).map_err(|err| err.to_string())?;
-    let aws = aws_config::load_from_env().await;
+    let wants_aws = ["CAIRN_TABLE", "CAIRN_BUS"].iter().any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()));
+    // Only load AWS configuration when something uses it: local mode needs no region or IMDS.
+    let aws = if wants_aws {
+        aws_config::load_from_env().await
+    } else {
+        aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build()
+    };
     let store = match std::env::var("CAIRN_TABLE") {
         Ok(table) if !table.is_empty() => {
             AnyStore::DynamoDb(crate::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), table))

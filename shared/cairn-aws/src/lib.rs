@@ -18,6 +18,7 @@
 //! ```
 
 mod any;
+mod cron;
 mod driver;
 mod dynamodb;
 mod eventbridge;
@@ -25,6 +26,7 @@ pub mod logging;
 mod scheduler;
 
 pub use any::{AnyBus, AnyStore, AnyTimer};
+pub use cron::schedule_expression;
 pub use driver::{DriverConfig, DriverError, Invocation, LambdaDriver, classify, run, runner_from_env};
 pub use dynamodb::{CHUNK_BYTES, DynamoDbStore, MAX_OUTPUT_BYTES};
 pub use eventbridge::{EventBridgeBus, MAX_BATCH, MAX_ENTRY_BYTES};

@@ -52,6 +52,7 @@ impl Trigger {
 #[derive(Clone)]
 pub struct CronSchedule {
     source: String,
+    pattern: String,
     zone: chrono_tz::Tz,
     cron: croner::Cron,
 }
@@ -94,12 +95,17 @@ impl CronSchedule {
         let parser = croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Disallowed).build();
 
         let cron = parser.parse(pattern).map_err(|err| err.to_string())?;
-        Ok(CronSchedule { source: trimmed.to_string(), zone, cron })
+        Ok(CronSchedule { source: trimmed.to_string(), pattern: pattern.to_string(), zone, cron })
     }
 
     /// The expression as written.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The five fields, without the `TZ=` prefix.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
     }
 
     /// The IANA time zone it is evaluated in.

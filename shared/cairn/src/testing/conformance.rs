@@ -1,7 +1,7 @@
 //! The behaviour every [`RunStore`] backend must have. A backend joins with one line:
 #![allow(clippy::unwrap_used)] // Test support: a failed unwrap is a failed contract.
 //!
-//! ```ignore
+//! ```text
 //! cairn::store_conformance!(sqlite, || async { SqliteStore::in_memory().unwrap() });
 //! ```
 //!

@@ -1,0 +1,180 @@
+//! Function binaries under `cargo lambda watch`, invoked with `cargo lambda invoke` and
+//! EventBridge-shaped payloads, with their state in moto's DynamoDB, their wake-ups in moto's
+//! Scheduler and their sent events routed by moto's EventBridge to an SQS queue.
+//! `make test` provides moto and cargo-lambda; without them these skip.
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+use aws_sdk_eventbridge::types::Target as RuleTarget;
+use cairn::testing::StubServer;
+use cairn::{RunId, RunStore, StepState};
+use cairn_aws::DynamoDbStore;
+use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+fn workspace() -> String {
+    format!("{}/..", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `cargo lambda watch` in its own process group, stopped (with the functions it started) on drop.
+struct Watch {
+    child: Child,
+    port: u16,
+    cargo_lambda: String,
+}
+
+impl Watch {
+    fn start(cargo_lambda: &str, env: &[(&str, String)]) -> Watch {
+        let port = free_port();
+        let log = std::fs::File::create(format!("{}/target/cargo-lambda-watch-{port}.log", workspace())).unwrap();
+        let mut command = Command::new(cargo_lambda);
+        command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()]).current_dir(workspace());
+        for (name, value) in env {
+            command.arg("--env-var").arg(format!("{name}={value}")).env(name, value);
+        }
+        let child = command.stdout(log.try_clone().unwrap()).stderr(log).process_group(0).spawn().unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Watch { child, port, cargo_lambda: cargo_lambda.to_string() }
+    }
+
+    /// `cargo lambda invoke FUNCTION --data-ascii PAYLOAD`: the function's JSON answer.
+    fn invoke(&self, function: &str, payload: &Value) -> Value {
+        let output = Command::new(&self.cargo_lambda)
+            .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &self.port.to_string(), function, "--data-ascii"])
+            .arg(payload.to_string())
+            .current_dir(workspace())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "invoke {function} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_run_under_cargo_lambda_watch_against_moto() {
+    let (Ok(endpoint), Ok(cargo_lambda)) =
+        (std::env::var("CAIRN_TEST_AWS_ENDPOINT"), std::env::var("CAIRN_CARGO_LAMBDA"))
+    else {
+        eprintln!("skipped: CAIRN_TEST_AWS_ENDPOINT / CAIRN_CARGO_LAMBDA are not set (make test sets them)");
+        return;
+    };
+    let suffix = format!("{}", std::process::id());
+    let config = aws_config::load_from_env().await;
+    let table = format!("cairn-watch-{suffix}");
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), &table);
+    store.create_table().await.unwrap();
+    let scheduler = aws_sdk_scheduler::Client::new(&config);
+    let group = format!("cairn-{suffix}");
+    scheduler.create_schedule_group().name(&group).send().await.unwrap();
+    // The bus, with sent fetch-books events routed to a queue we read back.
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    let bus = format!("cairn-{suffix}");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let queue_url = sqs.create_queue().queue_name(format!("fetch-{suffix}")).send().await.unwrap().queue_url.unwrap();
+    let queue_arn = format!("arn:aws:sqs:us-east-1:123456789012:fetch-{suffix}");
+    events
+        .put_rule()
+        .name("fetch")
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"detail-type": ["readwise/fetch-books"]}"#)
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule("fetch")
+        .event_bus_name(&bus)
+        .targets(RuleTarget::builder().id("q").arn(queue_arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let users = StubServer::start(|_| {
+        (200, json!([{"userId": "u1", "apiKey": "k1"}, {"userId": "u2", "apiKey": "k2"}]).to_string())
+    })
+    .await;
+
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("CAIRN_TABLE", table.clone()),
+        ("CAIRN_BUS", bus.clone()),
+        ("CAIRN_SCHEDULE_GROUP", group.clone()),
+        ("CAIRN_SCHEDULER_ROLE_ARN", "arn:aws:iam::123456789012:role/cairn-scheduler".into()),
+        ("CAIRN_FUNCTION_ARN", "arn:aws:lambda:us-east-1:123456789012:function:cairn-hello".into()),
+        ("READWISE_USERS_URL", users.url().to_string()),
+    ];
+    let watch = tokio::task::spawn_blocking(move || Watch::start(&cargo_lambda, &env)).await.unwrap();
+    let watch = std::sync::Arc::new(watch);
+
+    // hello: an EventBridge event starts it; its step lands in DynamoDB; its sleep in Scheduler.
+    let w = watch.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || w.invoke("hello", &fixture("eventbridge-my-event.json"))).await.unwrap();
+    let run = RunId::for_event("hello", "6a7e8feb-b491-4cf7-a9f1-bf3703467718");
+    assert_eq!(answer["runs"][0]["run_id"], json!(run.as_str()));
+    assert_eq!(answer["runs"][0]["status"], json!("sleeping"));
+    let journal = store.load(&run).await.unwrap().unwrap();
+    assert_eq!(journal.steps[0].state, StepState::Completed { output: json!({"success": true}) });
+    let schedules = scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules;
+    assert_eq!(schedules.len(), 1);
+    let schedule =
+        scheduler.get_schedule().group_name(&group).name(schedules[0].name.clone().unwrap()).send().await.unwrap();
+    let input: Value = serde_json::from_str(schedule.target.unwrap().input.as_deref().unwrap()).unwrap();
+    assert_eq!(input, json!({"cairn": "resume", "function_id": "hello", "run_id": run.as_str()}));
+
+    // The Scheduler's resume payload, delivered early (as a retry might): the run sleeps on.
+    let w = watch.clone();
+    let resumed = tokio::task::spawn_blocking(move || w.invoke("hello", &input)).await.unwrap();
+    assert_eq!(resumed["runs"][0]["status"], json!("sleeping"));
+
+    // readwise-daily-sync: the cron's Scheduled Event fans out through moto's EventBridge.
+    let w = watch.clone();
+    let synced = tokio::task::spawn_blocking(move || {
+        w.invoke("readwise-daily-sync", &fixture("eventbridge-scheduled-event.json"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(synced["runs"][0]["status"], json!("completed"));
+    assert_eq!(synced["runs"][0]["output"], json!({"sent": 2}));
+    let received = sqs.receive_message().queue_url(&queue_url).max_number_of_messages(10).send().await.unwrap();
+    let mut users_sent: Vec<Value> = received
+        .messages
+        .unwrap_or_default()
+        .iter()
+        .map(|m| serde_json::from_str::<Value>(m.body.as_deref().unwrap()).unwrap()["detail"]["data"].clone())
+        .collect();
+    users_sent.sort_by_key(|d| d["userId"].as_str().unwrap().to_string());
+    assert_eq!(users_sent, vec![json!({"userId": "u1", "apiKey": "k1"}), json!({"userId": "u2", "apiKey": "k2"})]);
+}

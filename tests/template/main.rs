@@ -1,0 +1,156 @@
+//! template.yaml matches the code: every functions/* binary has its function, and each
+//! function's triggers are exactly its EventBridge rules and ScheduleV2 crons (plus the resume
+//! rule that routes its own `cairn/run.resume` events back to it).
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+use cairn::{Function, Trigger};
+use serde_yaml::Value;
+use std::collections::BTreeSet;
+
+fn template() -> Value {
+    let path = format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"));
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn code() -> Vec<(&'static str, Function)> {
+    vec![
+        ("hello", hello::function()),
+        ("readwise-fetch-books", readwise_fetch_books::function()),
+        ("readwise-daily-sync", readwise_daily_sync::function()),
+    ]
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// The problems with `binary`'s resource in `template`, each a sentence naming the resource.
+fn check(template: &Value, binary: &str, function: &Function) -> Vec<String> {
+    let resources = template["Resources"].as_mapping().unwrap();
+    let Some((name, resource)) =
+        resources.iter().find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary))
+    else {
+        return vec![format!("no AWS::Serverless::Function builds binary `{binary}`")];
+    };
+    let name = name.as_str().unwrap();
+    let mut problems = Vec::new();
+    let properties = &resource["Properties"];
+    let expected_name = format!("cairn-{binary}");
+    if properties["FunctionName"].as_str() != Some(expected_name.as_str()) {
+        problems.push(format!(
+            "{name}: FunctionName should be `{expected_name}` (the Scheduler role and CAIRN_FUNCTION_ARN assume it)"
+        ));
+    }
+    let arn = serde_yaml::to_string(&properties["Environment"]["Variables"]["CAIRN_FUNCTION_ARN"]).unwrap();
+    if !arn.contains(&format!("function:{expected_name}")) {
+        problems.push(format!("{name}: CAIRN_FUNCTION_ARN does not name function {expected_name}"));
+    }
+    let mut routed = BTreeSet::new();
+    let mut schedules = BTreeSet::new();
+    let mut resume = false;
+    for (event_name, event) in properties["Events"].as_mapping().into_iter().flatten() {
+        let event_name = event_name.as_str().unwrap_or_default();
+        let props = &event["Properties"];
+        match event["Type"].as_str() {
+            Some("EventBridgeRule") => {
+                let types = strings(&props["Pattern"]["detail-type"]);
+                if types == ["cairn/run.resume"] {
+                    let ids = strings(&props["Pattern"]["detail"]["data"]["function_id"]);
+                    if ids == [function.id()] {
+                        resume = true;
+                    } else {
+                        problems.push(format!(
+                            "{name}.{event_name}: resume rule routes function ids {ids:?}, not [{:?}]",
+                            function.id()
+                        ));
+                    }
+                } else {
+                    routed.extend(types);
+                }
+            }
+            Some("ScheduleV2") => {
+                let input: serde_json::Value =
+                    serde_json::from_str(props["Input"].as_str().unwrap_or("null")).unwrap_or_default();
+                schedules.insert((
+                    props["ScheduleExpression"].as_str().unwrap_or_default().to_string(),
+                    props["ScheduleExpressionTimezone"].as_str().unwrap_or("UTC").to_string(),
+                    input["cron"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+            other => problems.push(format!("{name}.{event_name}: unexpected event type {other:?}")),
+        }
+    }
+    let mut triggers = BTreeSet::new();
+    let mut crons = BTreeSet::new();
+    for trigger in function.triggers() {
+        match trigger {
+            Trigger::Event { name, .. } => {
+                triggers.insert(name.clone());
+            }
+            Trigger::Cron(cron) => {
+                let (expression, zone) = cairn_aws::schedule_expression(cron);
+                crons.insert((expression, zone, cron.source().to_string()));
+            }
+        }
+    }
+    for missing in triggers.difference(&routed) {
+        problems.push(format!("{name}: trigger `{missing}` has no EventBridgeRule"));
+    }
+    for extra in routed.difference(&triggers) {
+        problems.push(format!("{name}: a rule routes `{extra}`, which function `{}` does not handle", function.id()));
+    }
+    for missing in crons.difference(&schedules) {
+        problems.push(format!(
+            "{name}: cron `{}` needs a ScheduleV2 with {} in {} and Input cron `{}`",
+            missing.2, missing.0, missing.1, missing.2
+        ));
+    }
+    for extra in schedules.difference(&crons) {
+        problems.push(format!("{name}: ScheduleV2 {} ({}) matches no cron of the code", extra.0, extra.2));
+    }
+    if !resume {
+        problems.push(format!("{name}: no rule routes cairn/run.resume for function_id `{}`", function.id()));
+    }
+    problems
+}
+
+#[test]
+fn every_function_binary_is_in_the_template_with_rules_matching_its_triggers() {
+    let template = template();
+    let problems: Vec<String> =
+        code().iter().flat_map(|(binary, function)| check(&template, binary, function)).collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let dir = format!("{}/../functions", env!("CARGO_MANIFEST_DIR"));
+    let mut on_disk: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    on_disk.sort();
+    let mut known: Vec<String> = code().iter().map(|(b, _)| b.to_string()).collect();
+    known.sort();
+    assert_eq!(on_disk, known, "every functions/* crate is checked here and deployed by the template");
+}
+
+#[test]
+fn a_misspelt_rule_and_a_wrong_cron_are_reported_naming_the_resource() {
+    let text = std::fs::read_to_string(format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replace("detail-type: [app/my.event]", "detail-type: [app/my.evnt]")
+        .replace("cron(0 3 * * ? *)", "cron(0 4 * * ? *)");
+    let template: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(
+        check(&template, "hello", &hello::function()),
+        vec![
+            "HelloFunction: trigger `app/my.event` has no EventBridgeRule".to_string(),
+            "HelloFunction: a rule routes `app/my.evnt`, which function `hello` does not handle".to_string(),
+        ]
+    );
+    assert_eq!(
+        check(&template, "readwise-daily-sync", &readwise_daily_sync::function()),
+        vec![
+            "ReadwiseDailySyncFunction: cron `0 3 * * *` needs a ScheduleV2 with cron(0 3 * * ? *) in UTC and Input cron `0 3 * * *`".to_string(),
+            "ReadwiseDailySyncFunction: ScheduleV2 cron(0 4 * * ? *) (0 3 * * *) matches no cron of the code".to_string(),
+        ]
+    );
+}
