@@ -1,1 +1,185 @@
-//! Integration tests live in the [[test]] targets.
+//! Shared helpers of the workspace's integration tests and the AWS benchmark.
+//!
+//! [`FaultProxy`] sits between the AWS SDK and moto: it forwards every request, counts
+//! requests and bytes per operation, and can answer chosen requests itself with a throttling
+//! error or a 500, the way DynamoDB does under load.
+#![allow(clippy::unwrap_used)] // Test support: a failed unwrap is a failed test.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy does with the n-th request (0-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward it to the upstream.
+    None,
+    /// Answer `400 ThrottlingException` (DynamoDB's shape).
+    Throttle,
+    /// Answer `500 InternalServerError`.
+    ServerError,
+}
+
+/// Requests and bytes seen for one operation (the `X-Amz-Target` header).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Requests.
+    pub requests: usize,
+    /// Request bytes (head and body).
+    pub sent: usize,
+    /// Response bytes (head and body).
+    pub received: usize,
+}
+
+type Plan = Arc<dyn Fn(usize, &str) -> Fault + Send + Sync>;
+
+/// A counting, fault-injecting HTTP/1.1 proxy on 127.0.0.1.
+pub struct FaultProxy {
+    url: String,
+    traffic: Arc<Mutex<BTreeMap<String, Traffic>>>,
+    injected: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream` (`http://127.0.0.1:port`), applying `plan` to each request
+    /// (its index and operation).
+    pub async fn start(upstream: &str, plan: impl Fn(usize, &str) -> Fault + Send + Sync + 'static) -> FaultProxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let traffic = Arc::new(Mutex::new(BTreeMap::new()));
+        let injected = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::new(AtomicUsize::new(0));
+        let plan: Plan = Arc::new(plan);
+        let (t, i) = (Arc::clone(&traffic), Arc::clone(&injected));
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, plan, counter, traffic, injected) =
+                    (upstream.clone(), Arc::clone(&plan), Arc::clone(&counter), Arc::clone(&t), Arc::clone(&i));
+                tokio::spawn(async move {
+                    let _ = serve(client, &upstream, plan, counter, traffic, injected).await;
+                });
+            }
+        });
+        FaultProxy { url, traffic, injected, task }
+    }
+
+    /// The proxy's URL, to use as the SDK endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Traffic per operation so far.
+    pub fn traffic(&self) -> BTreeMap<String, Traffic> {
+        self.traffic.lock().unwrap().clone()
+    }
+
+    /// Forgets the traffic counted so far.
+    pub fn reset(&self) {
+        self.traffic.lock().unwrap().clear();
+    }
+
+    /// How many faults were injected.
+    pub fn injected(&self) -> usize {
+        self.injected.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one HTTP/1.1 message (head + Content-Length body); `None` at end of stream.
+async fn read_message(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<Option<(Vec<u8>, String)>> {
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("content-length")))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < head_end + length {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    let message: Vec<u8> = buffer.drain(..(head_end + length).min(buffer.len())).collect();
+    Ok(Some((message, head)))
+}
+
+async fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    plan: Plan,
+    counter: Arc<AtomicUsize>,
+    traffic: Arc<Mutex<BTreeMap<String, Traffic>>>,
+    injected: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
+    let mut server = TcpStream::connect(upstream).await?;
+    let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
+    while let Some((request, head)) = read_message(&mut client, &mut from_client).await? {
+        let operation = head
+            .lines()
+            .find_map(|line| line.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("x-amz-target")))
+            .map(|(_, value)| value.trim().rsplit('.').next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| "other".into());
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let response = match plan(n, &operation) {
+            Fault::None => {
+                server.write_all(&request).await?;
+                let Some((response, _)) = read_message(&mut server, &mut from_server).await? else { return Ok(()) };
+                response
+            }
+            fault => {
+                injected.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = match fault {
+                    Fault::Throttle => (
+                        "400 Bad Request",
+                        r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#,
+                    ),
+                    _ => (
+                        "500 Internal Server Error",
+                        r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}"#,
+                    ),
+                };
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            }
+        };
+        {
+            let mut traffic = traffic.lock().unwrap();
+            let entry = traffic.entry(operation).or_default();
+            entry.requests += 1;
+            entry.sent += request.len();
+            entry.received += response.len();
+        }
+        client.write_all(&response).await?;
+    }
+    Ok(())
+}

@@ -67,6 +67,12 @@ impl RunnerConfig {
         self
     }
 
+    /// Sets [`RunnerConfig::lease`].
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// Sets [`RunnerConfig::owner`].
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = owner.into();
@@ -129,6 +135,7 @@ pub struct Runner<S, B, T> {
 }
 
 static EVENT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+static DRIVE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// A new unique event id (time-ordered): for events that arrive without one.
 pub fn new_event_id(now: Millis) -> String {
@@ -335,10 +342,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     pub async fn drive_until(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {
         let span = tracing::info_span!("run", run_id = %run_id, function = tracing::field::Empty, attempt = tracing::field::Empty);
         // Boxed: the run loop's state machine is deep, and callers nest it further (Lambda, HTTP).
-        Box::pin(self.drive_inner(run_id, deadline)).instrument(span).await
+        // Each drive is its own lease owner: two concurrent drives in one process exclude each
+        // other exactly as two Lambda invocations do.
+        let owner = format!("{}#{}", self.config.owner, DRIVE_SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        Box::pin(self.drive_inner(run_id, deadline, &owner)).instrument(span).await
     }
 
-    async fn drive_inner(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {
+    async fn drive_inner(&self, run_id: &RunId, deadline: Millis, owner: &str) -> Result<Drive, RunnerError> {
         'replay: loop {
             let journal = self.store.load(run_id).await?.ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?;
             let mut meta = journal.meta;
@@ -352,11 +362,10 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
             let now = self.clock.now();
             match &meta.lease {
-                Some(lease) if lease.owner != self.config.owner && lease.expires_at > now => return Ok(Drive::Busy),
-                Some(lease) if lease.owner == self.config.owner => {}
+                Some(lease) if lease.owner != owner && lease.expires_at > now => return Ok(Drive::Busy),
+                Some(lease) if lease.owner == owner => {}
                 _ => {
-                    meta.lease =
-                        Some(Lease { owner: self.config.owner.clone(), expires_at: now + millis(self.config.lease) });
+                    meta.lease = Some(Lease { owner: owner.to_string(), expires_at: now + millis(self.config.lease) });
                     meta.status = RunStatus::Running;
                     meta.updated_at = now;
                     meta = match self.store.update_meta(&meta).await {
