@@ -40,6 +40,12 @@ impl RunStore for AbortAfterCommit {
     async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
         self.0.remove_wait(event, run_id, step_id).await
     }
+    async fn record_event(&self, event: &EventPayload, received_at: cairn::Millis) -> Result<(), StoreError> {
+        self.0.record_event(event, received_at).await
+    }
+    async fn events_since(&self, name: &str, since: cairn::Millis) -> Result<Vec<EventPayload>, StoreError> {
+        self.0.events_since(name, since).await
+    }
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
         self.0.list_runs(query).await
     }

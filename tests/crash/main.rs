@@ -197,6 +197,19 @@ impl RunStore for CrashingStore {
             None => self.inner.remove_wait(event, run_id, step_id).await,
         }
     }
+    async fn record_event(&self, event: &EventPayload, received_at: cairn::Millis) -> Result<(), StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.record_event(event, received_at).await.and(Err(Self::crashed())),
+            None => self.inner.record_event(event, received_at).await,
+        }
+    }
+    async fn events_since(&self, name: &str, since: cairn::Millis) -> Result<Vec<EventPayload>, StoreError> {
+        match self.crash() {
+            Some(_) => Err(Self::crashed()),
+            None => self.inner.events_since(name, since).await,
+        }
+    }
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
         self.inner.list_runs(query).await
     }

@@ -174,6 +174,33 @@ async fn a_matching_event_resumes_a_waiting_run_and_others_do_not() {
 }
 
 #[tokio::test]
+async fn an_event_sent_just_before_the_wait_began_still_matches_it() {
+    // The approval races ahead of the wait: it arrives while the run is still in its first step.
+    let waiter = Function::new("racy")
+        .on_event("test/wait")
+        .handler(|_: Event, step: Step| async move {
+            step.run("prepare", || async { Ok(()) }).await?;
+            let wait = WaitFor::event("test/approved").timeout("1d").matching("data.id");
+            Ok(step.wait_for_event("wait-approval", wait).await?.map(|event| event.data))
+        })
+        .unwrap();
+    for (lookback, expected) in [(Duration::from_secs(60), json!({"id": 7})), (Duration::ZERO, Value::Null)] {
+        let config = RunnerConfig::default().wait_lookback(lookback);
+        let h = harness_with(vec![waiter.clone()], config, MemoryStore::new(), ManualClock::new());
+        let trigger = h.runner.send(EventPayload::new("test/wait", json!({"id": 7}))).await.unwrap();
+        h.runner.send(EventPayload::new("test/approved", json!({"id": 7}))).await.unwrap();
+        h.clock.advance(Duration::from_secs(30));
+        h.runner.run_until_idle().await.unwrap();
+        let run = RunId::for_event("racy", &trigger);
+        if lookback.is_zero() {
+            assert_eq!(h.meta(&run).await.status, RunStatus::Waiting, "without lookback the early event is missed");
+            h.advance_to_next_timer().await;
+        }
+        assert_eq!(h.meta(&run).await.output, Some(expected), "lookback {lookback:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_wait_that_times_out_returns_none() {
     let h = harness(vec![waiter()]);
     h.send("test/wait", json!({"id": 7})).await;

@@ -48,6 +48,12 @@ impl RunStore for AnyStore {
     async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
         dispatch!(self, s => s.remove_wait(event, run_id, step_id))
     }
+    async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_event(event, received_at))
+    }
+    async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {
+        dispatch!(self, s => s.events_since(name, since))
+    }
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
         dispatch!(self, s => s.list_runs(query))
     }

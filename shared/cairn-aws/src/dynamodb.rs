@@ -6,6 +6,7 @@
 //! | `RUN#<run>` | `STEP#<step>` | the step record as JSON, `final`, and `chunks` when its output is split |
 //! | `RUN#<run>` | `STEP#<step>#<nonce>#<n>` | chunk `n` of an output too large for one 400 KB item |
 //! | `WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
+//! | `EVENTS#<event>` | `<received ms, 13 digits>#<id>` | a received event, for the wait lookback (TTL 1 day) |
 //!
 //! A step commits with one conditional `PutItem` (`attribute_not_exists(SK) OR final = false`)
 //! with `ReturnValuesOnConditionCheckFailure=ALL_OLD`, so the loser of a race gets the winner's
@@ -18,7 +19,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
 };
 use cairn::store::{Commit, CreateRun, RunQuery};
-use cairn::{Journal, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
+use cairn::{EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -425,6 +426,53 @@ impl RunStore for DynamoDbStore {
             .await
             .map_err(|err| sdk_error("DeleteItem", err))?;
         Ok(deleted.attributes.is_some_and(|old| !old.is_empty()))
+    }
+
+    async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {
+        let item = Item::from([
+            ("PK".into(), AttributeValue::S(format!("EVENTS#{}", event.name))),
+            ("SK".into(), AttributeValue::S(format!("{received_at:013}#{}", event.id.as_deref().unwrap_or_default()))),
+            ("event".into(), AttributeValue::S(encode(event)?)),
+            ("expires_at".into(), number(received_at / 1000 + 86_400)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|err| sdk_error("PutItem", err))?;
+        Ok(())
+    }
+
+    async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {
+        let mut events: Vec<EventPayload> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("PK = :pk AND SK >= :since")
+                .expression_attribute_values(":pk", AttributeValue::S(format!("EVENTS#{name}")))
+                .expression_attribute_values(":since", AttributeValue::S(format!("{since:013}")))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| sdk_error("Query", err))?;
+            for item in page.items.unwrap_or_default() {
+                let event: EventPayload = decode(&string(&item, "event")?)?;
+                // One entry per event id, however often it was delivered.
+                if !events.iter().any(|known| known.id == event.id) {
+                    events.push(event);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(events),
+            }
+        }
     }
 
     /// A scan of run heads: for the dev server and the CLI, not for hot paths.

@@ -37,6 +37,10 @@ pub struct RunnerConfig {
     pub owner: String,
     /// Finished runs are kept this long (the TTL written to `expires_at`). Default 7 days.
     pub retention: Duration,
+    /// A `wait_for_event` also matches events received up to this long before it was
+    /// registered (so an event racing the wait is not missed). Default 60 s; zero turns the
+    /// lookback, and the event log it needs, off.
+    pub wait_lookback: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -49,6 +53,7 @@ impl Default for RunnerConfig {
             lease: budget + Duration::from_secs(60),
             owner: format!("runner-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)),
             retention: Duration::from_secs(7 * 86_400),
+            wait_lookback: Duration::from_secs(60),
         }
     }
 }
@@ -64,6 +69,12 @@ impl RunnerConfig {
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
         self.lease = budget + Duration::from_secs(60);
+        self
+    }
+
+    /// Sets [`RunnerConfig::wait_lookback`].
+    pub fn wait_lookback(mut self, lookback: Duration) -> Self {
+        self.wait_lookback = lookback;
         self
     }
 
@@ -211,6 +222,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let event_id =
             event.id.clone().ok_or_else(|| RunnerError::InvalidEvent(format!("event `{}` has no id", event.name)))?;
         let now = self.clock.now();
+        if !self.config.wait_lookback.is_zero() {
+            self.store.record_event(event, now).await?;
+        }
         let mut runs = Vec::new();
         if event.name == INVOKED_EVENT {
             if let Some(run) = self.start_invoked(event, now).await? {
@@ -228,7 +242,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
         }
         for wait in self.store.waits_for(&event.name).await? {
-            if self.resolve_wait(&wait, event, now).await? && !runs.contains(&wait.run_id) {
+            if self.resolve_wait(&wait, event, now, true).await?.is_some() && !runs.contains(&wait.run_id) {
                 runs.push(wait.run_id.clone());
             }
         }
@@ -258,16 +272,24 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         Ok(Some(run_id))
     }
 
-    async fn resolve_wait(&self, wait: &Wait, event: &EventPayload, now: Millis) -> Result<bool, RunnerError> {
+    /// Completes `wait` with `event` if it matches; returns the committed record. With `wake`,
+    /// the run is woken to continue (not needed when the caller is driving it).
+    async fn resolve_wait(
+        &self,
+        wait: &Wait,
+        event: &EventPayload,
+        now: Millis,
+        wake: bool,
+    ) -> Result<Option<StepRecord>, RunnerError> {
         let Some(journal) = self.store.load(&wait.run_id).await? else {
             self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
-            return Ok(false);
+            return Ok(None);
         };
         let Some(step) = journal.steps.iter().find(|record| record.id == wait.step_id && !record.state.is_final())
         else {
             // Resolved already (a timeout, or a crash before the wait was removed): drop it.
             self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
-            return Ok(false);
+            return Ok(None);
         };
         // A redelivered event that already resumed one wait of this run must not resume a later
         // one: EventBridge delivers at least once.
@@ -276,14 +298,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 && matches!(&record.state, StepState::Completed { output } if event.id.is_some() && output.get("id").and_then(Value::as_str) == event.id.as_deref())
         });
         if consumed {
-            return Ok(false);
+            return Ok(None);
         }
         if let Some(expression) = &wait.expression {
             let trigger = serde_json::to_value(&journal.meta.event).unwrap_or(Value::Null);
             let candidate = serde_json::to_value(event).unwrap_or(Value::Null);
             let matched = MatchExpr::parse(expression).and_then(|expr| expr.matches(&trigger, &candidate));
             if !matched.unwrap_or(false) {
-                return Ok(false);
+                return Ok(None);
             }
         }
         let mut record = step.clone();
@@ -291,12 +313,12 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         record.ended_at = Some(now);
         let resolved = matches!(self.store.commit_step(&wait.run_id, &record).await?, Commit::Committed);
         self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
-        if resolved {
+        if resolved && wake {
             self.timer
                 .wake_at(&wait.run_id, &journal.meta.function_id, &format!("event-{}", wait.step_id), now)
                 .await?;
         }
-        Ok(resolved)
+        Ok(resolved.then_some(record))
     }
 
     async fn resolve_invoke(
@@ -423,7 +445,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         }
                     }
                     Outcome::Waiting { op } => {
-                        self.handle_ops(run_id, &meta, std::slice::from_ref(&op), &mut execution).await?;
+                        if self.handle_ops(run_id, &meta, std::slice::from_ref(&op), &mut execution).await? {
+                            continue; // an event received just before the wait matched it
+                        }
                         return self.suspend(&mut meta, std::slice::from_ref(&op)).await;
                     }
                     Outcome::Planned(ops) => {
@@ -533,6 +557,17 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         created_at: now,
                     };
                     self.store.put_wait(&wait).await?;
+                    if !self.config.wait_lookback.is_zero() {
+                        let since = now - millis(self.config.wait_lookback);
+                        for earlier in self.store.events_since(event, since).await? {
+                            if let Some(record) = self.resolve_wait(&wait, &earlier, now, false).await? {
+                                tracing::info!(step.id = %op.id, "wait matched an event received before it began");
+                                execution.committed(record);
+                                progressed = true;
+                                break;
+                            }
+                        }
+                    }
                 }
                 OpKind::Invoke { function_id, data, .. } => {
                     // Sent again on later passes for the same reason; the event id (so the

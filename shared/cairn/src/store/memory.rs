@@ -1,8 +1,9 @@
 //! An in-process store: fast, for tests, benchmarks and `TestRun`.
 
 use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
+use crate::event::EventPayload;
 use crate::id::{RunId, StepId};
-use crate::record::{Journal, RunMeta, StepRecord, Wait};
+use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,6 +17,7 @@ pub struct MemoryStore {
 struct Inner {
     runs: HashMap<RunId, StoredRun>,
     waits: BTreeMap<(String, RunId, StepId), Wait>,
+    events: BTreeMap<(String, Millis, String), EventPayload>,
 }
 
 #[derive(Debug)]
@@ -96,6 +98,25 @@ impl RunStore for MemoryStore {
 
     async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
         Ok(self.lock().waits.remove(&(event.to_string(), run_id.clone(), step_id.clone())).is_some())
+    }
+
+    async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let id = event.id.clone().unwrap_or_default();
+        if !inner.events.keys().any(|(name, _, known)| name == &event.name && known == &id) {
+            inner.events.insert((event.name.clone(), received_at, id), event.clone());
+        }
+        Ok(())
+    }
+
+    async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .events
+            .range((name.to_string(), since, String::new())..)
+            .take_while(|((event, _, _), _)| event == name)
+            .map(|(_, event)| event.clone())
+            .collect())
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {

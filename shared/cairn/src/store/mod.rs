@@ -7,8 +7,9 @@ mod sqlite;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
+use crate::event::EventPayload;
 use crate::id::{RunId, StepId};
-use crate::record::{Journal, RunMeta, RunStatus, StepRecord, Wait};
+use crate::record::{Journal, Millis, RunMeta, RunStatus, StepRecord, Wait};
 use std::future::Future;
 
 /// Why a store operation failed.
@@ -138,6 +139,24 @@ pub trait RunStore: Send + Sync + 'static {
         run_id: &RunId,
         step_id: &StepId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Keeps a received event for the wait lookback (an event that arrived shortly before a
+    /// `wait_for_event` was registered still matches it).
+    ///
+    /// # Behavior
+    /// - Idempotent per (event name, event id); stores may forget events after a day.
+    fn record_event(
+        &self,
+        event: &EventPayload,
+        received_at: Millis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Events named `name` received at or after `since`, oldest first.
+    fn events_since(
+        &self,
+        name: &str,
+        since: Millis,
+    ) -> impl Future<Output = Result<Vec<EventPayload>, StoreError>> + Send;
 
     /// Run heads matching `query`, newest first.
     fn list_runs(&self, query: &RunQuery) -> impl Future<Output = Result<Vec<RunMeta>, StoreError>> + Send;

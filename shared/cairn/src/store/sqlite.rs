@@ -3,8 +3,9 @@
 //! (`STEP#`), `waits` (`WAIT#`).
 
 use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
+use crate::event::EventPayload;
 use crate::id::{RunId, StepId};
-use crate::record::{Journal, RunMeta, StepRecord, Wait};
+use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -46,6 +47,14 @@ CREATE TABLE IF NOT EXISTS waits (
     wait       TEXT NOT NULL,
     PRIMARY KEY (event, run_id, step_id)
 );
+CREATE TABLE IF NOT EXISTS events (
+    name        TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    PRIMARY KEY (name, id)
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (name, received_at);
 ";
 
 impl SqliteStore {
@@ -227,6 +236,28 @@ impl RunStore for SqliteStore {
             )
             .map_err(backend)?;
         Ok(removed == 1)
+    }
+
+    async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {
+        self.connection()
+            .execute(
+                "INSERT OR IGNORE INTO events (name, id, received_at, event) VALUES (?1, ?2, ?3, ?4)",
+                params![event.name, event.id.clone().unwrap_or_default(), received_at, encode(event)?],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached("SELECT event FROM events WHERE name = ?1 AND received_at >= ?2 ORDER BY received_at, id")
+            .map_err(backend)?;
+        statement
+            .query_map(params![name, since], |row| row.get::<_, String>(0))
+            .map_err(backend)?
+            .map(|row| row.map_err(backend).and_then(|text| decode(&text)))
+            .collect()
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {

@@ -209,6 +209,20 @@ pub async fn waits_are_listed_and_removed_once<S: RunStore>(store: S) {
     assert_eq!(store.waits_for(&event).await.unwrap(), vec![late]);
 }
 
+/// Received events are listed by name from a time on, oldest first, once per event id.
+pub async fn events_are_kept_for_the_wait_lookback<S: RunStore>(store: S) {
+    let name = format!("app/signal-{}", UNIQUE.fetch_add(1, Ordering::Relaxed));
+    let event = |id: &str, n: u32| EventPayload::new(name.clone(), json!({"n": n})).with_id(id).with_ts(1);
+    store.record_event(&event("a", 1), 1_000).await.unwrap();
+    store.record_event(&event("b", 2), 2_000).await.unwrap();
+    store.record_event(&event("b", 2), 2_500).await.unwrap();
+    store.record_event(&event("c", 3), 3_000).await.unwrap();
+    store.record_event(&EventPayload::new("app/other", json!({})).with_id("x"), 2_000).await.unwrap();
+    assert_eq!(store.events_since(&name, 1_500).await.unwrap(), vec![event("b", 2), event("c", 3)]);
+    assert_eq!(store.events_since(&name, 0).await.unwrap().len(), 3);
+    assert_eq!(store.events_since(&name, 3_001).await.unwrap(), vec![]);
+}
+
 /// Runs list newest first, filtered by function and status, up to the limit.
 pub async fn list_runs_filters_and_orders<S: RunStore>(store: S) {
     let function = format!("list-{}", UNIQUE.fetch_add(1, Ordering::Relaxed));
@@ -254,6 +268,7 @@ macro_rules! store_conformance {
                 concurrent_commits_have_one_winner,
                 large_outputs_round_trip,
                 waits_are_listed_and_removed_once,
+                events_are_kept_for_the_wait_lookback,
                 list_runs_filters_and_orders
             );
         }
@@ -288,6 +303,7 @@ macro_rules! store_conformance {
                 concurrent_commits_have_one_winner,
                 large_outputs_round_trip,
                 waits_are_listed_and_removed_once,
+                events_are_kept_for_the_wait_lookback,
                 list_runs_filters_and_orders
             );
         }

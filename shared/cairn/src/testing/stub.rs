@@ -26,7 +26,7 @@ impl StubRequest {
     }
 }
 
-type Handler = Arc<dyn Fn(&StubRequest) -> (u16, String) + Send + Sync>;
+type Handler = Arc<dyn Fn(&StubRequest) -> (u16, Vec<(String, String)>, String) + Send + Sync>;
 
 /// A local HTTP server on 127.0.0.1 and a free port; stopped when dropped.
 pub struct StubServer {
@@ -47,6 +47,20 @@ impl StubServer {
     /// # Panics
     /// When no local port can be bound.
     pub async fn start(handler: impl Fn(&StubRequest) -> (u16, String) + Send + Sync + 'static) -> Self {
+        Self::start_with_headers(move |request| {
+            let (status, body) = handler(request);
+            (status, Vec::new(), body)
+        })
+        .await
+    }
+
+    /// Like [`StubServer::start`], with response headers too.
+    ///
+    /// # Panics
+    /// When no local port can be bound.
+    pub async fn start_with_headers(
+        handler: impl Fn(&StubRequest) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free local port");
         let url = format!("http://{}", listener.local_addr().expect("a bound address"));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -58,10 +72,11 @@ impl StubServer {
                 let recorded = Arc::clone(&recorded);
                 tokio::spawn(async move {
                     let Some(request) = read_request(&mut socket).await else { return };
-                    let (status, body) = handler(&request);
+                    let (status, headers, body) = handler(&request);
                     recorded.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+                    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
                     let response = format!(
-                        "HTTP/1.1 {status} Stub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status} Stub\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = socket.write_all(response.as_bytes()).await;
