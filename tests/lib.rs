@@ -5,9 +5,13 @@
 //! error or a 500, the way DynamoDB does under load.
 #![allow(clippy::unwrap_used)] // Test support: a failed unwrap is a failed test.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -182,4 +186,69 @@ async fn serve(
         client.write_all(&response).await?;
     }
     Ok(())
+}
+
+/// The workspace root.
+pub fn workspace() -> String {
+    format!("{}/..", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `cargo lambda watch` in its own process group, stopped (with the functions it started) on drop.
+#[derive(Debug)]
+pub struct Watch {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    cargo_lambda: String,
+}
+
+impl Watch {
+    /// Starts `cargo lambda watch` with `env` (passed with `--env-var` and set on the process).
+    pub fn start(cargo_lambda: &str, env: &[(&str, String)]) -> Watch {
+        let port = free_port();
+        let log = std::fs::File::create(format!("{}/target/cargo-lambda-watch-{port}.log", workspace())).unwrap();
+        let mut command = Command::new(cargo_lambda);
+        command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()]).current_dir(workspace());
+        for (name, value) in env {
+            command.arg("--env-var").arg(format!("{name}={value}")).env(name, value);
+        }
+        let child = command.stdout(log.try_clone().unwrap()).stderr(log).process_group(0).spawn().unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Watch { child, port, cargo_lambda: cargo_lambda.to_string() }
+    }
+
+    /// `cargo lambda invoke FUNCTION --data-ascii PAYLOAD`: the function's JSON answer.
+    pub fn invoke(&self, function: &str, payload: &Value) -> Value {
+        let output = Command::new(&self.cargo_lambda)
+            .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &self.port.to_string(), function, "--data-ascii"])
+            .arg(payload.to_string())
+            .current_dir(workspace())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "invoke {function} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["--", &group]).status();
+        let _ = self.child.wait();
+    }
 }

@@ -8,70 +8,8 @@ use aws_sdk_eventbridge::types::Target as RuleTarget;
 use cairn::testing::StubServer;
 use cairn::{RunId, RunStore, StepState};
 use cairn_aws::DynamoDbStore;
+use cairn_tests::Watch;
 use serde_json::{Value, json};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
-use std::time::Duration;
-
-fn workspace() -> String {
-    format!("{}/..", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `cargo lambda watch` in its own process group, stopped (with the functions it started) on drop.
-struct Watch {
-    child: Child,
-    port: u16,
-    cargo_lambda: String,
-}
-
-impl Watch {
-    fn start(cargo_lambda: &str, env: &[(&str, String)]) -> Watch {
-        let port = free_port();
-        let log = std::fs::File::create(format!("{}/target/cargo-lambda-watch-{port}.log", workspace())).unwrap();
-        let mut command = Command::new(cargo_lambda);
-        command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()]).current_dir(workspace());
-        for (name, value) in env {
-            command.arg("--env-var").arg(format!("{name}={value}")).env(name, value);
-        }
-        let child = command.stdout(log.try_clone().unwrap()).stderr(log).process_group(0).spawn().unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Watch { child, port, cargo_lambda: cargo_lambda.to_string() }
-    }
-
-    /// `cargo lambda invoke FUNCTION --data-ascii PAYLOAD`: the function's JSON answer.
-    fn invoke(&self, function: &str, payload: &Value) -> Value {
-        let output = Command::new(&self.cargo_lambda)
-            .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &self.port.to_string(), function, "--data-ascii"])
-            .arg(payload.to_string())
-            .current_dir(workspace())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "invoke {function} failed: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"))
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
 
 fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap())

@@ -133,6 +133,13 @@ fn every_function_binary_is_in_the_template_with_rules_matching_its_triggers() {
 }
 
 #[test]
+fn every_function_has_a_streaming_function_url() {
+    let config = &template()["Globals"]["Function"]["FunctionUrlConfig"];
+    assert_eq!(config["InvokeMode"].as_str(), Some("RESPONSE_STREAM"));
+    assert_eq!(config["AuthType"].as_str(), Some("AWS_IAM"));
+}
+
+#[test]
 fn a_misspelt_rule_and_a_wrong_cron_are_reported_naming_the_resource() {
     let text = std::fs::read_to_string(format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR")))
         .unwrap()

@@ -180,6 +180,19 @@ impl LambdaDriver {
     /// # Errors
     /// A bad payload, or a store / bus failure (Lambda retries the invocation, which resumes).
     pub async fn handle(&self, payload: Value, deadline: Millis) -> Result<Value, DriverError> {
+        self.handle_observed(payload, deadline, &|_| {}).await
+    }
+
+    /// Like [`LambdaDriver::handle`], reporting each run's [`Progress`](cairn::Progress).
+    ///
+    /// # Errors
+    /// As [`LambdaDriver::handle`].
+    pub async fn handle_observed(
+        &self,
+        payload: Value,
+        deadline: Millis,
+        progress: cairn::ProgressSink<'_>,
+    ) -> Result<Value, DriverError> {
         let now = self.runner.clock().now();
         let stop_at = self.config.stop_at(deadline, now);
         let runs = match classify(&payload, self.runner.registry(), now)? {
@@ -191,11 +204,27 @@ impl LambdaDriver {
         };
         let mut report = Vec::new();
         for run_id in runs {
-            let drive = self.runner.drive_until(&run_id, stop_at).await?;
+            let drive = self.runner.drive_observed(&run_id, stop_at, progress).await?;
             report.push(drive_report(&run_id, &drive));
         }
         Ok(json!({ "runs": report }))
     }
+}
+
+/// A Function URL request (`InvokeMode: RESPONSE_STREAM`): its body is the invocation payload.
+fn function_url_body(payload: &Value) -> Option<Result<Value, String>> {
+    payload.get("requestContext")?.get("http")?;
+    let body = payload["body"].as_str().unwrap_or_default();
+    let text = if payload["isBase64Encoded"].as_bool() == Some(true) {
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(body) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).to_string(),
+            Err(err) => return Some(Err(format!("the request body is not valid base64: {err}"))),
+        }
+    } else {
+        body.to_string()
+    };
+    Some(serde_json::from_str(&text).map_err(|err| format!("the request body is not JSON: {err}")))
 }
 
 fn drive_report(run_id: &RunId, drive: &Drive) -> Value {
@@ -268,6 +297,85 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
     Ok(Runner::new(registry, store, bus, timer).with_config(config))
 }
 
+/// What one invocation answers: a JSON report, or an NDJSON progress stream for a Function URL.
+pub type DriverResponse = lambda_runtime::FunctionResponse<Value, lambda_runtime::streaming::Body>;
+
+/// The NDJSON content type of progress streams.
+pub const NDJSON: &str = "application/x-ndjson";
+
+impl LambdaDriver {
+    /// Answers one invocation. A Function URL request (`InvokeMode: RESPONSE_STREAM`) gets a
+    /// stream of NDJSON lines (each [`Progress`](cairn::Progress), a `heartbeat` every
+    /// `heartbeat`, and a final `done` with the report) so the caller can watch a long run
+    /// without a timeout; anything else gets the JSON report.
+    ///
+    /// # Errors
+    /// As [`LambdaDriver::handle`], for non-streamed invocations.
+    pub async fn respond(
+        &self,
+        payload: Value,
+        deadline: Millis,
+        heartbeat: Duration,
+    ) -> Result<DriverResponse, DriverError> {
+        let Some(body) = function_url_body(&payload) else {
+            return Ok(lambda_runtime::FunctionResponse::BufferedResponse(self.handle(payload, deadline).await?));
+        };
+        let (mut sender, stream) = lambda_runtime::streaming::channel();
+        let status = if body.is_ok() { 200 } else { 400 };
+        let driver = self.clone();
+        tokio::spawn(async move {
+            let payload = match body {
+                Ok(payload) => payload,
+                Err(message) => {
+                    let line = json!({"type": "error", "message": message}).to_string() + "\n";
+                    let _ = sender.send_data(line.into()).await;
+                    return;
+                }
+            };
+            let (lines, mut receive) = tokio::sync::mpsc::unbounded_channel::<Value>();
+            let sink = move |progress: cairn::Progress| {
+                let _ = lines.send(serde_json::to_value(progress).unwrap_or(Value::Null));
+            };
+            let work = driver.handle_observed(payload, deadline, &sink);
+            tokio::pin!(work);
+            let mut ticks = tokio::time::interval(heartbeat);
+            ticks.tick().await;
+            let last = loop {
+                tokio::select! {
+                    done = &mut work => break match done {
+                        Ok(report) => json!({"type": "done", "runs": report["runs"]}),
+                        Err(err) => json!({"type": "error", "message": err.to_string()}),
+                    },
+                    Some(line) = receive.recv() => {
+                        if sender.send_data((line.to_string() + "\n").into()).await.is_err() {
+                            tracing::warn!("the caller went away; the run goes on");
+                        }
+                    }
+                    _ = ticks.tick() => {
+                        let beat = json!({"type": "heartbeat", "at": cairn::Clock::now(&cairn::SystemClock)});
+                        let _ = sender.send_data((beat.to_string() + "\n").into()).await;
+                    }
+                }
+            };
+            while let Ok(line) = receive.try_recv() {
+                let _ = sender.send_data((line.to_string() + "\n").into()).await;
+            }
+            let _ = sender.send_data((last.to_string() + "\n").into()).await;
+        });
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", http::HeaderValue::from_static(NDJSON));
+        let prelude = lambda_runtime::MetadataPrelude {
+            status_code: http::StatusCode::from_u16(status).unwrap_or_default(),
+            headers,
+            cookies: Vec::new(),
+        };
+        Ok(lambda_runtime::FunctionResponse::StreamingResponse(lambda_runtime::StreamResponse {
+            metadata_prelude: prelude,
+            stream,
+        }))
+    }
+}
+
 /// Runs `functions` as this Lambda function: tracing as JSON lines, the runner from the
 /// environment, then the Lambda runtime loop. This is a function binary's whole `main`.
 ///
@@ -280,13 +388,16 @@ pub fn run(functions: Vec<Function>) -> futures::future::LocalBoxFuture<'static,
         crate::logging::init();
         let runner = runner_from_env(functions).await.map_err(|message| -> lambda_runtime::Error { message.into() })?;
         let driver = LambdaDriver::new(runner, DriverConfig::from_env());
+        let heartbeat = Duration::from_secs(
+            std::env::var("CAIRN_STREAM_HEARTBEAT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),
+        );
         lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| {
             let driver = driver.clone();
-            let handled: futures::future::BoxFuture<'static, Result<Value, lambda_runtime::Error>> =
+            let handled: futures::future::BoxFuture<'static, Result<DriverResponse, lambda_runtime::Error>> =
                 Box::pin(async move {
                     let deadline = Millis::try_from(event.context.deadline).unwrap_or(0);
                     driver
-                        .handle(event.payload, deadline)
+                        .respond(event.payload, deadline, heartbeat)
                         .await
                         .map_err(|err| -> lambda_runtime::Error { err.to_string().into() })
                 });

@@ -60,7 +60,7 @@ pub use function::{
 };
 pub use id::{RunId, StepId};
 pub use record::{InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
-pub use runner::{Drive, Runner, RunnerConfig, RunnerError, new_event_id};
+pub use runner::{Drive, Progress, ProgressSink, Runner, RunnerConfig, RunnerError, new_event_id};
 pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Step, StepOptions, WaitFor};
 pub use store::{MemoryStore, RunStore, SqliteStore, StoreError};
 

@@ -115,6 +115,66 @@ pub enum Drive {
     NotRegistered(String),
 }
 
+/// What a run reports while it is driven, e.g. streamed to a caller as NDJSON.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Progress {
+    /// This invocation took the run's lease and started (or resumed) executing it.
+    RunStarted {
+        /// The run.
+        run_id: RunId,
+        /// Its function.
+        function_id: String,
+    },
+    /// A step reached a final state (or failed an attempt, with `retry_at`).
+    StepCompleted {
+        /// The run.
+        run_id: RunId,
+        /// The step's id.
+        step_id: StepId,
+        /// Its name.
+        name: String,
+        /// `run`, `sleep`, ...
+        kind: String,
+        /// `completed`, `failed` or `retrying`.
+        state: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The run is suspended until a time or an event.
+    RunSuspended {
+        /// The run.
+        run_id: RunId,
+        /// Sleeping or waiting.
+        status: RunStatus,
+        /// When the timer wakes it.
+        wake_at: Option<Millis>,
+    },
+    /// The run checkpointed at its budget and continues in a fresh invocation.
+    RunContinued {
+        /// The run.
+        run_id: RunId,
+    },
+    /// The run finished with an output.
+    RunCompleted {
+        /// The run.
+        run_id: RunId,
+        /// Its output.
+        output: Value,
+    },
+    /// The run finally failed.
+    RunFailed {
+        /// The run.
+        run_id: RunId,
+        /// Its error.
+        error: StepError,
+    },
+}
+
+/// Receives [`Progress`] while a run is driven.
+pub type ProgressSink<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+
 /// A Runner failure: the run is untouched beyond what was committed, and driving it again
 /// resumes it.
 #[derive(Debug, thiserror::Error)]
@@ -362,15 +422,47 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// # Errors
     /// As [`Runner::drive`].
     pub async fn drive_until(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {
+        self.drive_observed(run_id, deadline, &|_| {}).await
+    }
+
+    /// Drives a run like [`Runner::drive_until`], reporting [`Progress`] to `progress` as steps
+    /// complete and when the run suspends or ends.
+    ///
+    /// # Errors
+    /// As [`Runner::drive`].
+    pub async fn drive_observed(
+        &self,
+        run_id: &RunId,
+        deadline: Millis,
+        progress: ProgressSink<'_>,
+    ) -> Result<Drive, RunnerError> {
         let span = tracing::info_span!("run", run_id = %run_id, function = tracing::field::Empty, attempt = tracing::field::Empty);
-        // Boxed: the run loop's state machine is deep, and callers nest it further (Lambda, HTTP).
         // Each drive is its own lease owner: two concurrent drives in one process exclude each
         // other exactly as two Lambda invocations do.
         let owner = format!("{}#{}", self.config.owner, DRIVE_SEQUENCE.fetch_add(1, Ordering::Relaxed));
-        Box::pin(self.drive_inner(run_id, deadline, &owner)).instrument(span).await
+        // Boxed: the run loop's state machine is deep, and callers nest it further (Lambda, HTTP).
+        let drive = Box::pin(self.drive_inner(run_id, deadline, &owner, progress)).instrument(span).await?;
+        let run_id = run_id.clone();
+        match &drive {
+            Drive::Suspended { status, wake_at } => {
+                progress(Progress::RunSuspended { run_id, status: *status, wake_at: *wake_at })
+            }
+            Drive::Continued => progress(Progress::RunContinued { run_id }),
+            Drive::Completed(output) => progress(Progress::RunCompleted { run_id, output: output.clone() }),
+            Drive::Failed(error) => progress(Progress::RunFailed { run_id, error: error.clone() }),
+            Drive::Busy | Drive::AlreadyFinished(_) | Drive::NotRegistered(_) => {}
+        }
+        Ok(drive)
     }
 
-    async fn drive_inner(&self, run_id: &RunId, deadline: Millis, owner: &str) -> Result<Drive, RunnerError> {
+    async fn drive_inner(
+        &self,
+        run_id: &RunId,
+        deadline: Millis,
+        owner: &str,
+        progress: ProgressSink<'_>,
+    ) -> Result<Drive, RunnerError> {
+        let mut started = false;
         'replay: loop {
             let journal = self.store.load(run_id).await?.ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?;
             let mut meta = journal.meta;
@@ -398,6 +490,10 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 }
             }
             tracing::Span::current().record("function", meta.function_id.as_str()).record("attempt", meta.attempt);
+            if !started {
+                started = true;
+                progress(Progress::RunStarted { run_id: run_id.clone(), function_id: meta.function_id.clone() });
+            }
             if let Some(retry_at) = meta.retry_at.filter(|at| *at > now) {
                 match self.wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
                     Some(drive) => return Ok(drive),
@@ -419,12 +515,12 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 };
                 match outcome {
                     Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
-                        let adopted = self.commit(run_id, record).await?;
+                        let adopted = self.commit(run_id, record, progress).await?;
                         self.forget_timed_out_wait(run_id, &adopted).await?;
                         execution.committed(adopted);
                     }
                     Outcome::StepFailed { record, retry_at: Some(retry_at) } => {
-                        let adopted = self.commit(run_id, record).await?;
+                        let adopted = self.commit(run_id, record, progress).await?;
                         if adopted.state.is_final() {
                             execution.committed(adopted);
                             continue;
@@ -435,7 +531,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         }
                     }
                     Outcome::Sleeping { op, until } => {
-                        self.persist_scheduled(run_id, &op).await?;
+                        self.persist_scheduled(run_id, &op, progress).await?;
                         match self
                             .wait_until(&mut meta, until, deadline, RunStatus::Sleeping, &op.id.to_string())
                             .await?
@@ -445,13 +541,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         }
                     }
                     Outcome::Waiting { op } => {
-                        if self.handle_ops(run_id, &meta, std::slice::from_ref(&op), &mut execution).await? {
+                        if self.handle_ops(run_id, &meta, std::slice::from_ref(&op), &mut execution, progress).await? {
                             continue; // an event received just before the wait matched it
                         }
                         return self.suspend(&mut meta, std::slice::from_ref(&op)).await;
                     }
                     Outcome::Planned(ops) => {
-                        if self.handle_ops(run_id, &meta, &ops, &mut execution).await? {
+                        if self.handle_ops(run_id, &meta, &ops, &mut execution, progress).await? {
                             continue;
                         }
                         let earliest = ops.iter().filter_map(Op::wake_at).min();
@@ -486,7 +582,12 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     }
 
     /// Commits a step record; returns the record now stored (ours, or the winner's).
-    async fn commit(&self, run_id: &RunId, record: StepRecord) -> Result<StepRecord, RunnerError> {
+    async fn commit(
+        &self,
+        run_id: &RunId,
+        record: StepRecord,
+        progress: ProgressSink<'_>,
+    ) -> Result<StepRecord, RunnerError> {
         let (record, commit) = match self.store.commit_step(run_id, &record).await {
             Err(too_large @ StoreError::TooLarge { .. }) => {
                 // No retry can shrink the output: the step fails for good, with the reason.
@@ -497,20 +598,35 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
             other => (record, other?),
         };
-        match commit {
-            Commit::Committed => Ok(record),
+        let stored = match commit {
+            Commit::Committed => record,
             Commit::Existing(winner) => {
                 tracing::debug!(step.id = %winner.id, "step already committed by another invocation; adopting its result");
-                Ok(*winner)
+                *winner
             }
-        }
+        };
+        let state = match &stored.state {
+            StepState::Completed { .. } => "completed",
+            StepState::Failed { .. } => "failed",
+            StepState::Retrying { .. } => "retrying",
+            StepState::Scheduled { .. } => return Ok(stored),
+        };
+        progress(Progress::StepCompleted {
+            run_id: run_id.clone(),
+            step_id: stored.id.clone(),
+            name: stored.name.clone(),
+            kind: stored.kind.to_string(),
+            state: state.to_string(),
+            attempts: stored.attempts,
+        });
+        Ok(stored)
     }
 
-    async fn persist_scheduled(&self, run_id: &RunId, op: &Op) -> Result<(), RunnerError> {
+    async fn persist_scheduled(&self, run_id: &RunId, op: &Op, progress: ProgressSink<'_>) -> Result<(), RunnerError> {
         if op.new
             && let Some(record) = op.scheduled_record()
         {
-            self.commit(run_id, record).await?;
+            self.commit(run_id, record, progress).await?;
         }
         Ok(())
     }
@@ -533,6 +649,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         meta: &RunMeta,
         ops: &[Op],
         execution: &mut Execution,
+        progress: ProgressSink<'_>,
     ) -> Result<bool, RunnerError> {
         let now = self.clock.now();
         let mut progressed = false;
@@ -540,14 +657,15 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             match &op.kind {
                 OpKind::SendEvent { events } => {
                     let ids = self.bus.send(events).await?;
-                    let adopted = self.commit(run_id, op.completed_record(json!({ "ids": ids }), now)).await?;
+                    let adopted =
+                        self.commit(run_id, op.completed_record(json!({ "ids": ids }), now), progress).await?;
                     execution.committed(adopted);
                     progressed = true;
                 }
                 OpKind::WaitForEvent { event, expression, timeout_at } => {
                     // Registered on every pass, not only the first: a crash between the
                     // scheduled record and the wait must not leave the run deaf (idempotent).
-                    self.persist_scheduled(run_id, op).await?;
+                    self.persist_scheduled(run_id, op, progress).await?;
                     let wait = Wait {
                         event: event.clone(),
                         run_id: run_id.clone(),
@@ -572,7 +690,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 OpKind::Invoke { function_id, data, .. } => {
                     // Sent again on later passes for the same reason; the event id (so the
                     // child run) is derived from the step, so a resend starts nothing new.
-                    self.persist_scheduled(run_id, op).await?;
+                    self.persist_scheduled(run_id, op, progress).await?;
                     let mut payload = data.clone();
                     if !payload.is_object() {
                         payload = json!({});
@@ -587,7 +705,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         .with_ts(now);
                     self.bus.send(std::slice::from_ref(&event)).await?;
                 }
-                OpKind::Sleep { .. } => self.persist_scheduled(run_id, op).await?,
+                OpKind::Sleep { .. } => self.persist_scheduled(run_id, op, progress).await?,
                 _ => {}
             }
         }
