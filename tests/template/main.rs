@@ -134,9 +134,14 @@ fn every_function_binary_is_in_the_template_with_rules_matching_its_triggers() {
 
 #[test]
 fn every_function_has_a_streaming_function_url() {
-    let config = &template()["Globals"]["Function"]["FunctionUrlConfig"];
-    assert_eq!(config["InvokeMode"].as_str(), Some("RESPONSE_STREAM"));
-    assert_eq!(config["AuthType"].as_str(), Some("AWS_IAM"));
+    let template = template();
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"].as_str() == Some("AWS::Serverless::Function") {
+            let config = &resource["Properties"]["FunctionUrlConfig"];
+            assert_eq!(config["InvokeMode"].as_str(), Some("RESPONSE_STREAM"), "{name:?}");
+            assert_eq!(config["AuthType"].as_str(), Some("AWS_IAM"), "{name:?}");
+        }
+    }
 }
 
 #[test]
