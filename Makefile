@@ -25,10 +25,14 @@ template:
 build:
 	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" "$$(infra/local/ensure-tools.sh sam)/bin/sam" build
 
-## The engine benchmark (README's Performance table).
+## The benchmarks of README's Performance section: the engine (criterion), then DynamoDB
+## traffic per step, commit overhead and cold start against moto (release build).
 bench:
 	$(CARGO) bench -p cairn --bench engine
 	python3 infra/local/criterion-medians.py
+	$(CARGO) build --release -p hello --bin hello
+	$(CARGO) build --release -p cairn-tests --bin bench-aws
+	infra/local/with-services.sh target/release/bench-aws target/release/hello
 
 fmt:
 	$(CARGO) fmt --all
