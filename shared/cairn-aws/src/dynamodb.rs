@@ -108,7 +108,7 @@ impl DynamoDbStore {
         chunks: usize,
     ) -> Result<String, StoreError> {
         let prefix = format!("STEP#{record_id}#{nonce}#");
-        let items = self.query_all(&run_key(run_id), Some(&prefix)).await?;
+        let items = self.query_all(&run_key(run_id), SortKey::Prefix(&prefix)).await?;
         let mut parts: Vec<(usize, String)> = items
             .iter()
             .filter_map(|item| {
@@ -126,7 +126,7 @@ impl DynamoDbStore {
         Ok(parts.into_iter().map(|(_, data)| data).collect())
     }
 
-    async fn query_all(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+    async fn query_all(&self, pk: &str, sort_key: SortKey<'_>) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -137,11 +137,14 @@ impl DynamoDbStore {
                 .consistent_read(true)
                 .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
                 .set_exclusive_start_key(start.take());
-            query = match sk_prefix {
-                Some(prefix) => query
-                    .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
-                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string())),
-                None => query.key_condition_expression("PK = :pk"),
+            query = match sort_key {
+                SortKey::Any => query.key_condition_expression("PK = :pk"),
+                SortKey::Prefix(prefix) => query
+                    .key_condition_expression("PK = :pk AND begins_with(SK, :sk)")
+                    .expression_attribute_values(":sk", AttributeValue::S(prefix.to_string())),
+                SortKey::AtLeast(from) => query
+                    .key_condition_expression("PK = :pk AND SK >= :sk")
+                    .expression_attribute_values(":sk", AttributeValue::S(from.to_string())),
             };
             let page = query.send().await.map_err(|err| sdk_error("Query", err))?;
             items.extend(page.items.unwrap_or_default());
@@ -164,6 +167,14 @@ impl DynamoDbStore {
         }
         Ok(record)
     }
+}
+
+/// Which items of a partition a query reads.
+#[derive(Clone, Copy)]
+enum SortKey<'a> {
+    Any,
+    Prefix(&'a str),
+    AtLeast(&'a str),
 }
 
 fn run_key(run_id: &RunId) -> String {
@@ -263,7 +274,7 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
-        let items = self.query_all(&run_key(run_id), None).await?;
+        let items = self.query_all(&run_key(run_id), SortKey::Any).await?;
         let mut meta = None;
         let mut steps = Vec::new();
         for item in &items {
@@ -408,7 +419,7 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
-        let items = self.query_all(&format!("WAIT#{event}"), None).await?;
+        let items = self.query_all(&format!("WAIT#{event}"), SortKey::Any).await?;
         let mut waits: Vec<Wait> = items.iter().map(|item| decode(&string(item, "wait")?)).collect::<Result<_, _>>()?;
         waits.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.run_id.cmp(&b.run_id)));
         Ok(waits)
@@ -446,33 +457,16 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {
+        let items = self.query_all(&format!("EVENTS#{name}"), SortKey::AtLeast(&format!("{since:013}"))).await?;
         let mut events: Vec<EventPayload> = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("PK = :pk AND SK >= :since")
-                .expression_attribute_values(":pk", AttributeValue::S(format!("EVENTS#{name}")))
-                .expression_attribute_values(":since", AttributeValue::S(format!("{since:013}")))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|err| sdk_error("Query", err))?;
-            for item in page.items.unwrap_or_default() {
-                let event: EventPayload = decode(&string(&item, "event")?)?;
-                // One entry per event id, however often it was delivered.
-                if !events.iter().any(|known| known.id == event.id) {
-                    events.push(event);
-                }
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(events),
+        for item in &items {
+            let event: EventPayload = decode(&string(item, "event")?)?;
+            // One entry per event id, however often it was delivered.
+            if !events.iter().any(|known| known.id == event.id) {
+                events.push(event);
             }
         }
+        Ok(events)
     }
 
     /// A scan of run heads: for the dev server and the CLI, not for hot paths.

@@ -310,10 +310,7 @@ impl Step {
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
-        let until = match &existing {
-            Some(StepRecord { state: StepState::Scheduled { wake_at }, .. }) => *wake_at,
-            _ => until(lock(&self.shared).now),
-        };
+        let until = self.scheduled_at(&existing, until);
         self.register(&id, name, position, OpKind::Sleep { until }, existing.is_none());
         self.settle(&id).await
     }
@@ -350,10 +347,7 @@ impl Step {
                 Begin::Halt => return halt().await,
                 Begin::Pending { id, position, existing } => (id, position, existing),
             };
-        let timeout_at = match &existing {
-            Some(StepRecord { state: StepState::Scheduled { wake_at }, .. }) => *wake_at,
-            _ => lock(&self.shared).now + millis(timeout),
-        };
+        let timeout_at = self.scheduled_at(&existing, |now| now + millis(timeout));
         let kind = OpKind::WaitForEvent { event: wait.event, expression: wait.expression, timeout_at };
         self.register(&id, name, position, kind, existing.is_none());
         let record = self.settle_record(&id).await;
@@ -403,10 +397,7 @@ impl Step {
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
-        let timeout_at = match &existing {
-            Some(StepRecord { state: StepState::Scheduled { wake_at }, .. }) => *wake_at,
-            _ => lock(&self.shared).now + millis(timeout),
-        };
+        let timeout_at = self.scheduled_at(&existing, |now| now + millis(timeout));
         let kind = OpKind::Invoke { function_id: invoke.function_id, data: invoke.data, timeout_at };
         self.register(&id, name, position, kind, existing.is_none());
         self.settle(&id).await
@@ -418,6 +409,15 @@ impl Step {
             Begun::Memoized(record) => Begin::Memoized(decode(record)),
             Begun::Pending { id, position, existing } => Begin::Pending { id, position, existing },
             Begun::Halt => Begin::Halt,
+        }
+    }
+
+    /// When a sleep, wait or invoke resolves: as first scheduled (a replay must not move it),
+    /// or, the first time, `from(now)`.
+    fn scheduled_at(&self, existing: &Option<StepRecord>, from: impl FnOnce(Millis) -> Millis) -> Millis {
+        match existing {
+            Some(StepRecord { state: StepState::Scheduled { wake_at }, .. }) => *wake_at,
+            _ => from(lock(&self.shared).now),
         }
     }
 
