@@ -368,3 +368,57 @@ fn the_driver_runs_hello_on_dynamodb_and_schedules_its_wake_up() {
         assert_eq!(store.load(&run).await.unwrap().unwrap().steps, journal.steps);
     });
 }
+
+fn approval_waiter() -> Function {
+    Function::new("approval")
+        .on_event("test/request")
+        .handler(|_: Event, step: Step| async move {
+            let wait = WaitFor::event("test/approved").timeout("1d").matching("data.id");
+            Ok(step.wait_for_event("wait-approval", wait).await?.map(|event| event.data))
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_matching_event_delivered_to_the_function_resumes_its_waiting_run_on_dynamodb() {
+    with_aws(|| async {
+        let store = fresh_store().await;
+        let runner = Runner::new(
+            Registry::new([approval_waiter()]).unwrap(),
+            AnyStore::DynamoDb(store.clone()),
+            AnyBus::Log,
+            AnyTimer::Log,
+        );
+        let driver = LambdaDriver::new(runner, DriverConfig::default());
+        let envelope = |id: &str, detail_type: &str, detail: Value| json!({"version": "0", "id": id, "detail-type": detail_type, "source": "app", "detail": detail});
+        let started = driver.handle(envelope("req-1", "test/request", json!({"id": 7})), 0).await.unwrap();
+        assert_eq!(started["runs"][0]["status"], json!("waiting"));
+        let other = driver.handle(envelope("ok-8", "test/approved", json!({"id": 8})), 0).await.unwrap();
+        assert_eq!(other["runs"], json!([]), "another request's approval resumes nothing");
+        let resumed = driver.handle(envelope("ok-7", "test/approved", json!({"id": 7, "by": "ann"})), 0).await.unwrap();
+        assert_eq!(resumed["runs"][0]["status"], json!("completed"));
+        assert_eq!(resumed["runs"][0]["output"], json!({"id": 7, "by": "ann"}));
+        assert!(store.waits_for("test/approved").await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn an_approval_that_races_ahead_of_the_wait_still_resumes_it_on_dynamodb() {
+    with_aws(|| async {
+        let store = fresh_store().await;
+        let runner = Runner::new(
+            Registry::new([approval_waiter()]).unwrap(),
+            AnyStore::DynamoDb(store.clone()),
+            AnyBus::Log,
+            AnyTimer::Log,
+        );
+        let driver = LambdaDriver::new(runner, DriverConfig::default());
+        let envelope = |id: &str, detail_type: &str, detail: Value| json!({"version": "0", "id": id, "detail-type": detail_type, "source": "app", "detail": detail});
+        // The approval is delivered first; the request a moment later.
+        let early = driver.handle(envelope("ok-7", "test/approved", json!({"id": 7})), 0).await.unwrap();
+        assert_eq!(early["runs"], json!([]));
+        let started = driver.handle(envelope("req-1", "test/request", json!({"id": 7})), 0).await.unwrap();
+        assert_eq!(started["runs"][0]["status"], json!("completed"));
+        assert_eq!(started["runs"][0]["output"], json!({"id": 7}));
+    });
+}

@@ -406,3 +406,31 @@ pub fn run(functions: Vec<Function>) -> futures::future::LocalBoxFuture<'static,
         .await
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_before_a_real_deadline_and_budgets_a_bogus_one() {
+        let config = DriverConfig { margin: Duration::from_secs(10), fallback_budget: Duration::from_secs(600) };
+        let now = 1_795_392_000_000;
+        // A Lambda deadline 15 minutes out: stop 10 s before it.
+        assert_eq!(config.stop_at(now + 900_000, now), now + 890_000);
+        // cargo lambda watch's constant 600000 (1970), a missing deadline, one far off: the budget.
+        assert_eq!(config.stop_at(600_000, now), now + 600_000);
+        assert_eq!(config.stop_at(0, now), now + 600_000);
+        assert_eq!(config.stop_at(now + 86_400_000, now), now + 600_000);
+    }
+
+    #[test]
+    fn function_url_bodies_are_read_plain_or_base64() {
+        let plain = json!({"requestContext": {"http": {"method": "POST"}}, "body": "{\"name\":\"a/b\"}", "isBase64Encoded": false});
+        assert_eq!(function_url_body(&plain).unwrap().unwrap(), json!({"name": "a/b"}));
+        let encoded = json!({"requestContext": {"http": {}}, "body": "eyJuYW1lIjoiYS9iIn0=", "isBase64Encoded": true});
+        assert_eq!(function_url_body(&encoded).unwrap().unwrap(), json!({"name": "a/b"}));
+        let bad = json!({"requestContext": {"http": {}}, "body": "nope"});
+        assert!(function_url_body(&bad).unwrap().unwrap_err().starts_with("the request body is not JSON"));
+        assert!(function_url_body(&json!({"detail-type": "x"})).is_none());
+    }
+}
