@@ -211,7 +211,8 @@ impl Watch {
     /// Starts `cargo lambda watch` with `env` (passed with `--env-var` and set on the process).
     pub fn start(cargo_lambda: &str, env: &[(&str, String)]) -> Watch {
         let port = free_port();
-        let log = std::fs::File::create(format!("{}/target/cargo-lambda-watch-{port}.log", workspace())).unwrap();
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("cairn-cargo-lambda-watch-{port}.log"))).unwrap();
         let mut command = Command::new(cargo_lambda);
         command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()]).current_dir(workspace());
         for (name, value) in env {

@@ -240,6 +240,10 @@ pub(crate) struct Shared {
     pub(crate) settled: HashMap<StepId, StepRecord>,
     error: Option<EngineError>,
     pub(crate) mocks: HashMap<String, Result<Value, StepError>>,
+    /// Match memoized steps by id only (Inngest's memo carries no kinds or positions).
+    lenient: bool,
+    /// Attempts already made of a step with no record (the executor's `ctx.attempt`).
+    pub(crate) prior_attempts: u32,
 }
 
 impl Shared {
@@ -267,7 +271,7 @@ impl Shared {
             return Begun::Halt;
         }
         if let Some(record) = self.journal.get(&id) {
-            if record.kind != kind || record.position != position {
+            if !self.lenient && (record.kind != kind || record.position != position) {
                 self.error = Some(mismatch(position, record, name, kind, &id));
                 return Begun::Halt;
             }
@@ -277,7 +281,9 @@ impl Shared {
             }
             return Begun::Pending { id, position, existing: Some(record.clone()) };
         }
-        if let Some(other) = self.by_position.get(&position).and_then(|other| self.journal.get(other)) {
+        if let Some(other) =
+            self.by_position.get(&position).filter(|_| !self.lenient).and_then(|other| self.journal.get(other))
+        {
             self.error = Some(mismatch(position, other, name, kind, &id));
             return Begun::Halt;
         }
@@ -356,6 +362,8 @@ impl Execution {
             settled: HashMap::new(),
             error: None,
             mocks: HashMap::new(),
+            lenient: false,
+            prior_attempts: 0,
         }));
         let future = function.call(event, Step::new(Arc::clone(&shared)));
         let future: HandlerFuture = Box::pin(AssertUnwindSafe(future).catch_unwind().map(|result| match result {
@@ -370,6 +378,25 @@ impl Execution {
             max_attempts: function.retries() + 1,
             finished: None,
         }
+    }
+
+    /// Matches memoized steps by id only, as Inngest does: for journals built from an Inngest
+    /// memo, which records neither kinds nor positions (no determinism check beyond ids).
+    pub fn lenient(self) -> Self {
+        lock(&self.shared).lenient = true;
+        self
+    }
+
+    /// Takes retries from an executor: `attempt` attempts were already made of the step to run
+    /// (Inngest's `ctx.attempt`), out of `max_attempts`.
+    pub fn attempts(mut self, attempt: u32, max_attempts: u32) -> Self {
+        let mut shared = lock(&self.shared);
+        shared.prior_attempts = attempt;
+        shared.default_retries = max_attempts.saturating_sub(1);
+        drop(shared);
+        self.attempt = attempt;
+        self.max_attempts = max_attempts.max(1);
+        self
     }
 
     /// Sets which `run` steps the engine executes itself (default [`ExecutionPolicy::Eager`]).
@@ -431,10 +458,11 @@ impl Execution {
                 return Poll::Ready(self.finish(Err(error)));
             }
             if let Poll::Ready(result) = polled {
+                let lenient = shared.lenient;
                 let leftover = shared
                     .journal
                     .values()
-                    .filter(|record| !shared.visited.contains(&record.position))
+                    .filter(|record| !lenient && !shared.visited.contains(&record.position))
                     .min_by_key(|record| record.position)
                     .map(|record| EngineError::StepRemoved {
                         position: record.position,

@@ -227,7 +227,8 @@ impl Step {
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
-        let mut attempts_made = existing.as_ref().map_or(0, |record| record.attempts);
+        let mut attempts_made =
+            existing.as_ref().map_or_else(|| lock(&self.shared).prior_attempts, |record| record.attempts);
         let mut started_at = existing.as_ref().map(|record| record.started_at);
         let kind = match &existing {
             Some(StepRecord { state: StepState::Retrying { retry_at, .. }, .. }) => {

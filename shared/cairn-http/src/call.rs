@@ -1,0 +1,244 @@
+//! A call request from an Inngest executor (`POST ?fnId=..&stepId=..`), its memo decoded into a
+//! journal, and the engine's outcome encoded as Inngest's answer (`reference/inngest-protocol.md`
+//! sections 4.3, 5).
+
+use cairn::{EventPayload, Millis, Op, OpKind, Outcome, StepError, StepId, StepKind, StepRecord, StepState};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// The body of a call request (the fields Cairn reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallRequest {
+    /// The triggering event.
+    pub event: EventPayload,
+    /// Memoized steps: hashed id to value.
+    #[serde(default)]
+    pub steps: Map<String, Value>,
+    /// Execution context.
+    #[serde(default)]
+    pub ctx: CallContext,
+}
+
+/// `ctx` of a call request.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CallContext {
+    /// The run.
+    #[serde(default)]
+    pub run_id: String,
+    /// Attempts already made of the current step (0-based).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Total attempts allowed.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Plan `run` steps instead of running them.
+    #[serde(default)]
+    pub disable_immediate_execution: bool,
+    /// Completion order of the memoized steps.
+    #[serde(default)]
+    pub stack: Option<CallStack>,
+}
+
+/// `ctx.stack`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CallStack {
+    /// Hashed ids in completion order.
+    #[serde(default)]
+    pub stack: Vec<String>,
+}
+
+/// Decodes the memo into records, ordered as `ctx.stack` says (else as given). The rule is the
+/// TypeScript SDK's: an object with only `data` is that data, with only `error` a failure, with
+/// only `input` no result yet; anything else (null, an event) is the data itself.
+pub fn journal(request: &CallRequest) -> Vec<StepRecord> {
+    let mut order: Vec<&String> = request.ctx.stack.as_ref().map(|s| s.stack.iter().collect()).unwrap_or_default();
+    for id in request.steps.keys() {
+        if !order.contains(&id) {
+            order.push(id);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| {
+            let value = request.steps.get(id)?;
+            let state = match value {
+                Value::Object(map) if map.keys().all(|k| k == "data" || k == "type") && map.contains_key("data") => {
+                    StepState::Completed { output: map["data"].clone() }
+                }
+                Value::Object(map) if map.len() == 1 && map.contains_key("error") => {
+                    let error = &map["error"];
+                    StepState::Failed {
+                        error: StepError {
+                            name: error["name"].as_str().unwrap_or("Error").to_string(),
+                            message: error["message"].as_str().unwrap_or_default().to_string(),
+                            stack: error["stack"].as_str().map(str::to_string),
+                            retriable: false,
+                            retry_after_ms: None,
+                        },
+                    }
+                }
+                Value::Object(map) if map.len() == 1 && map.contains_key("input") => return None,
+                other => StepState::Completed { output: other.clone() },
+            };
+            Some((id, state))
+        })
+        .enumerate()
+        .map(|(position, (id, state))| StepRecord {
+            id: StepId::from_hashed(id.clone()),
+            name: id.clone(),
+            kind: StepKind::Run,
+            position: u32::try_from(position).unwrap_or(u32::MAX),
+            state,
+            attempts: 1,
+            started_at: 0,
+            ended_at: None,
+            detail: None,
+        })
+        .collect()
+}
+
+/// Inngest's answer: status, the `X-Inngest-No-Retry` / `Retry-After` headers, and the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `X-Inngest-No-Retry`, when the answer is an error.
+    pub no_retry: Option<bool>,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u64>,
+    /// JSON body.
+    pub body: Value,
+}
+
+fn userland(op_name: &str) -> Value {
+    json!({"id": op_name})
+}
+
+fn base(id: &StepId, name: &str, op: &str) -> Map<String, Value> {
+    let mut object = Map::new();
+    object.insert("id".into(), json!(id));
+    object.insert("op".into(), json!(op));
+    object.insert("name".into(), json!(name));
+    object.insert("displayName".into(), json!(name));
+    object.insert("opts".into(), json!({}));
+    object.insert("userland".into(), userland(name));
+    object
+}
+
+fn serialized(error: &StepError) -> Value {
+    json!({"name": error.name, "message": error.message, "stack": error.stack.clone().unwrap_or_default(), "__serialized": true})
+}
+
+/// A planned op as Inngest's opcode. `app_id` makes invoked function ids composite.
+pub fn opcode(op: &Op, now: Millis, app_id: &str) -> Value {
+    let remaining =
+        |at: Millis| cairn::format_duration(std::time::Duration::from_millis(u64::try_from(at - now).unwrap_or(0)));
+    let mut object = match &op.kind {
+        OpKind::Run { .. } | OpKind::Retry { .. } => base(&op.id, &op.name, "StepPlanned"),
+        OpKind::Sleep { until } => {
+            let mut object = base(&op.id, &remaining(*until), "Sleep");
+            object.insert("displayName".into(), json!(op.name));
+            object.insert("userland".into(), userland(&op.name));
+            object
+        }
+        OpKind::WaitForEvent { event, expression, timeout_at } => {
+            let mut object = base(&op.id, event, "WaitForEvent");
+            let mut opts = json!({"timeout": remaining(*timeout_at)});
+            if let Some(expression) = expression {
+                opts["if"] = json!(expression);
+            }
+            object.insert("opts".into(), opts);
+            object.insert("displayName".into(), json!(op.name));
+            object.insert("userland".into(), userland(&op.name));
+            object
+        }
+        OpKind::SendEvent { .. } => {
+            let mut object = base(&op.id, "sendEvent", "StepPlanned");
+            object.insert("opts".into(), json!({"type": "step.sendEvent"}));
+            object.insert("displayName".into(), json!(op.name));
+            object.insert("userland".into(), userland(&op.name));
+            object
+        }
+        OpKind::Invoke { function_id, data, timeout_at } => {
+            let mut object = base(&op.id, &op.name, "InvokeFunction");
+            let mut opts = json!({"function_id": format!("{app_id}-{function_id}"), "payload": {"data": data}});
+            if *timeout_at - now < std::time::Duration::from_secs(366 * 86_400).as_millis() as i64 {
+                opts["timeout"] = json!(remaining(*timeout_at));
+            }
+            object.insert("opts".into(), opts);
+            object
+        }
+    };
+    object.insert("data".into(), Value::Null);
+    Value::Object(object)
+}
+
+/// The answer for an engine outcome.
+pub fn answer(outcome: &Outcome, now: Millis, app_id: &str) -> Answer {
+    let ok = |status: u16, body: Value| Answer { status, no_retry: None, retry_after: None, body };
+    match outcome {
+        Outcome::Completed(output) => ok(200, output.clone()),
+        Outcome::StepCompleted(record) => match &record.state {
+            StepState::Completed { output } => {
+                let mut object = base(&record.id, &record.name, "StepRun");
+                object.insert("data".into(), output.clone());
+                ok(206, json!([object]))
+            }
+            // A sleep or wait the engine completed itself has nothing to report: ask again.
+            _ => ok(206, json!([])),
+        },
+        Outcome::StepFailed { record, retry_at } => {
+            let error = match &record.state {
+                StepState::Retrying { error, .. } | StepState::Failed { error } => error.clone(),
+                _ => StepError::new("step failed"),
+            };
+            let final_failure = retry_at.is_none();
+            let mut object = base(&record.id, &record.name, if final_failure { "StepFailed" } else { "StepError" });
+            object.insert("error".into(), serialized(&error));
+            object.insert("data".into(), if final_failure { serialized(&error) } else { Value::Null });
+            Answer {
+                status: 206,
+                no_retry: Some(final_failure),
+                retry_after: error.retry_after_ms.map(|ms| ms.div_ceil(1000)),
+                body: json!([object]),
+            }
+        }
+        Outcome::Sleeping { op, .. } | Outcome::Waiting { op } => ok(206, json!([opcode(op, now, app_id)])),
+        Outcome::Planned(ops) => ok(206, Value::Array(ops.iter().map(|op| opcode(op, now, app_id)).collect())),
+        Outcome::Failed { error, retry_at } => Answer {
+            status: if retry_at.is_some() { 500 } else { 400 },
+            no_retry: Some(retry_at.is_none()),
+            retry_after: error.retry_after_ms.map(|ms| ms.div_ceil(1000)),
+            body: json!({"name": error.name, "message": error.message, "stack": error.stack.clone().unwrap_or_default(), "__serialized": true}),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memo_values_decode_by_the_sdks_rule_in_stack_order() {
+        let request: CallRequest = serde_json::from_value(json!({
+            "event": {"name": "a/b", "data": {}},
+            "steps": {
+                "s1": {"data": {"ok": true}},
+                "s2": {"error": {"name": "Error", "message": "boom"}},
+                "s3": null,
+                "s4": {"name": "test/approved", "data": {"id": 7}},
+                "s5": {"input": [1]}
+            },
+            "ctx": {"run_id": "r", "stack": {"stack": ["s3", "s1"], "current": 2}}
+        }))
+        .unwrap();
+        let records = journal(&request);
+        let summary: Vec<(String, u32, StepState)> =
+            records.iter().map(|r| (r.id.to_string(), r.position, r.state.clone())).collect();
+        assert_eq!(summary[0], ("s3".into(), 0, StepState::Completed { output: Value::Null }));
+        assert_eq!(summary[1], ("s1".into(), 1, StepState::Completed { output: json!({"ok": true}) }));
+        assert!(matches!(&summary[2].2, StepState::Failed { error } if error.message == "boom"));
+        assert_eq!(summary[3].2, StepState::Completed { output: json!({"name": "test/approved", "data": {"id": 7}}) });
+        assert_eq!(records.len(), 4, "an input-only memo is no result");
+    }
+}

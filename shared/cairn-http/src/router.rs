@@ -1,0 +1,253 @@
+//! The `/api/inngest` endpoint as an axum [`Router`]: `GET` introspection, `POST` calls, signing.
+
+use crate::call::{self, CallRequest};
+use crate::signing::{self, SigningKey};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cairn::{Clock, Execution, ExecutionPolicy, Function, Outcome, Registry, RunId, StepId, SystemClock};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The SDK name and version Cairn reports in `X-Inngest-SDK`.
+pub const SDK: &str = concat!("cairn:v", env!("CARGO_PKG_VERSION"));
+/// The execution version Cairn speaks.
+pub const REQ_VERSION: &str = "2";
+/// Default largest request body (Inngest's executor switches to its API above 4 MiB).
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// How the endpoint runs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The app id (function ids on the wire are `<app>-<function>`).
+    pub app_id: String,
+    /// Dev mode: no signatures checked or sent (`INNGEST_DEV`).
+    pub dev: bool,
+    /// The signing key, then the fallback (cloud mode).
+    pub keys: Vec<SigningKey>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl ServeConfig {
+    /// Dev mode: nothing signed.
+    pub fn dev(app_id: impl Into<String>) -> Self {
+        ServeConfig { app_id: app_id.into(), dev: true, keys: Vec::new(), max_body_bytes: DEFAULT_MAX_BODY }
+    }
+
+    /// Cloud mode with a signing key and an optional fallback.
+    pub fn cloud(app_id: impl Into<String>, key: &str, fallback: Option<&str>) -> Self {
+        let keys = std::iter::once(key).chain(fallback).map(SigningKey::new).collect();
+        ServeConfig { app_id: app_id.into(), dev: false, keys, max_body_bytes: DEFAULT_MAX_BODY }
+    }
+
+    /// From `INNGEST_DEV` (`1`, `true` or a URL: dev mode), `INNGEST_SIGNING_KEY` and
+    /// `INNGEST_SIGNING_KEY_FALLBACK`.
+    ///
+    /// # Errors
+    /// Cloud mode without a signing key.
+    pub fn from_env(app_id: impl Into<String>) -> Result<Self, String> {
+        let dev = std::env::var("INNGEST_DEV")
+            .map(|v| matches!(v.as_str(), "1" | "true") || v.starts_with("http"))
+            .unwrap_or(false);
+        if dev {
+            return Ok(Self::dev(app_id));
+        }
+        let key = std::env::var("INNGEST_SIGNING_KEY").map_err(|_| {
+            "INNGEST_SIGNING_KEY is required outside dev mode (set INNGEST_DEV=1 for local work)".to_string()
+        })?;
+        let fallback = std::env::var("INNGEST_SIGNING_KEY_FALLBACK").ok();
+        Ok(Self::cloud(app_id, &key, fallback.as_deref()))
+    }
+
+    /// Sets the body limit.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+}
+
+struct App {
+    config: ServeConfig,
+    registry: Registry,
+    clock: Arc<dyn Clock>,
+}
+
+/// The endpoint for `functions`, to mount at `/api/inngest` (or anywhere):
+/// `axum::Router::new().nest("/api/inngest", cairn_http::serve(config, registry))`.
+pub fn serve(config: ServeConfig, registry: Registry) -> Router {
+    serve_with_clock(config, registry, Arc::new(SystemClock))
+}
+
+/// [`serve`] on a given clock (tests pin time to check signatures' windows).
+pub fn serve_with_clock(config: ServeConfig, registry: Registry, clock: Arc<dyn Clock>) -> Router {
+    let app = Arc::new(App { config, registry, clock });
+    Router::new().route("/", axum::routing::any(handle)).with_state(app)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("x-inngest-sdk", HeaderValue::from_static(SDK));
+    headers.insert("x-inngest-req-version", HeaderValue::from_static(REQ_VERSION));
+    response
+}
+
+fn unauthorized() -> Response {
+    let mut response = (StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}).to_string()).into_response();
+    response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn handle(
+    State(app): State<Arc<App>>,
+    method: Method,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now_ms = app.clock.now();
+    let now = now_ms / 1000;
+    if body.len() > app.config.max_body_bytes {
+        let message =
+            format!("request body of {} bytes is over the {}-byte limit", body.len(), app.config.max_body_bytes);
+        return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"message": message}));
+    }
+    let signature = headers.get("x-inngest-signature").and_then(|v| v.to_str().ok());
+    let key = if app.config.dev {
+        None
+    } else {
+        match signing::verify(signature, &body, &app.config.keys, now) {
+            Ok(key) => Some(key.clone()),
+            Err(_) if method == Method::GET => return unauthorized(),
+            Err(error) => {
+                tracing::warn!(%error, "refused a call with a bad signature");
+                return unauthorized();
+            }
+        }
+    };
+    let mut response = match method {
+        Method::GET => json_response(StatusCode::OK, &introspection(&app, key.as_ref())),
+        Method::POST => call(&app, &query, &body, now_ms).await,
+        Method::PUT => json_response(
+            StatusCode::NOT_IMPLEMENTED,
+            &json!({"message": "sync (PUT) is not supported by this endpoint yet"}),
+        ),
+        _ => json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"message": "Method not allowed"})),
+    };
+    if let Some(key) = key {
+        // Cloud mode signs what it answers, over the raw body.
+        let bytes = match response_body(&mut response).await {
+            Some(bytes) => bytes,
+            None => return response,
+        };
+        if let Ok(value) = HeaderValue::from_str(&key.header(&bytes, now)) {
+            response.headers_mut().insert("x-inngest-signature", value);
+        }
+        *response.body_mut() = axum::body::Body::from(bytes);
+    }
+    response
+}
+
+async fn response_body(response: &mut Response) -> Option<Bytes> {
+    let body = std::mem::take(response.body_mut());
+    axum::body::to_bytes(body, usize::MAX).await.ok()
+}
+
+fn introspection(app: &App, key: Option<&SigningKey>) -> Value {
+    let count = app.registry.functions().len();
+    match key {
+        None => json!({
+            "extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": !app.config.keys.is_empty(),
+            "function_count": count, "mode": "dev", "schema_version": "2024-05-24"
+        }),
+        Some(key) => json!({
+            "extra": {"native_crypto": true, "is_streaming": false}, "has_event_key": false, "has_signing_key": true,
+            "function_count": count, "mode": "cloud", "schema_version": "2024-05-24", "authentication_succeeded": true,
+            "app_id": app.config.app_id, "sdk_language": "rust", "sdk_version": env!("CARGO_PKG_VERSION"),
+            "framework": "axum", "signing_key_hash": key.hash(), "capabilities": {"trust_probe": "v1"}
+        }),
+    }
+}
+
+fn internal(message: String) -> Response {
+    json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"type": "internal", "name": "Error", "message": message}))
+}
+
+async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cairn::Millis) -> Response {
+    let Some(fn_id) = query.get("fnId") else {
+        return json_response(StatusCode::BAD_REQUEST, &json!({"message": "the fnId query parameter is required"}));
+    };
+    let function: Option<&Function> =
+        fn_id.strip_prefix(&format!("{}-", app.config.app_id)).and_then(|id| app.registry.get(id));
+    let Some(function) = function else {
+        return internal(format!("Function \"{fn_id}\" was not found in this app; is the app synced correctly?"));
+    };
+    let request: CallRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(err) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"message": format!("malformed call request: {err}")}),
+            );
+        }
+    };
+    let step_id = query.get("stepId").map(String::as_str).unwrap_or("step");
+    let policy = match step_id {
+        "step" if request.ctx.disable_immediate_execution => ExecutionPolicy::Plan,
+        "step" => ExecutionPolicy::Lone,
+        target => ExecutionPolicy::Target(StepId::from_hashed(target)),
+    };
+    let journal = call::journal(&request);
+    let max_attempts = request.ctx.max_attempts.unwrap_or(function.retries() + 1);
+    let mut execution =
+        Execution::new(function, RunId::new(&request.ctx.run_id), &request.event, &journal, request.ctx.attempt)
+            .lenient()
+            .attempts(request.ctx.attempt, max_attempts)
+            .policy(policy.clone());
+    let outcome = match execution.next(now).await {
+        Ok(outcome) => outcome,
+        Err(error) => return internal(error.to_string()),
+    };
+    if let ExecutionPolicy::Target(target) = &policy {
+        let ran =
+            matches!(&outcome, Outcome::StepCompleted(r) | Outcome::StepFailed { record: r, .. } if &r.id == target);
+        if !ran {
+            let found: Vec<Value> = match &outcome {
+                Outcome::Planned(ops) => {
+                    ops.iter().map(|op| json!({"id": op.id, "name": op.name, "displayName": op.name})).collect()
+                }
+                Outcome::Sleeping { op, .. } | Outcome::Waiting { op } => {
+                    vec![json!({"id": op.id, "name": op.name, "displayName": op.name})]
+                }
+                _ => Vec::new(),
+            };
+            let mut response = json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({
+                    "error": format!("Could not find step \"{target}\" to run; it was never planned"),
+                    "requestedStep": target, "foundSteps": found, "totalFoundSteps": found.len()
+                }),
+            );
+            response.headers_mut().insert("x-inngest-no-retry", HeaderValue::from_static("false"));
+            return response;
+        }
+    }
+    let answer = call::answer(&outcome, now, &app.config.app_id);
+    let mut response = json_response(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), &answer.body);
+    if let Some(no_retry) = answer.no_retry {
+        response
+            .headers_mut()
+            .insert("x-inngest-no-retry", HeaderValue::from_static(if no_retry { "true" } else { "false" }));
+    }
+    if let Some(seconds) = answer.retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert("retry-after", value);
+    }
+    response
+}
