@@ -12,8 +12,10 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Unit, integration and doc tests, with moto (DynamoDB, EventBridge, SQS, Scheduler) started
-## on a free port for the AWS tests and stopped afterwards.
+## on a free port for the AWS tests and stopped afterwards, and the official `inngest` npm
+## package for the differential tests of the Inngest endpoint.
 unit:
+	test -d tests/conformance-ts/node_modules/inngest || (cd tests/conformance-ts && npm install --no-audit --no-fund --silent)
 	infra/local/with-services.sh $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

@@ -110,8 +110,17 @@ pub struct Answer {
     pub body: Value,
 }
 
-fn userland(op_name: &str) -> Value {
-    json!({"id": op_name})
+/// Which repeat of `name` the step `id` is (0 for the first), as Inngest reports it in
+/// `userland.index`; ids are hashes, so it is found by hashing `name:n` (at most 1,000 steps).
+fn repeat_index(name: &str, id: &StepId) -> u32 {
+    (0..1_000).find(|&n| &StepId::for_name(name, n) == id).unwrap_or(0)
+}
+
+fn userland(op_name: &str, id: &StepId) -> Value {
+    match repeat_index(op_name, id) {
+        0 => json!({"id": op_name}),
+        index => json!({"id": op_name, "index": index}),
+    }
 }
 
 fn base(id: &StepId, name: &str, op: &str) -> Map<String, Value> {
@@ -121,8 +130,15 @@ fn base(id: &StepId, name: &str, op: &str) -> Map<String, Value> {
     object.insert("name".into(), json!(name));
     object.insert("displayName".into(), json!(name));
     object.insert("opts".into(), json!({}));
-    object.insert("userland".into(), userland(name));
+    object.insert("userland".into(), userland(name, id));
     object
+}
+
+/// The `StepRun` op of a step that ran in this request with `output`.
+pub fn step_run(id: &StepId, name: &str, output: Value) -> Value {
+    let mut object = base(id, name, "StepRun");
+    object.insert("data".into(), output);
+    Value::Object(object)
 }
 
 fn serialized(error: &StepError) -> Value {
@@ -138,7 +154,7 @@ pub fn opcode(op: &Op, now: Millis, app_id: &str) -> Value {
         OpKind::Sleep { until } => {
             let mut object = base(&op.id, &remaining(*until), "Sleep");
             object.insert("displayName".into(), json!(op.name));
-            object.insert("userland".into(), userland(&op.name));
+            object.insert("userland".into(), userland(&op.name, &op.id));
             object
         }
         OpKind::WaitForEvent { event, expression, timeout_at } => {
@@ -149,18 +165,19 @@ pub fn opcode(op: &Op, now: Millis, app_id: &str) -> Value {
             }
             object.insert("opts".into(), opts);
             object.insert("displayName".into(), json!(op.name));
-            object.insert("userland".into(), userland(&op.name));
+            object.insert("userland".into(), userland(&op.name, &op.id));
             object
         }
         OpKind::SendEvent { .. } => {
             let mut object = base(&op.id, "sendEvent", "StepPlanned");
             object.insert("opts".into(), json!({"type": "step.sendEvent"}));
             object.insert("displayName".into(), json!(op.name));
-            object.insert("userland".into(), userland(&op.name));
+            object.insert("userland".into(), userland(&op.name, &op.id));
             object
         }
         OpKind::Invoke { function_id, data, timeout_at } => {
             let mut object = base(&op.id, &op.name, "InvokeFunction");
+            object.remove("name");
             let mut opts = json!({"function_id": format!("{app_id}-{function_id}"), "payload": {"data": data}});
             if *timeout_at - now < std::time::Duration::from_secs(366 * 86_400).as_millis() as i64 {
                 opts["timeout"] = json!(remaining(*timeout_at));
@@ -179,11 +196,7 @@ pub fn answer(outcome: &Outcome, now: Millis, app_id: &str) -> Answer {
     match outcome {
         Outcome::Completed(output) => ok(200, output.clone()),
         Outcome::StepCompleted(record) => match &record.state {
-            StepState::Completed { output } => {
-                let mut object = base(&record.id, &record.name, "StepRun");
-                object.insert("data".into(), output.clone());
-                ok(206, json!([object]))
-            }
+            StepState::Completed { output } => ok(206, json!([step_run(&record.id, &record.name, output.clone())])),
             // A sleep or wait the engine completed itself has nothing to report: ask again.
             _ => ok(206, json!([])),
         },

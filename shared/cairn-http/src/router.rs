@@ -7,7 +7,9 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cairn::{Clock, Execution, ExecutionPolicy, Function, Outcome, Registry, RunId, StepId, SystemClock};
+use cairn::{
+    Clock, EventPayload, Execution, ExecutionPolicy, Function, OpKind, Outcome, Registry, RunId, StepId, SystemClock,
+};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,18 +32,36 @@ pub struct ServeConfig {
     pub keys: Vec<SigningKey>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Where `step.send_event` sends (`{event_api}/e/{event_key}`), as the SDKs do.
+    pub event_api: String,
+    /// The event key; `None` makes sends fail with a message saying so.
+    pub event_key: Option<String>,
 }
 
 impl ServeConfig {
     /// Dev mode: nothing signed.
     pub fn dev(app_id: impl Into<String>) -> Self {
-        ServeConfig { app_id: app_id.into(), dev: true, keys: Vec::new(), max_body_bytes: DEFAULT_MAX_BODY }
+        ServeConfig {
+            app_id: app_id.into(),
+            dev: true,
+            keys: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY,
+            event_api: "http://localhost:8288".into(),
+            event_key: Some("NO_EVENT_KEY_SET".into()),
+        }
     }
 
     /// Cloud mode with a signing key and an optional fallback.
     pub fn cloud(app_id: impl Into<String>, key: &str, fallback: Option<&str>) -> Self {
         let keys = std::iter::once(key).chain(fallback).map(SigningKey::new).collect();
-        ServeConfig { app_id: app_id.into(), dev: false, keys, max_body_bytes: DEFAULT_MAX_BODY }
+        ServeConfig {
+            app_id: app_id.into(),
+            dev: false,
+            keys,
+            max_body_bytes: DEFAULT_MAX_BODY,
+            event_api: "https://inn.gs".into(),
+            event_key: None,
+        }
     }
 
     /// From `INNGEST_DEV` (`1`, `true` or a URL: dev mode), `INNGEST_SIGNING_KEY` and
@@ -53,14 +73,28 @@ impl ServeConfig {
         let dev = std::env::var("INNGEST_DEV")
             .map(|v| matches!(v.as_str(), "1" | "true") || v.starts_with("http"))
             .unwrap_or(false);
-        if dev {
-            return Ok(Self::dev(app_id));
+        let mut config = if dev {
+            Self::dev(app_id)
+        } else {
+            let key = std::env::var("INNGEST_SIGNING_KEY").map_err(|_| {
+                "INNGEST_SIGNING_KEY is required outside dev mode (set INNGEST_DEV=1 for local work)".to_string()
+            })?;
+            let fallback = std::env::var("INNGEST_SIGNING_KEY_FALLBACK").ok();
+            Self::cloud(app_id, &key, fallback.as_deref())
+        };
+        // The event API: its own variable, else the base URL, else INNGEST_DEV's URL.
+        let dev_url = std::env::var("INNGEST_DEV").ok().filter(|v| v.starts_with("http"));
+        if let Some(url) = std::env::var("INNGEST_EVENT_API_BASE_URL")
+            .ok()
+            .or_else(|| std::env::var("INNGEST_BASE_URL").ok())
+            .or(dev_url)
+        {
+            config.event_api = url.trim_end_matches('/').to_string();
         }
-        let key = std::env::var("INNGEST_SIGNING_KEY").map_err(|_| {
-            "INNGEST_SIGNING_KEY is required outside dev mode (set INNGEST_DEV=1 for local work)".to_string()
-        })?;
-        let fallback = std::env::var("INNGEST_SIGNING_KEY_FALLBACK").ok();
-        Ok(Self::cloud(app_id, &key, fallback.as_deref()))
+        if let Ok(key) = std::env::var("INNGEST_EVENT_KEY") {
+            config.event_key = Some(key);
+        }
+        Ok(config)
     }
 
     /// Sets the body limit.
@@ -74,6 +108,7 @@ struct App {
     config: ServeConfig,
     registry: Registry,
     clock: Arc<dyn Clock>,
+    http: reqwest::Client,
 }
 
 /// The endpoint for `functions`, to mount at `/api/inngest` (or anywhere):
@@ -84,7 +119,7 @@ pub fn serve(config: ServeConfig, registry: Registry) -> Router {
 
 /// [`serve`] on a given clock (tests pin time to check signatures' windows).
 pub fn serve_with_clock(config: ServeConfig, registry: Registry, clock: Arc<dyn Clock>) -> Router {
-    let app = Arc::new(App { config, registry, clock });
+    let app = Arc::new(App { config, registry, clock, http: reqwest::Client::new() });
     Router::new().route("/", axum::routing::any(handle)).with_state(app)
 }
 
@@ -213,9 +248,16 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
         Ok(outcome) => outcome,
         Err(error) => return internal(error.to_string()),
     };
+    // `step.send_event` runs in the SDK, as in Inngest: the events go to the event API.
+    let send = match (&outcome, &policy) {
+        (Outcome::Planned(ops), ExecutionPolicy::Lone) if ops.len() == 1 => ops.first(),
+        (Outcome::Planned(ops), ExecutionPolicy::Target(target)) => ops.iter().find(|op| &op.id == target),
+        _ => None,
+    }
+    .filter(|op| matches!(op.kind, OpKind::SendEvent { .. }));
     if let ExecutionPolicy::Target(target) = &policy {
-        let ran =
-            matches!(&outcome, Outcome::StepCompleted(r) | Outcome::StepFailed { record: r, .. } if &r.id == target);
+        let ran = send.is_some()
+            || matches!(&outcome, Outcome::StepCompleted(r) | Outcome::StepFailed { record: r, .. } if &r.id == target);
         if !ran {
             let found: Vec<Value> = match &outcome {
                 Outcome::Planned(ops) => {
@@ -237,6 +279,30 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
             return response;
         }
     }
+    if let Some(op) = send {
+        let events = match &op.kind {
+            OpKind::SendEvent { events } => events.as_slice(),
+            _ => &[],
+        };
+        let mut opcode = call::opcode(op, now, &app.config.app_id);
+        let no_retry = match send_events(app, events).await {
+            Ok(ids) => {
+                opcode["op"] = json!("StepRun");
+                opcode["data"] = json!({ "ids": ids });
+                None
+            }
+            Err(message) => {
+                opcode["op"] = json!("StepError");
+                opcode["error"] = json!({"name": "Error", "message": message});
+                Some("false")
+            }
+        };
+        let mut response = json_response(StatusCode::PARTIAL_CONTENT, &json!([opcode]));
+        if let Some(value) = no_retry {
+            response.headers_mut().insert("x-inngest-no-retry", HeaderValue::from_static(value));
+        }
+        return response;
+    }
     let answer = call::answer(&outcome, now, &app.config.app_id);
     let mut response = json_response(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), &answer.body);
     if let Some(no_retry) = answer.no_retry {
@@ -250,4 +316,25 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
         response.headers_mut().insert("retry-after", value);
     }
     response
+}
+
+/// Sends events to the event API (`POST {event_api}/e/{key}`) and returns their ids.
+async fn send_events(app: &App, events: &[EventPayload]) -> Result<Vec<String>, String> {
+    let key = app
+        .config
+        .event_key
+        .as_deref()
+        .ok_or_else(|| "Failed to send event: no event key; set INNGEST_EVENT_KEY".to_string())?;
+    let url = format!("{}/e/{key}", app.config.event_api);
+    let response =
+        app.http.post(&url).json(events).send().await.map_err(|err| format!("Failed to send event: {err}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|err| format!("Failed to send event: {err}"))?;
+    if !status.is_success() || body.get("error").is_some_and(|e| !e.is_null()) {
+        return Err(format!("Failed to send event: {status} {}", body["error"]));
+    }
+    Ok(body["ids"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_string)).collect())
+        .unwrap_or_default())
 }

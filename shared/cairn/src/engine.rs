@@ -244,6 +244,8 @@ pub(crate) struct Shared {
     lenient: bool,
     /// Attempts already made of a step with no record (the executor's `ctx.attempt`).
     pub(crate) prior_attempts: u32,
+    /// The 0-based attempt of the step executing now.
+    pub(crate) current_attempt: u32,
 }
 
 impl Shared {
@@ -364,6 +366,7 @@ impl Execution {
             mocks: HashMap::new(),
             lenient: false,
             prior_attempts: 0,
+            current_attempt: 0,
         }));
         let future = function.call(event, Step::new(Arc::clone(&shared)));
         let future: HandlerFuture = Box::pin(AssertUnwindSafe(future).catch_unwind().map(|result| match result {

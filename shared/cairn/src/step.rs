@@ -196,6 +196,12 @@ impl Step {
         lock(&self.shared).run_id.clone()
     }
 
+    /// The 0-based attempt of the step running now (Inngest's `attempt`): call it inside a
+    /// `run` closure, e.g. to behave differently on a retry.
+    pub fn attempt(&self) -> u32 {
+        lock(&self.shared).current_attempt
+    }
+
     /// True while the code is replaying steps memoized before this invocation: use it to keep
     /// logs outside steps from repeating.
     pub fn is_replaying(&self) -> bool {
@@ -241,7 +247,8 @@ impl Step {
         loop {
             Permit { shared: &self.shared, id: &id }.await;
             let (now, default_retries, mock, run_id) = {
-                let shared = lock(&self.shared);
+                let mut shared = lock(&self.shared);
+                shared.current_attempt = attempts_made;
                 (shared.now, shared.default_retries, shared.mocks.get(name).cloned(), shared.run_id.clone())
             };
             let attempt = attempts_made + 1;

@@ -1,0 +1,67 @@
+//! `conformance-app`: app `conformance` on 127.0.0.1:$PORT at /api/inngest, serving the
+//! functions the differential tests compare with their TypeScript twins
+//! (tests/conformance-ts/app.mjs). Honours INNGEST_DEV and INNGEST_SIGNING_KEY(_FALLBACK).
+
+use cairn::prelude::*;
+use serde_json::Value;
+
+fn functions() -> Result<Vec<Function>, cairn::DefinitionError> {
+    Ok(vec![
+        Function::new("hello").on_event("app/my.event").handler(|_: Event, step: Step| async move {
+            let result: Value = step.run("step-name", || async { Ok(json!({"success": true})) }).await?;
+            step.sleep("wait", "1h").await?;
+            Ok(result)
+        })?,
+        Function::new("repeated-step").on_event("test/repeat").handler(|event: Event, step: Step| async move {
+            let mut total = 0;
+            for page in 1..=3 {
+                let fetched: Value =
+                    step.run("fetch-page", || async move { Ok(json!({"page": page, "count": 10})) }).await?;
+                total += fetched["count"].as_i64().unwrap_or(0);
+            }
+            let saved: i64 = step.run("save-count", || async move { Ok(total) }).await?;
+            Ok(json!({"userId": event.data["userId"], "total": saved}))
+        })?,
+        Function::new("daily-fan-out").cron("0 3 * * *").handler(|_: Event, step: Step| async move {
+            let users: Vec<String> =
+                step.run("list-users", || async { Ok(vec!["u1".to_string(), "u2".to_string()]) }).await?;
+            let events: Vec<EventPayload> =
+                users.iter().map(|u| EventPayload::new("readwise/fetch-books", json!({"userId": u}))).collect();
+            step.send_event("fan-out", events).await?;
+            Ok(json!({"sent": users.len()}))
+        })?,
+        Function::new("parallel").on_event("test/parallel").handler(|_: Event, step: Step| async move {
+            let (a, b) =
+                join!(step.run("a", || async { Ok("A".to_string()) }), step.run("b", || async { Ok("B".to_string()) }));
+            Ok(vec![a?, b?])
+        })?,
+        Function::new("flaky").on_event("test/flaky").retries(2).handler(|_: Event, step: Step| async move {
+            let attempt = step.clone();
+            step.run("may-fail", || async move {
+                if attempt.attempt() == 0 { Err(StepError::new("boom")) } else { Ok("ok".to_string()) }
+            })
+            .await
+        })?,
+        Function::new("fatal").on_event("test/fatal").handler(|_: Event, step: Step| async move {
+            step.run("fatal-step", || async { Err::<(), _>(StepError::non_retriable("nope")) }).await
+        })?,
+        Function::new("waiter").on_event("test/wait").handler(|_: Event, step: Step| async move {
+            let wait = WaitFor::event("test/approved").timeout("1d").if_expr("async.data.id == event.data.id");
+            Ok(step.wait_for_event("wait-approval", wait).await?.map(|event| event.data))
+        })?,
+        Function::new("invoker").on_event("test/invoke").handler(|_: Event, step: Step| async move {
+            step.invoke::<Value>("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await
+        })?,
+    ])
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let registry = cairn::Registry::new(functions()?)?;
+    let config = cairn_http::ServeConfig::from_env("conformance").map_err(anyhow::Error::msg)?;
+    let app = axum::Router::new().nest("/api/inngest", cairn_http::serve(config, registry));
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

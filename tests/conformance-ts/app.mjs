@@ -1,0 +1,59 @@
+// TypeScript twins of tests/conformance-app's functions, served by the official Inngest SDK
+// (node adapter) on 127.0.0.1:$PORT at /api/inngest. The differential tests send both apps the
+// same executor requests and compare the answers.
+import http from "node:http";
+import { Inngest, NonRetriableError } from "inngest";
+import { serve } from "inngest/node";
+
+const inngest = new Inngest({ id: "conformance" });
+
+const hello = inngest.createFunction({ id: "hello", triggers: [{ event: "app/my.event" }] }, async ({ step }) => {
+  const result = await step.run("step-name", () => ({ success: true }));
+  await step.sleep("wait", "1h");
+  return result;
+});
+
+const repeated = inngest.createFunction({ id: "repeated-step", triggers: [{ event: "test/repeat" }] }, async ({ event, step }) => {
+  let total = 0;
+  for (let page = 1; page <= 3; page++) {
+    const fetched = await step.run("fetch-page", () => ({ page, count: 10 }));
+    total += fetched.count;
+  }
+  const saved = await step.run("save-count", () => total);
+  return { userId: event.data.userId, total: saved };
+});
+
+const fanOut = inngest.createFunction({ id: "daily-fan-out", triggers: [{ cron: "0 3 * * *" }] }, async ({ step }) => {
+  const users = await step.run("list-users", () => ["u1", "u2"]);
+  await step.sendEvent("fan-out", users.map((userId) => ({ name: "readwise/fetch-books", data: { userId } })));
+  return { sent: users.length };
+});
+
+const parallel = inngest.createFunction({ id: "parallel", triggers: [{ event: "test/parallel" }] }, async ({ step }) => {
+  return await Promise.all([step.run("a", () => "A"), step.run("b", () => "B")]);
+});
+
+const flaky = inngest.createFunction({ id: "flaky", retries: 2, triggers: [{ event: "test/flaky" }] }, async ({ step, attempt }) => {
+  return await step.run("may-fail", () => {
+    if (attempt === 0) throw new Error("boom");
+    return "ok";
+  });
+});
+
+const fatal = inngest.createFunction({ id: "fatal", triggers: [{ event: "test/fatal" }] }, async ({ step }) => {
+  return await step.run("fatal-step", () => {
+    throw new NonRetriableError("nope");
+  });
+});
+
+const waiter = inngest.createFunction({ id: "waiter", triggers: [{ event: "test/wait" }] }, async ({ step }) => {
+  const approval = await step.waitForEvent("wait-approval", { event: "test/approved", timeout: "1d", if: "async.data.id == event.data.id" });
+  return approval ? approval.data : null;
+});
+
+const invoker = inngest.createFunction({ id: "invoker", triggers: [{ event: "test/invoke" }] }, async ({ step }) => {
+  return await step.invoke("call-hello", { function: hello, data: { userId: "x" } });
+});
+
+const handler = serve({ client: inngest, functions: [hello, repeated, fanOut, parallel, flaky, fatal, waiter, invoker] });
+http.createServer(handler).listen(Number(process.env.PORT || 3000), "127.0.0.1");
