@@ -351,3 +351,45 @@ fn the_signature_helper_is_the_one_under_test() {
     let canonical = signing::canonical(br#"{"b":1,"a":2}"#).unwrap();
     assert_eq!(canonical, br#"{"a":2,"b":1}"#);
 }
+
+/// The functions of a register payload, with the app's own origin replaced so two apps compare.
+fn registered(body: &Value, origin: &str) -> Vec<Value> {
+    let text = body["functions"].to_string().replace(origin, "<origin>");
+    let mut functions: Vec<Value> = serde_json::from_str(&text).unwrap();
+    for function in &mut functions {
+        let step = &function["steps"]["step"];
+        let kept =
+            json!({"id": step["id"], "name": step["name"], "runtime": step["runtime"], "retries": step["retries"]});
+        *function =
+            json!({"id": function["id"], "name": function["name"], "triggers": function["triggers"], "step": kept});
+    }
+    functions.sort_by_key(|f| f["id"].as_str().unwrap_or_default().to_string());
+    functions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_registers_the_same_functions_as_the_typescript_sdk() {
+    let api = StubServer::start(|_| (200, json!({"ok": true, "modified": true}).to_string())).await;
+    let url = api.url().to_string();
+    let Some((rust, ts)) = tokio::task::spawn_blocking(move || apps(false, &url)).await.unwrap() else { return };
+    let client = reqwest::Client::new();
+    for app in [&rust, &ts] {
+        let answer = client.put(&app.url).header("x-inngest-server-kind", "dev").body("{}").send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{}", app.url);
+        assert_eq!(answer.headers()["x-inngest-sync-kind"], "out_of_band");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body, json!({"message": "Successfully registered", "modified": true}));
+    }
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2);
+    let mut payloads = Vec::new();
+    for (request, app) in requests.iter().zip([&rust, &ts]) {
+        assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/fn/register"));
+        assert_eq!(request.header("x-inngest-sync-kind"), Some("out_of_band"));
+        assert_eq!(request.header("x-inngest-expected-server-kind"), Some("dev"));
+        let origin = app.url.trim_end_matches("/api/inngest").to_string();
+        payloads.push(registered(&serde_json::from_str(&request.body).unwrap(), &origin));
+    }
+    assert_eq!(payloads[0], payloads[1]);
+    assert_eq!(payloads[0].len(), 8);
+}

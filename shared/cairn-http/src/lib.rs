@@ -16,6 +16,7 @@
 pub mod call;
 mod router;
 pub mod signing;
+pub mod sync;
 
 pub use router::{DEFAULT_MAX_BODY, REQ_VERSION, SDK, ServeConfig, serve, serve_with_clock};
 pub use signing::SigningKey;

@@ -36,6 +36,10 @@ pub struct ServeConfig {
     pub event_api: String,
     /// The event key; `None` makes sends fail with a message saying so.
     pub event_key: Option<String>,
+    /// Inngest's API, where a sync registers the functions (`{api_base}/fn/register`).
+    pub api_base: String,
+    /// The origin reported in a sync instead of the request's (`INNGEST_SERVE_ORIGIN`).
+    pub serve_origin: Option<String>,
 }
 
 impl ServeConfig {
@@ -48,6 +52,8 @@ impl ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY,
             event_api: "http://localhost:8288".into(),
             event_key: Some("NO_EVENT_KEY_SET".into()),
+            api_base: "http://localhost:8288".into(),
+            serve_origin: None,
         }
     }
 
@@ -61,6 +67,8 @@ impl ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY,
             event_api: "https://inn.gs".into(),
             event_key: None,
+            api_base: "https://api.inngest.com".into(),
+            serve_origin: None,
         }
     }
 
@@ -94,6 +102,13 @@ impl ServeConfig {
         if let Ok(key) = std::env::var("INNGEST_EVENT_KEY") {
             config.event_key = Some(key);
         }
+        let dev_url = std::env::var("INNGEST_DEV").ok().filter(|v| v.starts_with("http"));
+        if let Some(url) =
+            std::env::var("INNGEST_API_BASE_URL").ok().or_else(|| std::env::var("INNGEST_BASE_URL").ok()).or(dev_url)
+        {
+            config.api_base = url.trim_end_matches('/').to_string();
+        }
+        config.serve_origin = std::env::var("INNGEST_SERVE_ORIGIN").ok();
         Ok(config)
     }
 
@@ -123,7 +138,7 @@ pub fn serve_with_clock(config: ServeConfig, registry: Registry, clock: Arc<dyn 
     Router::new().route("/", axum::routing::any(handle)).with_state(app)
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -140,6 +155,7 @@ fn unauthorized() -> Response {
 
 async fn handle(
     State(app): State<Arc<App>>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     method: Method,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -159,6 +175,9 @@ async fn handle(
         match signing::verify(signature, &body, &app.config.keys, now) {
             Ok(key) => Some(key.clone()),
             Err(_) if method == Method::GET => return unauthorized(),
+            // As the TypeScript SDK (INNGEST_ENABLE_UNAUTHED_SYNC defaults to true): a sync
+            // needs no signature, since it only makes the app register itself.
+            Err(_) if method == Method::PUT => None,
             Err(error) => {
                 tracing::warn!(%error, "refused a call with a bad signature");
                 return unauthorized();
@@ -168,10 +187,7 @@ async fn handle(
     let mut response = match method {
         Method::GET => json_response(StatusCode::OK, &introspection(&app, key.as_ref())),
         Method::POST => call(&app, &query, &body, now_ms).await,
-        Method::PUT => json_response(
-            StatusCode::NOT_IMPLEMENTED,
-            &json!({"message": "sync (PUT) is not supported by this endpoint yet"}),
-        ),
+        Method::PUT => crate::sync::sync(&app.config, &app.registry, &app.http, &headers, &uri, &query).await,
         _ => json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"message": "Method not allowed"})),
     };
     if let Some(key) = key {

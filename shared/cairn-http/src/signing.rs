@@ -12,6 +12,7 @@ pub const WINDOW_SECS: i64 = 5 * 60;
 /// A signing key (`signkey-prod-<hex>`; the prefix is optional).
 #[derive(Clone)]
 pub struct SigningKey {
+    prefix: String,
     hmac_key: String,
 }
 
@@ -46,11 +47,11 @@ impl SigningKey {
     /// Parses a key, stripping a `signkey-<env>-` prefix.
     pub fn new(key: &str) -> Self {
         let trimmed = key.trim();
-        let hmac_key = match trimmed.strip_prefix("signkey-").and_then(|rest| rest.split_once('-')) {
-            Some((_, rest)) => rest.to_string(),
-            None => trimmed.to_string(),
+        let (prefix, hmac_key) = match trimmed.strip_prefix("signkey-").and_then(|rest| rest.split_once('-')) {
+            Some((env, rest)) => (format!("signkey-{env}-"), rest.to_string()),
+            None => (String::new(), trimmed.to_string()),
         };
-        SigningKey { hmac_key }
+        SigningKey { prefix, hmac_key }
     }
 
     /// The hex HMAC-SHA256 of `message` followed by `timestamp`.
@@ -65,6 +66,14 @@ impl SigningKey {
     /// The header value signing `message` (already canonical for requests, raw for responses).
     pub fn header(&self, message: &[u8], timestamp: i64) -> String {
         format!("t={timestamp}&s={}", self.mac(message, timestamp))
+    }
+
+    /// The key as sent in `Authorization: Bearer` to Inngest's API: the prefix, then the hex
+    /// SHA-256 of the hex-decoded key.
+    pub fn hashed(&self) -> String {
+        use sha2::Digest;
+        let bytes = hex::decode(&self.hmac_key).unwrap_or_else(|_| self.hmac_key.as_bytes().to_vec());
+        format!("{}{}", self.prefix, hex::encode(Sha256::digest(bytes)))
     }
 
     /// The first 12 hex characters of SHA-256 of the hex-decoded key, as Inngest reports it.
@@ -145,6 +154,9 @@ mod tests {
             "t=1700000000&s=d96e80156cf53fa6976260b253bf0e5416ca4876a5a2c9e0b46986aab87085da"
         );
         assert_eq!(key.mac(b"", 1_700_000_000), "184c94497772c48c5a48f48d89e62f7a0ab3199f6ba6d29d23b3db67eed57ea3");
+        // Section 8.5: the Bearer form of this key, as the TypeScript SDK sent it.
+        assert_eq!(key.hashed(), "signkey-test-e4bf4a2e7f55c7eb954b6e72f8f69628fbc409fe7da6d0f6958770987dcf0e02");
+        assert_eq!(key.hash(), "e4bf4a2e7f55");
     }
 
     #[test]
