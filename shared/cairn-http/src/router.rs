@@ -40,6 +40,12 @@ pub struct ServeConfig {
     pub api_base: String,
     /// The origin reported in a sync instead of the request's (`INNGEST_SERVE_ORIGIN`).
     pub serve_origin: Option<String>,
+    /// Answer calls with `201` at once, a space every `heartbeat` while the call runs, then
+    /// the answer wrapped in a JSON envelope, so a long step outlives a host's response
+    /// timeout (`INNGEST_STREAMING`, the SDKs' `streaming: "force"`).
+    pub streaming: bool,
+    /// The keep-alive interval of streamed answers (3 s, as the TypeScript SDK).
+    pub heartbeat: std::time::Duration,
 }
 
 impl ServeConfig {
@@ -54,6 +60,8 @@ impl ServeConfig {
             event_key: Some("NO_EVENT_KEY_SET".into()),
             api_base: "http://localhost:8288".into(),
             serve_origin: None,
+            streaming: false,
+            heartbeat: std::time::Duration::from_secs(3),
         }
     }
 
@@ -69,6 +77,8 @@ impl ServeConfig {
             event_key: None,
             api_base: "https://api.inngest.com".into(),
             serve_origin: None,
+            streaming: false,
+            heartbeat: std::time::Duration::from_secs(3),
         }
     }
 
@@ -109,7 +119,16 @@ impl ServeConfig {
             config.api_base = url.trim_end_matches('/').to_string();
         }
         config.serve_origin = std::env::var("INNGEST_SERVE_ORIGIN").ok();
+        config.streaming = std::env::var("INNGEST_STREAMING")
+            .is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "allow" | "force"));
         Ok(config)
+    }
+
+    /// Streams call answers (see [`ServeConfig::streaming`]) with this keep-alive interval.
+    pub fn streaming(mut self, heartbeat: std::time::Duration) -> Self {
+        self.streaming = true;
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// Sets the body limit.
@@ -184,6 +203,9 @@ async fn handle(
             }
         }
     };
+    if method == Method::POST && app.config.streaming {
+        return stream_call(Arc::clone(&app), query, body, now_ms);
+    }
     let mut response = match method {
         Method::GET => json_response(StatusCode::OK, &introspection(&app, key.as_ref())),
         Method::POST => call(&app, &query, &body, now_ms).await,
@@ -353,4 +375,39 @@ async fn send_events(app: &App, events: &[EventPayload]) -> Result<Vec<String>, 
         .as_array()
         .map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_string)).collect())
         .unwrap_or_default())
+}
+
+/// A call answered as a stream: `201` now, a space per heartbeat, then the envelope
+/// `{"status", "headers", "body" (the answer as a string), "version"}` (section 10).
+fn stream_call(app: Arc<App>, query: HashMap<String, String>, body: Bytes, now_ms: cairn::Millis) -> Response {
+    let heartbeat = app.config.heartbeat;
+    let (done, answer) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let mut response = call(&app, &query, &body, now_ms).await;
+        let status = response.status().as_u16();
+        let headers: serde_json::Map<String, Value> = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_string(), json!(value.to_str().ok()?))))
+            .collect();
+        let inner = response_body(&mut response).await.unwrap_or_default();
+        let envelope = json!({"status": status, "headers": headers, "body": String::from_utf8_lossy(&inner), "version": 2});
+        let _ = done.send(envelope.to_string());
+    });
+    let ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let chunks = futures::stream::unfold(Some((answer, ticks)), |state| async move {
+        let (mut answer, mut ticks) = state?;
+        tokio::select! {
+            envelope = &mut answer => {
+                let envelope = envelope.unwrap_or_else(|_| json!({"error": "the call was dropped"}).to_string());
+                Some((Ok::<Bytes, std::io::Error>(Bytes::from(envelope)), None))
+            }
+            _ = ticks.tick() => Some((Ok(Bytes::from_static(b" ")), Some((answer, ticks)))),
+        }
+    });
+    let mut response = (StatusCode::CREATED, axum::body::Body::from_stream(chunks)).into_response();
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("x-inngest-sdk", HeaderValue::from_static(SDK));
+    response
 }

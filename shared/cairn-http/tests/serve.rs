@@ -67,7 +67,17 @@ fn functions(calls: Arc<AtomicU32>) -> Registry {
             step.invoke::<Value>("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await
         })
         .unwrap();
-    Registry::new([hello, parallel, flaky, fatal, waiter, invoker]).unwrap()
+    let slow = Function::new("slow")
+        .on_event("test/slow")
+        .handler(|_: Event, step: Step| async move {
+            step.run("slow-step", || async {
+                tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+                Ok("done".to_string())
+            })
+            .await
+        })
+        .unwrap();
+    Registry::new([hello, parallel, flaky, fatal, waiter, invoker, slow]).unwrap()
 }
 
 const NOW: i64 = 1_800_000_000_000;
@@ -123,7 +133,7 @@ async fn get_introspects_in_dev_mode() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         reply.body,
-        json!({"extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": false, "function_count": 6, "mode": "dev", "schema_version": "2024-05-24"})
+        json!({"extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": false, "function_count": 7, "mode": "dev", "schema_version": "2024-05-24"})
     );
     assert_eq!(reply.headers["x-inngest-sdk"], "cairn:v0.1.0");
     assert_eq!(reply.headers["x-inngest-req-version"], "2");
@@ -307,4 +317,20 @@ async fn cloud_mode_refuses_unsigned_stale_and_wrong_signatures_and_signs_its_an
         (json!("cloud"), json!("app"))
     );
     assert_eq!(introspected.body["signing_key_hash"], json!(key.hash()));
+}
+
+#[tokio::test]
+async fn a_streamed_call_answers_201_keeps_alive_then_sends_the_envelope() {
+    let e = endpoint(ServeConfig::dev("app").streaming(std::time::Duration::from_millis(100)));
+    let reply = post(&e, "slow", "step", &call_body("test/slow", json!({}), json!({}))).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.headers["x-inngest-sdk"], "cairn:v0.1.0");
+    let text = String::from_utf8(reply.raw).unwrap();
+    let spaces = text.len() - text.trim_start().len();
+    assert!(spaces >= 2, "keep-alive spaces while the 350 ms step ran: {spaces}");
+    let envelope: Value = serde_json::from_str(text.trim_start()).unwrap();
+    assert_eq!((envelope["status"].clone(), envelope["version"].clone()), (json!(206), json!(2)));
+    assert_eq!(envelope["headers"]["x-inngest-req-version"], json!("2"));
+    let inner: Value = serde_json::from_str(envelope["body"].as_str().unwrap()).unwrap();
+    assert_eq!((inner[0]["op"].clone(), inner[0]["data"].clone()), (json!("StepRun"), json!("done")));
 }
