@@ -14,9 +14,11 @@
 //! ```
 
 pub mod call;
+pub mod ingest;
 mod router;
 pub mod signing;
 pub mod sync;
 
+pub use ingest::{IngestConfig, ingest, ingest_with_clock};
 pub use router::{DEFAULT_MAX_BODY, REQ_VERSION, SDK, ServeConfig, serve, serve_with_clock};
 pub use signing::SigningKey;

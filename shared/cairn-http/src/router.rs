@@ -119,8 +119,8 @@ impl ServeConfig {
             config.api_base = url.trim_end_matches('/').to_string();
         }
         config.serve_origin = std::env::var("INNGEST_SERVE_ORIGIN").ok();
-        config.streaming = std::env::var("INNGEST_STREAMING")
-            .is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "allow" | "force"));
+        config.streaming =
+            std::env::var("INNGEST_STREAMING").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "allow" | "force"));
         Ok(config)
     }
 
@@ -391,7 +391,8 @@ fn stream_call(app: Arc<App>, query: HashMap<String, String>, body: Bytes, now_m
             .filter_map(|(name, value)| Some((name.to_string(), json!(value.to_str().ok()?))))
             .collect();
         let inner = response_body(&mut response).await.unwrap_or_default();
-        let envelope = json!({"status": status, "headers": headers, "body": String::from_utf8_lossy(&inner), "version": 2});
+        let envelope =
+            json!({"status": status, "headers": headers, "body": String::from_utf8_lossy(&inner), "version": 2});
         let _ = done.send(envelope.to_string());
     });
     let ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);

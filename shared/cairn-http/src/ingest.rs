@@ -1,0 +1,131 @@
+//! Event ingest for callers outside AWS: `POST /send` (with `Authorization: Bearer <key>`) and
+//! Inngest's own `POST /e/{key}`. One event or an array; all are validated before any is
+//! forwarded to the [`Bus`] (EventBridge in AWS, the dev server locally); the answer lists their
+//! ids, as Inngest's event API does (`{"ids": [...], "status": 200}`).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cairn::{Bus, Clock, EventPayload, SystemClock};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The largest event accepted (Inngest's default).
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+
+/// Who may send events.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Accepted event keys (as `Bearer` tokens or in the `/e/{key}` path).
+    pub keys: Vec<String>,
+}
+
+impl IngestConfig {
+    /// From `CAIRN_EVENT_KEYS` (comma-separated) and `INNGEST_EVENT_KEY`.
+    pub fn from_env() -> Self {
+        let mut keys: Vec<String> = std::env::var("CAIRN_EVENT_KEYS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect();
+        keys.extend(std::env::var("INNGEST_EVENT_KEY").ok());
+        IngestConfig { keys }
+    }
+}
+
+struct Ingest<B> {
+    config: IngestConfig,
+    bus: B,
+    clock: Arc<dyn Clock>,
+}
+
+/// The ingest routes (`/send`, `/e/{key}`), to merge beside [`serve`](crate::serve).
+pub fn ingest<B: Bus + 'static>(config: IngestConfig, bus: B) -> Router {
+    ingest_with_clock(config, bus, Arc::new(SystemClock))
+}
+
+/// [`ingest`] on a given clock.
+pub fn ingest_with_clock<B: Bus + 'static>(config: IngestConfig, bus: B, clock: Arc<dyn Clock>) -> Router {
+    let state = Arc::new(Ingest { config, bus, clock });
+    Router::new()
+        .route("/send", axum::routing::post(send_bearer::<B>))
+        .route("/e/{key}", axum::routing::post(send_keyed::<B>))
+        .with_state(state)
+}
+
+fn answer(status: StatusCode, ids: &[String], error: Option<String>) -> Response {
+    let mut body = json!({"ids": ids, "status": status.as_u16()});
+    if let Some(error) = error {
+        body["error"] = json!(error);
+    }
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn send_bearer<B: Bus>(State(state): State<Arc<Ingest<B>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    accept(&state, key, &body).await
+}
+
+async fn send_keyed<B: Bus>(State(state): State<Arc<Ingest<B>>>, Path(key): Path<String>, body: Bytes) -> Response {
+    accept(&state, Some(&key), &body).await
+}
+
+async fn accept<B: Bus>(state: &Ingest<B>, key: Option<&str>, body: &[u8]) -> Response {
+    match key {
+        None => {
+            return answer(
+                StatusCode::UNAUTHORIZED,
+                &[],
+                Some("an event key is required (Authorization: Bearer <key>)".into()),
+            );
+        }
+        Some(key) if !state.config.keys.iter().any(|known| known == key) => {
+            return answer(StatusCode::UNAUTHORIZED, &[], Some("unknown event key".into()));
+        }
+        Some(_) => {}
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(err) => return answer(StatusCode::BAD_REQUEST, &[], Some(format!("the body is not JSON: {err}"))),
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    if items.is_empty() {
+        return answer(StatusCode::BAD_REQUEST, &[], Some("no events in the body".into()));
+    }
+    let now = state.clock.now();
+    let mut events = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let size = item.to_string().len();
+        if size > MAX_EVENT_BYTES {
+            let message = format!("event {index} is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit");
+            return answer(StatusCode::PAYLOAD_TOO_LARGE, &[], Some(message));
+        }
+        let mut event: EventPayload = match serde_json::from_value(item) {
+            Ok(event) => event,
+            Err(err) => return answer(StatusCode::BAD_REQUEST, &[], Some(format!("event {index}: {err}"))),
+        };
+        if let Err(problem) = event.validate() {
+            return answer(StatusCode::BAD_REQUEST, &[], Some(format!("event {index}: {problem}")));
+        }
+        event.id.get_or_insert_with(|| cairn::new_event_id(now));
+        event.ts.get_or_insert(now);
+        events.push(event);
+    }
+    match state.bus.send(&events).await {
+        Ok(ids) => answer(StatusCode::OK, &ids, None),
+        Err(err) => answer(StatusCode::BAD_GATEWAY, &[], Some(format!("the events were not forwarded: {err}"))),
+    }
+}

@@ -1,0 +1,78 @@
+//! Event ingest through `oneshot`: one or many events, keys, validation, nothing half-sent.
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cairn::MemoryBus;
+use cairn::testing::ManualClock;
+use cairn_http::{IngestConfig, ingest_with_clock};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const NOW: i64 = 1_800_000_000_000;
+
+async fn post(bus: &MemoryBus, uri: &str, key: Option<&str>, body: &str) -> (StatusCode, Value) {
+    let router =
+        ingest_with_clock(IngestConfig { keys: vec!["k-1".into()] }, bus.clone(), Arc::new(ManualClock::at(NOW)));
+    let mut request = Request::post(uri);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let response = router.oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn one_or_many_events_are_forwarded_with_their_ids() {
+    let bus = MemoryBus::new();
+    let (status, body) =
+        post(&bus, "/send", Some("k-1"), r#"{"name": "app/user.created", "data": {"id": 1}, "id": "u-1"}"#).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"ids": ["u-1"], "status": 200})));
+    let many = r#"[{"name": "app/a", "data": {}}, {"name": "app/b"}]"#;
+    let (status, body) = post(&bus, "/e/k-1", None, many).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["ids"].as_array().unwrap().len(), 2);
+    let sent = bus.sent();
+    let names: Vec<&str> = sent.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["app/user.created", "app/a", "app/b"]);
+    assert_eq!(sent[2].data, json!({}), "missing data becomes an empty object");
+    assert_eq!(sent[1].ts, Some(NOW));
+    assert_eq!(body["ids"][0], json!(sent[1].id.clone().unwrap()));
+}
+
+#[tokio::test]
+async fn keys_are_required_and_bad_events_are_refused_whole() {
+    let bus = MemoryBus::new();
+    let event = r#"{"name": "app/a", "data": {}}"#;
+    assert_eq!(
+        post(&bus, "/send", None, event).await,
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({"ids": [], "status": 401, "error": "an event key is required (Authorization: Bearer <key>)"})
+        )
+    );
+    assert_eq!(post(&bus, "/e/wrong", None, event).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) =
+        post(&bus, "/send", Some("k-1"), r#"[{"name": "app/a", "data": {}}, {"name": "", "data": {}}]"#).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("event 1: event name must not be empty"))
+    );
+    let (status, body) = post(&bus, "/send", Some("k-1"), r#"{"name": "app/a", "data": [1]}"#).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("event 0: event `app/a`: data must be a JSON object"))
+    );
+    let (status, body) = post(&bus, "/send", Some("k-1"), "{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().starts_with("the body is not JSON"));
+    let huge = json!({"name": "app/a", "data": {"blob": "x".repeat(600 * 1024)}}).to_string();
+    let (status, body) = post(&bus, "/send", Some("k-1"), &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body["error"].as_str().unwrap().ends_with("bytes, over the 524288-byte limit"));
+    assert!(bus.sent().is_empty(), "nothing forwarded");
+}
