@@ -55,9 +55,24 @@ fn functions() -> Result<Vec<Function>, cairn::DefinitionError> {
     ])
 }
 
+/// Only for the serve benchmark (`CAIRN_BENCH_FUNCTION=1`): 100 `run` steps and one more.
+fn bench_function() -> Result<Function, cairn::DefinitionError> {
+    Function::new("bench-hundred").on_event("bench/hundred").handler(|_: Event, step: Step| async move {
+        let mut total = 0;
+        for n in 0..101 {
+            total += step.run("step", || async move { Ok(n) }).await?;
+        }
+        Ok(total)
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let registry = cairn::Registry::new(functions()?)?;
+    let mut functions = functions()?;
+    if std::env::var("CAIRN_BENCH_FUNCTION").is_ok() {
+        functions.push(bench_function()?);
+    }
+    let registry = cairn::Registry::new(functions)?;
     let config = cairn_http::ServeConfig::from_env("conformance").map_err(anyhow::Error::msg)?;
     let app = axum::Router::new().nest("/api/inngest", cairn_http::serve(config, registry));
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());

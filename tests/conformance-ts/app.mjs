@@ -55,5 +55,14 @@ const invoker = inngest.createFunction({ id: "invoker", triggers: [{ event: "tes
   return await step.invoke("call-hello", { function: hello, data: { userId: "x" } });
 });
 
-const handler = serve({ client: inngest, functions: [hello, repeated, fanOut, parallel, flaky, fatal, waiter, invoker] });
+// Only for the serve benchmark (CAIRN_BENCH_FUNCTION=1): 100 `run` steps and one more.
+const benchHundred = inngest.createFunction({ id: "bench-hundred", triggers: [{ event: "bench/hundred" }] }, async ({ step }) => {
+  let total = 0;
+  for (let n = 0; n < 101; n++) total += await step.run("step", () => n);
+  return total;
+});
+
+const functions = [hello, repeated, fanOut, parallel, flaky, fatal, waiter, invoker];
+if (process.env.CAIRN_BENCH_FUNCTION) functions.push(benchHundred);
+const handler = serve({ client: inngest, functions });
 http.createServer(handler).listen(Number(process.env.PORT || 3000), "127.0.0.1");
