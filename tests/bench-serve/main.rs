@@ -46,7 +46,8 @@ fn start(mut command: Command) -> (App, String) {
 
 fn request_body() -> String {
     let ids: Vec<String> = (0..100).map(|n| cairn::StepId::for_name("step", n).to_string()).collect();
-    let steps: serde_json::Map<String, Value> = ids.iter().enumerate().map(|(n, id)| (id.clone(), json!({"data": n}))).collect();
+    let steps: serde_json::Map<String, Value> =
+        ids.iter().enumerate().map(|(n, id)| (id.clone(), json!({"data": n}))).collect();
     let event = json!({"name": "bench/hundred", "data": {}, "id": "01J000000000000000000000EV", "ts": 1, "user": {}});
     json!({"event": event, "events": [event], "steps": steps,
            "ctx": {"run_id": "01J0000000000000000000RUN1", "attempt": 0, "max_attempts": 5, "stack": {"stack": ids, "current": 100}},
@@ -98,13 +99,23 @@ async fn main() {
     let mut node = Command::new("node");
     node.arg(format!("{ts_dir}/app.mjs")).current_dir(&ts_dir);
     let (_ts, ts_url) = start(node);
-    println!("## POST replaying a 100-step memo and running one new step ({CONNECTIONS} connections, {seconds} s each, loopback)");
+    println!(
+        "## POST replaying a 100-step memo and running one new step ({CONNECTIONS} connections, {seconds} s each, loopback)"
+    );
     println!("| endpoint | requests/s | p50 | p99 | requests |\n|---|---|---|---|---|");
     let mut results = Vec::new();
     for (name, url) in [("Cairn (Rust, axum)", &rust_url), ("inngest 4.24 (TypeScript, node)", &ts_url)] {
         let (rps, p50, p99, count) = load(url, seconds).await;
-        println!("| {name} | {rps:.0} | {:.2} ms | {:.2} ms | {count} |", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+        println!(
+            "| {name} | {rps:.0} | {:.2} ms | {:.2} ms | {count} |",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
         results.push((rps, p99));
     }
-    println!("\nthroughput ratio: {:.1}x; p99 ratio: {:.1}x lower", results[0].0 / results[1].0, results[1].1.as_secs_f64() / results[0].1.as_secs_f64());
+    println!(
+        "\nthroughput ratio: {:.1}x; p99 ratio: {:.1}x lower",
+        results[0].0 / results[1].0,
+        results[1].1.as_secs_f64() / results[0].1.as_secs_f64()
+    );
 }

@@ -92,3 +92,29 @@ async fn a_function_url_call_streams_progress_and_heartbeats_until_the_run_ends(
     let text = bad.text().await.unwrap();
     assert!(text.contains("the request body is not JSON"), "{text}");
 }
+
+/// The Inngest endpoint on lambda_http, as behind its Function URL: `functions/serve` under
+/// `cargo lambda watch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_binary_answers_on_its_function_url() {
+    let Ok(cargo_lambda) = std::env::var("CAIRN_CARGO_LAMBDA") else {
+        eprintln!("skipped: CAIRN_CARGO_LAMBDA is not set (make test sets it)");
+        return;
+    };
+    let env = [("INNGEST_DEV", "1".to_string()), ("CAIRN_EVENT_KEYS", "k-1".to_string())];
+    let watch = tokio::task::spawn_blocking(move || Watch::start(&cargo_lambda, &env)).await.unwrap();
+    let base = format!("http://127.0.0.1:{}/lambda-url/serve/api/inngest", watch.port);
+    let client = reqwest::Client::new();
+    let introspection: Value = client.get(&base).send().await.unwrap().json().await.unwrap();
+    assert_eq!((introspection["mode"].clone(), introspection["function_count"].clone()), (json!("dev"), json!(3)));
+    let call =
+        json!({"event": {"name": "app/my.event", "data": {}}, "steps": {}, "ctx": {"run_id": "r1", "attempt": 0}});
+    let answer =
+        client.post(format!("{base}?fnId=cairn-hello&stepId=step")).body(call.to_string()).send().await.unwrap();
+    assert_eq!(answer.status(), 206);
+    assert_eq!(answer.headers()["x-inngest-sdk"], "cairn:v0.1.0");
+    let ops: Value = answer.json().await.unwrap();
+    assert_eq!((ops[0]["op"].clone(), ops[0]["data"].clone()), (json!("StepRun"), json!({"success": true})));
+    let unauthorized = client.post(format!("{base}/send")).body("{}").send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+}

@@ -47,6 +47,14 @@ pub struct CallStack {
     pub stack: Vec<String>,
 }
 
+/// Decodes a call request body.
+///
+/// # Errors
+/// A message naming what is malformed.
+pub fn decode(body: &[u8]) -> Result<CallRequest, String> {
+    serde_json::from_slice(body).map_err(|err| format!("malformed call request: {err}"))
+}
+
 /// Decodes the memo into records, ordered as `ctx.stack` says (else as given). The rule is the
 /// TypeScript SDK's: an object with only `data` is that data, with only `error` a failure, with
 /// only `input` no result yet; anything else (null, an event) is the data itself.

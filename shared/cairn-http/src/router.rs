@@ -260,14 +260,9 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
     let Some(function) = function else {
         return internal(format!("Function \"{fn_id}\" was not found in this app; is the app synced correctly?"));
     };
-    let request: CallRequest = match serde_json::from_slice(body) {
+    let request: CallRequest = match call::decode(body) {
         Ok(request) => request,
-        Err(err) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"message": format!("malformed call request: {err}")}),
-            );
-        }
+        Err(message) => return json_response(StatusCode::BAD_REQUEST, &json!({ "message": message })),
     };
     let step_id = query.get("stepId").map(String::as_str).unwrap_or("step");
     let policy = match step_id {
