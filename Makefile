@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint template unit bench fmt build
+.PHONY: test lint template unit bench fmt build fuzz
 
 ## Every test: formatting, clippy, the template lint, unit, integration and doc tests.
 test: lint template unit
@@ -35,6 +35,14 @@ bench:
 	$(CARGO) build --release -p hello --bin hello
 	$(CARGO) build --release -p cairn-tests --bin bench-aws
 	infra/local/with-services.sh target/release/bench-aws target/release/hello
+	test -d tests/conformance-ts/node_modules/inngest || (cd tests/conformance-ts && npm install --no-audit --no-fund --silent)
+	$(CARGO) build --profile bench -p cairn-tests --bin bench-serve --bin conformance-app
+	target/release/bench-serve target/release/conformance-app tests/conformance-ts 10
+
+## Ten minutes of coverage-guided fuzzing of the Inngest call-request decoder.
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run call_request -- -max_total_time=600
 
 fmt:
 	$(CARGO) fmt --all

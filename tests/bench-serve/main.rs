@@ -96,6 +96,7 @@ async fn main() {
     let ts_dir = args.next().expect("usage: bench-serve CONFORMANCE_APP TS_DIR [SECONDS]");
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
     let (_rust, rust_url) = start(Command::new(&rust_app));
+    let ts_dir = std::fs::canonicalize(&ts_dir).expect("the TypeScript app's folder").display().to_string();
     let mut node = Command::new("node");
     node.arg(format!("{ts_dir}/app.mjs")).current_dir(&ts_dir);
     let (_ts, ts_url) = start(node);
