@@ -379,18 +379,25 @@ fn approval_waiter() -> Function {
         .unwrap()
 }
 
+/// The approval waiter behind a Lambda driver on `store` (no bus or scheduler needed).
+fn approval_driver(store: &DynamoDbStore) -> LambdaDriver {
+    let registry = Registry::new([approval_waiter()]).unwrap();
+    LambdaDriver::new(
+        Runner::new(registry, AnyStore::DynamoDb(store.clone()), AnyBus::Log, AnyTimer::Log),
+        DriverConfig::default(),
+    )
+}
+
+/// An EventBridge envelope, as a rule delivers it.
+fn envelope(id: &str, detail_type: &str, detail: Value) -> Value {
+    json!({"version": "0", "id": id, "detail-type": detail_type, "source": "app", "detail": detail})
+}
+
 #[test]
 fn a_matching_event_delivered_to_the_function_resumes_its_waiting_run_on_dynamodb() {
     with_aws(|| async {
         let store = fresh_store().await;
-        let runner = Runner::new(
-            Registry::new([approval_waiter()]).unwrap(),
-            AnyStore::DynamoDb(store.clone()),
-            AnyBus::Log,
-            AnyTimer::Log,
-        );
-        let driver = LambdaDriver::new(runner, DriverConfig::default());
-        let envelope = |id: &str, detail_type: &str, detail: Value| json!({"version": "0", "id": id, "detail-type": detail_type, "source": "app", "detail": detail});
+        let driver = approval_driver(&store);
         let started = driver.handle(envelope("req-1", "test/request", json!({"id": 7})), 0).await.unwrap();
         assert_eq!(started["runs"][0]["status"], json!("waiting"));
         let other = driver.handle(envelope("ok-8", "test/approved", json!({"id": 8})), 0).await.unwrap();
@@ -406,14 +413,7 @@ fn a_matching_event_delivered_to_the_function_resumes_its_waiting_run_on_dynamod
 fn an_approval_that_races_ahead_of_the_wait_still_resumes_it_on_dynamodb() {
     with_aws(|| async {
         let store = fresh_store().await;
-        let runner = Runner::new(
-            Registry::new([approval_waiter()]).unwrap(),
-            AnyStore::DynamoDb(store.clone()),
-            AnyBus::Log,
-            AnyTimer::Log,
-        );
-        let driver = LambdaDriver::new(runner, DriverConfig::default());
-        let envelope = |id: &str, detail_type: &str, detail: Value| json!({"version": "0", "id": id, "detail-type": detail_type, "source": "app", "detail": detail});
+        let driver = approval_driver(&store);
         // The approval is delivered first; the request a moment later.
         let early = driver.handle(envelope("ok-7", "test/approved", json!({"id": 7})), 0).await.unwrap();
         assert_eq!(early["runs"], json!([]));
