@@ -25,6 +25,8 @@ template:
 
 ## `sam build`: every function built for arm64 Lambda with cargo-lambda (release).
 build:
+	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || \
+	  { echo "make build: the functions are arm64 Lambdas and need the aarch64-unknown-linux-gnu Rust target; run: rustup target add aarch64-unknown-linux-gnu" >&2; exit 1; }
 	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" "$$(infra/local/ensure-tools.sh sam)/bin/sam" build
 
 ## The benchmarks of README's Performance section: the engine (criterion), then DynamoDB
