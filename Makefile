@@ -1,8 +1,14 @@
-# Cairn: `make dev` runs it locally (arrives with the dev-server issue), `make test` runs every test.
+# Cairn: `make dev` runs it locally, `make test` runs every test.
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint template unit bench fmt build fuzz
+.PHONY: dev test lint template unit bench fmt build fuzz
+
+## Local development, for now: every function binary under `cargo lambda watch` on :9000 with
+## the embedded SQLite store (the dev server and dashboard on :8288 are still to come).
+dev:
+	@echo "Functions on 127.0.0.1:9000. Try: cargo lambda invoke -A 127.0.0.1 hello --data-ascii '{\"name\": \"app/my.event\", \"data\": {}}'"
+	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" cargo lambda watch -A 127.0.0.1 -P 9000
 
 ## Every test: formatting, clippy, the template lint, unit, integration and doc tests.
 test: lint template unit
