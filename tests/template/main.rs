@@ -17,7 +17,17 @@ fn code() -> Vec<(&'static str, Function)> {
         ("hello", hello::function()),
         ("readwise-fetch-books", readwise_fetch_books::function()),
         ("readwise-daily-sync", readwise_daily_sync::function()),
+        ("order-approval", order_approval::function()),
     ]
+}
+
+/// Events a function's `wait_for_event` waits for: its rules must route them too, or the
+/// waiting run never hears of them.
+fn awaited(binary: &str) -> &'static [&'static str] {
+    match binary {
+        "order-approval" => &[order_approval::APPROVED],
+        _ => &[],
+    }
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -99,7 +109,13 @@ fn check(template: &Value, binary: &str, function: &Function) -> Vec<String> {
     for missing in triggers.difference(&routed) {
         problems.push(format!("{name}: trigger `{missing}` has no EventBridgeRule"));
     }
-    for extra in routed.difference(&triggers) {
+    for awaited in awaited(binary) {
+        if !routed.contains(*awaited) {
+            problems
+                .push(format!("{name}: `{awaited}` is awaited by a wait_for_event but no EventBridgeRule routes it"));
+        }
+    }
+    for extra in routed.difference(&triggers).filter(|e| !awaited(binary).contains(&e.as_str())) {
         problems.push(format!("{name}: a rule routes `{extra}`, which function `{}` does not handle", function.id()));
     }
     for missing in crons.difference(&schedules) {

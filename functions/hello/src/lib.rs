@@ -1,5 +1,6 @@
 //! `hello`: the seed docs' example. On `app/my.event`, `step.run("step-name")` returns
 //! `{"success": true}`, then `step.sleep("wait", "1h")`, and the function returns the step's result.
+//! The binary reads `HELLO_SLEEP` (default `1h`) so a local load test can shorten the sleep.
 
 use cairn::prelude::*;
 use serde_json::Value;
@@ -9,12 +10,21 @@ use serde_json::Value;
 /// # Panics
 /// Never: the definition is static and valid (its own test builds it).
 pub fn function() -> Function {
+    function_with("1h")
+}
+
+/// The function with a sleep of `sleep` (`"2s"`, `"1h"`, ...) instead of an hour.
+///
+/// # Panics
+/// When `sleep` is not a duration.
+pub fn function_with(sleep: &str) -> Function {
+    let sleep = cairn::parse_duration(sleep).expect("HELLO_SLEEP is a duration such as 2s or 1h");
     Function::new("hello")
         .name("Hello")
         .on_event("app/my.event")
-        .handler(|_event: Event, step: Step| async move {
+        .handler(move |_event: Event, step: Step| async move {
             let result: Value = step.run("step-name", || async { Ok(json!({ "success": true })) }).await?;
-            step.sleep("wait", "1h").await?;
+            step.sleep("wait", sleep).await?;
             Ok(result)
         })
         .expect("the hello definition is valid")

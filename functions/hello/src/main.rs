@@ -3,5 +3,6 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    cairn_aws::run(vec![hello::function()]).await
+    let sleep = std::env::var("HELLO_SLEEP").unwrap_or_else(|_| "1h".into());
+    cairn_aws::run(vec![hello::function_with(&sleep)]).await
 }

@@ -257,18 +257,7 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
     } else {
         aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build()
     };
-    let store = match std::env::var("CAIRN_TABLE") {
-        Ok(table) if !table.is_empty() => {
-            AnyStore::DynamoDb(crate::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), table))
-        }
-        _ => {
-            let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
-            if let Some(parent) = std::path::Path::new(&path).parent() {
-                std::fs::create_dir_all(parent).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?;
-            }
-            AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|err| err.to_string())?)
-        }
-    };
+    let store = store_from_env(&aws)?;
     let bus = match std::env::var("CAIRN_BUS") {
         Ok(name) if !name.is_empty() => Some(crate::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), name)),
         _ => None,
@@ -277,8 +266,7 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
         (Ok(group), Some(bus)) if !group.is_empty() => {
             let role = std::env::var("CAIRN_SCHEDULER_ROLE_ARN")
                 .map_err(|_| "CAIRN_SCHEDULER_ROLE_ARN is not set".to_string())?;
-            let target =
-                std::env::var("CAIRN_FUNCTION_ARN").map_err(|_| "CAIRN_FUNCTION_ARN is not set".to_string())?;
+            let target = function_arn_from_env()?;
             let function_id = registry.functions().first().map(|f| f.id().to_string()).unwrap_or_default();
             AnyTimer::Scheduler(crate::SchedulerTimer::new(
                 aws_sdk_scheduler::Client::new(&aws),
@@ -295,6 +283,39 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
     let config = RunnerConfig::default().sleep_threshold(Duration::from_secs(threshold));
     let bus = bus.map_or(AnyBus::Log, AnyBus::EventBridge);
     Ok(Runner::new(registry, store, bus, timer).with_config(config))
+}
+
+/// The store named by the environment: DynamoDB table `CAIRN_TABLE` through `aws`, else the
+/// SQLite file `CAIRN_SQLITE_PATH` (default `.cairn/dev.db`, its directory created).
+///
+/// # Errors
+/// The SQLite file cannot be opened, naming it.
+pub fn store_from_env(aws: &aws_config::SdkConfig) -> Result<AnyStore, String> {
+    Ok(match std::env::var("CAIRN_TABLE") {
+        Ok(table) if !table.is_empty() => {
+            AnyStore::DynamoDb(crate::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), table))
+        }
+        _ => {
+            let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
+            if let Some(parent) = std::path::Path::new(&path).parent() {
+                std::fs::create_dir_all(parent).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?;
+            }
+            AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?)
+        }
+    })
+}
+
+/// This function's ARN for its own wake-up schedules: `CAIRN_FUNCTION_ARN`, else (under
+/// `cargo lambda watch`, where the dev server routes by name) one built from
+/// `AWS_LAMBDA_FUNCTION_NAME`.
+fn function_arn_from_env() -> Result<String, String> {
+    if let Ok(arn) = std::env::var("CAIRN_FUNCTION_ARN") {
+        return Ok(arn);
+    }
+    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .map_err(|_| "CAIRN_FUNCTION_ARN is not set (nor AWS_LAMBDA_FUNCTION_NAME to derive it from)".to_string())?;
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+    Ok(format!("arn:aws:lambda:{region}:000000000000:function:{name}"))
 }
 
 /// What one invocation answers: a JSON report, or an NDJSON progress stream for a Function URL.

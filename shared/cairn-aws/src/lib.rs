@@ -29,6 +29,7 @@ pub use any::{AnyBus, AnyStore, AnyTimer};
 pub use cron::schedule_expression;
 pub use driver::{
     DriverConfig, DriverError, DriverResponse, Invocation, LambdaDriver, NDJSON, classify, run, runner_from_env,
+    store_from_env,
 };
 pub use dynamodb::{CHUNK_BYTES, DynamoDbStore, MAX_OUTPUT_BYTES};
 pub use eventbridge::{EventBridgeBus, MAX_BATCH, MAX_ENTRY_BYTES};

@@ -1,0 +1,363 @@
+//! The dev server's core: accepting events (logged and queued in one transaction), routing them
+//! by the template's rules, firing schedules on time, and invoking functions under
+//! `cargo lambda watch` asynchronously with Lambda's retries.
+
+use crate::devdb::{DevDb, Invocation, LoggedEvent, NewInvocation, Schedule};
+use crate::inngest::InngestApps;
+use crate::schedule::Expression;
+use crate::template::Template;
+use cairn::{Clock, Millis, SystemClock};
+use cairn_aws::AnyStore;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// The account id the dev server reports in ARNs and envelopes.
+pub const ACCOUNT: &str = "000000000000";
+/// The largest entry PutEvents accepts (256 KiB, as in AWS).
+pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
+/// Delays before the two retries of a failed asynchronous invocation (Lambda waits 1 and 2
+/// minutes; the dev server, seconds).
+pub const RETRY_DELAYS: [Millis; 2] = [1_000, 2_000];
+/// The prefix of queued invocations that go to an Inngest-protocol app instead of a binary.
+pub const INNGEST_PREFIX: &str = "inngest:";
+
+/// How the dev server is set up.
+#[derive(Clone, Debug)]
+pub struct DevConfig {
+    /// `template.yaml`.
+    pub template_path: String,
+    /// The SQLite file (run store and dev tables).
+    pub db_path: String,
+    /// `cargo lambda watch`'s Lambda API, e.g. `http://127.0.0.1:9000`.
+    pub lambda_url: String,
+    /// Inngest-protocol apps to drive (`-u`).
+    pub apps: Vec<String>,
+    /// Region in ARNs.
+    pub region: String,
+    /// Invocations in flight at once.
+    pub concurrency: usize,
+}
+
+/// An entry to put on a bus, validated.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// `Source`.
+    pub source: String,
+    /// `DetailType`: the event name.
+    pub detail_type: String,
+    /// `Detail`, a JSON object.
+    pub detail: Value,
+    /// `EventBusName` (a name or ARN).
+    pub bus: String,
+    /// `Time`.
+    pub time: Option<Millis>,
+    /// `Resources`.
+    pub resources: Vec<String>,
+}
+
+/// The running dev server's state (shared by the HTTP handlers and the background loops).
+#[derive(Debug)]
+pub struct Dev {
+    /// Routing.
+    pub template: Template,
+    /// Event log, invocation queue, schedules.
+    pub db: DevDb,
+    /// Run state (what the functions write).
+    pub store: AnyStore,
+    /// Setup.
+    pub config: DevConfig,
+    /// HTTP client for invocations.
+    pub http: reqwest::Client,
+    /// Wakes the dispatcher when work is queued.
+    pub queued: Notify,
+    /// Inngest-protocol apps.
+    pub inngest: InngestApps,
+    clock: SystemClock,
+}
+
+impl Dev {
+    /// Loads the template and opens the stores; the template's schedules are (re)installed.
+    ///
+    /// # Errors
+    /// A template mistake or an unopenable store, as a message naming it.
+    pub fn new(config: DevConfig, store: AnyStore) -> Result<Arc<Dev>, String> {
+        let template = Template::load(&config.template_path).map_err(|err| err.to_string())?;
+        let db = DevDb::open(&config.db_path)?;
+        let http = reqwest::Client::builder().build().map_err(|err| err.to_string())?;
+        let dev = Arc::new(Dev {
+            inngest: InngestApps::new(config.apps.clone()),
+            template,
+            db,
+            store,
+            config,
+            http,
+            queued: Notify::new(),
+            clock: SystemClock,
+        });
+        dev.install_template_schedules()?;
+        Ok(dev)
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    fn install_template_schedules(&self) -> Result<(), String> {
+        let now = self.now();
+        for function in &self.template.functions {
+            for schedule in &function.schedules {
+                self.db.put_schedule(&Schedule {
+                    group_name: "template".into(),
+                    name: format!("{}.{}", function.resource, schedule.name),
+                    expression: schedule.expression_text.clone(),
+                    time_zone: schedule.time_zone.clone(),
+                    target_arn: self.function_arn(&function.function_name),
+                    input: schedule.input.clone(),
+                    delete_after: false,
+                    created_at: now,
+                    next_at: schedule.expression.next_after(now, now, &schedule.time_zone),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ARN of a Lambda function named `name`.
+    pub fn function_arn(&self, name: &str) -> String {
+        format!("arn:aws:lambda:{}:{ACCOUNT}:function:{name}", self.config.region)
+    }
+
+    /// The bus name of a name or ARN.
+    pub fn bus_name(bus: &str) -> &str {
+        bus.rsplit('/').next().unwrap_or(bus)
+    }
+
+    /// Accepts entries: each becomes an EventBridge envelope, is routed by the template's rules
+    /// (and to Inngest apps' triggers), and is logged with its invocations queued, all in one
+    /// transaction. Returns the envelope ids.
+    ///
+    /// # Errors
+    /// The log could not be written: nothing was accepted.
+    /// With `only`, the rules are bypassed and every entry goes to that target alone (a binary,
+    /// or `inngest:<function id>`): the dashboard's "invoke".
+    pub fn put(&self, entries: Vec<Entry>, cause: &str, only: Option<&str>) -> Result<Vec<String>, String> {
+        let now = self.now();
+        let mut events = Vec::with_capacity(entries.len());
+        let mut invocations = Vec::new();
+        for entry in entries {
+            let id = new_envelope_id();
+            let bus = Dev::bus_name(&entry.bus).to_string();
+            let time = entry.time.unwrap_or(now);
+            let envelope = json!({
+                "version": "0",
+                "id": id,
+                "detail-type": entry.detail_type,
+                "source": entry.source,
+                "account": ACCOUNT,
+                "time": rfc3339(time),
+                "region": self.config.region,
+                "resources": entry.resources,
+                "detail": entry.detail,
+            });
+            // Cairn's bus sends the whole event as the detail; its id keys the runs.
+            let event_id = match (entry.detail["id"].as_str(), entry.detail["name"].as_str()) {
+                (Some(own), Some(name)) if name == entry.detail_type => own.to_string(),
+                _ => id.clone(),
+            };
+            let targets: Vec<String> = match only {
+                Some(target) => vec![target.to_string()],
+                None => {
+                    let mut targets: Vec<String> =
+                        self.template.route(&bus, &envelope).iter().map(|f| f.binary.clone()).collect();
+                    if entry.detail_type != cairn_aws::RESUME_EVENT {
+                        targets.extend(
+                            self.inngest
+                                .triggered_by(&entry.detail_type)
+                                .iter()
+                                .map(|id| format!("{INNGEST_PREFIX}{id}")),
+                        );
+                    }
+                    targets
+                }
+            };
+            for target in &targets {
+                invocations.push(NewInvocation {
+                    function: target.clone(),
+                    cause: cause.to_string(),
+                    event_id: Some(event_id.clone()),
+                    payload: envelope.clone(),
+                });
+            }
+            events.push(LoggedEvent {
+                seq: 0,
+                id,
+                event_id,
+                received_at: now,
+                bus,
+                source: entry.source,
+                name: entry.detail_type,
+                envelope,
+                targets,
+            });
+        }
+        self.db.accept(&events, &invocations, now)?;
+        if !invocations.is_empty() {
+            self.queued.notify_one();
+        }
+        Ok(events.into_iter().map(|e| e.id).collect())
+    }
+
+    /// Queues one invocation of `function` (a binary) with `payload`.
+    ///
+    /// # Errors
+    /// The queue could not be written.
+    pub fn enqueue(&self, invocation: NewInvocation) -> Result<(), String> {
+        self.db.accept(&[], &[invocation], self.now())?;
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Runs the dispatcher and the schedule loop until the process ends.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let dev = Arc::clone(self);
+        tokio::spawn(async move { dev.dispatch_forever().await });
+        let dev = Arc::clone(self);
+        tokio::spawn(async move { dev.schedule_forever().await });
+        let dev = Arc::clone(self);
+        tokio::spawn(async move { dev.inngest.sync_forever(&dev).await });
+    }
+
+    async fn dispatch_forever(self: Arc<Self>) {
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        loop {
+            let claimed = self.db.claim_due(self.now(), permits.available_permits().max(1));
+            match claimed {
+                Ok(due) if !due.is_empty() => {
+                    for invocation in due {
+                        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+                        let dev = Arc::clone(&self);
+                        tokio::spawn(async move {
+                            dev.run_invocation(invocation).await;
+                            drop(permit);
+                            dev.queued.notify_one();
+                        });
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::error!(error = %err, "cannot read the invocation queue"),
+            }
+            let wait = self
+                .db
+                .next_due()
+                .map(|at| Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0).clamp(5, 1_000)))
+                .unwrap_or(Duration::from_secs(1));
+            let _ = tokio::time::timeout(wait, self.queued.notified()).await;
+        }
+    }
+
+    async fn run_invocation(&self, invocation: Invocation) {
+        let result = if let Some(target) = invocation.function.strip_prefix(INNGEST_PREFIX) {
+            self.inngest.execute(self, target, &invocation).await
+        } else {
+            self.invoke_lambda(&invocation.function, &invocation.payload).await
+        };
+        let now = self.now();
+        let retry_at = match &result {
+            Err(_) => {
+                RETRY_DELAYS.get(usize::try_from(invocation.attempts).unwrap_or(9).saturating_sub(1)).map(|d| now + d)
+            }
+            Ok(_) => None,
+        };
+        match &result {
+            Ok(_) => tracing::info!(function = %invocation.function, cause = %invocation.cause, "invoked"),
+            Err(err) => {
+                tracing::warn!(function = %invocation.function, attempt = invocation.attempts, retry = retry_at.is_some(), error = %err, "invocation failed")
+            }
+        }
+        if let Err(err) = self.db.finish(invocation.seq, result, retry_at, now) {
+            tracing::error!(error = %err, "cannot record an invocation");
+        }
+    }
+
+    /// Invokes `binary` under `cargo lambda watch` and returns its answer.
+    ///
+    /// # Errors
+    /// Unreachable watch, an unknown function, or the function's error.
+    pub async fn invoke_lambda(&self, binary: &str, payload: &Value) -> Result<Value, String> {
+        let url = format!("{}/2015-03-31/functions/{binary}/invocations", self.config.lambda_url.trim_end_matches('/'));
+        let response = self
+            .http
+            .post(&url)
+            .json(payload)
+            .timeout(Duration::from_secs(20 * 60))
+            .send()
+            .await
+            .map_err(|err| format!("cannot reach cargo lambda watch at {}: {err}", self.config.lambda_url))?;
+        let status = response.status();
+        let function_error = response.headers().get("x-amz-function-error").is_some();
+        let body = response.text().await.map_err(|err| err.to_string())?;
+        let value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
+        if status.is_success() && !function_error && value.get("errorType").is_none() {
+            Ok(value)
+        } else if status.as_u16() == 404 {
+            Err(format!("function `{binary}` is not served by cargo lambda watch (404: {body})"))
+        } else {
+            Err(format!("{binary} answered {status}: {body}"))
+        }
+    }
+
+    async fn schedule_forever(self: Arc<Self>) {
+        loop {
+            let now = self.now();
+            match self.db.due_schedules(now) {
+                Ok(due) => {
+                    for schedule in due {
+                        self.fire(&schedule, now);
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "cannot read schedules"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn fire(&self, schedule: &Schedule, now: Millis) {
+        let next = Expression::parse(&schedule.expression, &schedule.time_zone).ok().and_then(|e| {
+            if e.is_one_time() { None } else { e.next_after(now, schedule.created_at, &schedule.time_zone) }
+        });
+        let function = self
+            .template
+            .function(&schedule.target_arn)
+            .map(|f| f.binary.clone())
+            .unwrap_or_else(|| schedule.target_arn.rsplit(':').next().unwrap_or_default().to_string());
+        let payload = serde_json::from_str(&schedule.input).unwrap_or(Value::String(schedule.input.clone()));
+        let invocation = NewInvocation {
+            function,
+            cause: format!("schedule:{}/{}", schedule.group_name, schedule.name),
+            event_id: None,
+            payload,
+        };
+        match self.db.fired(schedule, next, &invocation, now) {
+            Ok(()) => {
+                tracing::info!(schedule = %schedule.name, target = %invocation.function, "schedule fired");
+                self.queued.notify_one();
+            }
+            Err(err) => tracing::error!(error = %err, "cannot fire a schedule"),
+        }
+    }
+}
+
+/// A fresh envelope id (a UUID v4 shape, as EventBridge's).
+pub fn new_envelope_id() -> String {
+    let hex = cairn::StepId::hash(&cairn::new_event_id(SystemClock.now())).to_string();
+    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+}
+
+/// RFC 3339 UTC to the second, as EventBridge's `time`.
+pub fn rfc3339(at: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(at).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

@@ -1,0 +1,510 @@
+//! The dev server's own records, in the SQLite file beside the run store: the event log, the
+//! invocation queue (so an accepted event is never dropped, even across a restart) and the
+//! Scheduler's schedules.
+
+use cairn::Millis;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS dev_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    event_id    TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    bus         TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    envelope    TEXT NOT NULL,
+    targets     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dev_invocations (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    function     TEXT NOT NULL,
+    cause        TEXT NOT NULL,
+    event_id     TEXT,
+    payload      TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    finished_at  INTEGER,
+    response     TEXT,
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS dev_invocations_due ON dev_invocations (status, next_at);
+CREATE TABLE IF NOT EXISTS dev_schedules (
+    group_name  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    expression  TEXT NOT NULL,
+    time_zone   TEXT NOT NULL,
+    target_arn  TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    delete_after INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    next_at     INTEGER,
+    PRIMARY KEY (group_name, name)
+);
+";
+
+/// A handle on the dev tables (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct DevDb {
+    connection: Arc<Mutex<Connection>>,
+}
+
+/// An event as logged.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoggedEvent {
+    /// Log sequence.
+    pub seq: i64,
+    /// The EventBridge envelope id.
+    pub id: String,
+    /// The id runs are keyed by: the Cairn event's own id when the detail carries one, else `id`.
+    pub event_id: String,
+    /// When the dev server accepted it.
+    pub received_at: Millis,
+    /// Bus.
+    pub bus: String,
+    /// `source`.
+    pub source: String,
+    /// `detail-type`: the event name.
+    pub name: String,
+    /// The whole envelope as delivered to targets.
+    pub envelope: Value,
+    /// The functions it was routed to (binaries).
+    pub targets: Vec<String>,
+}
+
+/// One queued or finished invocation of a function under `cargo lambda watch`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Invocation {
+    /// Queue sequence.
+    pub seq: i64,
+    /// The binary invoked.
+    pub function: String,
+    /// Why: `event`, `schedule:<name>`, `dashboard`, `rerun`, ...
+    pub cause: String,
+    /// The event that caused it, if any.
+    pub event_id: Option<String>,
+    /// The payload sent.
+    pub payload: Value,
+    /// `queued`, `running`, `ok` or `failed`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was queued.
+    pub created_at: Millis,
+    /// When it finished.
+    pub finished_at: Option<Millis>,
+    /// The function's answer.
+    pub response: Option<Value>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// A Scheduler schedule (one-time `at()` or recurring).
+#[derive(Clone, Debug, Serialize)]
+pub struct Schedule {
+    /// Group.
+    pub group_name: String,
+    /// Name.
+    pub name: String,
+    /// `ScheduleExpression`.
+    pub expression: String,
+    /// `ScheduleExpressionTimezone`.
+    pub time_zone: String,
+    /// Target ARN.
+    pub target_arn: String,
+    /// Target input.
+    pub input: String,
+    /// `ActionAfterCompletion: DELETE`.
+    pub delete_after: bool,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Next firing (`None` once a one-time schedule fired).
+    pub next_at: Option<Millis>,
+}
+
+/// A new invocation to queue.
+#[derive(Clone, Debug)]
+pub struct NewInvocation {
+    /// The binary.
+    pub function: String,
+    /// Why.
+    pub cause: String,
+    /// The causing event.
+    pub event_id: Option<String>,
+    /// The payload.
+    pub payload: Value,
+}
+
+fn sql_err(err: rusqlite::Error) -> String {
+    format!("dev database: {err}")
+}
+
+impl DevDb {
+    /// Opens (creating) the dev tables in the SQLite file at `path`; invocations left running
+    /// by a previous process are queued again.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &str) -> Result<DevDb, String> {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(parent).map_err(|err| format!("{path}: {err}"))?;
+        }
+        let connection = Connection::open(path).map_err(sql_err)?;
+        connection.busy_timeout(Duration::from_secs(10)).map_err(sql_err)?;
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
+        connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err)?;
+        connection.execute_batch(SCHEMA).map_err(sql_err)?;
+        connection
+            .execute("UPDATE dev_invocations SET status = 'queued' WHERE status = 'running'", [])
+            .map_err(sql_err)?;
+        Ok(DevDb { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Logs accepted events and queues their invocations in one transaction: either all of a
+    /// request's entries are kept or none is (and the caller answers an error).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn accept(&self, events: &[LoggedEvent], invocations: &[NewInvocation], now: Millis) -> Result<(), String> {
+        let mut connection = self.lock();
+        let tx = connection.transaction().map_err(sql_err)?;
+        for event in events {
+            tx.execute(
+                "INSERT OR IGNORE INTO dev_events (id, event_id, received_at, bus, source, name, envelope, targets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    event.id,
+                    event.event_id,
+                    event.received_at,
+                    event.bus,
+                    event.source,
+                    event.name,
+                    event.envelope.to_string(),
+                    serde_json::to_string(&event.targets).unwrap_or_default()
+                ],
+            )
+            .map_err(sql_err)?;
+        }
+        for invocation in invocations {
+            tx.execute(
+                "INSERT INTO dev_invocations (function, cause, event_id, payload, status, next_at, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
+                params![invocation.function, invocation.cause, invocation.event_id, invocation.payload.to_string(), now],
+            )
+            .map_err(sql_err)?;
+        }
+        tx.commit().map_err(sql_err)
+    }
+
+    /// Claims up to `limit` due invocations (marking them running).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn claim_due(&self, now: Millis, limit: usize) -> Result<Vec<Invocation>, String> {
+        let mut connection = self.lock();
+        let tx = connection.transaction().map_err(sql_err)?;
+        let due = {
+            let mut statement = tx
+                .prepare(&format!(
+                    "{INVOCATION_COLUMNS} WHERE status = 'queued' AND next_at <= ?1 ORDER BY seq LIMIT ?2"
+                ))
+                .map_err(sql_err)?;
+            statement
+                .query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX)], invocation_row)
+                .map_err(sql_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql_err)?
+        };
+        for invocation in &due {
+            tx.execute(
+                "UPDATE dev_invocations SET status = 'running', attempts = attempts + 1 WHERE seq = ?1",
+                params![invocation.seq],
+            )
+            .map_err(sql_err)?;
+        }
+        tx.commit().map_err(sql_err)?;
+        Ok(due.into_iter().map(|i| Invocation { attempts: i.attempts + 1, status: "running".into(), ..i }).collect())
+    }
+
+    /// Records an invocation's result: done (`ok` / `failed`) or retried at `retry_at`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn finish(
+        &self,
+        seq: i64,
+        result: Result<Value, String>,
+        retry_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<(), String> {
+        let connection = self.lock();
+        match (result, retry_at) {
+            (Ok(response), _) => connection.execute(
+                "UPDATE dev_invocations SET status = 'ok', finished_at = ?2, response = ?3, error = NULL WHERE seq = ?1",
+                params![seq, now, response.to_string()],
+            ),
+            (Err(error), Some(at)) => connection.execute(
+                "UPDATE dev_invocations SET status = 'queued', next_at = ?2, error = ?3 WHERE seq = ?1",
+                params![seq, at, error],
+            ),
+            (Err(error), None) => connection.execute(
+                "UPDATE dev_invocations SET status = 'failed', finished_at = ?2, error = ?3 WHERE seq = ?1",
+                params![seq, now, error],
+            ),
+        }
+        .map_err(sql_err)?;
+        Ok(())
+    }
+
+    /// The earliest `next_at` of a queued invocation.
+    pub fn next_due(&self) -> Option<Millis> {
+        self.lock()
+            .query_row("SELECT MIN(next_at) FROM dev_invocations WHERE status = 'queued'", [], |row| row.get(0))
+            .ok()
+            .flatten()
+    }
+
+    /// Events, newest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn events(&self, limit: usize, name: Option<&str>) -> Result<Vec<LoggedEvent>, String> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!("{EVENT_COLUMNS} WHERE (?2 IS NULL OR name = ?2) ORDER BY seq DESC LIMIT ?1"))
+            .map_err(sql_err)?;
+        statement
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX), name], event_row)
+            .map_err(sql_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql_err)
+    }
+
+    /// One event by envelope id or event id.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn event(&self, id: &str) -> Result<Option<LoggedEvent>, String> {
+        self.lock()
+            .query_row(&format!("{EVENT_COLUMNS} WHERE id = ?1 OR event_id = ?1 LIMIT 1"), params![id], event_row)
+            .optional()
+            .map_err(sql_err)
+    }
+
+    /// How many events were logged.
+    pub fn event_count(&self) -> i64 {
+        self.lock().query_row("SELECT COUNT(*) FROM dev_events", [], |row| row.get(0)).unwrap_or(0)
+    }
+
+    /// Invocations, newest first (of one event when `event_id` is given).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn invocations(&self, limit: usize, event_id: Option<&str>) -> Result<Vec<Invocation>, String> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!("{INVOCATION_COLUMNS} WHERE (?2 IS NULL OR event_id = ?2) ORDER BY seq DESC LIMIT ?1"))
+            .map_err(sql_err)?;
+        statement
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX), event_id], invocation_row)
+            .map_err(sql_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql_err)
+    }
+
+    /// A number that changes whenever the log or the queue does (for live updates).
+    pub fn fingerprint(&self) -> (i64, i64, i64) {
+        self.lock()
+            .query_row(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM dev_events), (SELECT COALESCE(MAX(seq), 0) FROM dev_invocations), (SELECT COUNT(*) FROM dev_invocations WHERE status IN ('queued', 'running'))",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap_or_default()
+    }
+
+    /// Creates a schedule; `Ok(false)` when one with that name exists in the group.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn create_schedule(&self, schedule: &Schedule) -> Result<bool, String> {
+        let inserted = self
+            .lock()
+            .execute(
+                "INSERT OR IGNORE INTO dev_schedules (group_name, name, expression, time_zone, target_arn, input, delete_after, created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    schedule.group_name,
+                    schedule.name,
+                    schedule.expression,
+                    schedule.time_zone,
+                    schedule.target_arn,
+                    schedule.input,
+                    schedule.delete_after,
+                    schedule.created_at,
+                    schedule.next_at
+                ],
+            )
+            .map_err(sql_err)?;
+        Ok(inserted == 1)
+    }
+
+    /// Replaces a schedule (the template's, at start-up).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn put_schedule(&self, schedule: &Schedule) -> Result<(), String> {
+        self.delete_schedule(&schedule.group_name, &schedule.name)?;
+        self.create_schedule(schedule).map(|_| ())
+    }
+
+    /// Deletes a schedule; `Ok(false)` when there was none.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn delete_schedule(&self, group: &str, name: &str) -> Result<bool, String> {
+        let deleted = self
+            .lock()
+            .execute("DELETE FROM dev_schedules WHERE group_name = ?1 AND name = ?2", params![group, name])
+            .map_err(sql_err)?;
+        Ok(deleted == 1)
+    }
+
+    /// Deletes the wake-ups of a run (their input names it); returns how many.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn delete_schedules_of_run(&self, run_id: &str) -> Result<usize, String> {
+        self.lock()
+            .execute("DELETE FROM dev_schedules WHERE input LIKE ?1", params![format!("%\"{run_id}\"%")])
+            .map_err(sql_err)
+    }
+
+    /// Schedules (of one group when given), by name.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn schedules(&self, group: Option<&str>) -> Result<Vec<Schedule>, String> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!("{SCHEDULE_COLUMNS} WHERE (?1 IS NULL OR group_name = ?1) ORDER BY group_name, name"))
+            .map_err(sql_err)?;
+        statement
+            .query_map(params![group], schedule_row)
+            .map_err(sql_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql_err)
+    }
+
+    /// Schedules due at `now`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn due_schedules(&self, now: Millis) -> Result<Vec<Schedule>, String> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!("{SCHEDULE_COLUMNS} WHERE next_at IS NOT NULL AND next_at <= ?1 ORDER BY next_at"))
+            .map_err(sql_err)?;
+        statement
+            .query_map(params![now], schedule_row)
+            .map_err(sql_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql_err)
+    }
+
+    /// After a firing: the next time, or the end of a one-time schedule (deleted or kept idle).
+    /// The firing's invocation is queued in the same transaction, so a crash cannot lose or
+    /// repeat it.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn fired(
+        &self,
+        schedule: &Schedule,
+        next_at: Option<Millis>,
+        invocation: &NewInvocation,
+        now: Millis,
+    ) -> Result<(), String> {
+        let mut connection = self.lock();
+        let tx = connection.transaction().map_err(sql_err)?;
+        if next_at.is_none() && schedule.delete_after {
+            tx.execute(
+                "DELETE FROM dev_schedules WHERE group_name = ?1 AND name = ?2",
+                params![schedule.group_name, schedule.name],
+            )
+        } else {
+            tx.execute(
+                "UPDATE dev_schedules SET next_at = ?3 WHERE group_name = ?1 AND name = ?2",
+                params![schedule.group_name, schedule.name, next_at],
+            )
+        }
+        .map_err(sql_err)?;
+        tx.execute(
+            "INSERT INTO dev_invocations (function, cause, event_id, payload, status, next_at, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
+            params![invocation.function, invocation.cause, invocation.event_id, invocation.payload.to_string(), now],
+        )
+        .map_err(sql_err)?;
+        tx.commit().map_err(sql_err)
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "SELECT seq, id, event_id, received_at, bus, source, name, envelope, targets FROM dev_events";
+const INVOCATION_COLUMNS: &str = "SELECT seq, function, cause, event_id, payload, status, attempts, created_at, finished_at, response, error FROM dev_invocations";
+const SCHEDULE_COLUMNS: &str = "SELECT group_name, name, expression, time_zone, target_arn, input, delete_after, created_at, next_at FROM dev_schedules";
+
+fn json_column(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedEvent> {
+    Ok(LoggedEvent {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        event_id: row.get(2)?,
+        received_at: row.get(3)?,
+        bus: row.get(4)?,
+        source: row.get(5)?,
+        name: row.get(6)?,
+        envelope: json_column(row.get(7)?),
+        targets: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
+    })
+}
+
+fn invocation_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Invocation> {
+    Ok(Invocation {
+        seq: row.get(0)?,
+        function: row.get(1)?,
+        cause: row.get(2)?,
+        event_id: row.get(3)?,
+        payload: json_column(row.get(4)?),
+        status: row.get(5)?,
+        attempts: row.get(6)?,
+        created_at: row.get(7)?,
+        finished_at: row.get(8)?,
+        response: row.get::<_, Option<String>>(9)?.map(json_column),
+        error: row.get(10)?,
+    })
+}
+
+fn schedule_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
+    Ok(Schedule {
+        group_name: row.get(0)?,
+        name: row.get(1)?,
+        expression: row.get(2)?,
+        time_zone: row.get(3)?,
+        target_arn: row.get(4)?,
+        input: row.get(5)?,
+        delete_after: row.get(6)?,
+        created_at: row.get(7)?,
+        next_at: row.get(8)?,
+    })
+}

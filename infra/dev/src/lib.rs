@@ -1,0 +1,17 @@
+//! # cairn-dev
+//!
+//! `cairn dev`: the local stand-in for EventBridge and EventBridge Scheduler (the same wire APIs,
+//! routing read from `template.yaml`), which invokes the functions under `cargo lambda watch`
+//! exactly as AWS would, logs every event, and serves a dashboard on http://localhost:8288. The
+//! CLI's `cairn send` and `cairn runs` talk to it.
+
+pub mod api;
+pub mod aws;
+pub mod cli;
+pub mod dev;
+pub mod devdb;
+pub mod inngest;
+pub mod pattern;
+pub mod schedule;
+pub mod server;
+pub mod template;

@@ -1,0 +1,237 @@
+//! `cairn`: the dev server and CLI. See `cairn --help`.
+
+use cairn_dev::cli::{self, Style};
+use cairn_dev::dev::{Dev, DevConfig};
+use clap::{Parser, Subcommand};
+use std::process::{Child, Command, ExitCode};
+
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about = "Cairn's local dev server and CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Serve EventBridge PutEvents, Scheduler and the dashboard, routing by template.yaml and
+    /// invoking the functions under `cargo lambda watch`.
+    Dev(DevArgs),
+    /// Put one event on the bus (through the dev server's PutEvents) and follow its runs.
+    Send {
+        /// The event name (EventBridge `detail-type`).
+        name: String,
+        /// The event data, a JSON object.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// EventBridge `source`.
+        #[arg(long, default_value = "cairn.cli")]
+        source: String,
+        /// The bus.
+        #[arg(long, default_value = "cairn")]
+        bus: String,
+        /// The dev server.
+        #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
+        url: String,
+        /// Follow the runs until they finish or suspend (default when on a terminal).
+        #[arg(long)]
+        wait: bool,
+        /// Do not follow the runs.
+        #[arg(long, conflicts_with = "wait")]
+        no_wait: bool,
+    },
+    /// List runs, newest first; `cairn runs show ID` shows one run's timeline.
+    Runs {
+        #[command(subcommand)]
+        action: Option<RunsAction>,
+        /// Only runs of this function id.
+        #[arg(long)]
+        function: Option<String>,
+        /// Only runs in this status (running, sleeping, waiting, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The dev server.
+        #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
+        url: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsAction {
+    /// One run's timeline: each step, its timing, attempts and output or error.
+    Show {
+        /// The run id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The dev server.
+        #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
+        url: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Port for the APIs and the dashboard.
+    #[arg(long, short = 'p', default_value_t = 8288)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The SAM template the routing is read from.
+    #[arg(long, default_value = "template.yaml")]
+    template: String,
+    /// The SQLite file shared with the functions (runs, steps, event log).
+    #[arg(long, env = "CAIRN_SQLITE_PATH", default_value = ".cairn/dev.db")]
+    db: String,
+    /// Where `cargo lambda watch` serves the Lambda Invoke API.
+    #[arg(long, default_value = "http://127.0.0.1:9000")]
+    lambda_url: String,
+    /// Start `cargo lambda watch` (with the functions' environment) and stop it on exit.
+    #[arg(long)]
+    watch: bool,
+    /// Also drive the Inngest-protocol app at this URL (e.g. http://localhost:3000/api/inngest); repeatable.
+    #[arg(long = "url", short = 'u')]
+    apps: Vec<String>,
+    /// Invocations in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cairn: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Commands::Dev(args) => dev(args).await,
+            Commands::Send { name, data, source, bus, url, wait, no_wait } => {
+                let follow = wait || (!no_wait && std::io::IsTerminal::is_terminal(&std::io::stdout()));
+                cli::send(&url, &name, &data, &source, &bus, follow).await
+            }
+            Commands::Runs { action: Some(RunsAction::Show { id, json, url }), .. } => {
+                cli::show(&url, &id, json, Style::detect()).await.map(|text| println!("{text}"))
+            }
+            Commands::Runs { action: None, function, status, limit, json, url } => {
+                cli::runs(&url, function.as_deref(), status.as_deref(), limit, json)
+                    .await
+                    .map(|text| println!("{text}"))
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("cairn: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dev(args: DevArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,cairn_dev=info".into()),
+        )
+        .with_target(false)
+        .compact()
+        .init();
+    let db = std::path::absolute(&args.db).map_err(|err| format!("--db {}: {err}", args.db))?.display().to_string();
+    // The functions' store: DynamoDB when CAIRN_TABLE is set (as in AWS), else the SQLite file.
+    let store = if std::env::var("CAIRN_TABLE").is_ok_and(|t| !t.is_empty()) {
+        cairn_aws::store_from_env(&aws_config::load_from_env().await)?
+    } else {
+        cairn_aws::AnyStore::Sqlite(cairn::SqliteStore::open(&db).map_err(|err| format!("--db {db}: {err}"))?)
+    };
+    let config = DevConfig {
+        template_path: args.template.clone(),
+        db_path: db.clone(),
+        lambda_url: args.lambda_url.clone(),
+        apps: args.apps.clone(),
+        region: "us-east-1".into(),
+        concurrency: args.concurrency,
+    };
+    let dev = Dev::new(config, store)?;
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .map_err(|err| format!("cannot listen on {}:{}: {err}", args.host, args.port))?;
+    let url = format!("http://{}:{}", args.host, args.port);
+    let bus = dev.template.buses().into_iter().find(|b| b != "default").unwrap_or_else(|| "default".into());
+    let watch =
+        if args.watch { Some(start_watch(&args.lambda_url, &cli::function_env(&url, &db, &bus))?) } else { None };
+    dev.spawn_background();
+    print_banner(&dev, &url, &args.lambda_url, &bus);
+    let server = axum::serve(listener, cairn_dev::server::router(dev));
+    let result = tokio::select! {
+        served = server => served.map_err(|err| err.to_string()),
+        _ = shutdown_signal() => Ok(()),
+    };
+    if let Some(child) = watch {
+        stop_process_group(child);
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+fn start_watch(lambda_url: &str, env: &[(String, String)]) -> Result<Child, String> {
+    let port = lambda_url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(9000);
+    let mut command = Command::new("cargo");
+    command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()]);
+    for (name, value) in env {
+        command.arg("--env-var").arg(format!("{name}={value}")).env(name, value);
+    }
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command
+        .spawn()
+        .map_err(|err| format!("cannot start `cargo lambda watch` (install cargo-lambda, or run `make dev`): {err}"))
+}
+
+/// Stops `cargo lambda watch` (which stops the functions it started) by its process group id,
+/// asking again if it is busy (a rebuild), and killing it after ten seconds.
+fn stop_process_group(mut child: Child) {
+    let group = format!("-{}", child.id());
+    for signal in ["-TERM", "-TERM", "-KILL"] {
+        let _ = Command::new("kill").args([signal, "--", &group]).status();
+        for _ in 0..50 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let _ = child.wait();
+}
+
+fn print_banner(dev: &Dev, url: &str, lambda_url: &str, bus: &str) {
+    let style = Style::detect();
+    println!("\n  {}  {}", style.bold("cairn dev"), style.dim(&format!("dashboard {url}")));
+    for function in dev.template.functions.iter().filter(|f| f.is_routed()) {
+        let mut triggers = function.event_names();
+        triggers.extend(function.schedules.iter().map(|s| format!("{} {}", s.expression_text, s.time_zone)));
+        println!("  {:<24} {}", function.function_id, style.dim(&triggers.join(", ")));
+    }
+    println!("  {}", style.dim(&format!("functions run under cargo lambda watch at {lambda_url}")));
+    println!(
+        "\n  try:  aws events put-events --endpoint-url {url} --entries '[{{\"EventBusName\":\"{bus}\",\"Source\":\"app\",\"DetailType\":\"app/my.event\",\"Detail\":\"{{}}\"}}]'"
+    );
+    println!("        cargo run -q -p cairn-dev -- send app/my.event --data '{{}}'\n");
+}

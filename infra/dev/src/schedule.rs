@@ -1,0 +1,208 @@
+//! EventBridge Scheduler expressions: `at(yyyy-mm-ddThh:mm:ss)`, `cron(min hour dom month dow
+//! year)` and `rate(n unit)`, each read in its schedule's time zone, and when each fires next.
+
+use cairn::{CronSchedule, Millis};
+use chrono::{NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+
+/// A parsed schedule expression.
+#[derive(Debug)]
+pub enum Expression {
+    /// One time, wall-clock in the schedule's zone.
+    At(NaiveDateTime),
+    /// A cron, converted to Cairn's 5-field form (the year field must be `*`).
+    Cron(Box<CronSchedule>),
+    /// Every this many milliseconds from the schedule's creation.
+    Rate(Millis),
+}
+
+impl Expression {
+    /// Parses `expression` with `time_zone` (IANA name, `UTC` when empty).
+    ///
+    /// # Errors
+    /// A sentence naming what is wrong, as Scheduler's ValidationException would.
+    pub fn parse(expression: &str, time_zone: &str) -> Result<Expression, String> {
+        let zone = parse_zone(time_zone)?;
+        let expression = expression.trim();
+        let inner = |prefix: &str| expression.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(')'));
+        if let Some(at) = inner("at(") {
+            return NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S")
+                .map(Expression::At)
+                .map_err(|_| format!("Invalid Schedule Expression {expression}: at() takes yyyy-mm-ddThh:mm:ss"));
+        }
+        if let Some(rate) = inner("rate(") {
+            let (count, unit) = rate.trim().split_once(' ').ok_or(format!(
+                "Invalid Schedule Expression {expression}: rate() takes a number and a unit, e.g. rate(5 minutes)"
+            ))?;
+            let count: i64 =
+                count.parse().ok().filter(|n| *n > 0).ok_or(format!(
+                    "Invalid Schedule Expression {expression}: the rate must be a positive whole number"
+                ))?;
+            let unit_ms = match unit.trim() {
+                "minute" | "minutes" => 60_000,
+                "hour" | "hours" => 3_600_000,
+                "day" | "days" => 86_400_000,
+                other => {
+                    return Err(format!("Invalid Schedule Expression {expression}: unknown unit `{other}`"));
+                }
+            };
+            return Ok(Expression::Rate(count * unit_ms));
+        }
+        if let Some(cron) = inner("cron(") {
+            let fields: Vec<&str> = cron.split_whitespace().collect();
+            let [minute, hour, day_of_month, month, day_of_week, year] = fields[..] else {
+                return Err(format!(
+                    "Invalid Schedule Expression {expression}: cron() needs 6 fields (minutes hours day-of-month month day-of-week year), found {}",
+                    fields.len()
+                ));
+            };
+            if (day_of_month == "?") == (day_of_week == "?") {
+                return Err(format!(
+                    "Invalid Schedule Expression {expression}: exactly one of day-of-month and day-of-week must be `?`"
+                ));
+            }
+            if year != "*" {
+                return Err(format!(
+                    "Invalid Schedule Expression {expression}: only `*` is supported in the year field"
+                ));
+            }
+            let day_of_week = unshift_weekdays(day_of_week);
+            let source = format!("TZ={zone} {minute} {hour} {day_of_month} {month} {day_of_week}").replace('?', "*");
+            return CronSchedule::parse(&source)
+                .map(|cron| Expression::Cron(Box::new(cron)))
+                .map_err(|err| format!("Invalid Schedule Expression {expression}: {err}"));
+        }
+        Err(format!("Invalid Schedule Expression {expression}: expected at(...), cron(...) or rate(...)"))
+    }
+
+    /// The first firing strictly after `after`, for a schedule created at `created_at` in
+    /// `time_zone`; `None` once a one-time schedule has passed.
+    pub fn next_after(&self, after: Millis, created_at: Millis, time_zone: &str) -> Option<Millis> {
+        match self {
+            Expression::At(wall) => {
+                let zone = parse_zone(time_zone).unwrap_or(Tz::UTC);
+                let at = zone.from_local_datetime(wall).earliest()?.timestamp_millis();
+                (at > after).then_some(at)
+            }
+            Expression::Cron(cron) => cron.next_after(after),
+            Expression::Rate(every) => {
+                let periods = (after - created_at).div_euclid(*every) + 1;
+                Some(created_at + periods.max(1) * every)
+            }
+        }
+    }
+
+    /// Whether the schedule fires once only.
+    pub fn is_one_time(&self) -> bool {
+        matches!(self, Expression::At(_))
+    }
+}
+
+fn parse_zone(time_zone: &str) -> Result<Tz, String> {
+    if time_zone.is_empty() {
+        return Ok(Tz::UTC);
+    }
+    time_zone
+        .parse::<Tz>()
+        .map_err(|_| format!("Invalid ScheduleExpressionTimezone {time_zone}: not an IANA time zone"))
+}
+
+/// EventBridge numbers weekdays 1-7 from Sunday; Unix crons 0-6.
+fn unshift_weekdays(field: &str) -> String {
+    let mut out = String::new();
+    let mut number = String::new();
+    let flush = |number: &mut String, out: &mut String| {
+        if let Ok(n) = number.parse::<u8>() {
+            out.push_str(&(n.saturating_sub(1) % 7).to_string());
+        }
+        number.clear();
+    };
+    let mut after_slash = false;
+    for c in field.chars() {
+        if c.is_ascii_digit() && !after_slash {
+            number.push(c);
+            continue;
+        }
+        flush(&mut number, &mut out);
+        after_slash = c == '/' || (after_slash && c.is_ascii_digit());
+        out.push(c);
+    }
+    flush(&mut number, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const NOV_23_2026: Millis = 1_795_392_000_000; // 2026-11-23T00:00:00Z, a Monday
+
+    #[test]
+    fn at_fires_once_in_its_zone() {
+        let at = Expression::parse("at(2026-11-23T00:00:02)", "UTC").unwrap();
+        assert_eq!(at.next_after(NOV_23_2026, 0, "UTC"), Some(NOV_23_2026 + 2_000));
+        assert_eq!(at.next_after(NOV_23_2026 + 2_000, 0, "UTC"), None);
+        let paris = Expression::parse("at(2026-11-23T01:00:00)", "Europe/Paris").unwrap();
+        assert_eq!(paris.next_after(0, 0, "Europe/Paris"), Some(NOV_23_2026));
+        assert!(at.is_one_time());
+    }
+
+    #[test]
+    fn crons_use_eventbridge_fields() {
+        let daily = Expression::parse("cron(0 3 * * ? *)", "UTC").unwrap();
+        assert_eq!(daily.next_after(NOV_23_2026, 0, "UTC"), Some(NOV_23_2026 + 3 * 3_600_000));
+        // 2-6 is Monday-Friday in EventBridge; the 23rd is a Monday.
+        let weekdays = Expression::parse("cron(0 12 ? * 2-6 *)", "UTC").unwrap();
+        assert_eq!(weekdays.next_after(NOV_23_2026, 0, "UTC"), Some(NOV_23_2026 + 12 * 3_600_000));
+        let sundays = Expression::parse("cron(0 0 ? * 1 *)", "UTC").unwrap();
+        assert_eq!(sundays.next_after(NOV_23_2026, 0, "UTC"), Some(NOV_23_2026 + 6 * 86_400_000));
+        let paris = Expression::parse("cron(0 3 * * ? *)", "Europe/Paris").unwrap();
+        assert_eq!(paris.next_after(NOV_23_2026, 0, "Europe/Paris"), Some(NOV_23_2026 + 2 * 3_600_000));
+        let every_minute = Expression::parse("cron(* * * * ? *)", "UTC").unwrap();
+        assert_eq!(every_minute.next_after(NOV_23_2026 + 1, 0, "UTC"), Some(NOV_23_2026 + 60_000));
+    }
+
+    #[test]
+    fn rates_count_from_creation() {
+        let rate = Expression::parse("rate(5 minutes)", "").unwrap();
+        assert_eq!(rate.next_after(1_000, 1_000, "UTC"), Some(301_000));
+        assert_eq!(rate.next_after(301_000, 1_000, "UTC"), Some(601_000));
+    }
+
+    #[test]
+    fn bad_expressions_say_what_is_wrong() {
+        let err = |e: &str, tz: &str| Expression::parse(e, tz).unwrap_err();
+        assert_eq!(
+            err("cron(0 3 * *)", "UTC"),
+            "Invalid Schedule Expression cron(0 3 * *): cron() needs 6 fields (minutes hours day-of-month month day-of-week year), found 4"
+        );
+        assert_eq!(
+            err("cron(0 3 * * * *)", "UTC"),
+            "Invalid Schedule Expression cron(0 3 * * * *): exactly one of day-of-month and day-of-week must be `?`"
+        );
+        assert_eq!(
+            err("rate(0 minutes)", "UTC"),
+            "Invalid Schedule Expression rate(0 minutes): the rate must be a positive whole number"
+        );
+        assert_eq!(
+            err("at(tomorrow)", "UTC"),
+            "Invalid Schedule Expression at(tomorrow): at() takes yyyy-mm-ddThh:mm:ss"
+        );
+        assert_eq!(err("daily", "UTC"), "Invalid Schedule Expression daily: expected at(...), cron(...) or rate(...)");
+        assert_eq!(
+            err("rate(1 day)", "Mars/Olympus"),
+            "Invalid ScheduleExpressionTimezone Mars/Olympus: not an IANA time zone"
+        );
+        assert!(err("cron(99 3 * * ? *)", "UTC").starts_with("Invalid Schedule Expression cron(99 3 * * ? *): "));
+    }
+
+    #[test]
+    fn weekdays_unshift() {
+        assert_eq!(unshift_weekdays("2-6"), "1-5");
+        assert_eq!(unshift_weekdays("1,7"), "0,6");
+        assert_eq!(unshift_weekdays("MON-FRI"), "MON-FRI");
+        assert_eq!(unshift_weekdays("*"), "*");
+        assert_eq!(unshift_weekdays("2/2"), "1/2");
+    }
+}

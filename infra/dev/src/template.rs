@@ -1,0 +1,356 @@
+//! Routing read from `template.yaml`: each `AWS::Serverless::Function`, the binary that
+//! `cargo lambda watch` runs for it, its `EventBridgeRule` patterns and its `ScheduleV2` crons.
+//! A mistake is reported naming the resource and the problem, before anything starts.
+
+use crate::pattern;
+use crate::schedule::Expression;
+use serde_json::Value;
+use serde_yaml::Value as Yaml;
+
+/// The routing of one template.
+#[derive(Debug, Default)]
+pub struct Template {
+    /// Its functions, in template order.
+    pub functions: Vec<TemplateFunction>,
+}
+
+/// One `AWS::Serverless::Function`.
+#[derive(Debug)]
+pub struct TemplateFunction {
+    /// The logical id, e.g. `HelloFunction`.
+    pub resource: String,
+    /// The binary (`Metadata.BuildProperties.Binary`): the name `cargo lambda watch` serves.
+    pub binary: String,
+    /// `FunctionName` (the name in AWS), e.g. `cairn-hello`.
+    pub function_name: String,
+    /// The Cairn function id: what its resume rule routes, else the binary name.
+    pub function_id: String,
+    /// `Description`.
+    pub description: String,
+    /// Its EventBridge rules.
+    pub rules: Vec<Rule>,
+    /// Its ScheduleV2 schedules.
+    pub schedules: Vec<TemplateSchedule>,
+}
+
+/// An `EventBridgeRule` event source.
+#[derive(Debug)]
+pub struct Rule {
+    /// `Resource.Events.<name>`.
+    pub name: String,
+    /// The bus it listens on.
+    pub bus: String,
+    /// The event pattern.
+    pub pattern: Value,
+}
+
+/// A `ScheduleV2` event source.
+#[derive(Debug)]
+pub struct TemplateSchedule {
+    /// `Resource.Events.<name>`.
+    pub name: String,
+    /// `ScheduleExpression` as written.
+    pub expression_text: String,
+    /// Parsed.
+    pub expression: Expression,
+    /// `ScheduleExpressionTimezone` (UTC when absent).
+    pub time_zone: String,
+    /// `Input`: the payload delivered.
+    pub input: String,
+}
+
+/// Why a template cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct TemplateError {
+    /// The file, or `file: Resource.Property`.
+    pub path: String,
+    /// The problem.
+    pub message: String,
+}
+
+impl TemplateFunction {
+    /// Whether anything routes to it (`serve`, driven over HTTP only, has no rules).
+    pub fn is_routed(&self) -> bool {
+        !self.rules.is_empty() || !self.schedules.is_empty()
+    }
+
+    /// Whether `name` (a bare name, `FunctionName`, or a Lambda ARN ending in either) is this function.
+    pub fn is_named(&self, name: &str) -> bool {
+        let name = name.rsplit(':').next().unwrap_or(name);
+        name == self.binary || name == self.function_name || name == self.resource
+    }
+
+    /// The event names its rules route by `detail-type` (excluding Cairn's own resume events).
+    pub fn event_names(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .flat_map(|rule| rule.pattern["detail-type"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .filter(|name| name != cairn_aws::RESUME_EVENT)
+            .collect()
+    }
+}
+
+impl Template {
+    /// Reads and checks the template at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or a resource has a mistake (named).
+    pub fn load(path: &str) -> Result<Template, TemplateError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| TemplateError { path: path.to_string(), message: format!("cannot read: {err}") })?;
+        Template::parse(path, &text)
+    }
+
+    /// Parses template `text` (named `file` in errors).
+    ///
+    /// # Errors
+    /// As [`Template::load`].
+    pub fn parse(file: &str, text: &str) -> Result<Template, TemplateError> {
+        let document: Yaml = serde_yaml::from_str(text)
+            .map_err(|err| TemplateError { path: file.to_string(), message: format!("not valid YAML: {err}") })?;
+        let resources = document
+            .get("Resources")
+            .and_then(Yaml::as_mapping)
+            .ok_or_else(|| TemplateError { path: file.to_string(), message: "no Resources section".to_string() })?;
+        let resolver = Resolver { document: &document };
+        let mut functions = Vec::new();
+        for (logical_id, resource) in resources {
+            let logical_id = logical_id.as_str().unwrap_or_default().to_string();
+            if resource.get("Type").and_then(Yaml::as_str) != Some("AWS::Serverless::Function") {
+                continue;
+            }
+            let fail = |property: &str, message: String| TemplateError {
+                path: format!("{file}: {logical_id}{}{property}", if property.is_empty() { "" } else { "." }),
+                message,
+            };
+            let binary = resource
+                .get("Metadata")
+                .and_then(|m| m.get("BuildProperties"))
+                .and_then(|b| b.get("Binary"))
+                .and_then(Yaml::as_str)
+                .ok_or_else(|| {
+                    fail("Metadata", "no BuildProperties.Binary: which functions/* binary does it run?".to_string())
+                })?
+                .to_string();
+            let properties = resource.get("Properties").cloned().unwrap_or(Yaml::Null);
+            let function_name =
+                properties.get("FunctionName").and_then(Yaml::as_str).unwrap_or(&logical_id).to_string();
+            let description = properties.get("Description").and_then(Yaml::as_str).unwrap_or_default().to_string();
+            let mut function = TemplateFunction {
+                resource: logical_id.clone(),
+                function_id: binary.clone(),
+                binary,
+                function_name,
+                description,
+                rules: Vec::new(),
+                schedules: Vec::new(),
+            };
+            for (event_name, event) in properties.get("Events").and_then(Yaml::as_mapping).into_iter().flatten() {
+                let event_name = event_name.as_str().unwrap_or_default().to_string();
+                let here = format!("Events.{event_name}");
+                let props = event.get("Properties").cloned().unwrap_or(Yaml::Null);
+                match event.get("Type").and_then(Yaml::as_str) {
+                    Some("EventBridgeRule") => {
+                        let pattern = props
+                            .get("Pattern")
+                            .ok_or_else(|| fail(&here, "an EventBridgeRule needs a Pattern".to_string()))?;
+                        let pattern = yaml_to_json(pattern);
+                        pattern::validate(&pattern).map_err(|message| fail(&format!("{here}.Pattern"), message))?;
+                        let bus = match props.get("EventBusName") {
+                            None => "default".to_string(),
+                            Some(value) => resolver
+                                .string(value)
+                                .map_err(|message| fail(&format!("{here}.EventBusName"), message))?,
+                        };
+                        if let Some(id) = resume_function_id(&pattern) {
+                            function.function_id = id;
+                        }
+                        function.rules.push(Rule { name: event_name, bus, pattern });
+                    }
+                    Some("ScheduleV2") => {
+                        let text = props
+                            .get("ScheduleExpression")
+                            .and_then(Yaml::as_str)
+                            .ok_or_else(|| fail(&here, "a ScheduleV2 needs a ScheduleExpression".to_string()))?;
+                        let time_zone =
+                            props.get("ScheduleExpressionTimezone").and_then(Yaml::as_str).unwrap_or("UTC").to_string();
+                        let expression = Expression::parse(text, &time_zone)
+                            .map_err(|message| fail(&format!("{here}.ScheduleExpression"), message))?;
+                        let input = props.get("Input").and_then(Yaml::as_str).unwrap_or("{}").to_string();
+                        serde_json::from_str::<Value>(&input)
+                            .map_err(|err| fail(&format!("{here}.Input"), format!("not JSON: {err}")))?;
+                        function.schedules.push(TemplateSchedule {
+                            name: event_name,
+                            expression_text: text.to_string(),
+                            expression,
+                            time_zone,
+                            input,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            functions.push(function);
+        }
+        Ok(Template { functions })
+    }
+
+    /// The function named `name` (binary, `FunctionName`, logical id or ARN).
+    pub fn function(&self, name: &str) -> Option<&TemplateFunction> {
+        self.functions.iter().find(|f| f.is_named(name))
+    }
+
+    /// The function with Cairn function id `id`.
+    pub fn by_function_id(&self, id: &str) -> Option<&TemplateFunction> {
+        self.functions.iter().find(|f| f.function_id == id)
+    }
+
+    /// Every function with a rule on `bus` matching the EventBridge `envelope`.
+    pub fn route<'a>(&'a self, bus: &str, envelope: &Value) -> Vec<&'a TemplateFunction> {
+        self.functions
+            .iter()
+            .filter(|f| f.rules.iter().any(|rule| rule.bus == bus && pattern::matches(&rule.pattern, envelope)))
+            .collect()
+    }
+
+    /// The buses the rules listen on (plus `default`).
+    pub fn buses(&self) -> Vec<String> {
+        let mut buses: Vec<String> =
+            self.functions.iter().flat_map(|f| f.rules.iter().map(|r| r.bus.clone())).collect();
+        buses.push("default".to_string());
+        buses.sort();
+        buses.dedup();
+        buses
+    }
+}
+
+/// The function id a `cairn/run.resume` rule routes.
+fn resume_function_id(pattern: &Value) -> Option<String> {
+    let types = pattern["detail-type"].as_array()?;
+    if types.len() != 1 || types[0] != cairn_aws::RESUME_EVENT {
+        return None;
+    }
+    pattern["detail"]["data"]["function_id"].as_array()?.first()?.as_str().map(str::to_string)
+}
+
+/// Resolves the intrinsics a bus name uses: a literal, `!Ref` to an `AWS::Events::EventBus`
+/// (its `Name`) or to a parameter (its `Default`).
+struct Resolver<'a> {
+    document: &'a Yaml,
+}
+
+impl Resolver<'_> {
+    fn string(&self, value: &Yaml) -> Result<String, String> {
+        // Matched, not `as_str`: serde_yaml's `as_str` looks through tags.
+        if let Yaml::String(text) = value {
+            return Ok(text.clone());
+        }
+        let target = match value {
+            Yaml::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str(),
+            Yaml::Mapping(map) => map.get("Ref").and_then(Yaml::as_str),
+            _ => None,
+        }
+        .ok_or_else(|| "expected a name or !Ref to an AWS::Events::EventBus".to_string())?;
+        if let Some(resource) = self.document.get("Resources").and_then(|r| r.get(target)) {
+            return resource
+                .get("Properties")
+                .and_then(|p| p.get("Name"))
+                .and_then(Yaml::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("!Ref {target}: the resource has no Properties.Name"));
+        }
+        if let Some(parameter) = self.document.get("Parameters").and_then(|p| p.get(target)) {
+            return parameter
+                .get("Default")
+                .and_then(Yaml::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("!Ref {target}: the parameter has no Default"));
+        }
+        Err(format!("!Ref {target}: no such resource or parameter"))
+    }
+}
+
+fn yaml_to_json(value: &Yaml) -> Value {
+    match value {
+        Yaml::Null => Value::Null,
+        Yaml::Bool(b) => Value::Bool(*b),
+        Yaml::Number(n) => n.as_i64().map(Value::from).or_else(|| n.as_f64().map(Value::from)).unwrap_or(Value::Null),
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Sequence(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
+        Yaml::Mapping(map) => Value::Object(
+            map.iter().map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), yaml_to_json(v))).collect(),
+        ),
+        Yaml::Tagged(tagged) => yaml_to_json(&tagged.value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn project_template() -> Template {
+        Template::load(&format!("{}/../../template.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn reads_the_project_template() {
+        let template = project_template();
+        let hello = template.function("hello").unwrap();
+        assert_eq!(
+            (hello.resource.as_str(), hello.function_name.as_str(), hello.function_id.as_str()),
+            ("HelloFunction", "cairn-hello", "hello")
+        );
+        assert_eq!(hello.rules[0].bus, "cairn");
+        assert_eq!(hello.event_names(), ["app/my.event"]);
+        assert!(template.function("arn:aws:lambda:us-east-1:000000000000:function:cairn-hello").is_some());
+        let daily = template.function("readwise-daily-sync").unwrap();
+        assert_eq!(daily.schedules[0].expression_text, "cron(0 3 * * ? *)");
+        assert_eq!(daily.schedules[0].input, r#"{"cairn": "cron", "cron": "0 3 * * *"}"#);
+        let envelope = json!({"source": "app", "detail-type": "app/my.event", "detail": {}});
+        let routed: Vec<&str> = template.route("cairn", &envelope).iter().map(|f| f.binary.as_str()).collect();
+        assert_eq!(routed, ["hello"]);
+        assert!(template.route("default", &envelope).is_empty(), "rules listen on their own bus");
+        let resume =
+            json!({"detail-type": "cairn/run.resume", "detail": {"data": {"function_id": "readwise-fetch-books"}}});
+        let routed: Vec<&str> = template.route("cairn", &resume).iter().map(|f| f.binary.as_str()).collect();
+        assert_eq!(routed, ["readwise-fetch-books"]);
+    }
+
+    fn with_events(events: &str) -> String {
+        format!(
+            "Resources:\n  Bus:\n    Type: AWS::Events::EventBus\n    Properties:\n      Name: cairn\n  HelloFunction:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildProperties:\n        Binary: hello\n    Properties:\n      Events:\n{events}"
+        )
+    }
+
+    #[test]
+    fn mistakes_name_the_resource_and_the_problem() {
+        let err = |text: &str| Template::parse("template.yaml", text).unwrap_err().to_string();
+        assert_eq!(
+            err(&with_events(
+                "        A:\n          Type: EventBridgeRule\n          Properties:\n            EventBusName: !Ref Bus\n            Pattern:\n              detail-type: app/my.event\n"
+            )),
+            "template.yaml: HelloFunction.Events.A.Pattern: detail-type must be a list of values (e.g. [\"app/my.event\"]), found a string"
+        );
+        assert_eq!(
+            err(&with_events(
+                "        A:\n          Type: EventBridgeRule\n          Properties:\n            EventBusName: !Ref Nope\n            Pattern:\n              detail-type: [a]\n"
+            )),
+            "template.yaml: HelloFunction.Events.A.EventBusName: !Ref Nope: no such resource or parameter"
+        );
+        assert_eq!(
+            err(&with_events(
+                "        Daily:\n          Type: ScheduleV2\n          Properties:\n            ScheduleExpression: cron(0 3 * * *)\n"
+            )),
+            "template.yaml: HelloFunction.Events.Daily.ScheduleExpression: Invalid Schedule Expression cron(0 3 * * *): cron() needs 6 fields (minutes hours day-of-month month day-of-week year), found 5"
+        );
+        assert_eq!(
+            err("Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties: {}\n"),
+            "template.yaml: F.Metadata: no BuildProperties.Binary: which functions/* binary does it run?"
+        );
+        assert!(err("Resources: [").starts_with("template.yaml: not valid YAML: "));
+    }
+}
