@@ -210,7 +210,11 @@ pub struct Watch {
 impl Watch {
     /// Starts `cargo lambda watch` with `env` (passed with `--env-var` and set on the process).
     pub fn start(cargo_lambda: &str, env: &[(&str, String)]) -> Watch {
-        let port = free_port();
+        Watch::start_on(cargo_lambda, free_port(), env)
+    }
+
+    /// Like [`Watch::start`], on `port`.
+    pub fn start_on(cargo_lambda: &str, port: u16, env: &[(&str, String)]) -> Watch {
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("cairn-cargo-lambda-watch-{port}.log"))).unwrap();
         let mut command = Command::new(cargo_lambda);

@@ -216,7 +216,11 @@ pub async fn create_schedule(
     let request: Value = match serde_json::from_slice(&body) {
         Ok(value @ Value::Object(_)) => value,
         _ => {
-            return rest_error(StatusCode::BAD_REQUEST, "ValidationException", "the request body must be a JSON object");
+            return rest_error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                "the request body must be a JSON object",
+            );
         }
     };
     let group = group_of(&query, Some(&request));

@@ -318,6 +318,7 @@ pub fn render_timeline(body: &Value, style: Style) -> String {
             " ".repeat(usize::try_from(WIDTH - left - length).unwrap_or(0))
         );
         let outcome = match step_status {
+            "completed" if step["output"].is_null() => String::new(),
             "completed" => step["output"].to_string(),
             "failed" | "retrying" => step["error"]["message"].as_str().unwrap_or_default().to_string(),
             _ => step["wake_at"].as_i64().map(|w| format!("until {}", clock(w))).unwrap_or_default(),

@@ -293,8 +293,9 @@ impl Shared {
     }
 
     pub(crate) fn register(&mut self, id: StepId, name: &str, position: u32, kind: OpKind, new: bool) {
-        let op =
-            Op { id, name: name.to_string(), position, kind, new, discovered_at: self.now, replay_required: false };
+        // A step already scheduled or retrying started then, not when this pass found it again.
+        let discovered_at = self.journal.get(&id).map_or(self.now, |record| record.started_at);
+        let op = Op { id, name: name.to_string(), position, kind, new, discovered_at, replay_required: false };
         self.ops.insert(position, op);
     }
 }

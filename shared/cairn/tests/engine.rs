@@ -356,6 +356,8 @@ async fn a_sleep_is_scheduled_then_completes_when_due() {
     let mut execution = exec(&f, &journal);
     let Outcome::StepCompleted(woke) = execution.next(until).await.unwrap() else { panic!() };
     assert_eq!((woke.state.clone(), woke.ended_at), (StepState::Completed { output: Value::Null }, Some(until)));
+    // It spans the whole sleep: it started when it was scheduled, not when it woke.
+    assert_eq!(woke.started_at, NOW);
     execution.committed(woke);
     let Outcome::StepCompleted(after) = execution.next(until).await.unwrap() else { panic!() };
     assert_eq!(after.position, 1);

@@ -1,0 +1,314 @@
+//! `cairn dev` with the real pieces: the `cairn` binary on a free port, every function under
+//! `cargo lambda watch` using it as EventBridge and Scheduler and sharing its SQLite file, the aws
+//! CLI's `put-events`, and the dashboard in Debian's headless Chromium. One test drives the
+//! scenarios concurrently (the cron waits for the next minute meanwhile):
+//! hello's 2-second sleep resumes through a Scheduler schedule; order-approval's wait_for_event
+//! is satisfied by a later matching event only; a cron fires and fans out through the bus;
+//! cancel and rerun; the CLI; the dashboard. Stub servers stand in for Readwise only.
+//! `make test` provides cargo-lambda, the aws CLI and Chromium; without cargo-lambda this skips.
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+use cairn::RunId;
+use cairn::testing::StubServer;
+use cairn_tests::{Watch, free_port, workspace};
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `cairn dev` process, stopped by its PID on drop.
+struct DevServer {
+    child: Child,
+    url: String,
+}
+
+impl DevServer {
+    fn start(template: &str, db: &str, lambda_url: &str) -> DevServer {
+        let port = free_port();
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("cairn-dev-{port}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["dev", "--port", &port.to_string(), "--template", template, "--db", db, "--lambda-url", lambda_url])
+            .current_dir(workspace())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        DevServer { child, url }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn post(url: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, failing after `secs` with `what`.
+async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn run_in(dev: &str, run_id: &str, statuses: &[&str]) -> Value {
+    until(&format!("run {run_id} to be {statuses:?}"), 120, || async {
+        let body = get(&format!("{dev}/api/runs/{run_id}")).await;
+        statuses.contains(&body["run"]["status"].as_str().unwrap_or_default()).then_some(body)
+    })
+    .await
+}
+
+/// Waits until every delivery of an event is done (so whatever it does has happened).
+async fn delivered(dev: &str, event_id: &str) -> Value {
+    until(&format!("event {event_id} to be delivered"), 120, || async {
+        let body = get(&format!("{dev}/api/events/{event_id}")).await;
+        let invocations = body["invocations"].as_array().cloned().unwrap_or_default();
+        (!invocations.is_empty() && invocations.iter().all(|i| i["status"] == "ok")).then_some(body)
+    })
+    .await
+}
+
+/// `aws events put-events` through the dev server; returns the envelope ids.
+fn put_events(aws: &str, dev: &str, entries: &[(&str, Value)]) -> Vec<String> {
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|(name, detail)| json!({"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": detail.to_string()}))
+        .collect();
+    let output = Command::new(aws)
+        .args(["events", "put-events", "--endpoint-url", dev, "--output", "json", "--entries"])
+        .arg(Value::Array(entries).to_string())
+        .env("AWS_ACCESS_KEY_ID", "cairn-dev")
+        .env("AWS_SECRET_ACCESS_KEY", "cairn-dev")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "put-events failed: {}", String::from_utf8_lossy(&output.stderr));
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
+    answer["Entries"].as_array().unwrap().iter().map(|e| e["EventId"].as_str().unwrap().to_string()).collect()
+}
+
+fn cairn(dev: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).env("CAIRN_DEV_URL", dev).output().unwrap();
+    assert!(output.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dev_server_drives_the_functions_like_aws_does() {
+    let (Ok(cargo_lambda), Ok(venv)) = (std::env::var("CAIRN_CARGO_LAMBDA"), std::env::var("CAIRN_TOOLS_VENV")) else {
+        eprintln!("skipped: CAIRN_CARGO_LAMBDA / CAIRN_TOOLS_VENV are not set (make test sets them)");
+        return;
+    };
+    let aws = format!("{venv}/bin/aws");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dev.db").display().to_string();
+    // The project's template with the daily cron every minute, so the test sees it fire.
+    let template = std::fs::read_to_string(format!("{}/template.yaml", workspace()))
+        .unwrap()
+        .replace("ScheduleExpression: cron(0 3 * * ? *)", "ScheduleExpression: cron(* * * * ? *)");
+    let template_path = dir.path().join("template.yaml").display().to_string();
+    std::fs::write(&template_path, template).unwrap();
+
+    let users = StubServer::start(|_| {
+        (200, json!([{"userId": "u1", "apiKey": "k1"}, {"userId": "u2", "apiKey": "k2"}]).to_string())
+    })
+    .await;
+    let readwise =
+        StubServer::start(|_| (200, json!({"count": 2, "next": null, "results": [{"id": 1}, {"id": 2}]}).to_string()))
+            .await;
+    let app = StubServer::start(|_| (200, "{}".into())).await;
+
+    // Start the dev server first (its port goes into the functions' environment).
+    let watch_port = free_port();
+    let dev = DevServer::start(&template_path, &db, &format!("http://127.0.0.1:{watch_port}"));
+    let url = dev.url.clone();
+    let mut env: Vec<(String, String)> = cairn_dev::cli::function_env(&url, &db, "cairn");
+    env.extend([
+        ("HELLO_SLEEP".to_string(), "2s".to_string()),
+        // Every sleep goes through the dev server's Scheduler, none in process.
+        ("CAIRN_SLEEP_THRESHOLD_SECS".to_string(), "0".to_string()),
+        ("READWISE_USERS_URL".to_string(), users.url().to_string()),
+        ("READWISE_BASE_URL".to_string(), readwise.url().to_string()),
+        ("READWISE_CALLBACK_URL".to_string(), format!("{}/count", app.url())),
+    ]);
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let watch = Watch::start_on(&cargo_lambda, watch_port, &env);
+    assert_eq!(get(&format!("{url}/api/health")).await["server"], "cairn-dev");
+
+    let hello = async {
+        let ids = put_events(&aws, &url, &[("app/my.event", json!({"user": "ann"}))]);
+        let run_id = RunId::for_event("hello", &ids[0]).to_string();
+        let body = run_in(&url, &run_id, &["completed"]).await;
+        assert_eq!(body["run"]["output"], json!({"success": true}));
+        let steps: Vec<(&str, &str, &str)> = body["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap(), s["kind"].as_str().unwrap(), s["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(steps, [("step-name", "run", "completed"), ("wait", "sleep", "completed")]);
+        assert_eq!(body["steps"][0]["output"], json!({"success": true}));
+        let slept = body["steps"][1]["ended_at"].as_i64().unwrap() - body["steps"][1]["started_at"].as_i64().unwrap();
+        assert!(slept >= 2_000, "the sleep ended after {slept} ms, before its 2 s");
+        // The wake-up went through the dev server's Scheduler: a one-time schedule fired.
+        let invocations = get(&format!("{url}/api/invocations?limit=500")).await;
+        let woke = invocations["invocations"].as_array().unwrap().iter().any(|i| {
+            i["function"] == "hello"
+                && i["cause"].as_str().unwrap().starts_with("schedule:cairn/cairn-")
+                && i["payload"]["run_id"] == run_id.as_str()
+        });
+        assert!(woke, "no schedule woke {run_id}: {invocations}");
+        run_id
+    };
+
+    let order = async {
+        let ids = put_events(&aws, &url, &[("app/order.placed", json!({"order_id": "o-7"}))]);
+        let run_id = RunId::for_event("order-approval", &ids[0]).to_string();
+        run_in(&url, &run_id, &["waiting"]).await;
+        // Another order's approval does not resume it.
+        let other = put_events(&aws, &url, &[("app/order.approved", json!({"order_id": "o-8", "by": "bob"}))]);
+        delivered(&url, &other[0]).await;
+        assert_eq!(get(&format!("{url}/api/runs/{run_id}")).await["run"]["status"], "waiting");
+        put_events(&aws, &url, &[("app/order.approved", json!({"order_id": "o-7", "by": "ann"}))]);
+        let body = run_in(&url, &run_id, &["completed"]).await;
+        assert_eq!(body["run"]["output"], json!({"order_id": "o-7", "shipped": true, "approved_by": "ann"}));
+        let waited = &body["steps"][1];
+        assert_eq!(
+            (waited["name"].as_str(), waited["status"].as_str()),
+            (Some("wait-for-approval"), Some("completed"))
+        );
+        assert_eq!(waited["output"]["data"], json!({"order_id": "o-7", "by": "ann"}));
+    };
+
+    let cancel = async {
+        let ids = put_events(&aws, &url, &[("app/order.placed", json!({"order_id": "o-9"}))]);
+        let run_id = RunId::for_event("order-approval", &ids[0]).to_string();
+        run_in(&url, &run_id, &["waiting"]).await;
+        let (status, body) = post(&format!("{url}/api/runs/{run_id}/cancel"), json!({})).await;
+        assert_eq!((status, body), (200, json!({"run_id": run_id, "status": "cancelled"})));
+        let approved = put_events(&aws, &url, &[("app/order.approved", json!({"order_id": "o-9", "by": "ann"}))]);
+        delivered(&url, &approved[0]).await;
+        let body = get(&format!("{url}/api/runs/{run_id}")).await;
+        assert_eq!(body["run"]["status"], "cancelled");
+        assert_eq!(body["steps"].as_array().unwrap().len(), 2, "nothing ran after the cancel: {body}");
+        let (status, body) = post(&format!("{url}/api/runs/{run_id}/cancel"), json!({})).await;
+        assert_eq!((status, body), (409, json!({"error": format!("run `{run_id}` already ended cancelled")})));
+    };
+
+    let cron = async {
+        // The minute's cron fires readwise-daily-sync, which fans out through the bus.
+        let runs = until("the cron's run and its two fetch-books runs to complete", 150, || async {
+            let daily = get(&format!("{url}/api/runs?function=readwise-daily-sync&status=completed")).await;
+            let fetched = get(&format!("{url}/api/runs?function=readwise-fetch-books&status=completed")).await;
+            let (daily, fetched) =
+                (daily["runs"].as_array().unwrap().clone(), fetched["runs"].as_array().unwrap().clone());
+            (daily.len() == 1 && fetched.len() == 2).then_some((daily, fetched))
+        })
+        .await;
+        assert_eq!(runs.0[0]["output"], json!({"sent": 2}));
+        assert_eq!(runs.0[0]["event_name"], cairn::SCHEDULED_EVENT);
+        let mut counts: Vec<Value> = app.requests().iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect();
+        counts.sort_by_key(|c| c["userId"].as_str().unwrap().to_string());
+        assert_eq!(counts, [json!({"userId": "u1", "count": 2}), json!({"userId": "u2", "count": 2})]);
+    };
+
+    let (hello_run, (), (), ()) = tokio::join!(hello, order, cancel, cron);
+
+    // Rerun from the start: a new run of the same event completes the same way.
+    let (status, body) = post(&format!("{url}/api/runs/{hello_run}/rerun"), json!({"from": "start"})).await;
+    assert_eq!(status, 200, "{body}");
+    let rerun = body["run_id"].as_str().unwrap().to_string();
+    assert_ne!(rerun, hello_run);
+    assert_eq!(run_in(&url, &rerun, &["completed"]).await["run"]["output"], json!({"success": true}));
+    let (status, body) = post(&format!("{url}/api/runs/{hello_run}/rerun"), json!({"from": "failed"})).await;
+    assert_eq!(
+        (status, body),
+        (409, json!({"error": format!("run `{hello_run}` has no failed step; rerun it from the start")}))
+    );
+
+    // The CLI reads the same state.
+    let listed = cairn(&url, &["runs", "--function", "hello", "--status", "completed"]);
+    assert!(listed.starts_with("RUN "), "{listed}");
+    assert!(listed.contains(&hello_run) && listed.contains(&rerun), "{listed}");
+    assert!(listed.lines().skip(1).all(|line| line.contains(" hello ") && line.contains(" completed ")), "{listed}");
+    let shown = cairn(&url, &["runs", "show", &hello_run]);
+    assert!(shown.starts_with("hello completed "), "{shown}");
+    assert!(shown.contains("  ✓ step-name ") && shown.contains("{\"success\":true}"), "{shown}");
+    assert!(shown.contains("  ✓ wait ") && shown.trim_end().ends_with("output   {\"success\":true}"), "{shown}");
+    let sent = cairn(&url, &["send", "app/order.placed", "--data", r#"{"order_id": "o-cli"}"#, "--wait"]);
+    assert!(sent.starts_with("sent app/order.placed event "), "{sent}");
+    assert!(sent.contains("routed to order-approval") && sent.contains("waiting order-approval run_"), "{sent}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["runs", "--status", "asleep"])
+        .env("CAIRN_DEV_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim(),
+        "cairn: unknown status `asleep`: expected running, sleeping, waiting, completed, failed or cancelled"
+    );
+
+    // The dashboard in headless Chromium.
+    let shots = format!("{}/target/dashboard-screenshots", workspace());
+    let script = format!("{}/tests/dashboard", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is missing: apt-get install -y chromium (make test installs it)"
+    );
+    let output = Command::new("node")
+        .args(["dashboard.mjs", &url, &hello_run, &shots])
+        .current_dir(&script)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["steps"], json!([["step-name", "completed"], ["wait", "completed"]]));
+    assert_eq!(seen["firstStepOutput"], json!({"success": true}));
+    assert_eq!((seen["runStatus"].as_str(), &seen["runOutput"]), (Some("completed"), &json!({"success": true})));
+    assert_eq!(seen["functions"], json!(["hello", "order-approval", "readwise-fetch-books", "readwise-daily-sync"]));
+    assert!(seen["badJsonError"].as_str().unwrap().starts_with("Invalid JSON: "), "{seen}");
+    assert_eq!(seen["invokedEvent"], json!({"from": "dashboard"}));
+    assert_eq!(seen["invokedSteps"], json!([["step-name", "completed"], ["wait", "completed"]]));
+    assert_eq!(seen["eventPayload"], json!({"from": "dashboard"}));
+    assert_eq!(seen["errors"], json!([]));
+    let invoked = get(&format!("{url}/api/runs/{}", seen["invokedRun"].as_str().unwrap())).await;
+    assert_eq!(invoked["run"]["status"], "completed");
+    for shot in ["1-runs", "2-timeline", "3-invoke", "4-invoked-run", "5-events"] {
+        assert!(std::fs::metadata(format!("{shots}/{shot}.png")).unwrap().len() > 10_000, "{shot}.png is empty");
+    }
+
+    // Nothing accepted was lost: every event is in the log, every delivery succeeded.
+    let invocations = get(&format!("{url}/api/invocations?limit=1000")).await;
+    let failed: Vec<&Value> =
+        invocations["invocations"].as_array().unwrap().iter().filter(|i| i["status"] != "ok").collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    drop(watch);
+    drop(dev);
+}
