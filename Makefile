@@ -4,11 +4,13 @@ CARGO ?= cargo
 
 .PHONY: dev test lint template unit bench fmt build fuzz
 
-## Local development, for now: every function binary under `cargo lambda watch` on :9000 with
-## the embedded SQLite store (the dev server and dashboard on :8288 are still to come).
+## Local development: builds the functions and the `cairn` dev server (cargo shows the progress),
+## then runs `cairn dev --watch`: EventBridge, Scheduler and the dashboard on http://127.0.0.1:8288,
+## every function under `cargo lambda watch` on :9000, state in .cairn/dev.db. Ctrl-C stops both.
 dev:
-	@echo "Functions on 127.0.0.1:9000. Try: cargo lambda invoke -A 127.0.0.1 hello --data-ascii '{\"name\": \"app/my.event\", \"data\": {}}'"
-	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" cargo lambda watch -A 127.0.0.1 -P 9000
+	@PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH"; export PATH; \
+	  $(CARGO) build --workspace --exclude cairn-tests --bins && \
+	  exec target/debug/cairn dev --watch --port $${CAIRN_DEV_PORT:-8288}
 
 ## Every test: formatting, clippy, the template lint, unit, integration and doc tests.
 test: lint template unit
@@ -22,6 +24,7 @@ lint:
 ## package for the differential tests of the Inngest endpoint.
 unit:
 	test -d tests/conformance-ts/node_modules/inngest || (cd tests/conformance-ts && npm install --no-audit --no-fund --silent)
+	infra/local/ensure-tools.sh chromium >/dev/null
 	infra/local/with-services.sh $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

@@ -4,10 +4,24 @@
 #   infra/local/ensure-tools.sh moto          # moto[server] + awscli  -> .tools/venv
 #   infra/local/ensure-tools.sh sam           # aws-sam-cli + cfn-lint -> .tools/sam
 #   infra/local/ensure-tools.sh cargo-lambda  # cargo-lambda (+ zig)   -> .tools/cl
+#   infra/local/ensure-tools.sh chromium      # Debian's chromium (apt) and playwright-core (npm) for the dashboard test
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tools="${CAIRN_TOOLS_DIR:-$root/.tools}"
-case "${1:?which tools: moto, sam or cargo-lambda}" in
+if [ "${1:-}" = chromium ]; then
+  if ! command -v chromium >/dev/null; then
+    echo "installing Debian's chromium (apt)" >&2
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+  fi
+  dashboard="$root/infra/dev/tests/dashboard"
+  if [ ! -d "$dashboard/node_modules/playwright-core" ]; then
+    (cd "$dashboard" && npm install --no-audit --no-fund --silent >&2)
+  fi
+  command -v chromium
+  exit 0
+fi
+case "${1:?which tools: moto, sam, cargo-lambda or chromium}" in
   moto) venv="$tools/venv"; check="$venv/bin/moto_server"; packages=('moto[server]==5.2.5' 'awscli==1.46.3') ;;
   sam) venv="$tools/sam"; check="$venv/bin/cfn-lint"; packages=('aws-sam-cli==1.170.0' 'cfn-lint==1.58.0') ;;
   cargo-lambda) venv="$tools/cl"; check="$venv/bin/cargo-lambda"; packages=('cargo-lambda==1.9.2') ;;

@@ -508,3 +508,47 @@ fn schedule_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
         next_at: row.get(8)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_invocation_in_flight_when_the_server_stops_is_delivered_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.db").display().to_string();
+        let db = DevDb::open(&path).unwrap();
+        let event = LoggedEvent {
+            seq: 0,
+            id: "e-1".into(),
+            event_id: "e-1".into(),
+            received_at: 5,
+            bus: "cairn".into(),
+            source: "tests".into(),
+            name: "app/my.event".into(),
+            envelope: json!({"detail": {}}),
+            targets: vec!["hello".into()],
+        };
+        let invocation = NewInvocation {
+            function: "hello".into(),
+            cause: "put-events".into(),
+            event_id: Some("e-1".into()),
+            payload: json!({"a": 1}),
+        };
+        db.accept(std::slice::from_ref(&event), std::slice::from_ref(&invocation), 5).unwrap();
+        let claimed = db.claim_due(10, 8).unwrap();
+        assert_eq!((claimed.len(), claimed[0].status.as_str(), claimed[0].attempts), (1, "running", 1));
+        assert!(db.claim_due(10, 8).unwrap().is_empty(), "claimed once");
+        drop(db);
+        // The process died mid-delivery; the next one delivers it again.
+        let db = DevDb::open(&path).unwrap();
+        let again = db.claim_due(10, 8).unwrap();
+        assert_eq!((again[0].seq, again[0].attempts, &again[0].payload), (claimed[0].seq, 2, &json!({"a": 1})));
+        assert_eq!(db.events(10, None).unwrap()[0].targets, ["hello"]);
+        // A duplicate envelope id is logged once.
+        db.accept(std::slice::from_ref(&event), &[], 6).unwrap();
+        assert_eq!(db.event_count(), 1);
+    }
+}

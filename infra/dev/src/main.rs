@@ -149,6 +149,9 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         .compact()
         .init();
     let db = std::path::absolute(&args.db).map_err(|err| format!("--db {}: {err}", args.db))?.display().to_string();
+    if let Some(parent) = std::path::Path::new(&db).parent() {
+        std::fs::create_dir_all(parent).map_err(|err| format!("--db {db}: {err}"))?;
+    }
     // The functions' store: DynamoDB when CAIRN_TABLE is set (as in AWS), else the SQLite file.
     let store = if std::env::var("CAIRN_TABLE").is_ok_and(|t| !t.is_empty()) {
         cairn_aws::store_from_env(&aws_config::load_from_env().await)?
@@ -233,5 +236,5 @@ fn print_banner(dev: &Dev, url: &str, lambda_url: &str, bus: &str) {
     println!(
         "\n  try:  aws events put-events --endpoint-url {url} --entries '[{{\"EventBusName\":\"{bus}\",\"Source\":\"app\",\"DetailType\":\"app/my.event\",\"Detail\":\"{{}}\"}}]'"
     );
-    println!("        cargo run -q -p cairn-dev -- send app/my.event --data '{{}}'\n");
+    println!("        target/debug/cairn send app/my.event --data '{{}}'   # then: target/debug/cairn runs\n");
 }
