@@ -8,72 +8,14 @@
 //! `make test` provides cargo-lambda, the aws CLI and Chromium; without cargo-lambda this skips.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
+mod common;
+
 use cairn::RunId;
 use cairn::testing::StubServer;
 use cairn_tests::{Watch, free_port, workspace};
+use common::{DevServer, get, post, until};
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// The `cairn dev` process, stopped by its PID on drop.
-struct DevServer {
-    child: Child,
-    url: String,
-}
-
-impl DevServer {
-    fn start(template: &str, db: &str, lambda_url: &str) -> DevServer {
-        let port = free_port();
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("cairn-dev-{port}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["dev", "--port", &port.to_string(), "--template", template, "--db", db, "--lambda-url", lambda_url])
-            .current_dir(workspace())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        DevServer { child, url }
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-async fn get(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-/// Polls `check` every 200 ms until it returns `Some`, failing after `secs` with `what`.
-async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use std::process::{Command, Stdio};
 
 async fn run_in(dev: &str, run_id: &str, statuses: &[&str]) -> Value {
     until(&format!("run {run_id} to be {statuses:?}"), 120, || async {

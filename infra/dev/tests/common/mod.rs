@@ -1,0 +1,68 @@
+//! What the process-level tests share: the `cairn dev` binary on a free port, and polling.
+#![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a part; an unwrap that fails is a failed test.
+
+use cairn_tests::{free_port, workspace};
+use serde_json::Value;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The `cairn dev` process, stopped by its PID on drop.
+pub(crate) struct DevServer {
+    child: Child,
+    /// Where it listens.
+    pub(crate) url: String,
+}
+
+impl DevServer {
+    pub(crate) fn start(template: &str, db: &str, lambda_url: &str) -> DevServer {
+        let port = free_port();
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("cairn-dev-{port}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["dev", "--port", &port.to_string(), "--template", template, "--db", db, "--lambda-url", lambda_url])
+            .current_dir(workspace())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        DevServer { child, url }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) async fn get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+pub(crate) async fn post(url: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, failing after `secs` with `what`.
+pub(crate) async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
