@@ -191,6 +191,16 @@ impl Dev {
                     payload: envelope.clone(),
                 });
             }
+            if only.is_none() && entry.detail_type != cairn_aws::RESUME_EVENT && self.inngest.matches_waits() {
+                // Delivered to the Inngest apps' pending waits too (Cairn functions get the events
+                // they wait for through their rules).
+                invocations.push(NewInvocation {
+                    function: format!("{INNGEST_PREFIX}{}", crate::inngest::WAITS_TARGET),
+                    cause: cause.to_string(),
+                    event_id: Some(event_id.clone()),
+                    payload: envelope.clone(),
+                });
+            }
             events.push(LoggedEvent {
                 seq: 0,
                 id,
@@ -329,11 +339,14 @@ impl Dev {
         let next = Expression::parse(&schedule.expression, &schedule.time_zone).ok().and_then(|e| {
             if e.is_one_time() { None } else { e.next_after(now, schedule.created_at, &schedule.time_zone) }
         });
-        let function = self
-            .template
-            .function(&schedule.target_arn)
-            .map(|f| f.binary.clone())
-            .unwrap_or_else(|| schedule.target_arn.rsplit(':').next().unwrap_or_default().to_string());
+        let function = if schedule.target_arn.starts_with(INNGEST_PREFIX) {
+            schedule.target_arn.clone()
+        } else {
+            self.template
+                .function(&schedule.target_arn)
+                .map(|f| f.binary.clone())
+                .unwrap_or_else(|| schedule.target_arn.rsplit(':').next().unwrap_or_default().to_string())
+        };
         let payload = serde_json::from_str(&schedule.input).unwrap_or(Value::String(schedule.input.clone()));
         let invocation = NewInvocation {
             function,

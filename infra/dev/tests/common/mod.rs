@@ -15,10 +15,16 @@ pub(crate) struct DevServer {
 
 impl DevServer {
     pub(crate) fn start(template: &str, db: &str, lambda_url: &str) -> DevServer {
+        DevServer::start_with(template, db, lambda_url, &[])
+    }
+
+    /// Like [`DevServer::start`], with more arguments (e.g. `-u URL`).
+    pub(crate) fn start_with(template: &str, db: &str, lambda_url: &str, more: &[&str]) -> DevServer {
         let port = free_port();
         let log = std::fs::File::create(std::env::temp_dir().join(format!("cairn-dev-{port}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
             .args(["dev", "--port", &port.to_string(), "--template", template, "--db", db, "--lambda-url", lambda_url])
+            .args(more)
             .current_dir(workspace())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,0 +1,197 @@
+//! `cairn dev -u URL` drives an app built on the official TypeScript SDK (npm `inngest`,
+//! tests/conformance-ts) beside the Rust functions under `cargo lambda watch`: one event log, one
+//! run list. Covers sync, repeated steps, a parallel plan, a fatal error, a wait satisfied by the
+//! matching event only, a cron function invoked from the API whose `step.sendEvent`s (through the
+//! dev server's `/e/{key}`) are routed by template.yaml to a Rust function.
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+mod common;
+
+use cairn::RunId;
+use cairn_tests::{Watch, free_port, workspace};
+use common::{DevServer, get, post, until};
+use serde_json::{Value, json};
+use std::process::{Child, Command};
+
+/// The TypeScript app (`node app.mjs`), stopped by its PID on drop.
+struct NodeApp(Child);
+
+impl Drop for NodeApp {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+async fn send(url: &str, name: &str, data: Value) -> String {
+    let detail = json!({"name": name, "data": data, "id": cairn::new_event_id(chrono::Utc::now().timestamp_millis())});
+    let body = json!({"Entries": [{"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": detail.to_string()}]});
+    let answer: Value = reqwest::Client::new()
+        .post(url)
+        .header("x-amz-target", "AWSEvents.PutEvents")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
+    detail["id"].as_str().unwrap().to_string()
+}
+
+async fn run_of(url: &str, function: &str, event_id: &str, statuses: &[&str]) -> Value {
+    let run_id = RunId::for_event(function, event_id);
+    until(&format!("{function} run {run_id} to be {statuses:?}"), 60, || async {
+        let body = get(&format!("{url}/api/runs/{run_id}")).await;
+        statuses.contains(&body["run"]["status"].as_str().unwrap_or_default()).then_some(body)
+    })
+    .await
+}
+
+fn steps(body: &Value) -> Vec<(String, String, Value)> {
+    body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let outcome = if s["status"] == "failed" { s["error"]["message"].clone() } else { s["output"].clone() };
+            (s["name"].as_str().unwrap().to_string(), s["status"].as_str().unwrap().to_string(), outcome)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
+    let Ok(cargo_lambda) = std::env::var("CAIRN_CARGO_LAMBDA") else {
+        eprintln!("skipped: CAIRN_CARGO_LAMBDA is not set (make test sets it)");
+        return;
+    };
+    let app_dir = format!("{}/tests/conformance-ts", workspace());
+    assert!(
+        std::path::Path::new(&format!("{app_dir}/node_modules/inngest")).exists(),
+        "npm install in {app_dir} (make test does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dev.db").display().to_string();
+    let (app_port, watch_port) = (free_port(), free_port());
+    let app_url = format!("http://127.0.0.1:{app_port}/api/inngest");
+    let dev = DevServer::start_with(
+        &format!("{}/template.yaml", workspace()),
+        &db,
+        &format!("http://127.0.0.1:{watch_port}"),
+        &["-u", &app_url],
+    );
+    let url = dev.url.clone();
+    let _app = NodeApp(
+        Command::new("node")
+            .arg("app.mjs")
+            .current_dir(&app_dir)
+            .env("PORT", app_port.to_string())
+            .env("INNGEST_DEV", &url)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let env = cairn_dev::cli::function_env(&url, &db, "cairn");
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let _watch = Watch::start_on(&cargo_lambda, watch_port, &env);
+
+    // Synced in band: the app's functions are listed beside the template's.
+    let functions = until("the app to sync", 30, || async {
+        let list = get(&format!("{url}/api/functions")).await;
+        let ids: Vec<String> =
+            list["functions"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect();
+        ids.iter().any(|id| id.starts_with("conformance-")).then_some(ids)
+    })
+    .await;
+    assert_eq!(
+        functions,
+        [
+            "hello",
+            "order-approval",
+            "readwise-fetch-books",
+            "readwise-daily-sync",
+            "conformance-hello",
+            "conformance-repeated-step",
+            "conformance-daily-fan-out",
+            "conformance-parallel",
+            "conformance-flaky",
+            "conformance-fatal",
+            "conformance-waiter",
+            "conformance-invoker"
+        ]
+    );
+
+    let repeat = send(&url, "test/repeat", json!({"userId": "u1"})).await;
+    let body = run_of(&url, "conformance-repeated-step", &repeat, &["completed"]).await;
+    assert_eq!(body["run"]["output"], json!({"userId": "u1", "total": 30}));
+    assert_eq!(
+        steps(&body),
+        [
+            ("fetch-page".into(), "completed".into(), json!({"page": 1, "count": 10})),
+            ("fetch-page".into(), "completed".into(), json!({"page": 2, "count": 10})),
+            ("fetch-page".into(), "completed".into(), json!({"page": 3, "count": 10})),
+            ("save-count".into(), "completed".into(), json!(30)),
+        ]
+    );
+    // Inngest's step ids: sha1 of the name, then of "name:1", "name:2".
+    let ids: Vec<&str> = body["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids[..3],
+        [
+            cairn::StepId::hash("fetch-page").as_str(),
+            cairn::StepId::hash("fetch-page:1").as_str(),
+            cairn::StepId::hash("fetch-page:2").as_str()
+        ]
+    );
+
+    let parallel = send(&url, "test/parallel", json!({})).await;
+    let body = run_of(&url, "conformance-parallel", &parallel, &["completed"]).await;
+    assert_eq!(body["run"]["output"], json!(["A", "B"]));
+
+    let fatal = send(&url, "test/fatal", json!({})).await;
+    let body = run_of(&url, "conformance-fatal", &fatal, &["failed"]).await;
+    assert_eq!(body["run"]["error"]["message"], "nope");
+    assert_eq!(steps(&body), [("fatal-step".into(), "failed".into(), json!("nope"))]);
+
+    let wait = send(&url, "test/wait", json!({"id": 1})).await;
+    run_of(&url, "conformance-waiter", &wait, &["waiting"]).await;
+    let other = send(&url, "test/approved", json!({"id": 2})).await;
+    until("the other approval to be delivered", 30, || async {
+        let body = get(&format!("{url}/api/events/{other}")).await;
+        body["invocations"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty() && i.iter().all(|i| i["status"] == "ok"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(run_of(&url, "conformance-waiter", &wait, &["waiting", "completed"]).await["run"]["status"], "waiting");
+    send(&url, "test/approved", json!({"id": 1})).await;
+    let body = run_of(&url, "conformance-waiter", &wait, &["completed"]).await;
+    assert_eq!(body["run"]["output"], json!({"id": 1}));
+
+    // The cron function, invoked by hand, sends two events through /e/{key}; template.yaml routes
+    // them to the Rust readwise-fetch-books, whose typed event rejects data without an apiKey.
+    let (status, invoked) =
+        post(&format!("{url}/api/functions/conformance-daily-fan-out/invoke"), json!({"data": {"cron": "0 3 * * *"}}))
+            .await;
+    assert_eq!(status, 200, "{invoked}");
+    let body = run_of(&url, "conformance-daily-fan-out", invoked["event_id"].as_str().unwrap(), &["completed"]).await;
+    assert_eq!(body["run"]["output"], json!({"sent": 2}));
+    let sent = until("the sent events to reach the Rust function", 60, || async {
+        let events = get(&format!("{url}/api/events?name=readwise/fetch-books")).await;
+        let events = events["events"].as_array().unwrap().clone();
+        (events.len() == 2).then_some(events)
+    })
+    .await;
+    for event in &sent {
+        assert_eq!(
+            (event["source"].as_str(), &event["targets"]),
+            (Some("inngest.app"), &json!(["readwise-fetch-books"]))
+        );
+        let run = run_of(&url, "readwise-fetch-books", event["event_id"].as_str().unwrap(), &["failed"]).await;
+        let message = run["run"]["error"]["message"].as_str().unwrap();
+        assert!(message.contains("apiKey"), "{message}");
+    }
+}
