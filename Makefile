@@ -39,7 +39,8 @@ build:
 	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" "$$(infra/local/ensure-tools.sh sam)/bin/sam" build
 
 ## The benchmarks of README's Performance section: the engine (criterion), then DynamoDB
-## traffic per step, commit overhead and cold start against moto (release build).
+## traffic per step, commit overhead and cold start against moto (release build), the Inngest
+## endpoint against the TypeScript SDK, and 1,000 events through `cairn dev`.
 bench:
 	$(CARGO) bench -p cairn --bench engine
 	python3 infra/local/criterion-medians.py
@@ -49,6 +50,7 @@ bench:
 	test -d tests/conformance-ts/node_modules/inngest || (cd tests/conformance-ts && npm install --no-audit --no-fund --silent)
 	$(CARGO) build --profile bench -p cairn-tests --bin bench-serve --bin conformance-app
 	target/release/bench-serve target/release/conformance-app tests/conformance-ts 10
+	infra/local/with-services.sh $(CARGO) test -p cairn-dev --test load -- --nocapture
 
 ## Ten minutes of coverage-guided fuzzing of the Inngest call-request decoder.
 fuzz:

@@ -199,8 +199,14 @@ fn start_watch(lambda_url: &str, env: &[(String, String)]) -> Result<Child, Stri
     let port = lambda_url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(9000);
     let mut command = Command::new("cargo");
     command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()]);
-    for (name, value) in env {
-        command.arg("--env-var").arg(format!("{name}={value}")).env(name, value);
+    // The functions' settings from this environment (e.g. `HELLO_SLEEP=10s make dev`), then the
+    // dev server's, which win.
+    let forwarded = std::env::vars().filter(|(name, _)| {
+        ["CAIRN_", "HELLO_", "READWISE_", "RUST_LOG"].iter().any(|prefix| name.starts_with(prefix))
+            && !env.iter().any(|(set, _)| set == name)
+    });
+    for (name, value) in forwarded.chain(env.iter().cloned()) {
+        command.arg("--env-var").arg(format!("{name}={value}")).env(&name, &value);
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     command

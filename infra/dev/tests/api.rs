@@ -448,3 +448,44 @@ async fn the_aws_cli_shows_the_validation_error() {
         "An error occurred (ValidationException) when calling the PutEvents operation: 1 validation error detected: Value at 'entries' failed to satisfy constraint: Member must have length less than or equal to 10 (got 11)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_dynamodb_table_the_dashboard_api_reads_and_cancels_runs_there() {
+    let Ok(endpoint) = std::env::var("CAIRN_TEST_AWS_ENDPOINT") else {
+        eprintln!("skipped: CAIRN_TEST_AWS_ENDPOINT is not set (make test starts moto)");
+        return;
+    };
+    let config = sdk_config(&endpoint).await;
+    let table = format!("cairn-dev-{}", std::process::id());
+    let store = cairn_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), &table);
+    store.create_table().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dev_config = DevConfig {
+        template_path: format!("{}/template.yaml", workspace()),
+        db_path: dir.path().join("dev.db").display().to_string(),
+        lambda_url: format!("http://127.0.0.1:{}", free_port()),
+        apps: Vec::new(),
+        region: "us-east-1".into(),
+        concurrency: 4,
+    };
+    let dev = Dev::new(dev_config, AnyStore::DynamoDb(store.clone())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, cairn_dev::server::router(dev)).into_future());
+
+    let run = RunId::new("run_in_dynamodb");
+    let event = EventPayload::new("app/my.event", json!({})).with_id("ev-d").with_ts(1_000);
+    let mut meta = RunMeta::new(run.clone(), "hello", event, 1_000);
+    store.create_run(meta.clone()).await.unwrap();
+    meta.status = cairn::RunStatus::Sleeping;
+    store.update_meta(&meta).await.unwrap();
+    let listed = get(&format!("{url}/api/runs?function=hello")).await;
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (listed["runs"][0]["run_id"].as_str(), listed["runs"][0]["status"].as_str()),
+        (Some("run_in_dynamodb"), Some("sleeping"))
+    );
+    let cancelled = reqwest::Client::new().post(format!("{url}/api/runs/run_in_dynamodb/cancel")).send().await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(store.load(&run).await.unwrap().unwrap().meta.status, cairn::RunStatus::Cancelled);
+}
