@@ -511,33 +511,18 @@ impl InngestApps {
                     position += 1;
                 }
                 "StepPlanned" => planned.push(id.clone()),
-                "StepFailed" => {
+                "StepFailed" | "StepError" => {
+                    // A StepError with no attempts left is final, as a StepFailed is.
                     let error = step_error(&op["error"]);
-                    commit(record(
-                        kind,
-                        StepState::Failed { error },
-                        attempt + 1,
-                        Some(json!({"error": op["error"]})),
-                        position,
-                    ))
-                    .await?;
-                    position += 1;
-                }
-                "StepError" => {
-                    let error = step_error(&op["error"]);
-                    if attempt + 1 >= function.max_attempts {
-                        commit(record(
-                            kind,
-                            StepState::Failed { error },
-                            attempt + 1,
-                            Some(json!({"error": op["error"]})),
-                            position,
-                        ))
-                        .await?;
+                    let last = op["op"] == "StepFailed" || attempt + 1 >= function.max_attempts;
+                    let retry_at = now + backoff_ms(attempt + 1, &format!("{run_id}/{id}"));
+                    let (state, detail) = if last {
+                        (StepState::Failed { error }, Some(json!({"error": op["error"]})))
                     } else {
-                        let retry_at = now + backoff_ms(attempt + 1, &format!("{run_id}/{id}"));
-                        commit(record(kind, StepState::Retrying { error, retry_at }, attempt + 1, None, position))
-                            .await?;
+                        (StepState::Retrying { error, retry_at }, None)
+                    };
+                    commit(record(kind, state, attempt + 1, detail, position)).await?;
+                    if !last {
                         self.wake_at(dev, &function.id, &run_id, retry_at)?;
                     }
                     position += 1;

@@ -4,12 +4,15 @@
 //! deliveries fail, are retried twice, and are recorded as failed.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
+mod common;
+
 use cairn::{
     EventPayload, Millis, RunId, RunMeta, RunStore, SqliteStore, StepError, StepId, StepKind, StepRecord, StepState,
 };
 use cairn_aws::{AnyStore, EventBridgeBus, SchedulerTimer};
 use cairn_dev::dev::{Dev, DevConfig};
 use cairn_tests::{free_port, workspace};
+use common::{get, sdk_config};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,25 +59,6 @@ async fn put_events(url: &str, body: &str) -> (u16, Value) {
 
 fn entry(name: &str, detail: &str) -> Value {
     json!({"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": detail})
-}
-
-async fn get(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-async fn sdk_config(url: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
-            "cairn-dev",
-            "cairn-dev",
-            None,
-            None,
-            "tests",
-        ))
-        .load()
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

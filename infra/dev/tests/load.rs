@@ -32,18 +32,7 @@ async fn a_thousand_events_end_in_a_thousand_completed_runs() {
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let watch = Watch::start_on(&cargo_lambda, watch_port, &env);
     // One run first, so hello is compiled and started before the clock runs.
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
-            "cairn-dev",
-            "cairn-dev",
-            None,
-            None,
-            "tests",
-        ))
-        .load()
-        .await;
+    let config = common::sdk_config(&url).await;
     let client = aws_sdk_eventbridge::Client::new(&config);
     let entry = |i: usize| {
         aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()

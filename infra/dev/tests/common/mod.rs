@@ -72,3 +72,19 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// AWS SDK configuration for a local endpoint with dummy credentials.
+pub(crate) async fn sdk_config(url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
+            "cairn-dev",
+            "cairn-dev",
+            None,
+            None,
+            "tests",
+        ))
+        .load()
+        .await
+}
