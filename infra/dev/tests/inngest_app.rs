@@ -123,6 +123,12 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
         ]
     );
 
+    // Its first attempt fails; Inngest's back-off (15 s plus jitter) runs while the rest goes on.
+    let flaky = send(&url, "test/flaky", json!({})).await;
+    let retrying = run_of(&url, "conformance-flaky", &flaky, &["sleeping"]).await;
+    assert_eq!(retrying["steps"][0]["status"], "retrying");
+    assert_eq!(retrying["steps"][0]["error"]["message"], "boom");
+
     let repeat = send(&url, "test/repeat", json!({"userId": "u1"})).await;
     let body = run_of(&url, "conformance-repeated-step", &repeat, &["completed"]).await;
     assert_eq!(body["run"]["output"], json!({"userId": "u1", "total": 30}));
@@ -194,4 +200,15 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
         let message = run["run"]["error"]["message"].as_str().unwrap();
         assert!(message.contains("apiKey"), "{message}");
     }
+
+    let body = until("the flaky run's retry to succeed", 90, || async {
+        let body = get(&format!("{url}/api/runs/{}", RunId::for_event("conformance-flaky", &flaky))).await;
+        (body["run"]["status"] == "completed").then_some(body)
+    })
+    .await;
+    assert_eq!(body["run"]["output"], json!("ok"));
+    assert_eq!(
+        (body["steps"][0]["status"].as_str(), body["steps"][0]["attempts"].as_u64()),
+        (Some("completed"), Some(2))
+    );
 }
