@@ -94,7 +94,7 @@ async function renderRuns(selected) {
     <tr data-run="${esc(r.run_id)}" data-testid="run-row" class="${r.run_id === selected ? "selected" : ""}">
       <td>${pill(r.status)}</td>
       <td>${esc(r.function_id)}</td>
-      <td class="mono muted">${esc(r.event_name)}</td>
+      <td class="mono muted clip" title="${esc(r.event_name)}">${esc(r.event_name)}</td>
       <td class="muted" title="${esc(new Date(r.created_at).toISOString())}">${ago(r.created_at)}</td>
       <td class="dur">${duration(r)}</td>
     </tr>`).join("");
@@ -123,14 +123,17 @@ function runDetail(detail) {
   const finished = ["completed", "failed", "cancelled"].includes(run.status);
   const hasFailedStep = steps.some((s) => s.status === "failed");
   const start = run.created_at;
-  const end = Math.max(run.ended_at || Date.now(), ...steps.map((s) => s.ended_at || s.wake_at || 0).filter((t) => t && t < start + 86400000));
+  // A finished run spans to its end; a live one to now (a pending sleep's bar grows with it).
+  const end = finished ? run.ended_at || run.updated_at : Date.now();
   const span = Math.max(end - start, 1);
-  const timeline = steps.map((s) => {
+  const timeline = steps.map((step) => {
+    // A step still pending when the run ended was cut short by the cancel or the failure.
+    const s = finished && (step.status === "scheduled" || step.status === "retrying") ? { ...step, status: run.status === "cancelled" ? "cancelled" : step.status } : step;
     const from = (s.started_at || start) - start;
-    const to = (s.ended_at || (s.status === "scheduled" || s.status === "retrying" ? Math.min(s.wake_at || end, end) : end)) - start;
+    const to = Math.min(s.ended_at || end, end) - start;
     const left = Math.min(100, (from / span) * 100);
     const width = Math.max(0.6, Math.min(100 - left, ((to - from) / span) * 100));
-    const icon = { completed: "✓", failed: "✗", retrying: "↻", scheduled: "…" }[s.status] || "•";
+    const icon = { completed: "✓", failed: "✗", retrying: "↻", scheduled: "…", cancelled: "⊘" }[s.status] || "•";
     const body = s.status === "completed" ? json(s.output) : s.error ? json(s.error) : s.wake_at ? `until ${esc(new Date(s.wake_at).toLocaleString())}${s.detail ? "\n" + json(s.detail) : ""}` : json(s.detail);
     return `
       <details class="step" data-key="${esc(s.id)}" data-testid="step" data-step="${esc(s.name)}" data-step-status="${esc(s.status)}">
@@ -192,7 +195,7 @@ async function renderEvents(selected) {
   const [{ events, total }, detail] = await Promise.all([api("/api/events?limit=200"), selected ? api(`/api/events/${encodeURIComponent(selected)}`).catch((e) => ({ error: e.message })) : null]);
   const rows = events.map((e) => `
     <tr data-event="${esc(e.id)}" data-testid="event-row" class="${selected && (e.id === selected || e.event_id === selected) ? "selected" : ""}">
-      <td class="mono">${esc(e.name)}</td>
+      <td class="mono clip" title="${esc(e.name)}">${esc(e.name)}</td>
       <td class="muted">${esc(e.source)}</td>
       <td>${e.targets.length ? e.targets.map((t) => `<span class="chip">${esc(t)}</span>`).join(" ") : `<span class="muted">no rule</span>`}</td>
       <td class="muted">${ago(e.received_at)}</td>

@@ -40,6 +40,15 @@ pub struct DevConfig {
     pub concurrency: usize,
 }
 
+/// Why a delivery failed.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Worth retrying: the function failed, or watch was unreachable.
+    Retry(String),
+    /// Not worth retrying: no such function.
+    Final(String),
+}
+
 /// An entry to put on a bus, validated.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -271,17 +280,18 @@ impl Dev {
 
     async fn run_invocation(&self, invocation: Invocation) {
         let result = if let Some(target) = invocation.function.strip_prefix(INNGEST_PREFIX) {
-            self.inngest.execute(self, target, &invocation).await
+            self.inngest.execute(self, target, &invocation).await.map_err(Delivery::Retry)
         } else {
             self.invoke_lambda(&invocation.function, &invocation.payload).await
         };
         let now = self.now();
         let retry_at = match &result {
-            Err(_) => {
+            Err(Delivery::Retry(_)) => {
                 RETRY_DELAYS.get(usize::try_from(invocation.attempts).unwrap_or(9).saturating_sub(1)).map(|d| now + d)
             }
-            Ok(_) => None,
+            Err(Delivery::Final(_)) | Ok(_) => None,
         };
+        let result = result.map_err(|(Delivery::Retry(err) | Delivery::Final(err))| err);
         match &result {
             Ok(_) => tracing::info!(function = %invocation.function, cause = %invocation.cause, "invoked"),
             Err(err) => {
@@ -296,27 +306,25 @@ impl Dev {
     /// Invokes `binary` under `cargo lambda watch` and returns its answer.
     ///
     /// # Errors
-    /// Unreachable watch, an unknown function, or the function's error.
-    pub async fn invoke_lambda(&self, binary: &str, payload: &Value) -> Result<Value, String> {
+    /// Unreachable watch or the function's error (retried), or no such function (final).
+    pub async fn invoke_lambda(&self, binary: &str, payload: &Value) -> Result<Value, Delivery> {
         let url = format!("{}/2015-03-31/functions/{binary}/invocations", self.config.lambda_url.trim_end_matches('/'));
-        let response = self
-            .http
-            .post(&url)
-            .json(payload)
-            .timeout(Duration::from_secs(20 * 60))
-            .send()
-            .await
-            .map_err(|err| format!("cannot reach cargo lambda watch at {}: {err}", self.config.lambda_url))?;
+        let response =
+            self.http.post(&url).json(payload).timeout(Duration::from_secs(20 * 60)).send().await.map_err(|err| {
+                Delivery::Retry(format!("cannot reach cargo lambda watch at {}: {err}", self.config.lambda_url))
+            })?;
         let status = response.status();
         let function_error = response.headers().get("x-amz-function-error").is_some();
-        let body = response.text().await.map_err(|err| err.to_string())?;
+        let body = response.text().await.map_err(|err| Delivery::Retry(err.to_string()))?;
         let value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
         if status.is_success() && !function_error && value.get("errorType").is_none() {
             Ok(value)
         } else if status.as_u16() == 404 {
-            Err(format!("function `{binary}` is not served by cargo lambda watch (404: {body})"))
+            // As Lambda's ResourceNotFoundException: retrying cannot help.
+            let detail = value["detail"].as_str().unwrap_or(&body);
+            Err(Delivery::Final(format!("function `{binary}` is not served by cargo lambda watch: {detail}")))
         } else {
-            Err(format!("{binary} answered {status}: {body}"))
+            Err(Delivery::Retry(format!("{binary} answered {status}: {body}")))
         }
     }
 

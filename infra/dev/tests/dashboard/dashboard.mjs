@@ -1,12 +1,13 @@
 // Drives the dev server's dashboard in Debian's headless Chromium with playwright-core:
-// node dashboard.mjs DEV_URL RUN_ID SCREENSHOT_DIR
+// node dashboard.mjs DEV_URL RUN_ID SCREENSHOT_DIR WAITING_RUN_ID
 // Loads the runs page, finds RUN_ID, opens its timeline, invokes `hello` from the Functions page
-// and follows the new run until it completes (live updates, no reload). Prints one JSON line
-// with what the DOM showed; any missing element fails with a message and exit code 1.
+// and follows the new run until it completes (live updates, no reload), cancels WAITING_RUN_ID
+// and reruns RUN_ID with the buttons. Prints one JSON line with what the DOM showed; any missing
+// element fails with a message and exit code 1.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 
-const [url, runId, shots] = process.argv.slice(2);
+const [url, runId, shots, waitingRun] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -58,6 +59,21 @@ try {
   await page.waitForSelector("[data-testid=event-detail] [data-testid=event-runs]");
   result.eventPayload = JSON.parse(await page.textContent("[data-testid=event-payload]")).detail.data;
   await page.screenshot({ path: `${shots}/5-events.png` });
+
+  await page.goto(`${url}#/runs/${waitingRun}`);
+  await page.waitForSelector(`[data-testid=run-detail][data-run-id="${waitingRun}"] .pill[data-status=waiting]`);
+  await page.click("[data-testid=cancel]");
+  await page.waitForSelector(`[data-testid=run-detail][data-run-id="${waitingRun}"] .pill[data-status=cancelled]`);
+  result.cancelled = { status: "cancelled", cancelDisabled: await page.isDisabled("[data-testid=cancel]") };
+  await page.screenshot({ path: `${shots}/6-cancelled.png` });
+
+  await page.goto(`${url}#/runs/${runId}`);
+  await page.waitForSelector(`[data-testid=run-detail][data-run-id="${runId}"]`);
+  await page.click("[data-testid=rerun-start]");
+  await page.waitForFunction((id) => { const d = document.querySelector("[data-testid=run-detail]"); return d && d.dataset.runId !== id; }, runId);
+  result.rerunRun = await page.getAttribute("[data-testid=run-detail]", "data-run-id");
+  await page.waitForSelector("[data-testid=run-detail] .pill[data-status=completed]", { timeout: 60000 });
+  await page.screenshot({ path: `${shots}/7-rerun.png` });
   result.errors = errors;
   console.log(JSON.stringify(result));
 } catch (err) {
