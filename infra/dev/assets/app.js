@@ -118,6 +118,10 @@ async function renderRuns(selected) {
 }
 
 function runDetail(detail) {
+  if (detail.error && detail.error.startsWith("no run")) {
+    // Just invoked: the run exists once the function takes the event (a first call compiles it).
+    return `<div class="card" data-testid="run-pending"><div class="empty">Waiting for the run to start…</div></div>`;
+  }
   if (detail.error) return `<div class="card"><div class="errbox">${esc(detail.error)}</div></div>`;
   const { run, steps } = detail;
   const finished = ["completed", "failed", "cancelled"].includes(run.status);
