@@ -1,7 +1,8 @@
 //! `cairn dev -u URL` drives an app built on the official TypeScript SDK (npm `inngest`,
 //! tests/conformance-ts) beside the Rust functions under `cargo lambda watch`: one event log, one
 //! run list. Covers sync, repeated steps, a parallel plan, a fatal error, a wait satisfied by the
-//! matching event only, a cron function invoked from the API whose `step.sendEvent`s (through the
+//! matching event only, a retried step, `step.invoke` failing clearly (not supported yet), a cron
+//! function invoked from the API whose `step.sendEvent`s (through the
 //! dev server's `/e/{key}`) are routed by template.yaml to a Rust function.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
@@ -160,6 +161,11 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
     let body = run_of(&url, "conformance-fatal", &fatal, &["failed"]).await;
     assert_eq!(body["run"]["error"]["message"], "nope");
     assert_eq!(steps(&body), [("fatal-step".into(), "failed".into(), json!("nope"))]);
+
+    // Not supported yet: the run fails saying so, instead of hanging.
+    let invoke = send(&url, "test/invoke", json!({})).await;
+    let body = run_of(&url, "conformance-invoker", &invoke, &["failed"]).await;
+    assert_eq!(body["run"]["error"]["message"], "step.invoke is not supported by `cairn dev -u` yet");
 
     let wait = send(&url, "test/wait", json!({"id": 1})).await;
     run_of(&url, "conformance-waiter", &wait, &["waiting"]).await;
