@@ -14,9 +14,7 @@ use cairn::{Journal, RunId, RunMeta, RunStatus, RunStore, StepRecord, StepState}
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
@@ -399,31 +397,18 @@ pub async fn invocations(State(dev): State<Arc<Dev>>, Query(query): Query<HashMa
     }
 }
 
-async fn fingerprint(dev: &Dev) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    dev.db.fingerprint().hash(&mut hasher);
-    if let Ok(runs) = dev.store.list_runs(&RunQuery { function_id: None, status: None, limit: 50 }).await {
-        for run in runs {
-            (run.run_id.as_str().to_string(), run.version, run.updated_at).hash(&mut hasher);
-        }
-    }
-    hasher.finish()
-}
-
-/// `GET /api/live`: `change` whenever something the dashboard shows changed (checked every
-/// 300 ms), with keep-alives.
+/// `GET /api/live`: `change` whenever something the dashboard shows changed, with keep-alives.
+/// Every open dashboard shares the one watcher of [`Dev::changes`].
 pub async fn live(
     State(dev): State<Arc<Dev>>,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
-    let stream = futures::stream::unfold((dev, 0u64), |(dev, last)| async move {
-        loop {
-            let now = fingerprint(&dev).await;
-            if now != last {
-                let event = SseEvent::default().event("change").data(now.to_string());
-                return Some((Ok(event), (dev, now)));
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+    let changes = dev.changes.subscribe();
+    let stream = futures::stream::unfold((changes, true), |(mut changes, first)| async move {
+        if !first {
+            changes.changed().await.ok()?;
         }
+        let now = *changes.borrow_and_update();
+        Some((Ok(SseEvent::default().event("change").data(now.to_string())), (changes, false)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

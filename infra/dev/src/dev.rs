@@ -83,6 +83,8 @@ pub struct Dev {
     pub queued: Notify,
     /// Inngest-protocol apps.
     pub inngest: InngestApps,
+    /// A fingerprint of what the dashboard shows, updated while a dashboard is open.
+    pub changes: tokio::sync::watch::Sender<u64>,
     clock: SystemClock,
 }
 
@@ -103,6 +105,7 @@ impl Dev {
             config,
             http,
             queued: Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
             clock: SystemClock,
         });
         dev.install_template_schedules()?;
@@ -247,6 +250,29 @@ impl Dev {
         tokio::spawn(async move { dev.schedule_forever().await });
         let dev = Arc::clone(self);
         tokio::spawn(async move { dev.inngest.sync_forever(&dev).await });
+        let dev = Arc::clone(self);
+        tokio::spawn(async move { dev.watch_changes_forever().await });
+    }
+
+    /// Every 300 ms while a dashboard is connected: the event log, the queue and the newest
+    /// runs, hashed (the functions write runs from their own processes, so this polls).
+    async fn watch_changes_forever(self: Arc<Self>) {
+        use std::hash::{Hash, Hasher};
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if self.changes.receiver_count() == 0 {
+                continue;
+            }
+            let mut hasher = std::hash::DefaultHasher::new();
+            self.db.fingerprint().hash(&mut hasher);
+            let newest = cairn::store::RunQuery { function_id: None, status: None, limit: 50 };
+            if let Ok(runs) = cairn::RunStore::list_runs(&self.store, &newest).await {
+                for run in runs {
+                    (run.run_id.as_str(), run.version, run.updated_at).hash(&mut hasher);
+                }
+            }
+            self.changes.send_if_modified(|last| std::mem::replace(last, hasher.finish()) != *last);
+        }
     }
 
     async fn dispatch_forever(self: Arc<Self>) {

@@ -196,11 +196,7 @@ impl DevDb {
             .map_err(sql_err)?;
         }
         for invocation in invocations {
-            tx.execute(
-                "INSERT INTO dev_invocations (function, cause, event_id, payload, status, next_at, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
-                params![invocation.function, invocation.cause, invocation.event_id, invocation.payload.to_string(), now],
-            )
-            .map_err(sql_err)?;
+            queue(&tx, invocation, now)?;
         }
         tx.commit().map_err(sql_err)
     }
@@ -447,13 +443,19 @@ impl DevDb {
             )
         }
         .map_err(sql_err)?;
-        tx.execute(
-            "INSERT INTO dev_invocations (function, cause, event_id, payload, status, next_at, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
-            params![invocation.function, invocation.cause, invocation.event_id, invocation.payload.to_string(), now],
-        )
-        .map_err(sql_err)?;
+        queue(&tx, invocation, now)?;
         tx.commit().map_err(sql_err)
     }
+}
+
+/// Queues one invocation, due now, inside the caller's transaction.
+fn queue(tx: &rusqlite::Transaction<'_>, invocation: &NewInvocation, now: Millis) -> Result<(), String> {
+    tx.execute(
+        "INSERT INTO dev_invocations (function, cause, event_id, payload, status, next_at, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
+        params![invocation.function, invocation.cause, invocation.event_id, invocation.payload.to_string(), now],
+    )
+    .map(|_| ())
+    .map_err(sql_err)
 }
 
 const EVENT_COLUMNS: &str =
