@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command with Cairn's local AWS stand-in started: installs moto (DynamoDB, EventBridge,
-# SQS, Scheduler) and cargo-lambda into .tools if missing, starts it on a free 127.0.0.1 port, exports the
+# SQS, Scheduler) and cargo-lambda into .tools if missing, starts it on a free 127.0.0.1 port (one
+# request at a time: see moto-serial.py), exports the
 # AWS_* variables and CAIRN_TEST_AWS_ENDPOINT, runs "$@", and stops moto by its PID.
 #
 #   infra/local/with-services.sh cargo test --workspace
@@ -12,7 +13,8 @@ cargo_lambda="$("$root/infra/local/ensure-tools.sh" cargo-lambda)"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 log="$tools/moto-$port.log"
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# moto_server with one request at a time, so conditional writes are atomic as in DynamoDB.
+"$venv/bin/python" "$root/infra/local/moto-serial.py" 127.0.0.1 "$port" >"$log" 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
