@@ -1,5 +1,7 @@
 //! EventBridge Scheduler expressions: `at(yyyy-mm-ddThh:mm:ss)`, `cron(min hour dom month dow
-//! year)` and `rate(n unit)`, each read in its schedule's time zone, and when each fires next.
+//! year)` and `rate(n unit)`, each read in its schedule's time zone, and when each fires next;
+//! the dev server's own `rate(n seconds)` (the reconciler tick of `--reconcile-secs`); and the
+//! context attributes Scheduler substitutes in a target's input.
 
 use cairn::{CronSchedule, Millis};
 use chrono::{NaiveDateTime, TimeZone};
@@ -22,6 +24,19 @@ impl Expression {
     /// # Errors
     /// A sentence naming what is wrong, as Scheduler's ValidationException would.
     pub fn parse(expression: &str, time_zone: &str) -> Result<Expression, String> {
+        Expression::parse_with(expression, time_zone, false)
+    }
+
+    /// As [`Expression::parse`], also taking `rate(n second)` / `rate(n seconds)`, which
+    /// Scheduler refuses but the dev server uses for its own schedules (the reconciler tick).
+    ///
+    /// # Errors
+    /// As [`Expression::parse`].
+    pub fn parse_dev(expression: &str, time_zone: &str) -> Result<Expression, String> {
+        Expression::parse_with(expression, time_zone, true)
+    }
+
+    fn parse_with(expression: &str, time_zone: &str, seconds: bool) -> Result<Expression, String> {
         let zone = parse_zone(time_zone)?;
         let expression = expression.trim();
         let inner = |prefix: &str| expression.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(')'));
@@ -39,6 +54,7 @@ impl Expression {
                     "Invalid Schedule Expression {expression}: the rate must be a positive whole number"
                 ))?;
             let unit_ms = match unit.trim() {
+                "second" | "seconds" if seconds => 1_000,
                 "minute" | "minutes" => 60_000,
                 "hour" | "hours" => 3_600_000,
                 "day" | "days" => 86_400_000,
@@ -96,6 +112,35 @@ impl Expression {
     pub fn is_one_time(&self) -> bool {
         matches!(self, Expression::At(_))
     }
+}
+
+/// What Scheduler substitutes in a target's `Input` for one firing.
+#[derive(Clone, Debug)]
+pub struct FiringContext<'a> {
+    /// The time the schedule was due (not when it fired), ms since the epoch.
+    pub scheduled_at: Millis,
+    /// A fresh id of this firing.
+    pub execution_id: &'a str,
+    /// The schedule's ARN.
+    pub schedule_arn: &'a str,
+    /// The delivery attempt (1: the dev server does not redeliver a schedule's target).
+    pub attempt: u32,
+}
+
+/// Scheduler's context attributes in `input`, substituted as AWS does:
+/// `<aws.scheduler.scheduled-time>` (RFC 3339 UTC to the second, e.g. `2026-12-02T03:00:00Z`),
+/// `<aws.scheduler.execution-id>`, `<aws.scheduler.schedule-arn>` and
+/// `<aws.scheduler.attempt-number>`.
+pub fn substitute_context(input: &str, context: &FiringContext<'_>) -> String {
+    let scheduled = chrono::DateTime::from_timestamp_millis(context.scheduled_at)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    input
+        .replace("<aws.scheduler.scheduled-time>", &scheduled)
+        .replace("<aws.scheduler.execution-id>", context.execution_id)
+        .replace("<aws.scheduler.schedule-arn>", context.schedule_arn)
+        .replace("<aws.scheduler.attempt-number>", &context.attempt.to_string())
 }
 
 fn parse_zone(time_zone: &str) -> Result<Tz, String> {
@@ -168,6 +213,39 @@ mod tests {
         let rate = Expression::parse("rate(5 minutes)", "").unwrap();
         assert_eq!(rate.next_after(1_000, 1_000, "UTC"), Some(301_000));
         assert_eq!(rate.next_after(301_000, 1_000, "UTC"), Some(601_000));
+    }
+
+    #[test]
+    fn seconds_are_the_dev_servers_own_unit() {
+        assert_eq!(
+            Expression::parse("rate(5 seconds)", "UTC").unwrap_err(),
+            "Invalid Schedule Expression rate(5 seconds): unknown unit `seconds`"
+        );
+        let tick = Expression::parse_dev("rate(5 seconds)", "UTC").unwrap();
+        assert_eq!(tick.next_after(1_000, 1_000, "UTC"), Some(6_000));
+        assert_eq!(tick.next_after(6_000, 1_000, "UTC"), Some(11_000));
+        let one = Expression::parse_dev("rate(1 second)", "UTC").unwrap();
+        assert_eq!(one.next_after(1_500, 1_000, "UTC"), Some(2_000));
+        assert!(!tick.is_one_time());
+    }
+
+    #[test]
+    fn scheduler_context_attributes_are_substituted() {
+        let context = FiringContext {
+            scheduled_at: 1_796_180_400_000, // 2026-12-02T03:00:00Z
+            execution_id: "exec-1",
+            schedule_arn: "arn:aws:scheduler:us-east-1:000000000000:schedule/template/F.Daily",
+            attempt: 1,
+        };
+        let input = r#"{"cairn": "cron", "scheduled": "<aws.scheduler.scheduled-time>", "id": "<aws.scheduler.execution-id>", "arn": "<aws.scheduler.schedule-arn>", "attempt": "<aws.scheduler.attempt-number>", "again": "<aws.scheduler.scheduled-time>"}"#;
+        assert_eq!(
+            substitute_context(input, &context),
+            r#"{"cairn": "cron", "scheduled": "2026-12-02T03:00:00Z", "id": "exec-1", "arn": "arn:aws:scheduler:us-east-1:000000000000:schedule/template/F.Daily", "attempt": "1", "again": "2026-12-02T03:00:00Z"}"#
+        );
+        // Milliseconds are dropped, as Scheduler's time is to the second.
+        let context = FiringContext { scheduled_at: 1_796_180_400_999, ..context };
+        assert_eq!(substitute_context("<aws.scheduler.scheduled-time>", &context), "2026-12-02T03:00:00Z");
+        assert_eq!(substitute_context(r#"{"a": 1}"#, &context), r#"{"a": 1}"#);
     }
 
     #[test]
