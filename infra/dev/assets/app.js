@@ -236,7 +236,7 @@ async function renderFunctions() {
     <div class="card fn" data-testid="function" data-function="${esc(f.id)}">
       <h3><span>${esc(f.id)}</span><button class="primary" data-invoke="${esc(f.id)}" data-testid="invoke">Invoke</button></h3>
       <div class="muted">${esc(f.description || "")}</div>
-      <div class="chips">${f.triggers.map((t) => t.event ? `<span class="chip">${esc(t.event)}</span>` : `<span class="chip cron" title="next ${esc(t.next_at ? new Date(t.next_at).toLocaleString() : "")}">${esc(t.schedule)} ${esc(t.time_zone || "")}</span>`).join("")}</div>
+      <div class="chips">${f.triggers.map((t) => t.event ? `<span class="chip">${esc(t.event)}</span>` : t.queue ? `<span class="chip cron" title="SQS queue ${esc(t.resource)}, batch size ${esc(t.batch_size)}">sqs ${esc(t.queue)}</span>` : `<span class="chip cron" title="next ${esc(t.next_at ? new Date(t.next_at).toLocaleString() : "")}">${esc(t.schedule)} ${esc(t.time_zone || "")}</span>`).join("")}</div>
       <div class="muted mono">${f.runtime === "inngest" ? `Inngest app ${esc(f.app_url)}` : `${esc(f.binary)} · ${esc(f.function_name)}`}</div>
       <div><a href="#/runs" data-runs-of="${esc(f.id)}">Runs →</a></div>
     </div>`).join("");

@@ -76,6 +76,14 @@ pub async fn functions(State(dev): State<Arc<Dev>>) -> Response {
             triggers.extend(f.schedules.iter().map(|s| {
                 json!({"schedule": s.expression_text, "time_zone": s.time_zone, "next_at": s.expression.next_after(now, now, &s.time_zone)})
             }));
+            if let (Some(queue), Some(source)) = (f.timer_queue(), f.queues.first()) {
+                triggers.push(json!({
+                    "queue": queue,
+                    "resource": source.queue_resource,
+                    "batch_size": source.batch_size,
+                    "report_batch_item_failures": source.report_batch_item_failures,
+                }));
+            }
             json!({
                 "id": f.function_id,
                 "binary": f.binary,
@@ -255,6 +263,7 @@ fn resume(dev: &Dev, function_id: &str, run_id: &RunId, cause: &str) -> Result<(
         cause: cause.into(),
         event_id: None,
         payload: json!({"cairn": "resume", "function_id": function_id, "run_id": run_id}),
+        due_at: None,
     })
     .map_err(|err| error(StatusCode::INTERNAL_SERVER_ERROR, err))
 }

@@ -1,5 +1,5 @@
 //! The AWS wire APIs the functions and the aws CLI speak: EventBridge `PutEvents` (AWS JSON 1.1,
-//! `X-Amz-Target: AWSEvents.PutEvents`) and Scheduler's `CreateSchedule` / `DeleteSchedule` /
+//! `X-Amz-Target: AWSEvents.PutEvents`), SQS (AWS JSON 1.0, `AmazonSQS.*`, in [`crate::sqs`]) and Scheduler's `CreateSchedule` / `DeleteSchedule` /
 //! `GetSchedule` / `ListSchedules` (REST JSON), with AWS-shaped errors, so the SDKs and
 //! `aws --endpoint-url http://localhost:8288` work unchanged.
 
@@ -31,9 +31,12 @@ fn rest_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Res
     (status, [("content-type", "application/json"), ("x-amzn-errortype", kind)], body.to_string()).into_response()
 }
 
-/// `POST /`: the AWS JSON 1.1 operations, by `X-Amz-Target`.
+/// `POST /`: the AWS JSON 1.1 operations (and SQS's JSON 1.0 ones), by `X-Amz-Target`.
 pub async fn json11(State(dev): State<Arc<Dev>>, headers: HeaderMap, body: Bytes) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if let Some(operation) = target.strip_prefix("AmazonSQS.") {
+        return crate::sqs::handle(&dev, operation, &headers, &body);
+    }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(value @ Value::Object(_)) => value,
         Ok(_) => {
@@ -68,7 +71,7 @@ pub async fn json11(State(dev): State<Arc<Dev>>, headers: HeaderMap, body: Bytes
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
             format!(
-                "the dev server does not implement {other}; it serves AWSEvents.PutEvents, ListRules and ListEventBuses"
+                "the dev server does not implement {other}; it serves AWSEvents.PutEvents, ListRules and ListEventBuses, and AmazonSQS.SendMessage, SendMessageBatch, GetQueueUrl and ListQueues"
             ),
         ),
     }

@@ -6,9 +6,12 @@ use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-/// Environment a function needs to use the dev server as its EventBridge and Scheduler and the
-/// shared SQLite file as its store: what `cairn dev --watch` passes to `cargo lambda watch`.
+/// Environment a function needs to use the dev server as its EventBridge, Scheduler and SQS and
+/// the shared SQLite file as its store: what `cairn dev --watch` passes to `cargo lambda watch`
+/// (the same for every function). A function's timer queue is `CAIRN_TIMER_QUEUE_PREFIX` followed
+/// by its name (`AWS_LAMBDA_FUNCTION_NAME`, its binary under watch): `<dev url>/000000000000/timer-hello`.
 pub fn function_env(dev_url: &str, db_path: &str, bus: &str) -> Vec<(String, String)> {
+    let timer_queue_prefix = timer_queue_prefix(dev_url);
     [
         ("AWS_ENDPOINT_URL", dev_url),
         ("AWS_ACCESS_KEY_ID", "cairn-dev"),
@@ -19,10 +22,17 @@ pub fn function_env(dev_url: &str, db_path: &str, bus: &str) -> Vec<(String, Str
         ("CAIRN_BUS", bus),
         ("CAIRN_SCHEDULE_GROUP", "cairn"),
         ("CAIRN_SCHEDULER_ROLE_ARN", "arn:aws:iam::000000000000:role/cairn-dev"),
+        ("CAIRN_TIMER_QUEUE_PREFIX", &timer_queue_prefix),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// The URL prefix of the timer queues the dev server at `dev_url` serves:
+/// `<dev url>/000000000000/timer-`.
+pub fn timer_queue_prefix(dev_url: &str) -> String {
+    format!("{}/{}/{}", dev_url.trim_end_matches('/'), crate::dev::ACCOUNT, crate::template::TIMER_QUEUE_PREFIX)
 }
 
 /// Terminal styling, off when not a terminal.
@@ -355,5 +365,19 @@ impl Style {
             _ => "33",
         };
         self.paint(code, icon)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn functions_are_told_the_timer_queue_prefix() {
+        let env = function_env("http://127.0.0.1:8288", "/tmp/dev.db", "cairn");
+        let prefix = env.iter().find(|(name, _)| name == "CAIRN_TIMER_QUEUE_PREFIX").unwrap();
+        assert_eq!(prefix.1, "http://127.0.0.1:8288/000000000000/timer-");
+        assert_eq!(timer_queue_prefix("http://localhost:9/"), "http://localhost:9/000000000000/timer-");
     }
 }

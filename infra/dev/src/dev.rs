@@ -1,6 +1,7 @@
 //! The dev server's core: accepting events (logged and queued in one transaction), routing them
-//! by the template's rules, firing schedules on time, and invoking functions under
-//! `cargo lambda watch` asynchronously with Lambda's retries.
+//! by the template's rules, firing schedules on time (with Scheduler's context attributes in
+//! their input), delivering SQS messages when their delay ends, and invoking functions under
+//! `cargo lambda watch` asynchronously with Lambda's retries (SQS's redeliveries for messages).
 
 use crate::devdb::{DevDb, Invocation, LoggedEvent, NewInvocation, Schedule};
 use crate::inngest::InngestApps;
@@ -38,6 +39,9 @@ pub struct DevConfig {
     pub region: String,
     /// Invocations in flight at once.
     pub concurrency: usize,
+    /// Fire the reconciler schedules (input `{"cairn": "reconcile"}`) every this many seconds
+    /// instead of their template expression (`--reconcile-secs`, `CAIRN_RECONCILE_SECS`).
+    pub reconcile_secs: Option<u64>,
 }
 
 /// Why a delivery failed.
@@ -94,7 +98,13 @@ impl Dev {
     /// # Errors
     /// A template mistake or an unopenable store, as a message naming it.
     pub fn new(config: DevConfig, store: AnyStore) -> Result<Arc<Dev>, String> {
-        let template = Template::load(&config.template_path).map_err(|err| err.to_string())?;
+        let mut template = Template::load(&config.template_path).map_err(|err| err.to_string())?;
+        if let Some(secs) = config.reconcile_secs {
+            if secs == 0 {
+                return Err("the reconcile interval must be at least 1 second".into());
+            }
+            template.reconcile_every(secs);
+        }
         let db = DevDb::open(&config.db_path)?;
         let http = reqwest::Client::builder().build().map_err(|err| err.to_string())?;
         let dev = Arc::new(Dev {
@@ -201,6 +211,7 @@ impl Dev {
                     cause: cause.to_string(),
                     event_id: Some(event_id.clone()),
                     payload: envelope.clone(),
+                    due_at: None,
                 });
             }
             if only.is_none() && entry.detail_type != cairn_aws::RESUME_EVENT && self.inngest.matches_waits() {
@@ -211,6 +222,7 @@ impl Dev {
                     cause: cause.to_string(),
                     event_id: Some(event_id.clone()),
                     payload: envelope.clone(),
+                    due_at: None,
                 });
             }
             events.push(LoggedEvent {
@@ -304,18 +316,49 @@ impl Dev {
         }
     }
 
-    async fn run_invocation(&self, invocation: Invocation) {
+    async fn run_invocation(&self, mut invocation: Invocation) {
+        // An SQS message: its queue's event source decides on redelivery.
+        let queue = invocation.cause.strip_prefix(crate::sqs::CAUSE_PREFIX).and_then(|q| self.template.queue(q));
+        if queue.is_some() {
+            crate::sqs::set_receive_count(&mut invocation.payload, invocation.attempts);
+        }
         let result = if let Some(target) = invocation.function.strip_prefix(INNGEST_PREFIX) {
             self.inngest.execute(self, target, &invocation).await.map_err(Delivery::Retry)
         } else {
             self.invoke_lambda(&invocation.function, &invocation.payload).await
         };
+        let result = match (result, queue) {
+            (Ok(response), Some((_, source))) => match crate::sqs::reported_failure(source, &response) {
+                Some(reason) => Err(Delivery::Retry(reason)),
+                None => Ok(response),
+            },
+            (result, _) => result,
+        };
         let now = self.now();
-        let retry_at = match &result {
-            Err(Delivery::Retry(_)) => {
+        let retry_at = match (&result, queue) {
+            (Err(Delivery::Retry(_)), Some((_, source))) => {
+                // SQS receives the message again once its visibility timeout ends (seconds here),
+                // until the redrive policy's maxReceiveCount.
+                let limit = source.max_receive_count.unwrap_or(crate::sqs::DEFAULT_MAX_RECEIVES);
+                (invocation.attempts < limit)
+                    .then(|| now + RETRY_DELAYS[usize::try_from(invocation.attempts).unwrap_or(2).clamp(1, 2) - 1])
+            }
+            (Err(Delivery::Retry(_)), None) => {
                 RETRY_DELAYS.get(usize::try_from(invocation.attempts).unwrap_or(9).saturating_sub(1)).map(|d| now + d)
             }
-            Err(Delivery::Final(_)) | Ok(_) => None,
+            (Err(Delivery::Final(_)) | Ok(_), _) => None,
+        };
+        let result = match (result, queue) {
+            (Err(Delivery::Retry(err)), Some((_, source))) if retry_at.is_none() => Err(Delivery::Retry(format!(
+                "{err} (given up after {} receives{})",
+                invocation.attempts,
+                if source.max_receive_count.is_some() {
+                    ", the queue's maxReceiveCount: in AWS it would move to the dead-letter queue"
+                } else {
+                    ""
+                }
+            ))),
+            (result, _) => result,
         };
         let result = result.map_err(|(Delivery::Retry(err) | Delivery::Final(err))| err);
         match &result {
@@ -370,7 +413,7 @@ impl Dev {
     }
 
     fn fire(&self, schedule: &Schedule, now: Millis) {
-        let next = Expression::parse(&schedule.expression, &schedule.time_zone).ok().and_then(|e| {
+        let next = Expression::parse_dev(&schedule.expression, &schedule.time_zone).ok().and_then(|e| {
             if e.is_one_time() { None } else { e.next_after(now, schedule.created_at, &schedule.time_zone) }
         });
         let function = if schedule.target_arn.starts_with(INNGEST_PREFIX) {
@@ -381,12 +424,26 @@ impl Dev {
                 .map(|f| f.binary.clone())
                 .unwrap_or_else(|| schedule.target_arn.rsplit(':').next().unwrap_or_default().to_string())
         };
-        let payload = serde_json::from_str(&schedule.input).unwrap_or(Value::String(schedule.input.clone()));
+        let arn = format!(
+            "arn:aws:scheduler:{}:{ACCOUNT}:schedule/{}/{}",
+            self.config.region, schedule.group_name, schedule.name
+        );
+        let input = crate::schedule::substitute_context(
+            &schedule.input,
+            &crate::schedule::FiringContext {
+                scheduled_at: schedule.next_at.unwrap_or(now),
+                execution_id: &new_envelope_id(),
+                schedule_arn: &arn,
+                attempt: 1,
+            },
+        );
+        let payload = serde_json::from_str(&input).unwrap_or(Value::String(input));
         let invocation = NewInvocation {
             function,
             cause: format!("schedule:{}/{}", schedule.group_name, schedule.name),
             event_id: None,
             payload,
+            due_at: None,
         };
         match self.db.fired(schedule, next, &invocation, now) {
             Ok(()) => {

@@ -98,6 +98,8 @@ pub struct Invocation {
     pub attempts: u32,
     /// When it was queued.
     pub created_at: Millis,
+    /// When it is (or was last) due.
+    pub next_at: Millis,
     /// When it finished.
     pub finished_at: Option<Millis>,
     /// The function's answer.
@@ -140,6 +142,8 @@ pub struct NewInvocation {
     pub event_id: Option<String>,
     /// The payload.
     pub payload: Value,
+    /// When it is due (`None`: now), e.g. an SQS message's `DelaySeconds` later.
+    pub due_at: Option<Millis>,
 }
 
 fn sql_err(err: rusqlite::Error) -> String {
@@ -448,11 +452,18 @@ impl DevDb {
     }
 }
 
-/// Queues one invocation, due now, inside the caller's transaction.
+/// Queues one invocation, due at its `due_at` (else now), inside the caller's transaction.
 fn queue(tx: &rusqlite::Transaction<'_>, invocation: &NewInvocation, now: Millis) -> Result<(), String> {
     tx.execute(
-        "INSERT INTO dev_invocations (function, cause, event_id, payload, status, next_at, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
-        params![invocation.function, invocation.cause, invocation.event_id, invocation.payload.to_string(), now],
+        "INSERT INTO dev_invocations (function, cause, event_id, payload, status, next_at, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
+        params![
+            invocation.function,
+            invocation.cause,
+            invocation.event_id,
+            invocation.payload.to_string(),
+            invocation.due_at.unwrap_or(now),
+            now
+        ],
     )
     .map(|_| ())
     .map_err(sql_err)
@@ -460,7 +471,7 @@ fn queue(tx: &rusqlite::Transaction<'_>, invocation: &NewInvocation, now: Millis
 
 const EVENT_COLUMNS: &str =
     "SELECT seq, id, event_id, received_at, bus, source, name, envelope, targets FROM dev_events";
-const INVOCATION_COLUMNS: &str = "SELECT seq, function, cause, event_id, payload, status, attempts, created_at, finished_at, response, error FROM dev_invocations";
+const INVOCATION_COLUMNS: &str = "SELECT seq, function, cause, event_id, payload, status, attempts, created_at, finished_at, response, error, next_at FROM dev_invocations";
 const SCHEDULE_COLUMNS: &str = "SELECT group_name, name, expression, time_zone, target_arn, input, delete_after, created_at, next_at FROM dev_schedules";
 
 fn json_column(text: String) -> Value {
@@ -494,6 +505,7 @@ fn invocation_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Invocation> {
         finished_at: row.get(8)?,
         response: row.get::<_, Option<String>>(9)?.map(json_column),
         error: row.get(10)?,
+        next_at: row.get(11)?,
     })
 }
 
@@ -538,6 +550,7 @@ mod tests {
             cause: "put-events".into(),
             event_id: Some("e-1".into()),
             payload: json!({"a": 1}),
+            due_at: None,
         };
         db.accept(std::slice::from_ref(&event), std::slice::from_ref(&invocation), 5).unwrap();
         let claimed = db.claim_due(10, 8).unwrap();
@@ -552,5 +565,23 @@ mod tests {
         // A duplicate envelope id is logged once.
         db.accept(std::slice::from_ref(&event), &[], 6).unwrap();
         assert_eq!(db.event_count(), 1);
+    }
+
+    #[test]
+    fn a_delayed_invocation_is_claimed_at_its_due_time_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = DevDb::open(&dir.path().join("dev.db").display().to_string()).unwrap();
+        let later = NewInvocation {
+            function: "hello".into(),
+            cause: "sqs:timer-hello".into(),
+            event_id: None,
+            payload: json!({}),
+            due_at: Some(2_000),
+        };
+        db.accept(&[], &[later], 100).unwrap();
+        assert_eq!(db.next_due(), Some(2_000));
+        assert!(db.claim_due(1_999, 8).unwrap().is_empty(), "not before its time");
+        let due = db.claim_due(2_000, 8).unwrap();
+        assert_eq!((due.len(), due[0].created_at, due[0].next_at), (1, 100, 2_000));
     }
 }

@@ -14,4 +14,5 @@ pub mod inngest;
 pub mod pattern;
 pub mod schedule;
 pub mod server;
+pub mod sqs;
 pub mod template;

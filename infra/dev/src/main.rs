@@ -103,6 +103,10 @@ struct DevArgs {
     /// Invocations in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Fire the reconciler schedules (input `{"cairn": "reconcile"}`) every N seconds instead of
+    /// their template expression, so recovery shows in seconds.
+    #[arg(long, env = "CAIRN_RECONCILE_SECS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    reconcile_secs: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -165,6 +169,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         apps: args.apps.clone(),
         region: "us-east-1".into(),
         concurrency: args.concurrency,
+        reconcile_secs: args.reconcile_secs,
     };
     let dev = Dev::new(config, store)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -236,6 +241,7 @@ fn print_banner(dev: &Dev, url: &str, lambda_url: &str, bus: &str) {
     for function in dev.template.functions.iter().filter(|f| f.is_routed()) {
         let mut triggers = function.event_names();
         triggers.extend(function.schedules.iter().map(|s| format!("{} {}", s.expression_text, s.time_zone)));
+        triggers.extend(function.timer_queue().map(|queue| format!("sqs {queue}")));
         println!("  {:<24} {}", function.function_id, style.dim(&triggers.join(", ")));
     }
     println!("  {}", style.dim(&format!("functions run under cargo lambda watch at {lambda_url}")));

@@ -1,5 +1,6 @@
 //! Routing read from `template.yaml`: each `AWS::Serverless::Function`, the binary that
-//! `cargo lambda watch` runs for it, its `EventBridgeRule` patterns and its `ScheduleV2` crons.
+//! `cargo lambda watch` runs for it, its `EventBridgeRule` patterns, its `ScheduleV2` crons and
+//! its `SQS` event sources (the dev server serves queue `timer-<binary>` to a function with one).
 //! A mistake is reported naming the resource and the problem, before anything starts.
 
 use crate::pattern;
@@ -31,6 +32,34 @@ pub struct TemplateFunction {
     pub rules: Vec<Rule>,
     /// Its ScheduleV2 schedules.
     pub schedules: Vec<TemplateSchedule>,
+    /// Its SQS event sources.
+    pub queues: Vec<SqsSource>,
+}
+
+/// The queue prefix of the per-function timer queues: function `hello`'s is `timer-hello`.
+pub const TIMER_QUEUE_PREFIX: &str = "timer-";
+
+/// The message size limit of a queue without `MaximumMessageSize` (256 KiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// An `SQS` event source (an event source mapping from an `AWS::SQS::Queue` of the template).
+#[derive(Debug)]
+pub struct SqsSource {
+    /// `Resource.Events.<name>`.
+    pub name: String,
+    /// The queue's logical id (`Queue: !GetAtt <id>.Arn`).
+    pub queue_resource: String,
+    /// `BatchSize` (10 when absent).
+    pub batch_size: u32,
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`: the function answers
+    /// `{"batchItemFailures": [...]}` to have messages redelivered.
+    pub report_batch_item_failures: bool,
+    /// The queue's `RedrivePolicy.maxReceiveCount`, if it has one.
+    pub max_receive_count: Option<u32>,
+    /// The queue's `DelaySeconds` (0 when absent): a message's delay when it gives none.
+    pub delay_seconds: u32,
+    /// The queue's `MaximumMessageSize` (256 KiB when absent).
+    pub max_message_bytes: usize,
 }
 
 /// An `EventBridgeRule` event source.
@@ -72,7 +101,13 @@ pub struct TemplateError {
 impl TemplateFunction {
     /// Whether anything routes to it (`serve`, driven over HTTP only, has no rules).
     pub fn is_routed(&self) -> bool {
-        !self.rules.is_empty() || !self.schedules.is_empty()
+        !self.rules.is_empty() || !self.schedules.is_empty() || !self.queues.is_empty()
+    }
+
+    /// The name of the timer queue the dev server serves it (`timer-<binary>`), if it has an SQS
+    /// event source.
+    pub fn timer_queue(&self) -> Option<String> {
+        (!self.queues.is_empty()).then(|| format!("{TIMER_QUEUE_PREFIX}{}", self.binary))
     }
 
     /// Whether `name` (a bare name, `FunctionName`, or a Lambda ARN ending in either) is this function.
@@ -146,6 +181,7 @@ impl Template {
                 description,
                 rules: Vec::new(),
                 schedules: Vec::new(),
+                queues: Vec::new(),
             };
             for (event_name, event) in properties.get("Events").and_then(Yaml::as_mapping).into_iter().flatten() {
                 let event_name = event_name.as_str().unwrap_or_default().to_string();
@@ -189,6 +225,53 @@ impl Template {
                             input,
                         });
                     }
+                    Some("SQS") => {
+                        let queue = props
+                            .get("Queue")
+                            .ok_or_else(|| fail(&here, "an SQS event source needs a Queue".to_string()))?;
+                        let (queue_resource, queue) =
+                            resolver.queue(queue).map_err(|message| fail(&format!("{here}.Queue"), message))?;
+                        let batch_size = match props.get("BatchSize") {
+                            None => 10,
+                            Some(value) => value
+                                .as_u64()
+                                .and_then(|n| u32::try_from(n).ok())
+                                .filter(|n| (1..=10_000).contains(n))
+                                .ok_or_else(|| {
+                                    fail(&format!("{here}.BatchSize"), "must be a whole number from 1 to 10000".into())
+                                })?,
+                        };
+                        let report_batch_item_failures = props
+                            .get("FunctionResponseTypes")
+                            .and_then(Yaml::as_sequence)
+                            .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+                        let queue_number = |key: &str| {
+                            queue
+                                .get("Properties")
+                                .and_then(|p| p.get(key))
+                                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
+                        };
+                        let max_receive_count = queue
+                            .get("Properties")
+                            .and_then(|p| p.get("RedrivePolicy"))
+                            .and_then(|r| r.get("maxReceiveCount"))
+                            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
+                            .and_then(|n| u32::try_from(n).ok());
+                        function.queues.push(SqsSource {
+                            name: event_name,
+                            queue_resource,
+                            batch_size,
+                            report_batch_item_failures,
+                            max_receive_count,
+                            delay_seconds: queue_number("DelaySeconds")
+                                .and_then(|n| u32::try_from(n).ok())
+                                .unwrap_or(0)
+                                .min(900),
+                            max_message_bytes: queue_number("MaximumMessageSize")
+                                .and_then(|n| usize::try_from(n).ok())
+                                .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+                        });
+                    }
                     _ => {}
                 }
             }
@@ -215,6 +298,33 @@ impl Template {
             .collect()
     }
 
+    /// The function served by the queue named `queue` (`timer-<binary>` of a function with an SQS
+    /// event source), with that source.
+    pub fn queue(&self, queue: &str) -> Option<(&TemplateFunction, &SqsSource)> {
+        let binary = queue.strip_prefix(TIMER_QUEUE_PREFIX)?;
+        let function = self.functions.iter().find(|f| f.binary == binary)?;
+        function.queues.first().map(|source| (function, source))
+    }
+
+    /// The queues the dev server serves, by name.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.functions.iter().filter_map(TemplateFunction::timer_queue).collect()
+    }
+
+    /// Makes every schedule whose input is `{"cairn": "reconcile", ...}` fire every `secs`
+    /// seconds instead of its template expression (`cairn dev --reconcile-secs`).
+    pub fn reconcile_every(&mut self, secs: u64) {
+        for schedule in self.functions.iter_mut().flat_map(|f| f.schedules.iter_mut()) {
+            if is_reconcile(&schedule.input) {
+                let text = format!("rate({secs} {})", if secs == 1 { "second" } else { "seconds" });
+                if let Ok(expression) = Expression::parse_dev(&text, &schedule.time_zone) {
+                    schedule.expression_text = text;
+                    schedule.expression = expression;
+                }
+            }
+        }
+    }
+
     /// The buses the rules listen on (plus `default`).
     pub fn buses(&self) -> Vec<String> {
         let mut buses: Vec<String> =
@@ -224,6 +334,11 @@ impl Template {
         buses.dedup();
         buses
     }
+}
+
+/// Whether a schedule's input is a reconciler tick: a JSON object with `"cairn": "reconcile"`.
+pub fn is_reconcile(input: &str) -> bool {
+    serde_json::from_str::<Value>(input).is_ok_and(|value| value["cairn"] == "reconcile")
 }
 
 /// The function id a `cairn/run.resume` rule routes.
@@ -269,6 +384,36 @@ impl Resolver<'_> {
                 .ok_or_else(|| format!("!Ref {target}: the parameter has no Default"));
         }
         Err(format!("!Ref {target}: no such resource or parameter"))
+    }
+
+    /// An event source's `Queue`: `!GetAtt <id>.Arn` (or `Fn::GetAtt: [<id>, Arn]`) of an
+    /// `AWS::SQS::Queue` in the template; its logical id and the resource.
+    fn queue(&self, value: &Yaml) -> Result<(String, &Yaml), String> {
+        let reference = match value {
+            Yaml::Tagged(tagged) if tagged.tag == "GetAtt" => match &tagged.value {
+                Yaml::String(text) => Some(text.clone()),
+                Yaml::Sequence(parts) => Some(parts.iter().filter_map(Yaml::as_str).collect::<Vec<_>>().join(".")),
+                _ => None,
+            },
+            Yaml::Mapping(map) => map.get("Fn::GetAtt").and_then(|v| match v {
+                Yaml::String(text) => Some(text.clone()),
+                Yaml::Sequence(parts) => Some(parts.iter().filter_map(Yaml::as_str).collect::<Vec<_>>().join(".")),
+                _ => None,
+            }),
+            _ => None,
+        };
+        let expected = "expected !GetAtt <an AWS::SQS::Queue of this template>.Arn";
+        let reference = reference.ok_or_else(|| expected.to_string())?;
+        let target = reference.strip_suffix(".Arn").ok_or_else(|| format!("!GetAtt {reference}: {expected}"))?;
+        let resource = self
+            .document
+            .get("Resources")
+            .and_then(|r| r.get(target))
+            .ok_or_else(|| format!("!GetAtt {reference}: no such resource"))?;
+        if resource.get("Type").and_then(Yaml::as_str) != Some("AWS::SQS::Queue") {
+            return Err(format!("!GetAtt {reference}: not an AWS::SQS::Queue"));
+        }
+        Ok((target.to_string(), resource))
     }
 }
 
@@ -324,6 +469,91 @@ mod tests {
         format!(
             "Resources:\n  Bus:\n    Type: AWS::Events::EventBus\n    Properties:\n      Name: cairn\n  HelloFunction:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildProperties:\n        Binary: hello\n    Properties:\n      Events:\n{events}"
         )
+    }
+
+    const QUEUE: &str = "  HelloTimerQueue:\n    Type: AWS::SQS::Queue\n    Properties:\n      RedrivePolicy:\n        maxReceiveCount: 3\n        deadLetterTargetArn: arn\n  Other:\n    Type: AWS::Events::EventBus\n";
+
+    #[test]
+    fn sqs_event_sources_serve_the_timer_queue_of_their_function() {
+        let text = format!(
+            "{}{QUEUE}",
+            with_events(
+                "        Timer:\n          Type: SQS\n          Properties:\n            Queue: !GetAtt HelloTimerQueue.Arn\n            BatchSize: 5\n            FunctionResponseTypes: [ReportBatchItemFailures]\n"
+            )
+        );
+        let template = Template::parse("template.yaml", &text).unwrap();
+        let hello = template.function("hello").unwrap();
+        assert!(hello.is_routed());
+        let source = &hello.queues[0];
+        assert_eq!(
+            (
+                source.name.as_str(),
+                source.queue_resource.as_str(),
+                source.batch_size,
+                source.report_batch_item_failures
+            ),
+            ("Timer", "HelloTimerQueue", 5, true)
+        );
+        assert_eq!((source.max_receive_count, source.delay_seconds, source.max_message_bytes), (Some(3), 0, 262_144));
+        assert_eq!(template.queue_names(), ["timer-hello"]);
+        assert_eq!(template.queue("timer-hello").map(|(f, _)| f.binary.as_str()), Some("hello"));
+        assert!(template.queue("timer-nope").is_none() && template.queue("hello").is_none());
+        // The long form, and defaults.
+        let long = format!(
+            "{}{QUEUE}",
+            with_events(
+                "        Timer:\n          Type: SQS\n          Properties:\n            Queue:\n              Fn::GetAtt: [HelloTimerQueue, Arn]\n"
+            )
+        );
+        let template = Template::parse("template.yaml", &long).unwrap();
+        let source = &template.functions[0].queues[0];
+        assert_eq!((source.batch_size, source.report_batch_item_failures), (10, false));
+        // A function without an SQS source has no queue.
+        let plain = Template::parse("t", &with_events("        Daily:\n          Type: ScheduleV2\n          Properties:\n            ScheduleExpression: rate(1 day)\n")).unwrap();
+        assert!(plain.queue("timer-hello").is_none() && plain.queue_names().is_empty());
+
+        let err = |queue: &str| {
+            let text = format!(
+                "{}{QUEUE}",
+                with_events(&format!(
+                    "        Timer:\n          Type: SQS\n          Properties:\n            Queue: {queue}\n"
+                ))
+            );
+            Template::parse("template.yaml", &text).unwrap_err().to_string()
+        };
+        assert_eq!(
+            err("!GetAtt Other.Arn"),
+            "template.yaml: HelloFunction.Events.Timer.Queue: !GetAtt Other.Arn: not an AWS::SQS::Queue"
+        );
+        assert_eq!(
+            err("!GetAtt Nope.Arn"),
+            "template.yaml: HelloFunction.Events.Timer.Queue: !GetAtt Nope.Arn: no such resource"
+        );
+        assert_eq!(
+            err("!GetAtt HelloTimerQueue.QueueUrl"),
+            "template.yaml: HelloFunction.Events.Timer.Queue: !GetAtt HelloTimerQueue.QueueUrl: expected !GetAtt <an AWS::SQS::Queue of this template>.Arn"
+        );
+    }
+
+    #[test]
+    fn reconcile_schedules_can_fire_every_few_seconds() {
+        let text = with_events(
+            "        Reconcile:\n          Type: ScheduleV2\n          Properties:\n            ScheduleExpression: rate(1 minute)\n            Input: '{\"cairn\": \"reconcile\"}'\n        Daily:\n          Type: ScheduleV2\n          Properties:\n            ScheduleExpression: cron(0 3 * * ? *)\n            Input: '{\"cairn\": \"cron\"}'\n",
+        );
+        let mut template = Template::parse("template.yaml", &text).unwrap();
+        assert_eq!(template.functions[0].schedules[0].expression_text, "rate(1 minute)");
+        template.reconcile_every(2);
+        let schedules = &template.functions[0].schedules;
+        assert_eq!(
+            (schedules[0].expression_text.as_str(), schedules[1].expression_text.as_str()),
+            ("rate(2 seconds)", "cron(0 3 * * ? *)"),
+            "only the reconciler changes"
+        );
+        assert_eq!(schedules[0].expression.next_after(10_000, 10_000, "UTC"), Some(12_000));
+        template.reconcile_every(1);
+        assert_eq!(template.functions[0].schedules[0].expression_text, "rate(1 second)");
+        assert!(is_reconcile(r#"{"cairn": "reconcile", "x": 1}"#));
+        assert!(!is_reconcile(r#"{"cairn": "cron"}"#) && !is_reconcile("reconcile") && !is_reconcile("[]"));
     }
 
     #[test]

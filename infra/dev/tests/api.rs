@@ -26,16 +26,21 @@ struct Server {
 
 /// `lambda_url` points at a port nothing listens on.
 async fn start() -> Server {
+    start_with(&format!("{}/template.yaml", workspace()), &format!("http://127.0.0.1:{}", free_port()), None).await
+}
+
+async fn start_with(template: &str, lambda_url: &str, reconcile_secs: Option<u64>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("dev.db").display().to_string();
     let store = SqliteStore::open(&db).unwrap();
     let config = DevConfig {
-        template_path: format!("{}/template.yaml", workspace()),
+        template_path: template.to_string(),
         db_path: db,
-        lambda_url: format!("http://127.0.0.1:{}", free_port()),
+        lambda_url: lambda_url.to_string(),
         apps: Vec::new(),
         region: "us-east-1".into(),
         concurrency: 4,
+        reconcile_secs,
     };
     let dev = Dev::new(config, AnyStore::Sqlite(store.clone())).unwrap();
     dev.spawn_background();
@@ -105,7 +110,7 @@ async fn malformed_put_events_get_aws_shaped_errors_and_nothing_is_logged() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body["message"],
-        "the dev server does not implement AWSEvents.DeleteEventBus; it serves AWSEvents.PutEvents, ListRules and ListEventBuses"
+        "the dev server does not implement AWSEvents.DeleteEventBus; it serves AWSEvents.PutEvents, ListRules and ListEventBuses, and AmazonSQS.SendMessage, SendMessageBatch, GetQueueUrl and ListQueues"
     );
     assert_eq!(get(&format!("{url}/api/events")).await["total"], 0, "a refused request logs nothing");
 }
@@ -451,6 +456,7 @@ async fn with_a_dynamodb_table_the_dashboard_api_reads_and_cancels_runs_there() 
         apps: Vec::new(),
         region: "us-east-1".into(),
         concurrency: 4,
+        reconcile_secs: None,
     };
     let dev = Dev::new(dev_config, AnyStore::DynamoDb(store.clone())).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -472,4 +478,269 @@ async fn with_a_dynamodb_table_the_dashboard_api_reads_and_cancels_runs_there() 
     let cancelled = reqwest::Client::new().post(format!("{url}/api/runs/run_in_dynamodb/cancel")).send().await.unwrap();
     assert_eq!(cancelled.status(), 200);
     assert_eq!(store.load(&run).await.unwrap().unwrap().meta.status, cairn::RunStatus::Cancelled);
+}
+
+/// A template with a function on an SQS timer queue (`timed`, maxReceiveCount 2) and one with
+/// only a reconciler schedule (`plain`).
+const TIMER_TEMPLATE: &str = r#"
+Resources:
+  TimedFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: timed
+    Properties:
+      FunctionName: cairn-timed
+      Events:
+        Timer:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt TimedTimerQueue.Arn
+            BatchSize: 10
+            FunctionResponseTypes: [ReportBatchItemFailures]
+  TimedTimerQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 900
+      RedrivePolicy:
+        maxReceiveCount: 2
+        deadLetterTargetArn: arn:aws:sqs:us-east-1:000000000000:dead
+  PlainFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: plain
+    Properties:
+      Events:
+        Reconcile:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: rate(1 minute)
+            Input: '{"cairn": "reconcile", "at": "<aws.scheduler.scheduled-time>", "id": "<aws.scheduler.execution-id>", "arn": "<aws.scheduler.schedule-arn>", "attempt": "<aws.scheduler.attempt-number>"}'
+"#;
+
+type Received = Arc<std::sync::Mutex<Vec<(String, Value, Instant)>>>;
+
+/// A stand-in for `cargo lambda watch`'s Invoke API: records each invocation (function, payload,
+/// when), and reports a message whose body is `fail` in `batchItemFailures`.
+async fn stub_lambda() -> (String, Received) {
+    use axum::extract::{Path, State};
+    let received: Received = Arc::default();
+    let app =
+        axum::Router::new()
+            .route(
+                "/2015-03-31/functions/{name}/invocations",
+                axum::routing::post(
+                    |State(received): State<Received>,
+                     Path(name): Path<String>,
+                     axum::Json(payload): axum::Json<Value>| async move {
+                        received.lock().unwrap().push((name, payload.clone(), Instant::now()));
+                        let record = &payload["Records"][0];
+                        let failures: Vec<Value> = if record["body"] == "fail" {
+                            vec![json!({"itemIdentifier": record["messageId"]})]
+                        } else {
+                            Vec::new()
+                        };
+                        axum::Json(json!({"batchItemFailures": failures}))
+                    },
+                ),
+            )
+            .with_state(Arc::clone(&received));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    (url, received)
+}
+
+fn deliveries(received: &Received, function: &str, body: Option<&str>) -> Vec<(Value, Instant)> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, payload, _)| name == function && body.is_none_or(|b| payload["Records"][0]["body"] == b))
+        .map(|(_, payload, at)| (payload.clone(), *at))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_messages_sent_with_the_sdk_are_delivered_when_their_delay_ends() {
+    use aws_sdk_sqs::error::ProvideErrorMetadata;
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template.yaml");
+    std::fs::write(&template, TIMER_TEMPLATE).unwrap();
+    let (lambda, received) = stub_lambda().await;
+    let server = start_with(&template.display().to_string(), &lambda, None).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config(&server.url).await);
+    let prefix = cairn_dev::cli::timer_queue_prefix(&server.url);
+    let queue = format!("{prefix}timed");
+
+    // Delivered to the function 2 s after the send, in Lambda's SQS event.
+    let sent = Instant::now();
+    let output = sqs.send_message().queue_url(&queue).message_body("hello").delay_seconds(2).send().await.unwrap();
+    assert_eq!(output.md5_of_message_body(), Some("5d41402abc4b2a76b9719d911017c592"));
+    let (payload, at) = common::until("the delayed message", 10, || {
+        let found = deliveries(&received, "timed", Some("hello"));
+        async move { found.into_iter().next() }
+    })
+    .await;
+    let delay = at - sent;
+    assert!(
+        (Duration::from_millis(1_500)..=Duration::from_millis(2_500)).contains(&delay),
+        "delivered {delay:?} after the send"
+    );
+    let record = &payload["Records"][0];
+    assert_eq!(record["messageId"].as_str(), output.message_id());
+    assert_eq!(
+        (
+            &record["body"],
+            &record["md5OfBody"],
+            &record["eventSource"],
+            &record["eventSourceARN"],
+            &record["awsRegion"]
+        ),
+        (
+            &json!("hello"),
+            &json!("5d41402abc4b2a76b9719d911017c592"),
+            &json!("aws:sqs"),
+            &json!("arn:aws:sqs:us-east-1:000000000000:timer-timed"),
+            &json!("us-east-1")
+        )
+    );
+    assert_eq!(record["attributes"]["ApproximateReceiveCount"], "1");
+    assert!(record["attributes"]["SentTimestamp"].as_str().unwrap().parse::<i64>().is_ok());
+    assert!(record["receiptHandle"].is_string() && record["messageAttributes"] == json!({}));
+
+    // AWS's errors, as the SDK reads them.
+    let err = sqs
+        .send_message()
+        .queue_url(&queue)
+        .message_body("late")
+        .delay_seconds(901)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Some("InvalidParameterValue"),
+            Some("Value 901 for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= 900.")
+        )
+    );
+    for unknown in ["plain", "nope"] {
+        let err = sqs
+            .send_message()
+            .queue_url(format!("{prefix}{unknown}"))
+            .message_body("x")
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(err.is_queue_does_not_exist(), "{err:?}");
+        assert_eq!(
+            err.message(),
+            Some(format!("The specified queue does not exist: timer-{unknown} (the dev server serves queue timer-<binary> for each function in template.yaml with an SQS event source; queues: timer-timed)").as_str())
+        );
+    }
+
+    // A message the function reports in batchItemFailures is received again a second later,
+    // until the queue's maxReceiveCount (2).
+    sqs.send_message().queue_url(&queue).message_body("fail").send().await.unwrap();
+    let failing = common::until("two receives of the failing message", 10, || {
+        let found = deliveries(&received, "timed", Some("fail"));
+        async move { (found.len() >= 2).then_some(found) }
+    })
+    .await;
+    let counts: Vec<&Value> =
+        failing.iter().map(|(p, _)| &p["Records"][0]["attributes"]["ApproximateReceiveCount"]).collect();
+    assert_eq!(counts, [&json!("1"), &json!("2")]);
+    assert!(failing[1].1 - failing[0].1 >= Duration::from_millis(900));
+    let failed = common::until("the failing message given up", 10, || {
+        let url = server.url.clone();
+        async move {
+            let invocations = get(&format!("{url}/api/invocations")).await["invocations"].clone();
+            invocations
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["payload"]["Records"][0]["body"] == "fail" && i["status"] == "failed")
+                .cloned()
+        }
+    })
+    .await;
+    assert_eq!((&failed["cause"], &failed["attempts"]), (&json!("sqs:timer-timed"), &json!(2)));
+    assert!(
+        failed["error"].as_str().unwrap().contains("given up after 2 receives, the queue's maxReceiveCount"),
+        "{failed}"
+    );
+
+    // A batch: the bad entry fails alone.
+    let entry = |id: &str, delay: i32| {
+        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+            .id(id)
+            .message_body(format!("batch-{id}"))
+            .delay_seconds(delay)
+            .build()
+            .unwrap()
+    };
+    let batch = sqs
+        .send_message_batch()
+        .queue_url(&queue)
+        .entries(entry("a", 0))
+        .entries(entry("b", 901))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.successful().iter().map(|s| s.id()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(
+        batch.failed().iter().map(|f| (f.id(), f.code(), f.sender_fault())).collect::<Vec<_>>(),
+        [("b", "InvalidParameterValue", true)]
+    );
+    common::until("the batch's message", 10, || {
+        let found = deliveries(&received, "timed", Some("batch-a"));
+        async move { found.into_iter().next() }
+    })
+    .await;
+
+    // The messages are in the event log, with their deliveries.
+    let events = get(&format!("{}/api/events", server.url)).await;
+    let logged: Vec<(&Value, &Value, &Value)> =
+        events["events"].as_array().unwrap().iter().map(|e| (&e["bus"], &e["name"], &e["targets"])).collect();
+    assert_eq!(logged.len(), 3);
+    assert!(logged.iter().all(|e| e == &(&json!("sqs"), &json!("timer-timed"), &json!(["timed"]))), "{logged:?}");
+    let first = get(&format!("{}/api/events/{}", server.url, output.message_id().unwrap())).await;
+    assert_eq!(first["invocations"][0]["status"], "ok");
+    assert_eq!(first["invocations"][0]["cause"], "sqs:timer-timed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reconcile_secs_the_reconciler_ticks_every_second_with_its_scheduled_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template.yaml");
+    std::fs::write(&template, TIMER_TEMPLATE).unwrap();
+    let (lambda, received) = stub_lambda().await;
+    let server = start_with(&template.display().to_string(), &lambda, Some(1)).await;
+    let ticks = common::until("three reconciler ticks", 10, || {
+        let found = deliveries(&received, "plain", None);
+        async move { (found.len() >= 3).then_some(found) }
+    })
+    .await;
+    let at = |i: usize| chrono::DateTime::parse_from_rfc3339(ticks[i].0["at"].as_str().unwrap()).unwrap();
+    for i in 1..3 {
+        assert_eq!((at(i) - at(i - 1)).num_seconds(), 1, "{:?}", ticks[i].0);
+        assert_ne!(ticks[i].0["id"], ticks[i - 1].0["id"], "a fresh execution id each time");
+        let gap = ticks[i].1 - ticks[i - 1].1;
+        assert!((Duration::from_millis(700)..=Duration::from_millis(1_300)).contains(&gap), "{gap:?}");
+    }
+    assert_eq!(
+        (&ticks[0].0["cairn"], &ticks[0].0["arn"], &ticks[0].0["attempt"]),
+        (
+            &json!("reconcile"),
+            &json!("arn:aws:scheduler:us-east-1:000000000000:schedule/template/PlainFunction.Reconcile"),
+            &json!("1")
+        )
+    );
+    assert!(ticks[0].0["at"].as_str().unwrap().ends_with('Z'));
+    let schedules = get(&format!("{}/api/schedules", server.url)).await;
+    assert_eq!(schedules["schedules"][0]["expression"], "rate(1 second)");
 }
