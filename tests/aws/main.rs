@@ -285,8 +285,9 @@ fn the_driver_reads_every_payload_shape() {
     };
     assert_eq!(
         cron,
+        // Named by the rule's scheduled time (`time`), not the delivery: a retry is the same run.
         EventPayload::new(cairn::SCHEDULED_EVENT, json!({"cron": "0 3 * * *"}))
-            .with_id("53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa")
+            .with_id("cron:0 3 * * *:2026-11-23T03:00:00Z")
             .with_ts(now)
     );
     let Invocation::Event(sent) =
@@ -310,12 +311,32 @@ fn the_driver_reads_every_payload_shape() {
         panic!()
     };
     assert_eq!((plain.name.as_str(), plain.ts, plain.id.is_some()), ("app/my.event", Some(now), true));
-    let Invocation::Event(v2) =
+    // A Scheduler firing names its run by the scheduled time, however often it is delivered.
+    let firing = json!({"cairn": "cron", "cron": "0 3 * * *", "id": "2026-11-23T03:00:00Z"});
+    let Invocation::Event(v2) = cairn_aws::classify(&firing, &registry, now).unwrap() else { panic!() };
+    assert_eq!(v2.id.as_deref(), Some("cron:0 3 * * *:2026-11-23T03:00:00Z"));
+    let Invocation::Event(old) =
         cairn_aws::classify(&json!({"cairn": "cron", "cron": "0 3 * * *"}), &registry, now).unwrap()
     else {
         panic!()
     };
-    assert_eq!(v2.id.as_deref(), Some("cron:0 3 * * *:29923380"), "one event per cron minute, however often delivered");
+    assert_eq!(old.id.as_deref(), Some("cron:0 3 * * *:minute-29923380"), "an old template's firing: the minute");
+    // Timer messages from the function's SQS queue, and the reconciler's tick.
+    let batch = json!({"Records": [
+        {"messageId": "m1", "eventSource": "aws:sqs", "body": "{\"cairn\":\"resume\",\"run_id\":\"run_a\"}"},
+        {"messageId": "m2", "eventSource": "aws:sqs", "body": "{\"cairn\":\"resume\",\"run_id\":\"run_b\"}"}
+    ]});
+    assert_eq!(
+        cairn_aws::classify(&batch, &registry, now).unwrap(),
+        Invocation::Queue(vec![("m1".into(), RunId::new("run_a")), ("m2".into(), RunId::new("run_b"))])
+    );
+    assert_eq!(
+        cairn_aws::classify(&json!({"Records": [{"messageId": "m3", "body": "nope"}]}), &registry, now)
+            .unwrap_err()
+            .to_string(),
+        "unrecognized payload: SQS message m3: the body is not a JSON object"
+    );
+    assert_eq!(cairn_aws::classify(&json!({"cairn": "reconcile"}), &registry, now).unwrap(), Invocation::Reconcile);
     let err = cairn_aws::classify(&json!({"hello": "world"}), &registry, now).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -1,6 +1,7 @@
 //! The AWS runtime's benchmark (README, Performance), run by `make bench` with moto started:
 //! 1. DynamoDB requests and bytes per step of a 100-step run (counted by a proxy);
 //! 2. the commit of a step against a bare PutItem of the same item size, side by side;
+//!    and the reconciler's cost: an idle pass, and a pass over 100 runs whose invocations died;
 //! 3. a function binary's cold start, from exec to its first event handled, against a local
 //!    Lambda Runtime API, and its stripped size.
 //!
@@ -59,8 +60,8 @@ async fn requests_per_step(endpoint: &str) -> anyhow::Result<()> {
     let mut total = cairn_tests::Traffic::default();
     for (operation, traffic) in proxy.traffic() {
         println!("| {operation} | {} | {} | {} |", traffic.requests, traffic.sent, traffic.received);
-        if operation == "PutItem" {
-            writes = traffic.requests;
+        if operation == "PutItem" || operation == "TransactWriteItems" || operation == "UpdateItem" {
+            writes += traffic.requests;
         }
         total.requests += traffic.requests;
         total.sent += traffic.sent;
@@ -73,6 +74,44 @@ async fn requests_per_step(endpoint: &str) -> anyhow::Result<()> {
         (total.sent + total.received) / 100
     );
     Ok(())
+}
+
+/// What the reconciler costs: a pass with nothing due, and a pass that finds 100 runs whose
+/// invocations died after creating them (each woken once).
+async fn reconciler_cost(endpoint: &str) -> anyhow::Result<()> {
+    let proxy = FaultProxy::start(endpoint, |_, _| Fault::None).await;
+    let store = store(proxy.url(), &format!("bench-reconcile-{}", std::process::id())).await;
+    let clock = cairn::testing::ManualClock::at(chrono_now());
+    let timer = MemoryTimer::new();
+    let runner = Runner::new(Registry::new([hundred_steps()])?, store, MemoryBus::new(), timer.clone())
+        .with_clock(std::sync::Arc::new(clock.clone()));
+    proxy.reset();
+    let idle = runner.reconcile().await?;
+    let idle_requests: usize = proxy.traffic().values().map(|t| t.requests).sum();
+    for n in 0..100 {
+        // Accepted, never driven: the invocation "died" right after creating the run.
+        runner.accept(&EventPayload::new("bench/hundred", json!({})).with_id(format!("dead-{n}"))).await?;
+    }
+    clock.advance(Duration::from_secs(61));
+    proxy.reset();
+    let pass = runner.reconcile().await?;
+    let traffic = proxy.traffic();
+    let requests: usize = traffic.values().map(|t| t.requests).sum();
+    let read: usize = traffic.values().map(|t| t.received).sum();
+    println!("## The reconciler (one function)");
+    println!(
+        "- idle pass: {idle_requests} DynamoDB request(s) ({} due)\n- a pass finding 100 runs whose invocation died: {requests} request(s) ({}), {} wake-up messages, {:.0} bytes read per run\n",
+        idle.examined,
+        traffic.iter().map(|(op, t)| format!("{} {op}", t.requests)).collect::<Vec<_>>().join(", "),
+        timer.len(),
+        read as f64 / pass.examined.max(1) as f64
+    );
+    assert_eq!(pass.resumed, 100);
+    Ok(())
+}
+
+fn chrono_now() -> cairn::Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 async fn commit_overhead(endpoint: &str) -> anyhow::Result<()> {
@@ -207,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = std::env::var("CAIRN_TEST_AWS_ENDPOINT")
         .map_err(|_| anyhow::anyhow!("run under infra/local/with-services.sh"))?;
     requests_per_step(&endpoint).await?;
+    reconciler_cost(&endpoint).await?;
     commit_overhead(&endpoint).await?;
     if let Some(binary) = std::env::args().nth(1) {
         cold_start(&binary).await?;

@@ -31,6 +31,17 @@ impl RunStore for AbortAfterCommit {
         }
         Ok(commit)
     }
+    async fn commit_and_wake(
+        &self,
+        run_id: &RunId,
+        record: &StepRecord,
+        now: cairn::Millis,
+    ) -> Result<Commit, StoreError> {
+        self.0.commit_and_wake(run_id, record, now).await
+    }
+    async fn due_runs(&self, function_id: &str, now: cairn::Millis, limit: usize) -> Result<Vec<RunMeta>, StoreError> {
+        self.0.due_runs(function_id, now, limit).await
+    }
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
         self.0.put_wait(wait).await
     }

@@ -55,6 +55,7 @@ async fn functions_run_under_cargo_lambda_watch_against_moto() {
         .send()
         .await
         .unwrap();
+    let timer_queue = sqs.create_queue().queue_name(format!("timer-{suffix}")).send().await.unwrap().queue_url.unwrap();
     let users = StubServer::start(|_| {
         (200, json!([{"userId": "u1", "apiKey": "k1"}, {"userId": "u2", "apiKey": "k2"}]).to_string())
     })
@@ -71,12 +72,14 @@ async fn functions_run_under_cargo_lambda_watch_against_moto() {
         ("CAIRN_SCHEDULE_GROUP", group.clone()),
         ("CAIRN_SCHEDULER_ROLE_ARN", "arn:aws:iam::123456789012:role/cairn-scheduler".into()),
         ("CAIRN_FUNCTION_ARN", "arn:aws:lambda:us-east-1:123456789012:function:cairn-hello".into()),
+        ("CAIRN_TIMER_QUEUE_URL", timer_queue.clone()),
         ("READWISE_USERS_URL", users.url().to_string()),
     ];
     let watch = tokio::task::spawn_blocking(move || Watch::start(&cargo_lambda, &env)).await.unwrap();
     let watch = std::sync::Arc::new(watch);
 
-    // hello: an EventBridge event starts it; its step lands in DynamoDB; its sleep in Scheduler.
+    // hello: an EventBridge event starts it; its step lands in DynamoDB; its one-hour sleep, beyond
+    // the queue's 15 minutes, in one Scheduler schedule that hands over to the queue.
     let w = watch.clone();
     let answer =
         tokio::task::spawn_blocking(move || w.invoke("hello", &fixture("eventbridge-my-event.json"))).await.unwrap();

@@ -12,13 +12,22 @@ fn template() -> Value {
     serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn code() -> Vec<(&'static str, Function)> {
+fn code() -> Vec<(&'static str, Vec<Function>)> {
     vec![
-        ("hello", hello::function()),
-        ("readwise-fetch-books", readwise_fetch_books::function()),
-        ("readwise-daily-sync", readwise_daily_sync::function()),
-        ("order-approval", order_approval::function()),
+        ("hello", vec![hello::function()]),
+        ("readwise-fetch-books", vec![readwise_fetch_books::function()]),
+        ("readwise-daily-sync", vec![readwise_daily_sync::function()]),
+        ("order-approval", order_approval::functions()),
     ]
+}
+
+/// The functions a binary's code calls with `step.invoke` (their results come back to it as
+/// `inngest/function.finished`).
+fn invokes(binary: &str) -> &'static [&'static str] {
+    match binary {
+        "order-approval" => &[order_approval::CHARGE],
+        _ => &[],
+    }
 }
 
 /// Events a function's `wait_for_event` waits for: its rules must route them too, or the
@@ -38,7 +47,9 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 /// The problems with `binary`'s resource in `template`, each a sentence naming the resource.
-fn check(template: &Value, binary: &str, function: &Function) -> Vec<String> {
+fn check(template: &Value, binary: &str, functions: &[Function]) -> Vec<String> {
+    let registry = cairn::Registry::new(functions.to_vec()).unwrap();
+    let function = &functions[0];
     let resources = template["Resources"].as_mapping().unwrap();
     let Some((name, resource)) =
         resources.iter().find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary))
@@ -60,51 +71,78 @@ fn check(template: &Value, binary: &str, function: &Function) -> Vec<String> {
     }
     let mut routed = BTreeSet::new();
     let mut schedules = BTreeSet::new();
-    let mut resume = false;
+    let (mut timer, mut reconcile) = (false, false);
+    let timer_queue = format!("{name}TimerQueue").replace("FunctionTimerQueue", "TimerQueue");
+    let yaml = |value: &Value| serde_yaml::to_string(value).unwrap_or_default();
     for (event_name, event) in properties["Events"].as_mapping().into_iter().flatten() {
         let event_name = event_name.as_str().unwrap_or_default();
         let props = &event["Properties"];
         match event["Type"].as_str() {
             Some("EventBridgeRule") => {
                 let types = strings(&props["Pattern"]["detail-type"]);
-                if types == ["cairn/run.resume"] {
-                    let ids = strings(&props["Pattern"]["detail"]["data"]["function_id"]);
-                    if ids == [function.id()] {
-                        resume = true;
-                    } else {
-                        problems.push(format!(
-                            "{name}.{event_name}: resume rule routes function ids {ids:?}, not [{:?}]",
-                            function.id()
-                        ));
+                let data = &props["Pattern"]["detail"]["data"];
+                for kind in &types {
+                    // System events are routed by what they concern, never wholesale.
+                    let keyed = match kind.as_str() {
+                        cairn::INVOKED_EVENT => strings(&data["_inngest"]["fn_id"])
+                            .iter()
+                            .all(|id| registry.get(id).is_some() && invokes_any(id)),
+                        cairn::FINISHED_EVENT => {
+                            strings(&data["event"]["data"]["_inngest"]["source_fn_id"]) == [function.id()]
+                        }
+                        cairn::FAILED_EVENT => strings(&data["function_id"]) == [function.id()],
+                        _ => true,
+                    };
+                    if !keyed {
+                        problems
+                            .push(format!("{name}.{event_name}: `{kind}` is not routed by the ids this binary owns"));
                     }
-                } else {
-                    routed.extend(types);
                 }
+                routed.extend(types);
             }
             Some("ScheduleV2") => {
                 let input: serde_json::Value =
                     serde_json::from_str(props["Input"].as_str().unwrap_or("null")).unwrap_or_default();
+                if input["cairn"] == "reconcile" {
+                    reconcile = true;
+                    continue;
+                }
+                if input["id"] != "<aws.scheduler.scheduled-time>" {
+                    problems.push(format!(
+                        "{name}.{event_name}: the cron's Input needs \"id\": \"<aws.scheduler.scheduled-time>\" (one run per firing)"
+                    ));
+                }
                 schedules.insert((
                     props["ScheduleExpression"].as_str().unwrap_or_default().to_string(),
                     props["ScheduleExpressionTimezone"].as_str().unwrap_or("UTC").to_string(),
                     input["cron"].as_str().unwrap_or_default().to_string(),
                 ));
             }
+            Some("SQS") => {
+                timer = yaml(&props["Queue"]).contains(&format!("{timer_queue}.Arn"))
+                    && strings(&props["FunctionResponseTypes"]) == ["ReportBatchItemFailures"];
+            }
             other => problems.push(format!("{name}.{event_name}: unexpected event type {other:?}")),
         }
     }
     let mut triggers = BTreeSet::new();
     let mut crons = BTreeSet::new();
-    for trigger in function.triggers() {
-        match trigger {
-            Trigger::Event { name, .. } => {
-                triggers.insert(name.clone());
-            }
-            Trigger::Cron(cron) => {
-                let (expression, zone) = cairn_aws::schedule_expression(cron);
-                crons.insert((expression, zone, cron.source().to_string()));
+    for function in registry.functions() {
+        for trigger in function.triggers() {
+            match trigger {
+                Trigger::Event { name, .. } => {
+                    triggers.insert(name.clone());
+                }
+                Trigger::Cron(cron) => {
+                    let (expression, zone) = cairn_aws::schedule_expression(cron);
+                    crons.insert((expression, zone, cron.source().to_string()));
+                }
             }
         }
+    }
+    if !invokes(binary).is_empty() {
+        triggers.insert(cairn::FINISHED_EVENT.to_string());
+        triggers.insert(cairn::INVOKED_EVENT.to_string());
     }
     for missing in triggers.difference(&routed) {
         problems.push(format!("{name}: trigger `{missing}` has no EventBridgeRule"));
@@ -127,17 +165,33 @@ fn check(template: &Value, binary: &str, function: &Function) -> Vec<String> {
     for extra in schedules.difference(&crons) {
         problems.push(format!("{name}: ScheduleV2 {} ({}) matches no cron of the code", extra.0, extra.2));
     }
-    if !resume {
-        problems.push(format!("{name}: no rule routes cairn/run.resume for function_id `{}`", function.id()));
+    if !timer {
+        problems.push(format!(
+            "{name}: needs an SQS event on !GetAtt {timer_queue}.Arn with FunctionResponseTypes [ReportBatchItemFailures]"
+        ));
+    }
+    if !yaml(&properties["Environment"]["Variables"]["CAIRN_TIMER_QUEUE_URL"]).contains(&timer_queue) {
+        problems.push(format!("{name}: CAIRN_TIMER_QUEUE_URL should be !Ref {timer_queue}"));
+    }
+    if !yaml(&properties["Policies"]).contains(&format!("{timer_queue}.QueueName")) {
+        problems.push(format!("{name}: needs SQSSendMessagePolicy on {timer_queue}"));
+    }
+    if !reconcile {
+        problems.push(format!("{name}: needs a ScheduleV2 with Input {{\"cairn\": \"reconcile\"}} (the reconciler)"));
     }
     problems
+}
+
+/// Whether some binary's code invokes `function_id`.
+fn invokes_any(function_id: &str) -> bool {
+    code().iter().any(|(binary, _)| invokes(binary).contains(&function_id))
 }
 
 #[test]
 fn every_function_binary_is_in_the_template_with_rules_matching_its_triggers() {
     let template = template();
     let problems: Vec<String> =
-        code().iter().flat_map(|(binary, function)| check(&template, binary, function)).collect();
+        code().iter().flat_map(|(binary, functions)| check(&template, binary, functions)).collect();
     assert!(problems.is_empty(), "{problems:#?}");
     let dir = format!("{}/../functions", env!("CARGO_MANIFEST_DIR"));
     // `serve` is the Inngest endpoint for all of them, not a workflow of its own.
@@ -177,14 +231,14 @@ fn a_misspelt_rule_and_a_wrong_cron_are_reported_naming_the_resource() {
         .replace("cron(0 3 * * ? *)", "cron(0 4 * * ? *)");
     let template: Value = serde_yaml::from_str(&text).unwrap();
     assert_eq!(
-        check(&template, "hello", &hello::function()),
+        check(&template, "hello", &[hello::function()]),
         vec![
             "HelloFunction: trigger `app/my.event` has no EventBridgeRule".to_string(),
             "HelloFunction: a rule routes `app/my.evnt`, which function `hello` does not handle".to_string(),
         ]
     );
     assert_eq!(
-        check(&template, "readwise-daily-sync", &readwise_daily_sync::function()),
+        check(&template, "readwise-daily-sync", &[readwise_daily_sync::function()]),
         vec![
             "ReadwiseDailySyncFunction: cron `0 3 * * *` needs a ScheduleV2 with cron(0 3 * * ? *) in UTC and Input cron `0 3 * * *`".to_string(),
             "ReadwiseDailySyncFunction: ScheduleV2 cron(0 4 * * ? *) (0 3 * * *) matches no cron of the code".to_string(),

@@ -1,6 +1,7 @@
 //! `hello`: the seed docs' example. On `app/my.event`, `step.run("step-name")` returns
 //! `{"success": true}`, then `step.sleep("wait", "1h")`, and the function returns the step's result.
-//! The binary reads `HELLO_SLEEP` (default `1h`) so a local load test can shorten the sleep.
+//! The binary reads `HELLO_SLEEP` (default `1h`) so a local load test can shorten the sleep; an
+//! event may ask for its own with `data.sleep` (e.g. `"10s"`), as the timer-precision test does.
 
 use cairn::prelude::*;
 use serde_json::Value;
@@ -22,7 +23,8 @@ pub fn function_with(sleep: &str) -> Function {
     Function::new("hello")
         .name("Hello")
         .on_event("app/my.event")
-        .handler(move |_event: Event, step: Step| async move {
+        .handler(move |event: Event, step: Step| async move {
+            let sleep = event.data["sleep"].as_str().and_then(|text| cairn::parse_duration(text).ok()).unwrap_or(sleep);
             let result: Value = step.run("step-name", || async { Ok(json!({ "success": true })) }).await?;
             step.sleep("wait", sleep).await?;
             Ok(result)

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    cairn_aws::run(vec![order_approval::function()]).await
+    cairn_aws::run(order_approval::functions()).await
 }

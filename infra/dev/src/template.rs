@@ -453,16 +453,17 @@ mod tests {
         assert_eq!(hello.event_names(), ["app/my.event"]);
         assert!(template.function("arn:aws:lambda:us-east-1:000000000000:function:cairn-hello").is_some());
         let daily = template.function("readwise-daily-sync").unwrap();
-        assert_eq!(daily.schedules[0].expression_text, "cron(0 3 * * ? *)");
-        assert_eq!(daily.schedules[0].input, r#"{"cairn": "cron", "cron": "0 3 * * *"}"#);
+        assert!(daily.schedules.iter().any(|s| s.expression_text == "cron(0 3 * * ? *)"));
+        let cron = daily.schedules.iter().find(|s| s.expression_text.starts_with("cron(")).unwrap();
+        assert_eq!(cron.input, r#"{"cairn": "cron", "cron": "0 3 * * *", "id": "<aws.scheduler.scheduled-time>"}"#);
         let envelope = json!({"source": "app", "detail-type": "app/my.event", "detail": {}});
         let routed: Vec<&str> = template.route("cairn", &envelope).iter().map(|f| f.binary.as_str()).collect();
         assert_eq!(routed, ["hello"]);
         assert!(template.route("default", &envelope).is_empty(), "rules listen on their own bus");
-        let resume =
-            json!({"detail-type": "cairn/run.resume", "detail": {"data": {"function_id": "readwise-fetch-books"}}});
-        let routed: Vec<&str> = template.route("cairn", &resume).iter().map(|f| f.binary.as_str()).collect();
-        assert_eq!(routed, ["readwise-fetch-books"]);
+        // An invoked function's result goes back to the caller's binary only.
+        let finished = json!({"detail-type": "inngest/function.finished", "detail": {"data": {"event": {"data": {"_inngest": {"source_fn_id": "order-approval"}}}}}});
+        let routed: Vec<&str> = template.route("cairn", &finished).iter().map(|f| f.binary.as_str()).collect();
+        assert_eq!(routed, ["order-approval"]);
     }
 
     fn with_events(events: &str) -> String {

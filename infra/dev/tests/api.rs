@@ -285,11 +285,20 @@ async fn bad_schedules_get_aws_shaped_errors() {
     assert_eq!(response.json::<Value>().await.unwrap(), json!({"Message": "Schedule s9 does not exist."}));
     let response = reqwest::Client::new().delete(format!("{url}/schedules/s1?groupName=cairn")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    // The template's cron is installed as a schedule of its own.
+    // The template's cron and every function's reconciler are installed as schedules.
     let schedules = get(&format!("{url}/api/schedules")).await;
     let names: Vec<&str> =
         schedules["schedules"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ReadwiseDailySyncFunction.Daily"]);
+    assert_eq!(
+        names,
+        [
+            "HelloFunction.Reconcile",
+            "OrderApprovalFunction.Reconcile",
+            "ReadwiseDailySyncFunction.Daily",
+            "ReadwiseDailySyncFunction.Reconcile",
+            "ReadwiseFetchBooksFunction.Reconcile"
+        ]
+    );
 }
 
 fn record(name: &str, position: u32, state: StepState, at: Millis) -> StepRecord {

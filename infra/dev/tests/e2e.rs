@@ -2,7 +2,7 @@
 //! `cargo lambda watch` using it as EventBridge and Scheduler and sharing its SQLite file, the aws
 //! CLI's `put-events`, and the dashboard in Debian's headless Chromium. One test drives the
 //! scenarios concurrently (the cron waits for the next minute meanwhile):
-//! hello's 2-second sleep resumes through a Scheduler schedule; order-approval's wait_for_event
+//! hello's 2-second sleep resumes through its SQS timer queue; order-approval's wait_for_event
 //! is satisfied by a later matching event only; a cron fires and fans out through the bus;
 //! cancel and rerun; the CLI; the dashboard. Stub servers stand in for Readwise only.
 //! `make test` provides cargo-lambda, the aws CLI and Chromium; without cargo-lambda this skips.
@@ -139,14 +139,14 @@ async fn the_dev_server_drives_the_functions_like_aws_does() {
         assert_eq!(body["steps"][0]["output"], json!({"success": true}));
         let slept = body["steps"][1]["ended_at"].as_i64().unwrap() - body["steps"][1]["started_at"].as_i64().unwrap();
         assert!(slept >= 2_000, "the sleep ended after {slept} ms, before its 2 s");
-        // The wake-up went through the dev server's Scheduler: a one-time schedule fired.
+        // The wake-up went through the dev server's SQS: hello's timer queue delivered it.
         let invocations = get(&format!("{url}/api/invocations?limit=500")).await;
         let woke = invocations["invocations"].as_array().unwrap().iter().any(|i| {
             i["function"] == "hello"
-                && i["cause"].as_str().unwrap().starts_with("schedule:cairn/cairn-")
-                && i["payload"]["run_id"] == run_id.as_str()
+                && i["cause"] == "sqs:timer-hello"
+                && i["payload"]["Records"][0]["body"].as_str().unwrap_or_default().contains(run_id.as_str())
         });
-        assert!(woke, "no schedule woke {run_id}: {invocations}");
+        assert!(woke, "no timer message woke {run_id}: {invocations}");
         run_id
     };
 

@@ -4,6 +4,7 @@
 use crate::dynamodb::DynamoDbStore;
 use crate::eventbridge::EventBridgeBus;
 use crate::scheduler::SchedulerTimer;
+use crate::timer::QueueTimer;
 use cairn::store::{Commit, CreateRun, RunQuery};
 use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, SqliteStore, StepId, StepRecord};
 use cairn::{StoreError, Timer, Wait};
@@ -38,6 +39,12 @@ impl RunStore for AnyStore {
     }
     async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
         dispatch!(self, s => s.commit_step(run_id, record))
+    }
+    async fn commit_and_wake(&self, run_id: &RunId, record: &StepRecord, now: Millis) -> Result<Commit, StoreError> {
+        dispatch!(self, s => s.commit_and_wake(run_id, record, now))
+    }
+    async fn due_runs(&self, function_id: &str, now: Millis, limit: usize) -> Result<Vec<RunMeta>, StoreError> {
+        dispatch!(self, s => s.due_runs(function_id, now, limit))
     }
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
         dispatch!(self, s => s.put_wait(wait))
@@ -82,9 +89,12 @@ impl Bus for AnyBus {
     }
 }
 
-/// What wakes runs: the Scheduler when `CAIRN_SCHEDULE_GROUP` is set, else the log.
+/// What wakes runs: the function's SQS timer queue (with the Scheduler beyond 15 minutes), the
+/// Scheduler alone, or (only when asked for with `CAIRN_TIMER=log`) the log.
 #[derive(Clone, Debug)]
 pub enum AnyTimer {
+    /// The timer queue, handing long wake-ups to the Scheduler.
+    Queue(QueueTimer),
     /// EventBridge Scheduler (and the bus for immediate wake-ups).
     Scheduler(SchedulerTimer),
     /// Logged only: resume by hand with `{"cairn": "resume", "run_id": ...}`.
@@ -94,11 +104,26 @@ pub enum AnyTimer {
 impl Timer for AnyTimer {
     async fn wake_at(&self, run_id: &RunId, function_id: &str, key: &str, at: Millis) -> Result<(), BusError> {
         match self {
+            AnyTimer::Queue(timer) => timer.wake_at(run_id, function_id, key, at).await,
             AnyTimer::Scheduler(timer) => timer.wake_at(run_id, function_id, key, at).await,
             AnyTimer::Log => {
                 tracing::info!(run_id = %run_id, wake_at = at, key, "wake-up due (no scheduler: invoke {{\"cairn\":\"resume\",\"run_id\":\"{run_id}\"}})");
                 Ok(())
             }
+        }
+    }
+
+    async fn forget(&self, run_id: &RunId) -> Result<(), BusError> {
+        self.forget_run(run_id).await
+    }
+}
+
+impl AnyTimer {
+    async fn forget_run(&self, run_id: &RunId) -> Result<(), BusError> {
+        match self {
+            AnyTimer::Queue(timer) => timer.forget(run_id).await,
+            AnyTimer::Scheduler(timer) => timer.delete_run_schedule(run_id).await,
+            AnyTimer::Log => Ok(()),
         }
     }
 }

@@ -18,6 +18,11 @@ pub enum Invocation {
     Event(EventPayload),
     /// Resume this run (a wake-up, a continuation, a resolved wait or invoke).
     Resume(RunId),
+    /// Wake-ups from the function's SQS timer queue: (message id, run) pairs. Failed ones are
+    /// reported back (`batchItemFailures`) so SQS redelivers them.
+    Queue(Vec<(String, RunId)>),
+    /// The reconciler's tick (`{"cairn": "reconcile"}` from the template's schedule).
+    Reconcile,
 }
 
 /// Why a payload was refused.
@@ -47,10 +52,28 @@ pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Inv
                 let cron = payload["cron"]
                     .as_str()
                     .ok_or_else(|| DriverError::BadPayload("a cairn cron needs `cron`".into()))?;
+                // `id` is Scheduler's `<aws.scheduler.scheduled-time>`: every delivery of one
+                // firing, retries included, names the same run.
                 Ok(Invocation::Event(scheduled_event(cron, payload["id"].as_str(), now)))
             }
+            "reconcile" => Ok(Invocation::Reconcile),
             other => Err(DriverError::BadPayload(format!("unknown cairn payload kind `{other}`"))),
         };
+    }
+    if let Some(records) = payload.get("Records").and_then(Value::as_array) {
+        let mut messages = Vec::with_capacity(records.len());
+        for record in records {
+            let id = record["messageId"].as_str().unwrap_or_default().to_string();
+            let body: Value = record["body"]
+                .as_str()
+                .and_then(|body| serde_json::from_str(body).ok())
+                .ok_or_else(|| DriverError::BadPayload(format!("SQS message {id}: the body is not a JSON object")))?;
+            let run_id = body["run_id"]
+                .as_str()
+                .ok_or_else(|| DriverError::BadPayload(format!("SQS message {id}: a resume needs `run_id`")))?;
+            messages.push((id, RunId::new(run_id)));
+        }
+        return Ok(Invocation::Queue(messages));
     }
     if let (Some(detail_type), Some(source)) =
         (payload.get("detail-type").and_then(Value::as_str), payload.get("source").and_then(Value::as_str))
@@ -66,7 +89,8 @@ pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Inv
                     Trigger::Event { .. } => None,
                 })
                 .ok_or_else(|| DriverError::BadPayload("a scheduled event reached a function without a cron".into()))?;
-            return Ok(Invocation::Event(scheduled_event(&cron, envelope_id, now)));
+            // The rule's scheduled time (`time`) names the run, as a Scheduler firing does.
+            return Ok(Invocation::Event(scheduled_event(&cron, payload["time"].as_str().or(envelope_id), now)));
         }
         let detail = payload.get("detail").cloned().unwrap_or(json!({}));
         // Cairn's own bus sends the whole event as the detail; anything else is the data.
@@ -109,10 +133,18 @@ fn fill(mut event: EventPayload, now: Millis) -> EventPayload {
     event
 }
 
-/// The event a cron delivers; its id (the envelope's, or the minute) makes duplicates harmless.
-fn scheduled_event(cron: &str, id: Option<&str>, now: Millis) -> EventPayload {
-    let id = id.map(str::to_string).unwrap_or_else(|| format!("cron:{cron}:{}", now / 60_000));
-    EventPayload::new(SCHEDULED_EVENT, json!({ "cron": cron })).with_id(id).with_ts(now)
+/// The event a cron delivers. Its id is the firing's scheduled time, so a retried or
+/// duplicated delivery names the same run; a payload without one (an old template) falls back
+/// to the minute it was handled, with a warning.
+fn scheduled_event(cron: &str, scheduled: Option<&str>, now: Millis) -> EventPayload {
+    let when = match scheduled {
+        Some(time) if !time.is_empty() && !time.starts_with("<aws.") => time.to_string(),
+        _ => {
+            tracing::warn!(cron, "cron payload without its scheduled time (`id`); duplicates of it may start twice");
+            format!("minute-{}", now / 60_000)
+        }
+    };
+    EventPayload::new(SCHEDULED_EVENT, json!({ "cron": cron })).with_id(format!("cron:{cron}:{when}")).with_ts(now)
 }
 
 /// Budgets for one invocation.
@@ -201,6 +233,12 @@ impl LambdaDriver {
                 self.runner.accept(&event).await?
             }
             Invocation::Resume(run_id) => vec![run_id],
+            Invocation::Reconcile => {
+                let reconciled = self.runner.reconcile().await?;
+                tracing::info!(?reconciled, "reconciler pass");
+                return Ok(json!({ "reconciled": reconciled }));
+            }
+            Invocation::Queue(messages) => return Ok(self.drive_messages(messages, stop_at, progress).await),
         };
         let mut report = Vec::new();
         for run_id in runs {
@@ -208,6 +246,28 @@ impl LambdaDriver {
             report.push(drive_report(&run_id, &drive));
         }
         Ok(json!({ "runs": report }))
+    }
+
+    /// Drives the run of each timer message; a message whose drive failed is reported in
+    /// `batchItemFailures` so SQS delivers it again (and only it).
+    async fn drive_messages(
+        &self,
+        messages: Vec<(String, RunId)>,
+        stop_at: Millis,
+        progress: cairn::ProgressSink<'_>,
+    ) -> Value {
+        let mut report = Vec::new();
+        let mut failures = Vec::new();
+        for (message_id, run_id) in messages {
+            match self.runner.drive_observed(&run_id, stop_at, progress).await {
+                Ok(drive) => report.push(drive_report(&run_id, &drive)),
+                Err(error) => {
+                    tracing::error!(run_id = %run_id, %error, "wake-up failed; SQS will deliver it again");
+                    failures.push(json!({ "itemIdentifier": message_id }));
+                }
+            }
+        }
+        json!({ "runs": report, "batchItemFailures": failures })
     }
 }
 
@@ -242,9 +302,10 @@ fn drive_report(run_id: &RunId, drive: &Drive) -> Value {
 /// Builds the runner from the environment:
 /// - `CAIRN_TABLE`: DynamoDB table (else `CAIRN_SQLITE_PATH`, default `.cairn/dev.db`);
 /// - `CAIRN_BUS`: EventBridge bus name for sent events (else logged);
-/// - `CAIRN_SCHEDULE_GROUP`, `CAIRN_SCHEDULER_ROLE_ARN`, `CAIRN_FUNCTION_ARN`: Scheduler wake-ups
-///   (else logged);
-/// - `CAIRN_SLEEP_THRESHOLD_SECS`: in-process sleeps up to this long (default 5).
+/// - the timer (see `timer_from_env`): required, the function refuses to start without one;
+/// - `CAIRN_SLEEP_THRESHOLD_SECS`: in-process sleeps up to this long (default 5);
+/// - `CAIRN_LEASE_SECS`: the lease on a run (default 60), so how soon the reconciler resumes a
+///   run whose invocation died.
 ///
 /// # Errors
 /// A message naming the variable or resource that is wrong.
@@ -262,27 +323,76 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
         Ok(name) if !name.is_empty() => Some(crate::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), name)),
         _ => None,
     };
-    let timer = match (std::env::var("CAIRN_SCHEDULE_GROUP"), &bus) {
-        (Ok(group), Some(bus)) if !group.is_empty() => {
-            let role = std::env::var("CAIRN_SCHEDULER_ROLE_ARN")
-                .map_err(|_| "CAIRN_SCHEDULER_ROLE_ARN is not set".to_string())?;
-            let target = function_arn_from_env()?;
-            let function_id = registry.functions().first().map(|f| f.id().to_string()).unwrap_or_default();
-            AnyTimer::Scheduler(crate::SchedulerTimer::new(
-                aws_sdk_scheduler::Client::new(&aws),
-                group,
-                target,
-                role,
-                function_id,
-                bus.clone(),
-            ))
+    let timer = timer_from_env(&aws, &registry, bus.as_ref())?;
+    let secs = |name: &str, default: u64| -> Result<u64, String> {
+        match std::env::var(name) {
+            Ok(value) => value.trim().parse().map_err(|_| format!("{name}={value:?} is not a whole number of seconds")),
+            Err(_) => Ok(default),
         }
-        _ => AnyTimer::Log,
     };
-    let threshold = std::env::var("CAIRN_SLEEP_THRESHOLD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let config = RunnerConfig::default().sleep_threshold(Duration::from_secs(threshold));
+    let config = RunnerConfig::default()
+        .sleep_threshold(Duration::from_secs(secs("CAIRN_SLEEP_THRESHOLD_SECS", 5)?))
+        .lease(Duration::from_secs(secs("CAIRN_LEASE_SECS", 60)?));
     let bus = bus.map_or(AnyBus::Log, AnyBus::EventBridge);
     Ok(Runner::new(registry, store, bus, timer).with_config(config))
+}
+
+fn non_empty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+/// The timer named by the environment. A function whose store keeps runs needs a way to wake
+/// them, or a sleeping run would never resume: without one it refuses to start, naming what is
+/// missing (`CAIRN_TIMER=log` opts out explicitly, for experiments without timers).
+///
+/// - `CAIRN_TIMER_QUEUE_URL` (else `CAIRN_TIMER_QUEUE_PREFIX` + the function's name, as the dev
+///   server sets it): the function's SQS timer queue;
+/// - `CAIRN_SCHEDULE_GROUP`, `CAIRN_SCHEDULER_ROLE_ARN`, `CAIRN_FUNCTION_ARN`: the Scheduler,
+///   for wake-ups more than 15 minutes ahead.
+fn timer_from_env(
+    aws: &aws_config::SdkConfig,
+    registry: &Registry,
+    bus: Option<&crate::EventBridgeBus>,
+) -> Result<AnyTimer, String> {
+    if std::env::var("CAIRN_TIMER").is_ok_and(|mode| mode == "log") {
+        tracing::warn!("CAIRN_TIMER=log: wake-ups are only logged; sleeping and waiting runs resume only by hand");
+        return Ok(AnyTimer::Log);
+    }
+    let queue = non_empty("CAIRN_TIMER_QUEUE_URL").or_else(|| {
+        let prefix = non_empty("CAIRN_TIMER_QUEUE_PREFIX")?;
+        Some(format!("{prefix}{}", non_empty("AWS_LAMBDA_FUNCTION_NAME")?))
+    });
+    let missing: Vec<&str> = [
+        ("CAIRN_TIMER_QUEUE_URL", queue.is_some()),
+        ("CAIRN_BUS", bus.is_some()),
+        ("CAIRN_SCHEDULE_GROUP", non_empty("CAIRN_SCHEDULE_GROUP").is_some()),
+        ("CAIRN_SCHEDULER_ROLE_ARN", non_empty("CAIRN_SCHEDULER_ROLE_ARN").is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| (!set).then_some(name))
+    .collect();
+    if !missing.is_empty() {
+        // DynamoDB and the SQLite file both keep runs across invocations: both need wake-ups.
+        return Err(format!(
+            "no way to wake runs: {} not set. A function that keeps runs must be able to wake them \
+             (template.yaml sets these; `cairn dev` sets them for cargo lambda watch). \
+             Set CAIRN_TIMER=log to run without timers anyway.",
+            missing.join(", ")
+        ));
+    }
+    let (Some(queue), Some(bus)) = (queue, bus) else { return Err("unreachable: checked above".into()) };
+    let group = non_empty("CAIRN_SCHEDULE_GROUP").unwrap_or_default();
+    let role = non_empty("CAIRN_SCHEDULER_ROLE_ARN").unwrap_or_default();
+    let function_id = registry.functions().first().map(|f| f.id().to_string()).unwrap_or_default();
+    let long = crate::SchedulerTimer::new(
+        aws_sdk_scheduler::Client::new(aws),
+        group,
+        function_arn_from_env()?,
+        role,
+        function_id,
+        bus.clone(),
+    );
+    Ok(AnyTimer::Queue(crate::QueueTimer::new(aws_sdk_sqs::Client::new(aws), queue, long)))
 }
 
 /// The store named by the environment: DynamoDB table `CAIRN_TABLE` through `aws`, else the

@@ -2,11 +2,15 @@
 //!
 //! | PK | SK | holds |
 //! |---|---|---|
-//! | `RUN#<run>` | `META` | the run head as JSON, `version` (the optimistic-concurrency fence), `expires_at` (TTL) |
+//! | `RUN#<run>` | `META` | the run head as JSON, `version` (the optimistic-concurrency fence), `expires_at` (TTL), and while the run needs a driver `due_fn` + `due_at` (the sparse `due` index the reconciler queries) |
 //! | `RUN#<run>` | `STEP#<step>` | the step record as JSON, `final`, and `chunks` when its output is split |
 //! | `RUN#<run>` | `STEP#<step>#<nonce>#<n>` | chunk `n` of an output too large for one 400 KB item |
 //! | `WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
 //! | `EVENTS#<event>` | `<received ms, 13 digits>#<id>` | a received event, for the wait lookback (TTL 1 day) |
+//!
+//! The `due` global secondary index (hash `due_fn`, range `due_at`, projection ALL) holds only
+//! heads with a `wake_at`: unfinished runs and runs with an undelivered outbox. The reconciler
+//! reads it per function, never scanning the table.
 //!
 //! A step commits with one conditional `PutItem` (`attribute_not_exists(SK) OR final = false`)
 //! with `ReturnValuesOnConditionCheckFailure=ALL_OLD`, so the loser of a race gets the winner's
@@ -15,8 +19,9 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use cairn::store::{Commit, CreateRun, RunQuery};
 use cairn::{EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
@@ -32,6 +37,14 @@ pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 /// Step items expire this long after they start, whatever happens to the run (a run lasts at
 /// most 366 days plus retention; the head's own TTL is set when the run finishes).
 const STEP_TTL_SECS: i64 = 400 * 86_400;
+/// A step record is written when none is stored, or over a non-final one with no more
+/// attempts than it (a stale writer never brings back retries that were used up).
+const STEP_CONDITION: &str =
+    "attribute_not_exists(SK) OR (#final = :false AND (attribute_not_exists(#attempts) OR #attempts <= :attempts))";
+/// The reconciler's index.
+pub const DUE_INDEX: &str = "due";
+/// The largest run head stored (its event, output and error as JSON): an item holds 400 KB.
+pub const MAX_HEAD_BYTES: usize = CHUNK_BYTES + 30 * 1024;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -69,6 +82,18 @@ impl DynamoDbStore {
                 .build()
                 .map_err(build_error)
         };
+        let due_at = AttributeDefinition::builder()
+            .attribute_name("due_at")
+            .attribute_type(ScalarAttributeType::N)
+            .build()
+            .map_err(build_error)?;
+        let due = GlobalSecondaryIndex::builder()
+            .index_name(DUE_INDEX)
+            .key_schema(key("due_fn", KeyType::Hash)?)
+            .key_schema(key("due_at", KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .map_err(build_error)?;
         let created = self
             .client
             .create_table()
@@ -78,6 +103,9 @@ impl DynamoDbStore {
             .key_schema(key("SK", KeyType::Range)?)
             .attribute_definitions(attribute("PK")?)
             .attribute_definitions(attribute("SK")?)
+            .attribute_definitions(attribute("due_fn")?)
+            .attribute_definitions(due_at)
+            .global_secondary_indexes(due)
             .send()
             .await;
         match created {
@@ -155,6 +183,60 @@ impl DynamoDbStore {
         }
     }
 
+    /// The item a step record is stored as; an output over [`CHUNK_BYTES`] is first written as
+    /// chunk items keyed by a hash of their content (so a racing writer with another output
+    /// never overwrites the winner's chunks), and the item references them.
+    async fn step_item(&self, run_id: &RunId, record: &StepRecord) -> Result<Item, StoreError> {
+        let encoded = encode(record)?;
+        let mut item = Item::from([
+            ("PK".into(), AttributeValue::S(run_key(run_id))),
+            ("SK".into(), AttributeValue::S(format!("STEP#{}", record.id))),
+            ("final".into(), AttributeValue::Bool(record.state.is_final())),
+            ("position".into(), number(record.position)),
+            ("attempts".into(), number(record.attempts)),
+            ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
+        ]);
+        if encoded.len() <= CHUNK_BYTES {
+            item.insert("record".into(), AttributeValue::S(encoded));
+            return Ok(item);
+        }
+        let StepState::Completed { output } = &record.state else {
+            // An error (or a scheduled detail) this large: the step fails with the size instead.
+            return Err(StoreError::TooLarge { step: record.name.clone(), bytes: encoded.len(), limit: CHUNK_BYTES });
+        };
+        let output = encode(output)?;
+        if output.len() > MAX_OUTPUT_BYTES {
+            return Err(StoreError::TooLarge {
+                step: record.name.clone(),
+                bytes: output.len(),
+                limit: MAX_OUTPUT_BYTES,
+            });
+        }
+        let nonce = &StepId::hash(&output).to_string()[..12];
+        let parts = split_on_char_boundaries(&output, CHUNK_BYTES);
+        for (n, part) in parts.iter().enumerate() {
+            let chunk = Item::from([
+                ("PK".into(), AttributeValue::S(run_key(run_id))),
+                ("SK".into(), AttributeValue::S(format!("STEP#{}#{nonce}#{n}", record.id))),
+                ("data".into(), AttributeValue::S(part.to_string())),
+                ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
+            ]);
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(chunk))
+                .send()
+                .await
+                .map_err(|err| sdk_error("PutItem", err))?;
+        }
+        let mut head = record.clone();
+        head.state = StepState::Completed { output: serde_json::Value::Null };
+        item.insert("record".into(), AttributeValue::S(encode(&head)?));
+        item.insert("chunks".into(), number(parts.len()));
+        item.insert("nonce".into(), AttributeValue::S(nonce.to_string()));
+        Ok(item)
+    }
+
     /// Decodes a step item, reassembling a chunked output.
     async fn decode_step(&self, run_id: &RunId, item: &Item) -> Result<StepRecord, StoreError> {
         let mut record: StepRecord = decode(&string(item, "record")?)?;
@@ -226,10 +308,18 @@ fn number(value: impl ToString) -> AttributeValue {
 }
 
 fn meta_item(meta: &RunMeta) -> Result<Item, StoreError> {
+    let encoded = encode(meta)?;
+    if encoded.len() > MAX_HEAD_BYTES {
+        return Err(StoreError::RunTooLarge {
+            run_id: meta.run_id.clone(),
+            bytes: encoded.len(),
+            limit: MAX_HEAD_BYTES,
+        });
+    }
     let mut item = Item::from([
         ("PK".into(), AttributeValue::S(run_key(&meta.run_id))),
         ("SK".into(), AttributeValue::S("META".into())),
-        ("meta".into(), AttributeValue::S(encode(meta)?)),
+        ("meta".into(), AttributeValue::S(encoded)),
         ("version".into(), number(meta.version)),
         ("status".into(), AttributeValue::S(meta.status.as_str().into())),
         ("function_id".into(), AttributeValue::S(meta.function_id.clone())),
@@ -238,7 +328,26 @@ fn meta_item(meta: &RunMeta) -> Result<Item, StoreError> {
     if let Some(expires_at) = meta.expires_at {
         item.insert("expires_at".into(), number(expires_at / 1000));
     }
+    if let Some(wake_at) = meta.wake_at {
+        item.insert("due_fn".into(), AttributeValue::S(meta.function_id.clone()));
+        item.insert("due_at".into(), number(wake_at));
+    }
     Ok(item)
+}
+
+/// Decodes a head item. `version` and `due_at` are read from their attributes: a wake-up
+/// ([`RunStore::commit_and_wake`]) moves them without rewriting the JSON.
+fn decode_meta(item: &Item) -> Result<RunMeta, StoreError> {
+    let mut meta: RunMeta = decode(&string(item, "meta")?)?;
+    let number_of = |name: &str| match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+        _ => None,
+    };
+    if let Some(version) = number_of("version").and_then(|v| u64::try_from(v).ok()) {
+        meta.version = version;
+    }
+    meta.wake_at = number_of("due_at");
+    Ok(meta)
 }
 
 impl RunStore for DynamoDbStore {
@@ -266,7 +375,7 @@ impl RunStore for DynamoDbStore {
                     };
                     let existing =
                         existing.ok_or_else(|| StoreError::Backend("condition failed without the old item".into()))?;
-                    Ok(CreateRun::Existing(decode(&string(&existing, "meta")?)?))
+                    Ok(CreateRun::Existing(decode_meta(&existing)?))
                 }
                 _ => Err(sdk_error("PutItem", err)),
             },
@@ -280,7 +389,7 @@ impl RunStore for DynamoDbStore {
         for item in &items {
             let sk = string(item, "SK")?;
             if sk == "META" {
-                meta = Some(decode::<RunMeta>(&string(item, "meta")?)?);
+                meta = Some(decode_meta(item)?);
             } else if let Some(rest) = sk.strip_prefix("STEP#")
                 && !rest.contains('#')
             {
@@ -323,65 +432,17 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
-        let encoded = encode(record)?;
-        let mut item = Item::from([
-            ("PK".into(), AttributeValue::S(run_key(run_id))),
-            ("SK".into(), AttributeValue::S(format!("STEP#{}", record.id))),
-            ("final".into(), AttributeValue::Bool(record.state.is_final())),
-            ("position".into(), number(record.position)),
-            ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
-        ]);
-        if encoded.len() > CHUNK_BYTES {
-            let StepState::Completed { output } = &record.state else {
-                return Err(StoreError::Serialization(format!(
-                    "step `{}`: record of {} bytes",
-                    record.name,
-                    encoded.len()
-                )));
-            };
-            let output = encode(output)?;
-            if output.len() > MAX_OUTPUT_BYTES {
-                return Err(StoreError::TooLarge {
-                    step: record.name.clone(),
-                    bytes: output.len(),
-                    limit: MAX_OUTPUT_BYTES,
-                });
-            }
-            // Chunks are keyed by a hash of their content, so a racing writer with another
-            // output never overwrites the winner's chunks.
-            let nonce = &StepId::hash(&output).to_string()[..12];
-            let parts = split_on_char_boundaries(&output, CHUNK_BYTES);
-            for (n, part) in parts.iter().enumerate() {
-                let chunk = Item::from([
-                    ("PK".into(), AttributeValue::S(run_key(run_id))),
-                    ("SK".into(), AttributeValue::S(format!("STEP#{}#{nonce}#{n}", record.id))),
-                    ("data".into(), AttributeValue::S(part.to_string())),
-                    ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
-                ]);
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(chunk))
-                    .send()
-                    .await
-                    .map_err(|err| sdk_error("PutItem", err))?;
-            }
-            let mut head = record.clone();
-            head.state = StepState::Completed { output: serde_json::Value::Null };
-            item.insert("record".into(), AttributeValue::S(encode(&head)?));
-            item.insert("chunks".into(), number(parts.len()));
-            item.insert("nonce".into(), AttributeValue::S(nonce.to_string()));
-        } else {
-            item.insert("record".into(), AttributeValue::S(encoded));
-        }
+        let item = self.step_item(run_id, record).await?;
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(SK) OR #final = :false")
+            .condition_expression(STEP_CONDITION)
             .expression_attribute_names("#final", "final")
+            .expression_attribute_names("#attempts", "attempts")
             .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":attempts", number(record.attempts))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -398,6 +459,97 @@ impl RunStore for DynamoDbStore {
                 _ => Err(sdk_error("PutItem", err)),
             },
         }
+    }
+
+    async fn commit_and_wake(&self, run_id: &RunId, record: &StepRecord, now: Millis) -> Result<Commit, StoreError> {
+        let item = self.step_item(run_id, record).await?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(STEP_CONDITION)
+            .expression_attribute_names("#final", "final")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":attempts", number(record.attempts))
+            .build()
+            .map_err(build_error)?;
+        // The head's version moves on (a holder about to suspend gets a conflict and replays)
+        // and it enters the due index now, in the same transaction as the step.
+        let wake = Update::builder()
+            .table_name(&self.table)
+            .key("PK", AttributeValue::S(run_key(run_id)))
+            .key("SK", AttributeValue::S("META".into()))
+            .update_expression("SET #version = #version + :one, due_at = :now, due_fn = function_id")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":now", number(now))
+            .build()
+            .map_err(build_error)?;
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(wake).build())
+            .send()
+            .await;
+        let err = match written {
+            Ok(_) => return Ok(Commit::Committed),
+            Err(err) => err,
+        };
+        let reasons: Vec<String> = match err.as_service_error() {
+            Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                canceled,
+            )) => canceled.cancellation_reasons().iter().map(|r| r.code().unwrap_or_default().to_string()).collect(),
+            _ => return Err(sdk_error("TransactWriteItems", err)),
+        };
+        if reasons.get(1).is_some_and(|code| code == "ConditionalCheckFailed") {
+            return Err(StoreError::NotFound(run_id.clone()));
+        }
+        if reasons.first().is_some_and(|code| code == "ConditionalCheckFailed") {
+            let existing = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("PK", AttributeValue::S(run_key(run_id)))
+                .key("SK", AttributeValue::S(format!("STEP#{}", record.id)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|err| sdk_error("GetItem", err))?
+                .item
+                .ok_or_else(|| StoreError::Backend("step condition failed but no step is stored".into()))?;
+            return Ok(Commit::Existing(Box::new(self.decode_step(run_id, &existing).await?)));
+        }
+        Err(StoreError::Unavailable(format!("TransactWriteItems canceled: {reasons:?}")))
+    }
+
+    async fn due_runs(&self, function_id: &str, now: Millis, limit: usize) -> Result<Vec<RunMeta>, StoreError> {
+        let mut runs = Vec::new();
+        let mut start: Option<Item> = None;
+        while runs.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("due_fn = :function AND due_at <= :now")
+                .expression_attribute_values(":function", AttributeValue::S(function_id.to_string()))
+                .expression_attribute_values(":now", number(now))
+                .limit(i32::try_from(limit - runs.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| sdk_error("Query", err))?;
+            for item in page.items.unwrap_or_default() {
+                runs.push(decode_meta(&item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(runs)
     }
 
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
@@ -489,7 +641,7 @@ impl RunStore for DynamoDbStore {
             }
             let page = scan.send().await.map_err(|err| sdk_error("Scan", err))?;
             for item in page.items.unwrap_or_default() {
-                let meta: RunMeta = decode(&string(&item, "meta")?)?;
+                let meta = decode_meta(&item)?;
                 if query.status.is_none_or(|status| meta.status == status) {
                     runs.push(meta);
                 }

@@ -1,8 +1,9 @@
 //! # cairn-aws
 //!
 //! Cairn on AWS: [`DynamoDbStore`] (steps memoized in one table), [`EventBridgeBus`] (events out,
-//! routed by `detail-type`), [`SchedulerTimer`] (long sleeps, back-offs and timeouts as one-time
-//! schedules), and the [`LambdaDriver`] every function binary runs:
+//! routed by `detail-type`), [`QueueTimer`] (wake-ups to the second on the function's SQS timer
+//! queue, handed over from a [`SchedulerTimer`] schedule beyond 15 minutes), and the
+//! [`LambdaDriver`] every function binary runs:
 //!
 //! ```no_run
 //! use cairn::prelude::*;
@@ -24,6 +25,7 @@ mod dynamodb;
 mod eventbridge;
 pub mod logging;
 mod scheduler;
+mod timer;
 
 pub use any::{AnyBus, AnyStore, AnyTimer};
 pub use cron::schedule_expression;
@@ -31,6 +33,7 @@ pub use driver::{
     DriverConfig, DriverError, DriverResponse, Invocation, LambdaDriver, NDJSON, classify, run, runner_from_env,
     store_from_env,
 };
-pub use dynamodb::{CHUNK_BYTES, DynamoDbStore, MAX_OUTPUT_BYTES};
+pub use dynamodb::{CHUNK_BYTES, DUE_INDEX, DynamoDbStore, MAX_HEAD_BYTES, MAX_OUTPUT_BYTES};
 pub use eventbridge::{EventBridgeBus, MAX_BATCH, MAX_ENTRY_BYTES};
 pub use scheduler::{RESUME_EVENT, SchedulerTimer};
+pub use timer::{HANDOVER_MS, MAX_QUEUE_DELAY_MS, QueueTimer};

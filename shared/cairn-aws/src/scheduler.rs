@@ -59,6 +59,77 @@ impl SchedulerTimer {
         format!("at({})", time.format("%Y-%m-%dT%H:%M:%S"))
     }
 
+    /// The name of a run's one long wake-up schedule (see [`SchedulerTimer::replace_run_schedule`]).
+    pub fn run_schedule_name(run_id: &RunId) -> String {
+        format!("cairn-run-{}", &StepId::hash(run_id.as_str()).to_string()[..40])
+    }
+
+    /// Arms the run's one long wake-up schedule to fire at `at` (replacing an earlier one):
+    /// its delivery drives the run, which re-arms the exact time on the timer queue.
+    ///
+    /// # Errors
+    /// The Scheduler's error, naming the schedule.
+    pub async fn replace_run_schedule(&self, run_id: &RunId, at: Millis) -> Result<(), BusError> {
+        let name = Self::run_schedule_name(run_id);
+        match self.create(&name, run_id, at).await {
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conflict_exception()) => {
+                self.delete_run_schedule(run_id).await?;
+                self.create(&name, run_id, at).await.map(|_| ()).map_err(|err| {
+                    BusError(format!("CreateSchedule {name}: {}", aws_sdk_scheduler::error::DisplayErrorContext(&err)))
+                })
+            }
+            Err(err) => {
+                Err(BusError(format!("CreateSchedule {name}: {}", aws_sdk_scheduler::error::DisplayErrorContext(&err))))
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Deletes the run's long wake-up schedule, if any (a run that ended, or whose next wake-up
+    /// is short).
+    ///
+    /// # Errors
+    /// The Scheduler's error other than "not found".
+    pub async fn delete_run_schedule(&self, run_id: &RunId) -> Result<(), BusError> {
+        let name = Self::run_schedule_name(run_id);
+        match self.client.delete_schedule().name(&name).group_name(&self.group).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
+            Err(err) => {
+                Err(BusError(format!("DeleteSchedule {name}: {}", aws_sdk_scheduler::error::DisplayErrorContext(&err))))
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        run_id: &RunId,
+        at: Millis,
+    ) -> Result<
+        aws_sdk_scheduler::operation::create_schedule::CreateScheduleOutput,
+        aws_sdk_scheduler::error::SdkError<aws_sdk_scheduler::operation::create_schedule::CreateScheduleError>,
+    > {
+        let window = FlexibleTimeWindow::builder().mode(FlexibleTimeWindowMode::Off).build().expect("mode is set");
+        let target = Target::builder()
+            .arn(&self.target_arn)
+            .role_arn(&self.role_arn)
+            .input(self.resume_payload(run_id).to_string())
+            .build()
+            .expect("arn and role are set");
+        self.client
+            .create_schedule()
+            .name(name)
+            .group_name(&self.group)
+            .schedule_expression(Self::at_expression(at))
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window)
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .target(target)
+            .send()
+            .await
+    }
+
     /// The payload the schedule delivers to the function.
     pub fn resume_payload(&self, run_id: &RunId) -> serde_json::Value {
         json!({"cairn": "resume", "function_id": self.function_id, "run_id": run_id})

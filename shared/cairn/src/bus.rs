@@ -34,6 +34,13 @@ pub trait Timer: Send + Sync + 'static {
         key: &str,
         at: Millis,
     ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// The run ended: drop what is still armed for it (e.g. a long wake-up's schedule), so it
+    /// does not fire for nothing. Best effort; a wake-up that fires anyway finds the run ended.
+    fn forget(&self, run_id: &RunId) -> impl Future<Output = Result<(), BusError>> + Send {
+        let _ = run_id;
+        async { Ok(()) }
+    }
 }
 
 /// An in-process bus: sent events queue up until a driver takes them.

@@ -10,6 +10,9 @@ pub trait Clock: Send + Sync + Debug + 'static {
     fn now(&self) -> Millis;
     /// Resolves at `at` (immediately if it has passed).
     fn sleep_until(&self, at: Millis) -> BoxFuture<'static, ()>;
+    /// Resolves after `every` of real time: the beat at which a driver renews its lease while
+    /// a long step runs. A manual clock never beats (its time only moves when told to).
+    fn heartbeat(&self, every: std::time::Duration) -> BoxFuture<'static, ()>;
 }
 
 /// The wall clock, sleeping with tokio's timer.
@@ -25,6 +28,10 @@ impl Clock for SystemClock {
     fn sleep_until(&self, at: Millis) -> BoxFuture<'static, ()> {
         let wait = u64::try_from(at.saturating_sub(self.now())).unwrap_or(0);
         Box::pin(tokio::time::sleep(std::time::Duration::from_millis(wait)))
+    }
+
+    fn heartbeat(&self, every: std::time::Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(every))
     }
 }
 
@@ -83,5 +90,9 @@ impl Clock for ManualClock {
     fn sleep_until(&self, at: Millis) -> BoxFuture<'static, ()> {
         self.set(at);
         Box::pin(std::future::ready(()))
+    }
+
+    fn heartbeat(&self, _every: std::time::Duration) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
     }
 }

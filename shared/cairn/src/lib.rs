@@ -53,22 +53,26 @@ pub use clock::{Clock, SystemClock};
 pub use duration::{IntoDuration, format_duration, parse_duration};
 pub use engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
 pub use error::{DefinitionError, EngineError, ResultExt, StepError, StepResult};
-pub use event::{Event, EventData, EventPayload, FAILED_EVENT, INVOKED_EVENT, MAX_EVENT_NAME_LEN, SCHEDULED_EVENT};
+pub use event::{
+    Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_NAME_LEN, SCHEDULED_EVENT,
+};
 pub use expr::MatchExpr;
 pub use function::{
     CronSchedule, DEFAULT_RETRIES, FailureData, Function, FunctionBuilder, MAX_RETRIES, Registry, Trigger,
 };
 pub use id::{RunId, StepId};
 pub use record::{InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
-pub use runner::{Drive, Progress, ProgressSink, Runner, RunnerConfig, RunnerError, new_event_id};
+pub use runner::{
+    Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError, new_event_id,
+};
 pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Step, StepOptions, WaitFor};
 pub use store::{MemoryStore, RunStore, SqliteStore, StoreError};
 
 /// What a workflow file needs: `use cairn::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Event, EventData, EventPayload, Function, Invoke, ResultExt, SendResult, Step, StepError, StepOptions,
-        StepResult, WaitFor,
+        Event, EventData, EventPayload, FailureData, Function, Invoke, ResultExt, SendResult, Step, StepError,
+        StepOptions, StepResult, WaitFor,
     };
     pub use futures::future::try_join_all;
     pub use futures::join;

@@ -175,6 +175,8 @@ impl fmt::Display for RunStatus {
 }
 
 /// An invocation holding the lease on a run, so two invocations never execute it at once.
+/// The holder renews it between steps (and while a long step runs); a holder that died lets it
+/// lapse, and the reconciler then resumes the run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// Who holds it (an invocation id).
@@ -232,6 +234,17 @@ pub struct RunMeta {
     /// When a store may forget the run (DynamoDB TTL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Millis>,
+    /// When the run needs a driver even if no message arrives: a sleep's end, a wait's
+    /// timeout, the lease's expiry, or soon after an outbox was recorded. Stores index it (with
+    /// the function id) for the reconciler; `None` once the run is finished and its outbox
+    /// delivered, which takes it out of the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<Millis>,
+    /// Events owed because of the state this head records (`inngest/function.finished`,
+    /// `inngest/function.failed`): written in the same write as that state, sent with their
+    /// fixed ids until acknowledged (cleared), so a crash after the write never loses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<EventPayload>,
 }
 
 impl RunMeta {
@@ -253,6 +266,8 @@ impl RunMeta {
             updated_at: now,
             ended_at: None,
             expires_at: None,
+            wake_at: None,
+            outbox: Vec::new(),
         }
     }
 }

@@ -74,12 +74,40 @@ impl RunStore for MemoryStore {
         let mut inner = self.lock();
         let run = inner.runs.get_mut(run_id).ok_or_else(|| StoreError::NotFound(run_id.clone()))?;
         match run.steps.get(&record.id) {
-            Some(existing) if existing.state.is_final() => Ok(Commit::Existing(Box::new(existing.clone()))),
+            Some(existing) if existing.state.is_final() || existing.attempts > record.attempts => {
+                Ok(Commit::Existing(Box::new(existing.clone())))
+            }
             _ => {
                 run.steps.insert(record.id.clone(), record.clone());
                 Ok(Commit::Committed)
             }
         }
+    }
+
+    async fn commit_and_wake(&self, run_id: &RunId, record: &StepRecord, now: Millis) -> Result<Commit, StoreError> {
+        let mut inner = self.lock();
+        let run = inner.runs.get_mut(run_id).ok_or_else(|| StoreError::NotFound(run_id.clone()))?;
+        if let Some(existing) = run.steps.get(&record.id).filter(|existing| existing.state.is_final()) {
+            return Ok(Commit::Existing(Box::new(existing.clone())));
+        }
+        run.steps.insert(record.id.clone(), record.clone());
+        run.meta.version += 1;
+        run.meta.wake_at = Some(now);
+        Ok(Commit::Committed)
+    }
+
+    async fn due_runs(&self, function_id: &str, now: Millis, limit: usize) -> Result<Vec<RunMeta>, StoreError> {
+        let inner = self.lock();
+        let mut due: Vec<RunMeta> = inner
+            .runs
+            .values()
+            .map(|run| &run.meta)
+            .filter(|meta| meta.function_id == function_id && meta.wake_at.is_some_and(|at| at <= now))
+            .cloned()
+            .collect();
+        due.sort_by(|a, b| a.wake_at.cmp(&b.wake_at).then_with(|| a.run_id.cmp(&b.run_id)));
+        due.truncate(limit);
+        Ok(due)
     }
 
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {

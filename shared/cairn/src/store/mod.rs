@@ -46,6 +46,17 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
+    /// A run head (its event, output or error) over the store's item limit: the run fails,
+    /// naming the size, instead of being stuck.
+    #[error("run {run_id}: its head record is {bytes} bytes (output or error included), over the {limit}-byte limit")]
+    RunTooLarge {
+        /// The run.
+        run_id: RunId,
+        /// The record's size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Anything else the backend reported.
     #[error("store error: {0}")]
     Backend(String),
@@ -117,14 +128,46 @@ pub trait RunStore: Send + Sync + 'static {
     /// Stores a step record with one conditional write.
     ///
     /// # Behavior
-    /// - No record, or a non-final one (`Scheduled`, `Retrying`): stores it, `Committed`.
+    /// - No record, or a non-final one (`Scheduled`, `Retrying`) with no more attempts:
+    ///   stores it, `Committed`.
     /// - A final record exists: writes nothing and returns it as `Existing` (the loser of a race
     ///   adopts the winner's result; a final result is never recorded twice).
+    /// - A non-final record with more attempts exists: writes nothing and returns it as
+    ///   `Existing` (a stale writer never brings back retries that were used up).
     fn commit_step(
         &self,
         run_id: &RunId,
         record: &StepRecord,
     ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
+
+    /// Commits a final `record` for a step of a run from outside the run's lease (a matched
+    /// event, an invoked function's result) and makes the run due at `now`, in one atomic
+    /// write: the head's `wake_at` becomes `now` and its version moves on, so a holder of the
+    /// lease that is about to suspend the run gets a conflict, reloads and sees the record, and
+    /// the reconciler finds the run even if every wake-up message is lost.
+    ///
+    /// # Behavior
+    /// - No final record for the step: stores it, wakes the head, `Committed`.
+    /// - A final record exists: writes nothing and returns it as `Existing`.
+    /// - Unknown run: `StoreError::NotFound`, nothing written.
+    fn commit_and_wake(
+        &self,
+        run_id: &RunId,
+        record: &StepRecord,
+        now: Millis,
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
+
+    /// Heads of `function_id`'s runs whose `wake_at` is at or before `now`, earliest first, at
+    /// most `limit`: the reconciler's work list, read through an index (never a table scan).
+    ///
+    /// # Behavior
+    /// - Runs with no `wake_at` (finished, outbox delivered) are never listed.
+    fn due_runs(
+        &self,
+        function_id: &str,
+        now: Millis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RunMeta>, StoreError>> + Send;
 
     /// Registers a pending `wait_for_event` (idempotent).
     fn put_wait(&self, wait: &Wait) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS runs (
     status      TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
     version     INTEGER NOT NULL,
-    meta        TEXT NOT NULL
+    meta        TEXT NOT NULL,
+    wake_at     INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
 CREATE TABLE IF NOT EXISTS steps (
@@ -83,6 +84,19 @@ impl SqliteStore {
         connection.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         connection.execute_batch(SCHEMA).map_err(backend)?;
+        // Files made before the reconciler's index existed gain its column.
+        let has_wake_at: bool = connection
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = 'wake_at'", [], |row| row.get(0))
+            .map_err(backend)?;
+        if !has_wake_at {
+            connection.execute_batch("ALTER TABLE runs ADD COLUMN wake_at INTEGER").map_err(backend)?;
+        }
+        // The reconciler's index: only runs that need a driver have a `wake_at`.
+        connection
+            .execute_batch(
+                "CREATE INDEX IF NOT EXISTS runs_due ON runs (function_id, wake_at) WHERE wake_at IS NOT NULL",
+            )
+            .map_err(backend)?;
         Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)) })
     }
 
@@ -117,9 +131,16 @@ impl RunStore for SqliteStore {
         let connection = self.connection();
         let inserted = connection
             .execute(
-                "INSERT INTO runs (run_id, function_id, status, created_at, version, meta) VALUES (?1, ?2, ?3, ?4, 0, ?5)
-                 ON CONFLICT (run_id) DO NOTHING",
-                params![meta.run_id.as_str(), meta.function_id, meta.status.as_str(), meta.created_at, encode(&meta)?],
+                "INSERT INTO runs (run_id, function_id, status, created_at, version, meta, wake_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6) ON CONFLICT (run_id) DO NOTHING",
+                params![
+                    meta.run_id.as_str(),
+                    meta.function_id,
+                    meta.status.as_str(),
+                    meta.created_at,
+                    encode(&meta)?,
+                    meta.wake_at
+                ],
             )
             .map_err(backend)?;
         if inserted == 1 {
@@ -157,13 +178,14 @@ impl RunStore for SqliteStore {
         let connection = self.connection();
         let updated = connection
             .execute(
-                "UPDATE runs SET status = ?1, version = ?2, meta = ?3 WHERE run_id = ?4 AND version = ?5",
+                "UPDATE runs SET status = ?1, version = ?2, meta = ?3, wake_at = ?6 WHERE run_id = ?4 AND version = ?5",
                 params![
                     stored.status.as_str(),
                     i64::try_from(stored.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
                     encode(&stored)?,
                     meta.run_id.as_str(),
                     i64::try_from(meta.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
+                    stored.wake_at,
                 ],
             )
             .map_err(backend)?;
@@ -188,8 +210,15 @@ impl RunStore for SqliteStore {
                 "INSERT INTO steps (run_id, step_id, position, final, record) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (run_id, step_id) DO UPDATE SET position = excluded.position, final = excluded.final,
                      record = excluded.record
-                 WHERE steps.final = 0",
-                params![run_id.as_str(), record.id.as_str(), record.position, record.state.is_final(), encode(record)?],
+                 WHERE steps.final = 0 AND json_extract(steps.record, '$.attempts') <= ?6",
+                params![
+                    run_id.as_str(),
+                    record.id.as_str(),
+                    record.position,
+                    record.state.is_final(),
+                    encode(record)?,
+                    record.attempts
+                ],
             )
             .map_err(backend)?;
         if written == 1 {
@@ -203,6 +232,68 @@ impl RunStore for SqliteStore {
             )
             .map_err(backend)?;
         Ok(Commit::Existing(Box::new(decode(&existing)?)))
+    }
+
+    async fn commit_and_wake(&self, run_id: &RunId, record: &StepRecord, now: Millis) -> Result<Commit, StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction().map_err(backend)?;
+        let meta = transaction
+            .query_row("SELECT meta FROM runs WHERE run_id = ?1", [run_id.as_str()], |row| row.get::<_, String>(0))
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(run_id.clone()))?;
+        let existing = transaction
+            .query_row(
+                "SELECT record FROM steps WHERE run_id = ?1 AND step_id = ?2 AND final = 1",
+                params![run_id.as_str(), record.id.as_str()],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        if let Some(existing) = existing {
+            return Ok(Commit::Existing(Box::new(decode(&existing)?)));
+        }
+        transaction
+            .execute(
+                "INSERT INTO steps (run_id, step_id, position, final, record) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, step_id) DO UPDATE SET position = excluded.position, final = excluded.final,
+                     record = excluded.record",
+                params![run_id.as_str(), record.id.as_str(), record.position, record.state.is_final(), encode(record)?],
+            )
+            .map_err(backend)?;
+        let mut meta: RunMeta = decode(&meta)?;
+        meta.version += 1;
+        meta.wake_at = Some(now);
+        transaction
+            .execute(
+                "UPDATE runs SET version = ?1, meta = ?2, wake_at = ?3 WHERE run_id = ?4",
+                params![
+                    i64::try_from(meta.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
+                    encode(&meta)?,
+                    now,
+                    run_id.as_str()
+                ],
+            )
+            .map_err(backend)?;
+        transaction.commit().map_err(backend)?;
+        Ok(Commit::Committed)
+    }
+
+    async fn due_runs(&self, function_id: &str, now: Millis, limit: usize) -> Result<Vec<RunMeta>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT meta FROM runs WHERE function_id = ?1 AND wake_at IS NOT NULL AND wake_at <= ?2
+                 ORDER BY wake_at, run_id LIMIT ?3",
+            )
+            .map_err(backend)?;
+        statement
+            .query_map(params![function_id, now, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                row.get::<_, String>(0)
+            })
+            .map_err(backend)?
+            .map(|row| row.map_err(backend).and_then(|text| decode(&text)))
+            .collect()
     }
 
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {

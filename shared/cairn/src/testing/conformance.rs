@@ -151,6 +151,86 @@ pub async fn non_final_records_are_replaced<S: RunStore>(store: S) {
     assert_eq!(store.load(&id).await.unwrap().unwrap().steps, vec![last]);
 }
 
+/// A stale writer (fewer attempts) never replaces a newer non-final record: retries that were
+/// used up do not come back.
+pub async fn stale_records_do_not_replace_newer_ones<S: RunStore>(store: S) {
+    let id = run_id("stale");
+    store.create_run(meta(&id, "f", 10)).await.unwrap();
+    let mut newer = record("flaky", 0, StepState::Retrying { error: StepError::new("third"), retry_at: 90_000 });
+    newer.attempts = 3;
+    let mut stale = record("flaky", 0, StepState::Retrying { error: StepError::new("second"), retry_at: 45_000 });
+    stale.attempts = 2;
+    assert_eq!(store.commit_step(&id, &newer).await.unwrap(), Commit::Committed);
+    assert_eq!(store.commit_step(&id, &stale).await.unwrap(), Commit::Existing(Box::new(newer.clone())));
+    assert_eq!(store.load(&id).await.unwrap().unwrap().steps, vec![newer]);
+}
+
+/// `commit_and_wake` commits a final record and makes the run due now in one write: the head's
+/// version moves on (a holder's stale update conflicts) and the reconciler's index lists it.
+pub async fn commit_and_wake_makes_the_run_due<S: RunStore>(store: S) {
+    let id = run_id("wake");
+    let function = format!("fn-{id}");
+    let mut head = meta(&id, &function, 10);
+    head.status = RunStatus::Waiting;
+    head.wake_at = Some(86_400_000);
+    store.create_run(head).await.unwrap();
+    let scheduled = record("approval", 0, StepState::Scheduled { wake_at: 86_400_000 });
+    store.commit_step(&id, &scheduled).await.unwrap();
+    assert_eq!(store.due_runs(&function, 20_000, 10).await.unwrap(), vec![]);
+    let matched = record("approval", 0, completed(json!({"name": "app/approved"})));
+    assert_eq!(store.commit_and_wake(&id, &matched, 20_000).await.unwrap(), Commit::Committed);
+    let journal = store.load(&id).await.unwrap().unwrap();
+    assert_eq!((journal.meta.version, journal.meta.wake_at), (1, Some(20_000)));
+    assert_eq!(journal.steps, vec![matched.clone()]);
+    let due: Vec<RunId> = store.due_runs(&function, 20_000, 10).await.unwrap().into_iter().map(|m| m.run_id).collect();
+    assert_eq!(due, vec![id.clone()]);
+    // A second resolution adopts the first, and wakes nothing again.
+    let other = record("approval", 0, completed(json!({"name": "app/approved", "id": "later"})));
+    assert_eq!(store.commit_and_wake(&id, &other, 30_000).await.unwrap(), Commit::Existing(Box::new(matched)));
+    assert_eq!(store.load(&id).await.unwrap().unwrap().meta.version, 1);
+    // A holder that read version 0 and now suspends the run gets a conflict (and replays).
+    let mut stale = journal.meta.clone();
+    stale.version = 0;
+    assert!(matches!(store.update_meta(&stale).await, Err(StoreError::Conflict { .. })));
+    let missing = run_id("missing");
+    assert_eq!(
+        store.commit_and_wake(&missing, &record("x", 0, completed(json!(1))), 1).await.unwrap_err(),
+        StoreError::NotFound(missing)
+    );
+}
+
+/// `due_runs` lists a function's runs whose `wake_at` has passed, earliest first, and never a
+/// run without one.
+pub async fn due_runs_lists_what_needs_a_driver<S: RunStore>(store: S) {
+    let function = format!("fn-{}", run_id("due"));
+    let ids: Vec<RunId> = (0..4).map(|n| run_id(&format!("due{n}"))).collect();
+    for (id, function_id, wake_at) in [
+        (&ids[0], function.as_str(), Some(300)),
+        (&ids[1], function.as_str(), Some(100)),
+        (&ids[2], function.as_str(), None),
+        (&ids[3], "another-function", Some(50)),
+    ] {
+        let mut head = meta(id, function_id, 10);
+        head.wake_at = wake_at;
+        store.create_run(head).await.unwrap();
+    }
+    let due = |now: i64, limit: usize| {
+        let store = &store;
+        let function = function.clone();
+        async move { store.due_runs(&function, now, limit).await.unwrap().into_iter().map(|m| m.run_id).collect::<Vec<_>>() }
+    };
+    assert_eq!(due(99, 10).await, Vec::<RunId>::new());
+    assert_eq!(due(200, 10).await, vec![ids[1].clone()]);
+    assert_eq!(due(300, 10).await, vec![ids[1].clone(), ids[0].clone()]);
+    assert_eq!(due(300, 1).await, vec![ids[1].clone()]);
+    // Finished and delivered: out of the index.
+    let mut done = store.load(&ids[1]).await.unwrap().unwrap().meta;
+    done.status = RunStatus::Completed;
+    done.wake_at = None;
+    store.update_meta(&done).await.unwrap();
+    assert_eq!(due(300, 10).await, vec![ids[0].clone()]);
+}
+
 /// Of many concurrent final commits of one step, exactly one is stored; all others adopt it.
 pub async fn concurrent_commits_have_one_winner<S: RunStore>(store: S) {
     let store = Arc::new(store);
@@ -267,6 +347,9 @@ macro_rules! store_conformance {
                 steps_round_trip_in_position_order,
                 final_record_is_never_overwritten,
                 non_final_records_are_replaced,
+                stale_records_do_not_replace_newer_ones,
+                commit_and_wake_makes_the_run_due,
+                due_runs_lists_what_needs_a_driver,
                 concurrent_commits_have_one_winner,
                 large_outputs_round_trip,
                 waits_are_listed_and_removed_once,

@@ -4,17 +4,23 @@
 //! for an event, or its time budget runs out; then it hands over to the [`Timer`], and a later
 //! [`Runner::drive`] resumes the run.
 
+mod lease;
+mod recovery;
+
+pub use recovery::{RECONCILE_BATCH, Reconciled};
+
 use crate::bus::{Bus, BusError, Timer};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Execution, Op, OpKind, Outcome};
 use crate::error::{EngineError, StepError};
-use crate::event::{EventPayload, FAILED_EVENT, INVOKED_EVENT};
+use crate::event::{EventPayload, FINISHED_EVENT, INVOKED_EVENT};
 use crate::expr::MatchExpr;
-use crate::function::{FailureData, Registry};
+use crate::function::Registry;
 use crate::id::{RunId, StepId};
-use crate::record::{InvokedBy, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
+use crate::record::{InvokedBy, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
 use crate::step::millis;
 use crate::store::{Commit, CreateRun, RunStore, StoreError};
+use lease::{Halt, Hold, Released};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +37,10 @@ pub struct RunnerConfig {
     /// How long one [`Runner::drive`] may keep executing before it checkpoints and continues in
     /// a fresh call. Default 10 min (under Lambda's 15-minute limit).
     pub budget: Duration,
-    /// How long a crashed invocation's lease blocks others. Default: budget + 1 min.
+    /// How long a drive's hold on a run lasts without renewal: a live drive renews it between
+    /// steps and every third of it while a step runs, so this is how long a crashed
+    /// invocation blocks others before the reconciler resumes its run. Default 60 s
+    /// (`CAIRN_LEASE_SECS` in the Lambda driver).
     pub lease: Duration,
     /// This runner's lease owner id.
     pub owner: String,
@@ -50,7 +59,7 @@ impl Default for RunnerConfig {
         RunnerConfig {
             sleep_threshold: Duration::from_secs(5),
             budget,
-            lease: budget + Duration::from_secs(60),
+            lease: Duration::from_secs(60),
             owner: format!("runner-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)),
             retention: Duration::from_secs(7 * 86_400),
             wait_lookback: Duration::from_secs(60),
@@ -65,10 +74,9 @@ impl RunnerConfig {
         self
     }
 
-    /// Sets [`RunnerConfig::budget`] (and the lease to budget + 1 min).
+    /// Sets [`RunnerConfig::budget`].
     pub fn budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
-        self.lease = budget + Duration::from_secs(60);
         self
     }
 
@@ -78,9 +86,9 @@ impl RunnerConfig {
         self
     }
 
-    /// Sets [`RunnerConfig::lease`].
+    /// Sets [`RunnerConfig::lease`] (at least one second).
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.lease = lease.max(Duration::from_secs(1));
         self
     }
 
@@ -291,9 +299,17 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 runs.push(run);
             }
         } else {
+            if event.name == FINISHED_EVENT
+                && let Some(run) = self.answer_invoke(event, now).await?
+            {
+                runs.push(run);
+            }
             for function in self.registry.triggered_by(event) {
                 let run_id = RunId::for_event(function.id(), &event_id);
-                let meta = RunMeta::new(run_id.clone(), function.id(), event.clone(), now);
+                let mut meta = RunMeta::new(run_id.clone(), function.id(), event.clone(), now);
+                // Driven right after this by the accepting invocation; if it dies first, the
+                // reconciler starts the run once a lease would have lapsed.
+                meta.wake_at = Some(now + millis(self.config.lease));
                 match self.store.create_run(meta).await? {
                     CreateRun::Created(_) => tracing::info!(function = function.id(), run_id = %run_id, "run started"),
                     CreateRun::Existing(_) => tracing::debug!(run_id = %run_id, "duplicate delivery, run exists"),
@@ -328,6 +344,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let run_id = RunId::for_event(function_id, &event_id);
         let mut run = RunMeta::new(run_id.clone(), function_id, event.clone(), now);
         run.invoked_by = Some(invoked_by);
+        run.wake_at = Some(now + millis(self.config.lease));
         self.store.create_run(run).await?;
         Ok(Some(run_id))
     }
@@ -371,7 +388,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let mut record = step.clone();
         record.state = StepState::Completed { output: serde_json::to_value(event).unwrap_or(Value::Null) };
         record.ended_at = Some(now);
-        let resolved = matches!(self.store.commit_step(&wait.run_id, &record).await?, Commit::Committed);
+        // From outside the run (`wake`): the commit and the run's wake-up are one write, so the
+        // run is resumed (by the message below, or else the reconciler) even if we die now.
+        let commit = if wake {
+            self.store.commit_and_wake(&wait.run_id, &record, now).await?
+        } else {
+            self.store.commit_step(&wait.run_id, &record).await?
+        };
+        let resolved = matches!(commit, Commit::Committed);
         self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
         if resolved && wake {
             self.timer
@@ -399,12 +423,33 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             Err(error) => StepState::Failed { error },
         };
         record.ended_at = Some(now);
-        if let Commit::Committed = self.store.commit_step(&invoked_by.run_id, &record).await? {
+        if let Commit::Committed = self.store.commit_and_wake(&invoked_by.run_id, &record, now).await? {
             self.timer
                 .wake_at(&invoked_by.run_id, &journal.meta.function_id, &format!("invoke-{}", invoked_by.step_id), now)
                 .await?;
         }
         Ok(())
+    }
+
+    /// An `inngest/function.finished` event answering one of this runner's `step.invoke`s
+    /// (its `data.correlation_id` names the caller's run and step): resolves that step.
+    /// Returns the caller's run, to drive.
+    async fn answer_invoke(&self, event: &EventPayload, now: Millis) -> Result<Option<RunId>, RunnerError> {
+        let Some((run, step)) = event.data["correlation_id"].as_str().and_then(|c| c.split_once('.')) else {
+            return Ok(None);
+        };
+        let invoked_by = InvokedBy { run_id: RunId::new(run), step_id: StepId::from_hashed(step) };
+        let Some(caller) = self.store.load(&invoked_by.run_id).await? else { return Ok(None) };
+        if self.registry.get(&caller.meta.function_id).is_none() {
+            return Ok(None); // another binary's run
+        }
+        let result = match event.data.get("error").filter(|error| !error.is_null()) {
+            Some(error) => Err(serde_json::from_value::<StepError>(error.clone())
+                .unwrap_or_else(|_| StepError::non_retriable(error.to_string()))),
+            None => Ok(event.data.get("result").cloned().unwrap_or(Value::Null)),
+        };
+        self.resolve_invoke(&invoked_by, result, now).await?;
+        Ok(Some(invoked_by.run_id))
     }
 
     /// Drives a run to its next suspension (or its end).
@@ -441,7 +486,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         // other exactly as two Lambda invocations do.
         let owner = format!("{}#{}", self.config.owner, DRIVE_SEQUENCE.fetch_add(1, Ordering::Relaxed));
         // Boxed: the run loop's state machine is deep, and callers nest it further (Lambda, HTTP).
-        let drive = Box::pin(self.drive_inner(run_id, deadline, &owner, progress)).instrument(span).await?;
+        let drive = match Box::pin(self.drive_inner(run_id, deadline, &owner, progress)).instrument(span).await {
+            Ok(drive) | Err(Halt::Stop(drive)) => drive,
+            Err(Halt::Failed(error)) => {
+                self.abandon(run_id, &owner).await;
+                return Err(error);
+            }
+        };
         let run_id = run_id.clone();
         match &drive {
             Drive::Suspended { status, wake_at } => {
@@ -461,12 +512,17 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         deadline: Millis,
         owner: &str,
         progress: ProgressSink<'_>,
-    ) -> Result<Drive, RunnerError> {
+    ) -> Result<Drive, Halt> {
         let mut started = false;
+        let mut conflicts = 0;
         'replay: loop {
             let journal = self.store.load(run_id).await?.ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?;
-            let mut meta = journal.meta;
+            let meta = journal.meta;
             if meta.status.is_finished() {
+                if !meta.outbox.is_empty() {
+                    // The drive that finished it died before delivering: deliver now.
+                    self.deliver_outbox(meta.clone()).await?;
+                }
                 return Ok(Drive::AlreadyFinished(meta.status));
             }
             if self.registry.get(&meta.function_id).is_none() {
@@ -475,65 +531,94 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 return Ok(Drive::NotRegistered(meta.function_id));
             }
             let now = self.clock.now();
-            match &meta.lease {
-                Some(lease) if lease.owner != owner && lease.expires_at > now => return Ok(Drive::Busy),
-                Some(lease) if lease.owner == owner => {}
-                _ => {
-                    meta.lease = Some(Lease { owner: owner.to_string(), expires_at: now + millis(self.config.lease) });
-                    meta.status = RunStatus::Running;
-                    meta.updated_at = now;
-                    meta = match self.store.update_meta(&meta).await {
-                        Ok(stored) => stored,
-                        Err(StoreError::Conflict { .. }) => return Ok(Drive::Busy),
-                        Err(other) => return Err(other.into()),
-                    };
+            let mut hold = match &meta.lease {
+                Some(lease) if lease.owner == owner => Hold { meta, owner: owner.to_string(), poked: false },
+                Some(lease) if lease.expires_at > now => {
+                    let until = lease.expires_at;
+                    return Err(self.busy(&meta, until).await);
                 }
-            }
-            tracing::Span::current().record("function", meta.function_id.as_str()).record("attempt", meta.attempt);
+                _ => match self.take_lease(meta, owner).await? {
+                    Some(hold) => hold,
+                    None if conflicts < 5 => {
+                        conflicts += 1;
+                        continue 'replay;
+                    }
+                    None => {
+                        let lease_end = now + millis(self.config.lease);
+                        let meta =
+                            self.store.load(run_id).await?.ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?.meta;
+                        return Err(self.busy(&meta, lease_end).await);
+                    }
+                },
+            };
+            tracing::Span::current()
+                .record("function", hold.meta.function_id.as_str())
+                .record("attempt", hold.meta.attempt);
             if !started {
                 started = true;
-                progress(Progress::RunStarted { run_id: run_id.clone(), function_id: meta.function_id.clone() });
+                progress(Progress::RunStarted { run_id: run_id.clone(), function_id: hold.meta.function_id.clone() });
             }
-            if let Some(retry_at) = meta.retry_at.filter(|at| *at > now) {
-                match self.wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
+            if let Some(retry_at) = hold.meta.retry_at.filter(|at| *at > now) {
+                match self.wait_until(&mut hold, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
                     Some(drive) => return Ok(drive),
                     None => continue 'replay,
                 }
             }
-            let function = self.registry.get(&meta.function_id).cloned().expect("checked before taking the lease");
-            let mut execution = Execution::new(&function, run_id.clone(), &meta.event, &journal.steps, meta.attempt);
+            let function = self.registry.get(&hold.meta.function_id).cloned().expect("checked before taking the lease");
+            let mut execution =
+                Execution::new(&function, run_id.clone(), &hold.meta.event, &journal.steps, hold.meta.attempt);
             loop {
                 let now = self.clock.now();
                 if now >= deadline {
-                    self.timer.wake_at(run_id, &meta.function_id, "continue", now).await?;
-                    self.release(&mut meta, RunStatus::Running).await?;
-                    return Ok(Drive::Continued);
+                    // Checkpoint: the run is due now, for the fresh invocation the wake-up starts
+                    // (or the reconciler, if that wake-up is lost).
+                    match self.release(&mut hold, RunStatus::Running, Some(now)).await? {
+                        Released::Done => {
+                            self.timer.wake_at(run_id, &hold.meta.function_id, "continue", now).await?;
+                            return Ok(Drive::Continued);
+                        }
+                        Released::Replay => continue 'replay,
+                    }
                 }
-                let outcome = match execution.next(now).await {
+                let outcome = {
+                    // A long step keeps the lease alive; if the run is lost meanwhile, stop.
+                    let next = std::pin::pin!(execution.next(now));
+                    let beat = std::pin::pin!(self.heartbeat(&mut hold));
+                    match futures::future::select(next, beat).await {
+                        futures::future::Either::Left((outcome, _)) => outcome,
+                        futures::future::Either::Right((lost, _)) => return Err(lost),
+                    }
+                };
+                let outcome = match outcome {
                     Ok(outcome) => outcome,
-                    Err(error) => return self.fail_determinism(meta, error).await,
+                    Err(error) => return self.fail_determinism(hold, error).await,
                 };
                 match outcome {
                     Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
-                        let adopted = self.commit(run_id, record, progress).await?;
+                        let adopted = self.commit(&mut hold, record, progress).await?;
                         self.forget_timed_out_wait(run_id, &adopted).await?;
                         execution.committed(adopted);
                     }
                     Outcome::StepFailed { record, retry_at: Some(retry_at) } => {
-                        let adopted = self.commit(run_id, record, progress).await?;
+                        let adopted = self.commit(&mut hold, record, progress).await?;
                         if adopted.state.is_final() {
                             execution.committed(adopted);
                             continue;
                         }
-                        match self.wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
+                        match self.wait_until(&mut hold, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
                             Some(drive) => return Ok(drive),
                             None => continue 'replay,
                         }
                     }
                     Outcome::Sleeping { op, until } => {
-                        self.persist_scheduled(run_id, &op, progress).await?;
+                        if let Some(record) = self.persist_scheduled(&mut hold, &op, progress).await?
+                            && record.state.is_final()
+                        {
+                            execution.committed(record);
+                            continue;
+                        }
                         match self
-                            .wait_until(&mut meta, until, deadline, RunStatus::Sleeping, &op.id.to_string())
+                            .wait_until(&mut hold, until, deadline, RunStatus::Sleeping, &op.id.to_string())
                             .await?
                         {
                             Some(drive) => return Ok(drive),
@@ -541,59 +626,72 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         }
                     }
                     Outcome::Waiting { op } => {
-                        if self.handle_ops(run_id, &meta, std::slice::from_ref(&op), &mut execution, progress).await? {
+                        if self.handle_ops(&mut hold, std::slice::from_ref(&op), &mut execution, progress).await? {
                             continue; // an event received just before the wait matched it
                         }
-                        return self.suspend(&mut meta, std::slice::from_ref(&op)).await;
+                        match self.suspend(&mut hold, std::slice::from_ref(&op)).await? {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
                     }
                     Outcome::Planned(ops) => {
-                        if self.handle_ops(run_id, &meta, &ops, &mut execution, progress).await? {
+                        if self.handle_ops(&mut hold, &ops, &mut execution, progress).await? {
                             continue;
                         }
                         let earliest = ops.iter().filter_map(Op::wake_at).min();
                         let waits_on_others =
                             ops.iter().any(|op| matches!(op.kind, OpKind::WaitForEvent { .. } | OpKind::Invoke { .. }));
-                        match earliest {
+                        let suspended = match earliest {
                             Some(at) if !waits_on_others => {
-                                match self.wait_until(&mut meta, at, deadline, RunStatus::Sleeping, "planned").await? {
-                                    Some(drive) => return Ok(drive),
-                                    None => continue 'replay,
-                                }
+                                self.wait_until(&mut hold, at, deadline, RunStatus::Sleeping, "planned").await?
                             }
-                            _ => return self.suspend(&mut meta, &ops).await,
-                        }
-                    }
-                    Outcome::Completed(output) => return self.finish(meta, Ok(output)).await,
-                    Outcome::Failed { error, retry_at: Some(retry_at) } => {
-                        tracing::warn!(%error, "function failed, will retry");
-                        meta.attempt += 1;
-                        meta.retry_at = Some(retry_at);
-                        meta.updated_at = now;
-                        meta = self.store.update_meta(&meta).await?;
-                        match self.wait_until(&mut meta, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
+                            _ => self.suspend(&mut hold, &ops).await?,
+                        };
+                        match suspended {
                             Some(drive) => return Ok(drive),
                             None => continue 'replay,
                         }
                     }
-                    Outcome::Failed { error, retry_at: None } => return self.finish(meta, Err(error)).await,
+                    Outcome::Completed(output) => return self.finish(hold, Ok(output)).await,
+                    Outcome::Failed { error, retry_at: Some(retry_at) } => {
+                        tracing::warn!(%error, "function failed, will retry");
+                        self.keep_lease(&mut hold).await?;
+                        let mut meta = hold.meta.clone();
+                        meta.attempt += 1;
+                        meta.retry_at = Some(retry_at);
+                        meta.updated_at = now;
+                        hold.meta = match self.store.update_meta(&meta).await {
+                            Ok(stored) => stored,
+                            Err(StoreError::Conflict { .. }) => continue 'replay,
+                            Err(other) => return Err(other.into()),
+                        };
+                        match self.wait_until(&mut hold, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Failed { error, retry_at: None } => return self.finish(hold, Err(error)).await,
                 }
             }
         }
     }
 
-    /// Commits a step record; returns the record now stored (ours, or the winner's).
+    /// Commits a step record while holding the lease (the fence: a drive that lost its run
+    /// stops here, without writing); returns the record now stored (ours, or the winner's).
     async fn commit(
         &self,
-        run_id: &RunId,
+        hold: &mut Hold,
         record: StepRecord,
         progress: ProgressSink<'_>,
-    ) -> Result<StepRecord, RunnerError> {
-        let (record, commit) = match self.store.commit_step(run_id, &record).await {
+    ) -> Result<StepRecord, Halt> {
+        self.keep_lease(hold).await?;
+        let run_id = hold.meta.run_id.clone();
+        let (record, commit) = match self.store.commit_step(&run_id, &record).await {
             Err(too_large @ StoreError::TooLarge { .. }) => {
                 // No retry can shrink the output: the step fails for good, with the reason.
                 let mut failed = record;
                 failed.state = StepState::Failed { error: StepError::non_retriable(too_large.to_string()) };
-                let commit = self.store.commit_step(run_id, &failed).await?;
+                let commit = self.store.commit_step(&run_id, &failed).await?;
                 (failed, commit)
             }
             other => (record, other?),
@@ -612,7 +710,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             StepState::Scheduled { .. } => return Ok(stored),
         };
         progress(Progress::StepCompleted {
-            run_id: run_id.clone(),
+            run_id,
             step_id: stored.id.clone(),
             name: stored.name.clone(),
             kind: stored.kind.to_string(),
@@ -622,13 +720,18 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         Ok(stored)
     }
 
-    async fn persist_scheduled(&self, run_id: &RunId, op: &Op, progress: ProgressSink<'_>) -> Result<(), RunnerError> {
-        if op.new
-            && let Some(record) = op.scheduled_record()
-        {
-            self.commit(run_id, record, progress).await?;
+    /// Records a new sleep, wait or invoke as scheduled; returns what is stored (a final record
+    /// if someone resolved the step first).
+    async fn persist_scheduled(
+        &self,
+        hold: &mut Hold,
+        op: &Op,
+        progress: ProgressSink<'_>,
+    ) -> Result<Option<StepRecord>, Halt> {
+        match op.scheduled_record() {
+            Some(record) if op.new => Ok(Some(self.commit(hold, record, progress).await?)),
+            _ => Ok(None),
         }
-        Ok(())
     }
 
     /// A wait that timed out leaves its registration behind; remove it.
@@ -645,27 +748,32 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// execution can go on at once).
     async fn handle_ops(
         &self,
-        run_id: &RunId,
-        meta: &RunMeta,
+        hold: &mut Hold,
         ops: &[Op],
         execution: &mut Execution,
         progress: ProgressSink<'_>,
-    ) -> Result<bool, RunnerError> {
+    ) -> Result<bool, Halt> {
         let now = self.clock.now();
+        let run_id = hold.meta.run_id.clone();
         let mut progressed = false;
         for op in ops {
             match &op.kind {
                 OpKind::SendEvent { events } => {
                     let ids = self.bus.send(events).await?;
-                    let adopted =
-                        self.commit(run_id, op.completed_record(json!({ "ids": ids }), now), progress).await?;
+                    let adopted = self.commit(hold, op.completed_record(json!({ "ids": ids }), now), progress).await?;
                     execution.committed(adopted);
                     progressed = true;
                 }
                 OpKind::WaitForEvent { event, expression, timeout_at } => {
                     // Registered on every pass, not only the first: a crash between the
                     // scheduled record and the wait must not leave the run deaf (idempotent).
-                    self.persist_scheduled(run_id, op, progress).await?;
+                    if let Some(record) = self.persist_scheduled(hold, op, progress).await?
+                        && record.state.is_final()
+                    {
+                        execution.committed(record);
+                        progressed = true;
+                        continue;
+                    }
                     let wait = Wait {
                         event: event.clone(),
                         run_id: run_id.clone(),
@@ -678,6 +786,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     if !self.config.wait_lookback.is_zero() {
                         let since = now - millis(self.config.wait_lookback);
                         for earlier in self.store.events_since(event, since).await? {
+                            self.keep_lease(hold).await?;
                             if let Some(record) = self.resolve_wait(&wait, &earlier, now, false).await? {
                                 tracing::info!(step.id = %op.id, "wait matched an event received before it began");
                                 execution.committed(record);
@@ -690,7 +799,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 OpKind::Invoke { function_id, data, .. } => {
                     // Sent again on later passes for the same reason; the event id (so the
                     // child run) is derived from the step, so a resend starts nothing new.
-                    self.persist_scheduled(run_id, op, progress).await?;
+                    if let Some(record) = self.persist_scheduled(hold, op, progress).await?
+                        && record.state.is_final()
+                    {
+                        execution.committed(record);
+                        progressed = true;
+                        continue;
+                    }
                     let mut payload = data.clone();
                     if !payload.is_object() {
                         payload = json!({});
@@ -698,14 +813,21 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     payload["_inngest"] = json!({
                         "fn_id": function_id,
                         "correlation_id": format!("{}.{}", run_id, op.id),
-                        "source_fn_id": meta.function_id,
+                        "source_fn_id": hold.meta.function_id,
                     });
                     let event = EventPayload::new(INVOKED_EVENT, payload)
                         .with_id(StepId::hash(&format!("{run_id}/{}", op.id)).as_str()[..26].to_string())
                         .with_ts(now);
                     self.bus.send(std::slice::from_ref(&event)).await?;
                 }
-                OpKind::Sleep { .. } => self.persist_scheduled(run_id, op, progress).await?,
+                OpKind::Sleep { .. } => {
+                    if let Some(record) = self.persist_scheduled(hold, op, progress).await?
+                        && record.state.is_final()
+                    {
+                        execution.committed(record);
+                        progressed = true;
+                    }
+                }
                 _ => {}
             }
         }
@@ -713,85 +835,113 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     }
 
     /// Sleeps in process when `until` is near and within the budget (`None`: replay now), or
-    /// hands over to the timer and suspends.
+    /// gives the run up (due at `until`) and then arms the timer.
     async fn wait_until(
         &self,
-        meta: &mut RunMeta,
+        hold: &mut Hold,
         until: Millis,
         deadline: Millis,
         status: RunStatus,
         key: &str,
-    ) -> Result<Option<Drive>, RunnerError> {
+    ) -> Result<Option<Drive>, Halt> {
         let now = self.clock.now();
         if until <= now {
             return Ok(None);
         }
         if until - now <= millis(self.config.sleep_threshold) && until < deadline {
+            // Held through the sleep: renew first if the lease would lapse meanwhile.
+            if hold.meta.lease.as_ref().is_some_and(|lease| lease.expires_at < until + millis(self.config.lease) / 2) {
+                self.keep_lease(hold).await?;
+            }
             self.clock.sleep_until(until).await;
             return Ok(None);
         }
-        self.timer.wake_at(&meta.run_id, &meta.function_id, key, until).await?;
-        self.release(meta, status).await?;
-        Ok(Some(Drive::Suspended { status, wake_at: Some(until) }))
+        match self.release(hold, status, Some(until)).await? {
+            Released::Replay => Ok(None),
+            Released::Done => {
+                self.timer.wake_at(&hold.meta.run_id, &hold.meta.function_id, key, until).await?;
+                Ok(Some(Drive::Suspended { status, wake_at: Some(until) }))
+            }
+        }
     }
 
-    async fn suspend(&self, meta: &mut RunMeta, ops: &[Op]) -> Result<Drive, RunnerError> {
+    /// Gives a waiting run up (due at its earliest timeout), then arms the timer for it.
+    /// `None`: the run was woken meanwhile, replay it.
+    async fn suspend(&self, hold: &mut Hold, ops: &[Op]) -> Result<Option<Drive>, Halt> {
         let wake_at = ops.iter().filter_map(Op::wake_at).min();
-        if let Some(at) = wake_at {
-            self.timer.wake_at(&meta.run_id, &meta.function_id, "timeout", at).await?;
+        match self.release(hold, RunStatus::Waiting, wake_at).await? {
+            Released::Replay => Ok(None),
+            Released::Done => {
+                if let Some(at) = wake_at {
+                    self.timer.wake_at(&hold.meta.run_id, &hold.meta.function_id, "timeout", at).await?;
+                }
+                Ok(Some(Drive::Suspended { status: RunStatus::Waiting, wake_at }))
+            }
         }
-        self.release(meta, RunStatus::Waiting).await?;
-        Ok(Drive::Suspended { status: RunStatus::Waiting, wake_at })
     }
 
-    async fn release(&self, meta: &mut RunMeta, status: RunStatus) -> Result<(), RunnerError> {
-        meta.lease = None;
-        meta.status = status;
-        meta.updated_at = self.clock.now();
-        *meta = self.store.update_meta(meta).await?;
-        Ok(())
-    }
-
-    async fn fail_determinism(&self, meta: RunMeta, error: EngineError) -> Result<Drive, RunnerError> {
+    async fn fail_determinism(&self, hold: Hold, error: EngineError) -> Result<Drive, Halt> {
         tracing::error!(%error, "the code no longer matches the run's journal");
-        self.finish(meta, Err(error.to_step_error())).await
+        self.finish(hold, Err(error.to_step_error())).await
     }
 
-    async fn finish(&self, mut meta: RunMeta, result: Result<Value, StepError>) -> Result<Drive, RunnerError> {
+    /// Ends the run: the head records the result and, in the same write, the events owed for it
+    /// (its outbox), which are then delivered and acknowledged.
+    async fn finish(&self, mut hold: Hold, result: Result<Value, StepError>) -> Result<Drive, Halt> {
+        self.keep_lease(&mut hold).await?;
         let now = self.clock.now();
-        meta.lease = None;
-        meta.updated_at = now;
-        meta.ended_at = Some(now);
-        meta.retry_at = None;
-        meta.expires_at = Some(now + millis(self.config.retention));
+        let mut result = result;
+        let mut shrunk = false;
+        let stored = loop {
+            let mut meta = hold.meta.clone();
+            meta.lease = None;
+            meta.updated_at = now;
+            meta.ended_at = Some(now);
+            meta.retry_at = None;
+            meta.expires_at = Some(now + millis(self.config.retention));
+            match &result {
+                Ok(output) => {
+                    meta.status = RunStatus::Completed;
+                    meta.output = Some(output.clone());
+                }
+                Err(error) => {
+                    meta.status = RunStatus::Failed;
+                    meta.error = Some(error.clone());
+                }
+            }
+            meta.outbox = self.finish_events(&meta, &result, now);
+            // Delivered right below; if this invocation dies first, the reconciler finds the
+            // outbox once the lease would have lapsed.
+            meta.wake_at = Some(now + millis(self.config.lease));
+            match self.store.update_meta(&meta).await {
+                Ok(stored) => break stored,
+                Err(too_large @ StoreError::RunTooLarge { .. }) if !shrunk => {
+                    // The run fails cleanly, naming the size, rather than never finishing.
+                    tracing::error!(error = %too_large, "run result too large to store");
+                    result = Err(StepError::non_retriable(too_large.to_string()));
+                    shrunk = true;
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    // A wait or invoke resolved meanwhile, or a cancel: the run ends as decided,
+                    // unless someone else ended it.
+                    let run_id = hold.meta.run_id.clone();
+                    let fresh = self.store.load(&run_id).await?.ok_or(RunnerError::UnknownRun(run_id))?.meta;
+                    if fresh.status.is_finished() {
+                        return Ok(Drive::AlreadyFinished(fresh.status));
+                    }
+                    hold.meta = fresh;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        };
         match &result {
-            Ok(output) => {
-                meta.status = RunStatus::Completed;
-                meta.output = Some(output.clone());
-                tracing::info!("run completed");
-            }
-            Err(error) => {
-                meta.status = RunStatus::Failed;
-                meta.error = Some(error.clone());
-                tracing::error!(%error, "run failed");
-            }
+            Ok(_) => tracing::info!("run completed"),
+            Err(error) => tracing::error!(%error, "run failed"),
         }
-        let meta = self.store.update_meta(&meta).await?;
-        if let Some(invoked_by) = &meta.invoked_by {
-            self.resolve_invoke(invoked_by, result.clone(), now).await?;
-        }
-        if let Err(error) = &result {
-            let failed = FailureData {
-                function_id: meta.function_id.clone(),
-                run_id: meta.run_id.to_string(),
-                event: meta.event.clone(),
-                error: error.clone(),
-            };
-            let data = serde_json::to_value(&failed).unwrap_or(Value::Null);
-            let event = EventPayload::new(FAILED_EVENT, data)
-                .with_id(StepId::hash(&format!("failed/{}", meta.run_id)).as_str()[..26].to_string())
-                .with_ts(now);
-            self.bus.send(std::slice::from_ref(&event)).await?;
+        let run_id = stored.run_id.clone();
+        self.deliver_outbox(stored).await?;
+        if let Err(error) = self.timer.forget(&run_id).await {
+            tracing::warn!(%error, "could not drop the ended run's pending wake-up; it will find the run ended");
         }
         Ok(match result {
             Ok(output) => Drive::Completed(output),
