@@ -17,6 +17,8 @@ async fn a_function_url_call_streams_progress_and_heartbeats_until_the_run_ends(
     let env = [
         ("CAIRN_SQLITE_PATH", dir.path().join("stream.db").display().to_string()),
         ("CAIRN_SLEEP_THRESHOLD_SECS", "10".to_string()),
+        // Its sleeps all happen in process: no timer needed, said explicitly.
+        ("CAIRN_TIMER", "log".to_string()),
         ("CAIRN_STREAM_HEARTBEAT_SECS", "1".to_string()),
     ];
     let watch = tokio::task::spawn_blocking(move || Watch::start(&cargo_lambda, &env)).await.unwrap();
