@@ -232,11 +232,6 @@ impl Watch {
         Watch { child, port, cargo_lambda: cargo_lambda.to_string() }
     }
 
-    /// The process id of `cargo lambda watch` (the functions it starts are its descendants).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `cargo lambda invoke FUNCTION --data-ascii PAYLOAD`: the function's JSON answer.
     pub fn invoke(&self, function: &str, payload: &Value) -> Value {
         let output = Command::new(&self.cargo_lambda)

@@ -8,7 +8,8 @@ use cairn::store::Commit;
 use cairn::{Bus, Registry, Runner, RunnerConfig};
 use cairn::{RunId, RunMeta, RunStatus, RunStore, StepId, StepKind, StepRecord, StepState, StoreError, Timer};
 use cairn_aws::{
-    AnyBus, AnyStore, AnyTimer, DriverConfig, DynamoDbStore, EventBridgeBus, Invocation, LambdaDriver, SchedulerTimer,
+    AnyBus, AnyStore, AnyTimer, DriverConfig, DynamoDbStore, EventBridgeBus, Invocation, LambdaDriver, QueueTimer,
+    SchedulerTimer,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -129,7 +130,7 @@ async fn routed_bus() -> (EventBridgeBus, aws_sdk_sqs::Client, String) {
         .put_rule()
         .name("to-queue")
         .event_bus_name(&bus_name)
-        .event_pattern(r#"{"detail-type": [{"prefix": "test/"}, "cairn/run.resume"]}"#)
+        .event_pattern(r#"{"detail-type": [{"prefix": "test/"}]}"#)
         .send()
         .await
         .unwrap();
@@ -211,47 +212,67 @@ fn an_oversized_event_is_refused_before_anything_is_sent() {
     });
 }
 
-#[test]
-fn the_timer_creates_one_deleting_at_schedule_per_wake_up_and_resumes_now_through_the_bus() {
-    with_aws(|| async {
-        let config = aws().await;
-        let scheduler = aws_sdk_scheduler::Client::new(&config);
-        let group = unique("group");
-        scheduler.create_schedule_group().name(&group).send().await.unwrap();
-        let (bus, sqs, queue_url) = routed_bus().await;
-        let timer = SchedulerTimer::new(
-            scheduler.clone(),
-            &group,
-            "arn:aws:lambda:us-east-1:123456789012:function:hello",
-            "arn:aws:iam::123456789012:role/cairn-scheduler",
-            "hello",
-            bus,
-        );
-        let run = RunId::new("run_abc");
-        let at = cairn::Clock::now(&cairn::SystemClock) + 3_600_000;
-        timer.wake_at(&run, "hello", "sleep", at).await.unwrap();
-        timer.wake_at(&run, "hello", "sleep", at).await.unwrap();
-        let listed = scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules;
-        assert_eq!(listed.len(), 1, "a retried wake-up schedules once");
-        let name = SchedulerTimer::schedule_name(&run, "sleep", at);
-        let schedule = scheduler.get_schedule().group_name(&group).name(&name).send().await.unwrap();
-        assert_eq!(schedule.schedule_expression.as_deref(), Some(SchedulerTimer::at_expression(at).as_str()));
-        assert_eq!(schedule.schedule_expression_timezone.as_deref(), Some("UTC"));
-        assert_eq!(schedule.action_after_completion.map(|a| a.as_str().to_string()), Some("DELETE".into()));
-        let target = schedule.target.unwrap();
-        assert_eq!(target.arn, "arn:aws:lambda:us-east-1:123456789012:function:hello");
-        let input: Value = serde_json::from_str(target.input.as_deref().unwrap()).unwrap();
-        assert_eq!(input, json!({"cairn": "resume", "function_id": "hello", "run_id": "run_abc"}));
+/// A function's `QueueTimer` on moto, with its timer queue and Scheduler group.
+async fn queue_timer() -> (QueueTimer, aws_sdk_sqs::Client, String, aws_sdk_scheduler::Client, String) {
+    let config = aws().await;
+    let scheduler = aws_sdk_scheduler::Client::new(&config);
+    let group = unique("group");
+    scheduler.create_schedule_group().name(&group).send().await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let queue_url = sqs.create_queue().queue_name(unique("timer")).send().await.unwrap().queue_url.unwrap();
+    let long = SchedulerTimer::new(
+        scheduler.clone(),
+        &group,
+        "arn:aws:lambda:us-east-1:123456789012:function:hello",
+        "arn:aws:iam::123456789012:role/cairn-scheduler",
+        "hello",
+    );
+    (QueueTimer::new(sqs.clone(), &queue_url, long), sqs, queue_url, scheduler, group)
+}
 
-        // Due now: a resume event for the run's function, through the bus.
-        timer.wake_at(&run, "other-fn", "event-x", 0).await.unwrap();
-        let resumes = drain(&sqs, &queue_url).await;
-        assert_eq!(resumes.len(), 1);
-        assert_eq!(resumes[0]["detail-type"], json!("cairn/run.resume"));
-        assert_eq!(
-            resumes[0]["detail"]["data"],
-            json!({"cairn": "resume", "function_id": "other-fn", "run_id": "run_abc"})
-        );
+#[test]
+fn the_queue_timer_sends_a_delayed_message_and_hands_long_waits_to_one_schedule_per_run() {
+    with_aws(|| async {
+        let (timer, sqs, queue_url, scheduler, group) = queue_timer().await;
+        let run = RunId::new("run_abc");
+        let now = cairn::Clock::now(&cairn::SystemClock);
+        // Up to 15 minutes ahead: a message on the function's queue, delayed to the second.
+        timer.wake_at(&run, "hello", "sleep", now + 1_500).await.unwrap();
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .wait_time_seconds(5)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        assert_eq!(received.len(), 1);
+        let body: Value = serde_json::from_str(received[0].body.as_deref().unwrap()).unwrap();
+        assert_eq!(body, json!({"cairn": "resume", "function_id": "hello", "run_id": "run_abc", "at": now + 1_500}));
+        assert!(cairn::Clock::now(&cairn::SystemClock) >= now + 1_500, "delivered before its DelaySeconds");
+        assert!(scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules.is_empty());
+
+        // Further ahead: the run's one schedule, 10 minutes early; a later one replaces it.
+        let name = SchedulerTimer::run_schedule_name(&run);
+        for at in [now + 3_600_000, now + 7_200_000] {
+            timer.wake_at(&run, "hello", "timeout", at).await.unwrap();
+            let listed = scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules;
+            assert_eq!(listed.len(), 1, "one schedule per run");
+            let schedule = scheduler.get_schedule().group_name(&group).name(&name).send().await.unwrap();
+            let expected = SchedulerTimer::at_expression(at - cairn_aws::HANDOVER_MS);
+            assert_eq!(schedule.schedule_expression.as_deref(), Some(expected.as_str()));
+            assert_eq!(schedule.schedule_expression_timezone.as_deref(), Some("UTC"));
+            assert_eq!(schedule.action_after_completion.map(|a| a.as_str().to_string()), Some("DELETE".into()));
+            let target = schedule.target.unwrap();
+            assert_eq!(target.arn, "arn:aws:lambda:us-east-1:123456789012:function:hello");
+            let input: Value = serde_json::from_str(target.input.as_deref().unwrap()).unwrap();
+            assert_eq!(input, json!({"cairn": "resume", "function_id": "hello", "run_id": "run_abc"}));
+        }
+        // The run ended: its schedule goes, and forgetting again is harmless.
+        timer.forget(&run).await.unwrap();
+        timer.forget(&run).await.unwrap();
+        assert!(scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules.is_empty());
     });
 }
 
@@ -351,25 +372,14 @@ fn the_driver_reads_every_payload_shape() {
 #[test]
 fn the_driver_runs_hello_on_dynamodb_and_schedules_its_wake_up() {
     with_aws(|| async {
-        let config = aws().await;
         let store = fresh_store().await;
-        let scheduler = aws_sdk_scheduler::Client::new(&config);
-        let group = unique("group");
-        scheduler.create_schedule_group().name(&group).send().await.unwrap();
+        let (timer, _sqs, _queue, scheduler, group) = queue_timer().await;
         let (bus, _sqs, _queue) = routed_bus().await;
-        let timer = SchedulerTimer::new(
-            scheduler.clone(),
-            &group,
-            "arn:aws:lambda:us-east-1:123456789012:function:hello",
-            "arn:aws:iam::123456789012:role/r",
-            "hello",
-            bus.clone(),
-        );
         let runner = Runner::new(
             Registry::new([hello::function()]).unwrap(),
             AnyStore::DynamoDb(store.clone()),
             AnyBus::EventBridge(bus),
-            AnyTimer::Scheduler(timer),
+            AnyTimer::Queue(timer),
         )
         .with_config(RunnerConfig::default());
         let driver = LambdaDriver::new(runner, DriverConfig::default());
@@ -442,4 +452,30 @@ fn an_approval_that_races_ahead_of_the_wait_still_resumes_it_on_dynamodb() {
         assert_eq!(started["runs"][0]["status"], json!("completed"));
         assert_eq!(started["runs"][0]["output"], json!({"id": 7}));
     });
+}
+
+/// A function binary with a durable store but no way to wake its runs refuses to start, naming
+/// exactly what is missing (it would otherwise leave every sleeping run asleep for ever).
+#[test]
+fn a_function_without_a_timer_refuses_to_start_naming_what_is_missing() {
+    let start = |extra: &[(&str, &str)]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_stream-probe"))
+            .env_clear()
+            .envs([("CAIRN_TABLE", "runs"), ("AWS_REGION", "us-east-1"), ("AWS_LAMBDA_FUNCTION_NAME", "slow")])
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let stderr = start(&[]);
+    assert!(
+        stderr.contains(
+            "no way to wake runs: CAIRN_TIMER_QUEUE_URL, CAIRN_BUS, CAIRN_SCHEDULE_GROUP, CAIRN_SCHEDULER_ROLE_ARN not set."
+        ),
+        "{stderr}"
+    );
+    let stderr = start(&[("CAIRN_BUS", "cairn"), ("CAIRN_SCHEDULE_GROUP", "cairn"), ("CAIRN_SCHEDULER_ROLE_ARN", "r")]);
+    assert!(stderr.contains("no way to wake runs: CAIRN_TIMER_QUEUE_URL not set."), "{stderr}");
+    assert!(stderr.contains("Set CAIRN_TIMER=log to run without timers anyway."), "{stderr}");
 }

@@ -81,7 +81,7 @@ async fn requests_per_step(endpoint: &str) -> anyhow::Result<()> {
 async fn reconciler_cost(endpoint: &str) -> anyhow::Result<()> {
     let proxy = FaultProxy::start(endpoint, |_, _| Fault::None).await;
     let store = store(proxy.url(), &format!("bench-reconcile-{}", std::process::id())).await;
-    let clock = cairn::testing::ManualClock::at(chrono_now());
+    let clock = cairn::testing::ManualClock::at(cairn::Clock::now(&cairn::SystemClock));
     let timer = MemoryTimer::new();
     let runner = Runner::new(Registry::new([hundred_steps()])?, store, MemoryBus::new(), timer.clone())
         .with_clock(std::sync::Arc::new(clock.clone()));
@@ -108,10 +108,6 @@ async fn reconciler_cost(endpoint: &str) -> anyhow::Result<()> {
     );
     assert_eq!(pass.resumed, 100);
     Ok(())
-}
-
-fn chrono_now() -> cairn::Millis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 async fn commit_overhead(endpoint: &str) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 //! `inngest/function.finished`, and a declined charge fails the run and runs `on_failure`.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
+use cairn::store::RunQuery;
 use cairn::testing::{ManualClock, TestRun};
 use cairn::{EventPayload, MemoryBus, MemoryStore, MemoryTimer, Outcome, Registry, RunId, RunStatus, RunStore, Runner};
 use serde_json::json;
@@ -86,12 +87,13 @@ async fn a_declined_charge_fails_the_run_and_runs_on_failure() {
     let journal = runner.store().load(&run).await.unwrap().unwrap();
     assert_eq!(journal.meta.status, RunStatus::Failed);
     assert_eq!(journal.meta.error.unwrap().message, "payment declined: amount 0 is not positive");
-    let failure =
-        RunId::for_event("order-approval-failure", &cairn::StepId::hash(&format!("failed/{run}")).as_str()[..26]);
-    let handler = runner.store().load(&failure).await.unwrap().unwrap();
-    assert_eq!(handler.meta.status, RunStatus::Completed);
+    let query = RunQuery { function_id: Some("order-approval-failure".into()), status: None, limit: 10 };
+    let handlers = runner.store().list_runs(&query).await.unwrap();
+    assert_eq!(handlers.len(), 1, "{handlers:?}");
+    assert_eq!(handlers[0].status, RunStatus::Completed);
+    assert_eq!(handlers[0].event.data["run_id"], run.as_str());
     assert_eq!(
-        handler.meta.output,
+        handlers[0].output,
         Some(json!({"released": "o-9", "reason": "payment declined: amount 0 is not positive"}))
     );
 }

@@ -445,11 +445,15 @@ impl Dev {
             payload,
             due_at: None,
         };
-        match self.db.fired(schedule, next, &invocation, now) {
-            Ok(()) => {
+        // A reconciler tick while the last one is still queued or running would only pile up
+        // behind a busy function: it is skipped (the pending tick does the same work).
+        let coalesce = crate::template::is_reconcile(&schedule.input);
+        match self.db.fired(schedule, next, &invocation, now, coalesce) {
+            Ok(true) => {
                 tracing::info!(schedule = %schedule.name, target = %invocation.function, "schedule fired");
                 self.queued.notify_one();
             }
+            Ok(false) => tracing::debug!(schedule = %schedule.name, "reconciler tick skipped: the last one is pending"),
             Err(err) => tracing::error!(error = %err, "cannot fire a schedule"),
         }
     }

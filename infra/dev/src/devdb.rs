@@ -422,7 +422,8 @@ impl DevDb {
 
     /// After a firing: the next time, or the end of a one-time schedule (deleted or kept idle).
     /// The firing's invocation is queued in the same transaction, so a crash cannot lose or
-    /// repeat it.
+    /// repeat it. With `coalesce`, it is not queued while one with the same cause is still queued
+    /// or running. Returns whether it was queued.
     ///
     /// # Errors
     /// A database error.
@@ -432,7 +433,8 @@ impl DevDb {
         next_at: Option<Millis>,
         invocation: &NewInvocation,
         now: Millis,
-    ) -> Result<(), String> {
+        coalesce: bool,
+    ) -> Result<bool, String> {
         let mut connection = self.lock();
         let tx = connection.transaction().map_err(sql_err)?;
         if next_at.is_none() && schedule.delete_after {
@@ -447,8 +449,21 @@ impl DevDb {
             )
         }
         .map_err(sql_err)?;
-        queue(&tx, invocation, now)?;
-        tx.commit().map_err(sql_err)
+        let pending = coalesce
+            && tx
+                .query_row(
+                    "SELECT 1 FROM dev_invocations WHERE cause = ?1 AND status IN ('queued', 'running') LIMIT 1",
+                    [&invocation.cause],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(sql_err)?
+                .is_some();
+        if !pending {
+            queue(&tx, invocation, now)?;
+        }
+        tx.commit().map_err(sql_err)?;
+        Ok(!pending)
     }
 }
 
@@ -583,5 +598,39 @@ mod tests {
         assert!(db.claim_due(1_999, 8).unwrap().is_empty(), "not before its time");
         let due = db.claim_due(2_000, 8).unwrap();
         assert_eq!((due.len(), due[0].created_at, due[0].next_at), (1, 100, 2_000));
+    }
+
+    #[test]
+    fn a_reconciler_tick_is_not_queued_while_the_last_one_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = DevDb::open(&dir.path().join("dev.db").display().to_string()).unwrap();
+        let schedule = Schedule {
+            group_name: "template".into(),
+            name: "HelloFunction.Reconcile".into(),
+            expression: "rate(2 seconds)".into(),
+            time_zone: "UTC".into(),
+            target_arn: "arn:aws:lambda:us-east-1:000000000000:function:cairn-hello".into(),
+            input: r#"{"cairn": "reconcile"}"#.into(),
+            delete_after: false,
+            created_at: 0,
+            next_at: Some(2_000),
+        };
+        db.put_schedule(&schedule).unwrap();
+        let tick = NewInvocation {
+            function: "hello".into(),
+            cause: "schedule:template/HelloFunction.Reconcile".into(),
+            event_id: None,
+            payload: json!({"cairn": "reconcile"}),
+            due_at: None,
+        };
+        assert!(db.fired(&schedule, Some(4_000), &tick, 2_000, true).unwrap());
+        assert!(!db.fired(&schedule, Some(6_000), &tick, 4_000, true).unwrap(), "the first is still queued");
+        let claimed = db.claim_due(4_000, 8).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(!db.fired(&schedule, Some(8_000), &tick, 6_000, true).unwrap(), "the first is running");
+        db.finish(claimed[0].seq, Ok(json!({})), None, 6_500).unwrap();
+        assert!(db.fired(&schedule, Some(10_000), &tick, 8_000, true).unwrap(), "the last one ended");
+        // Other schedules (crons) are never coalesced.
+        assert!(db.fired(&schedule, Some(12_000), &tick, 10_000, false).unwrap());
     }
 }

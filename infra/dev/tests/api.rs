@@ -196,21 +196,20 @@ async fn the_sdk_clients_cairn_uses_work_unchanged() {
     assert_eq!(ids, (0..25).map(|i| format!("ev-{i}")).collect::<Vec<_>>());
     assert!(logged["events"].as_array().unwrap().iter().all(|e| e["targets"] == json!(["readwise-fetch-books"])));
 
-    // SchedulerTimer: a wake-up 1.5 s out is a one-time schedule; scheduling it again is a no-op
-    // (ConflictException, as in AWS); when due it fires at the target, then is deleted.
+    // SchedulerTimer: a run's long wake-up is one one-time schedule, replaced (not doubled) when
+    // armed again; when due it fires at the target, then is deleted.
     let timer = SchedulerTimer::new(
         aws_sdk_scheduler::Client::new(&config),
         "cairn",
         server.dev.function_arn("cairn-hello"),
         "arn:aws:iam::000000000000:role/cairn-dev",
         "hello",
-        bus,
     );
     let run = RunId::new("run_timer");
     let at: Millis = chrono::Utc::now().timestamp_millis() + 1_500;
-    cairn::Timer::wake_at(&timer, &run, "hello", "sleep", at).await.unwrap();
-    cairn::Timer::wake_at(&timer, &run, "hello", "sleep", at).await.unwrap();
-    let name = SchedulerTimer::schedule_name(&run, "sleep", at);
+    timer.replace_run_schedule(&run, at + 60_000).await.unwrap();
+    timer.replace_run_schedule(&run, at).await.unwrap();
+    let name = SchedulerTimer::run_schedule_name(&run);
     let schedules = get(&format!("{}/api/schedules", server.url)).await["schedules"].clone();
     let ours: Vec<&Value> = schedules.as_array().unwrap().iter().filter(|s| s["name"] == name.as_str()).collect();
     assert_eq!(ours.len(), 1);

@@ -12,8 +12,8 @@ mod common;
 
 use cairn::RunId;
 use cairn::testing::StubServer;
-use cairn_tests::{Watch, free_port, workspace};
-use common::{DevServer, get, post, until};
+use cairn_tests::{free_port, workspace};
+use common::{DevServer, get, post, until, watch_functions};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 
@@ -111,17 +111,15 @@ async fn the_dev_server_drives_the_functions_like_aws_does() {
     let watch_port = free_port();
     let dev = DevServer::start(&template_path, &db, &format!("http://127.0.0.1:{watch_port}"));
     let url = dev.url.clone();
-    let mut env: Vec<(String, String)> = cairn_dev::cli::function_env(&url, &db, "cairn");
-    env.extend([
-        ("HELLO_SLEEP".to_string(), "2s".to_string()),
-        // Every sleep goes through the dev server's Scheduler, none in process.
-        ("CAIRN_SLEEP_THRESHOLD_SECS".to_string(), "0".to_string()),
-        ("READWISE_USERS_URL".to_string(), users.url().to_string()),
-        ("READWISE_BASE_URL".to_string(), readwise.url().to_string()),
-        ("READWISE_CALLBACK_URL".to_string(), format!("{}/count", app.url())),
-    ]);
-    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let watch = Watch::start_on(&cargo_lambda, watch_port, &env);
+    let extra = [
+        ("HELLO_SLEEP", "2s".to_string()),
+        // Every sleep goes through the timer queue, none in process.
+        ("CAIRN_SLEEP_THRESHOLD_SECS", "0".to_string()),
+        ("READWISE_USERS_URL", users.url().to_string()),
+        ("READWISE_BASE_URL", readwise.url().to_string()),
+        ("READWISE_CALLBACK_URL", format!("{}/count", app.url())),
+    ];
+    let watch = watch_functions(&cargo_lambda, watch_port, &url, &db, &extra);
     assert_eq!(get(&format!("{url}/api/health")).await["server"], "cairn-dev");
 
     let hello = async {
@@ -151,7 +149,7 @@ async fn the_dev_server_drives_the_functions_like_aws_does() {
     };
 
     let order = async {
-        let ids = put_events(&aws, &url, &[("app/order.placed", json!({"order_id": "o-7"}))]);
+        let ids = put_events(&aws, &url, &[("app/order.placed", json!({"order_id": "o-7", "amount": 25}))]);
         let run_id = RunId::for_event("order-approval", &ids[0]).to_string();
         run_in(&url, &run_id, &["waiting"]).await;
         // Another order's approval does not resume it.
@@ -160,7 +158,11 @@ async fn the_dev_server_drives_the_functions_like_aws_does() {
         assert_eq!(get(&format!("{url}/api/runs/{run_id}")).await["run"]["status"], "waiting");
         put_events(&aws, &url, &[("app/order.approved", json!({"order_id": "o-7", "by": "ann"}))]);
         let body = run_in(&url, &run_id, &["completed"]).await;
-        assert_eq!(body["run"]["output"], json!({"order_id": "o-7", "shipped": true, "approved_by": "ann"}));
+        // Charged by invoking order-charge, its result routed back by the template's rules.
+        assert_eq!(
+            body["run"]["output"],
+            json!({"order_id": "o-7", "shipped": true, "approved_by": "ann", "charged": 25.0})
+        );
         let waited = &body["steps"][1];
         assert_eq!(
             (waited["name"].as_str(), waited["status"].as_str()),

@@ -9,7 +9,7 @@
 mod common;
 
 use cairn::RunId;
-use cairn_tests::{Watch, free_port, workspace};
+use cairn_tests::{free_port, workspace};
 use common::{DevServer, get, post, until};
 use serde_json::{Value, json};
 use std::process::{Child, Command};
@@ -94,9 +94,7 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
             .spawn()
             .unwrap(),
     );
-    let env = cairn_dev::cli::function_env(&url, &db, "cairn");
-    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let _watch = Watch::start_on(&cargo_lambda, watch_port, &env);
+    let _watch = common::watch_functions(&cargo_lambda, watch_port, &url, &db, &[]);
 
     // Synced in band: the app's functions are listed beside the template's.
     let functions = until("the app to sync", 30, || async {

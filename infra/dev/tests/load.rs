@@ -1,13 +1,13 @@
 //! Load: 1,000 events put at `cairn dev` (100 PutEvents of 10, 20 at a time, through the AWS
 //! SDK) end in 1,000 completed `hello` runs under `cargo lambda watch`, none lost. Each run
-//! sleeps 2 s (`HELLO_SLEEP`) through the dev server's Scheduler, so every run is two
-//! invocations and one schedule. Prints the accept rate and the time to drain (README's
+//! sleeps 2 s (`HELLO_SLEEP`) through its SQS timer queue on the dev server, so every run is two
+//! invocations and one timer message. Prints the accept rate and the time to drain (README's
 //! figures); asserts only that nothing was lost or failed.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
 mod common;
 
-use cairn_tests::{Watch, free_port, workspace};
+use cairn_tests::{free_port, workspace};
 use common::{DevServer, get, until};
 use futures::StreamExt;
 use serde_json::Value;
@@ -27,10 +27,8 @@ async fn a_thousand_events_end_in_a_thousand_completed_runs() {
     let dev =
         DevServer::start(&format!("{}/template.yaml", workspace()), &db, &format!("http://127.0.0.1:{watch_port}"));
     let url = dev.url.clone();
-    let mut env = cairn_dev::cli::function_env(&url, &db, "cairn");
-    env.extend([("HELLO_SLEEP".into(), "2s".into()), ("CAIRN_SLEEP_THRESHOLD_SECS".into(), "0".into())]);
-    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let watch = Watch::start_on(&cargo_lambda, watch_port, &env);
+    let extra = [("HELLO_SLEEP", "2s".to_string()), ("CAIRN_SLEEP_THRESHOLD_SECS", "0".to_string())];
+    let watch = common::watch_functions(&cargo_lambda, watch_port, &url, &db, &extra);
     // One run first, so hello is compiled and started before the clock runs.
     let config = common::sdk_config(&url).await;
     let client = aws_sdk_eventbridge::Client::new(&config);
@@ -85,9 +83,9 @@ async fn a_thousand_events_end_in_a_thousand_completed_runs() {
     let invocations = invocations["invocations"].as_array().unwrap();
     let not_ok: Vec<&Value> = invocations.iter().filter(|i| i["status"] != "ok").collect();
     assert!(not_ok.is_empty(), "{} deliveries not ok: {:?}", not_ok.len(), not_ok.first());
-    let woken = invocations.iter().filter(|i| i["cause"].as_str().unwrap().starts_with("schedule:cairn/")).count();
-    println!("deliveries: {} ({woken} by schedules)", invocations.len());
-    assert_eq!(woken, EVENTS + 1, "one wake-up schedule fired per run");
+    let woken = invocations.iter().filter(|i| i["cause"] == "sqs:timer-hello").count();
+    println!("deliveries: {} ({woken} by hello's timer queue)", invocations.len());
+    assert_eq!(woken, EVENTS + 1, "one timer message delivered per run");
     let retried = invocations.iter().filter(|i| i["attempts"] != 1).count();
     println!(
         "load: {EVENTS} events accepted in {:.2} s ({:.0} events/s); {EVENTS} runs (each 2 invocations and a 2 s sleep) completed {:.1} s after the first put ({:.0} runs/s); {retried} deliveries retried",

@@ -2,7 +2,9 @@
 //! SQS stand-ins, reconciler every 2 s) with every function under `cargo lambda watch`, leases
 //! of 4 s. Scenarios, run concurrently:
 //! - a function process SIGKILLed in the middle of a step that calls a (stub) Readwise: the
-//!   run completes by itself, its committed step is not run again;
+//!   run completes by itself, its committed step is not run again. `cargo lambda watch` never
+//!   replaces a killed instance (its invocations hang), so the test restarts watch, as Lambda
+//!   starts a fresh execution environment after a crash; nothing is sent to the run;
 //! - one cron firing delivered twice (Scheduler delivers at least once): one run;
 //! - `step.invoke` and an `on_failure` handler routed by the template's rules;
 //! - sleeps of 2 s, 10 s and 90 s through the SQS timer end within a second of their due time
@@ -15,8 +17,8 @@ mod common;
 
 use cairn::RunId;
 use cairn::testing::StubServer;
-use cairn_tests::{Watch, free_port, workspace};
-use common::{DevServer, get, sdk_config, until};
+use cairn_tests::{free_port, workspace};
+use common::{DevServer, get, sdk_config, until, watch_functions};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,33 +44,32 @@ async fn run_in(dev: &str, run_id: &str, statuses: &[&str], secs: u64) -> Value 
     .await
 }
 
-/// The descendants of `root` (by parent pid, from /proc) whose command name starts with `name`.
-fn descendants_named(root: u32, name: &str) -> Vec<u32> {
-    let mut parents = std::collections::HashMap::new();
-    let mut names = std::collections::HashMap::new();
+/// The processes holding an open TCP connection to `port` on loopback (from /proc): the
+/// function process in the middle of a request to the stub listening there.
+fn connected_to(port: u16) -> Vec<u32> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // remote address `IP:PORT` (hex), state 01 = ESTABLISHED, inode.
+            let remote_port = fields[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if remote_port == Some(port) && fields[3] == "01" {
+                inodes.insert(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        let comm = head.split_once('(').map(|(_, c)| c.to_string()).unwrap_or_default();
-        let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-        parents.insert(pid, ppid);
-        names.insert(pid, comm);
-    }
-    let descends = |mut pid: u32| {
-        while let Some(&parent) = parents.get(&pid) {
-            if parent == root {
-                return true;
-            }
-            if parent <= 1 {
-                return false;
-            }
-            pid = parent;
+        if pid == std::process::id() {
+            continue; // the stub's own end of the connection
         }
-        false
-    };
-    names.iter().filter(|(pid, comm)| comm.starts_with(name) && descends(**pid)).map(|(pid, _)| *pid).collect()
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| inodes.contains(&*l.to_string_lossy()))) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -77,7 +78,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn runs_recover_and_timers_fire_on_time_with_nobody_restarting_anything() {
+async fn runs_recover_and_timers_fire_on_time_with_nobody_touching_a_run() {
     let Ok(cargo_lambda) = std::env::var("CAIRN_CARGO_LAMBDA") else {
         eprintln!("skipped: CAIRN_CARGO_LAMBDA is not set (make test sets it)");
         return;
@@ -97,9 +98,14 @@ async fn runs_recover_and_timers_fire_on_time_with_nobody_restarting_anything() 
             && request.header("authorization") == Some("Token k-kill")
             && !entered_flag.swap(true, Ordering::SeqCst)
         {
-            while !killed_flag.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            // Held until the test has killed the caller, at most a minute so a failing test never
+            // hangs on it (block_in_place: the runtime's other tasks and timers go on meanwhile).
+            let held = Instant::now();
+            tokio::task::block_in_place(|| {
+                while !killed_flag.load(Ordering::SeqCst) && held.elapsed() < Duration::from_secs(60) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
         }
         let next = if page2 { Value::Null } else { json!("more") };
         (200, json!({"count": 3, "next": next, "results": [{"id": 1}]}).to_string())
@@ -112,29 +118,34 @@ async fn runs_recover_and_timers_fire_on_time_with_nobody_restarting_anything() 
     let dev =
         DevServer::start_with(&template, &db, &format!("http://127.0.0.1:{watch_port}"), &["--reconcile-secs", "2"]);
     let url = dev.url.clone();
-    let mut env: Vec<(String, String)> = cairn_dev::cli::function_env(&url, &db, "cairn");
-    env.extend([
-        ("CAIRN_LEASE_SECS".to_string(), "4".to_string()),
+    let extra = [
+        ("CAIRN_LEASE_SECS", "4".to_string()),
         // Every sleep goes through the timer queue, none in process.
-        ("CAIRN_SLEEP_THRESHOLD_SECS".to_string(), "0".to_string()),
-        ("READWISE_USERS_URL".to_string(), users.url().to_string()),
-        ("READWISE_BASE_URL".to_string(), readwise.url().to_string()),
-        ("READWISE_CALLBACK_URL".to_string(), format!("{}/count", app.url())),
-    ]);
-    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let watch = Watch::start_on(&cargo_lambda, watch_port, &env);
+        ("CAIRN_SLEEP_THRESHOLD_SECS", "0".to_string()),
+        ("READWISE_USERS_URL", users.url().to_string()),
+        ("READWISE_BASE_URL", readwise.url().to_string()),
+        ("READWISE_CALLBACK_URL", format!("{}/count", app.url())),
+    ];
+    let mut watch = watch_functions(&cargo_lambda, watch_port, &url, &db, &extra);
 
     let killed_mid_step = async {
         let id = put(&url, "readwise/fetch-books", json!({"userId": "u-kill", "apiKey": "k-kill"})).await;
         let run_id = RunId::for_event("readwise-fetch-books", &id).to_string();
         // Long enough for watch to compile the function on its first invocation.
         until("the second page to be asked for", 300, || async { entered.load(Ordering::SeqCst).then_some(()) }).await;
-        let pids = descendants_named(watch.pid(), "readwise-fetch");
-        assert_eq!(pids.len(), 1, "one readwise-fetch-books process under watch: {pids:?}");
+        // The process in the middle of the step: the one connected to the Readwise stub.
+        let port: u16 = readwise.url().rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+        let pids = connected_to(port);
+        let names: Vec<String> =
+            pids.iter().map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default()).collect();
+        println!("killing {pids:?} {names:?}");
+        assert_eq!(pids.len(), 1, "one process is asking the stub for page 2: {pids:?} {names:?}");
         let status = std::process::Command::new("kill").args(["-KILL", &pids[0].to_string()]).status().unwrap();
         assert!(status.success());
         let killed_at = Instant::now();
         killed.store(true, Ordering::SeqCst);
+        // Lambda would start a fresh environment for the next invocation; watch needs a restart.
+        drop(std::mem::replace(&mut watch, watch_functions(&cargo_lambda, watch_port, &url, &db, &extra)));
         let body = run_in(&url, &run_id, &["completed"], 120).await;
         let recovered = killed_at.elapsed();
         assert_eq!(body["run"]["output"], json!({"userId": "u-kill", "total": 2, "callbackStatus": 200}));
@@ -231,6 +242,10 @@ async fn runs_recover_and_timers_fire_on_time_with_nobody_restarting_anything() 
         assert!(lateness[lateness.len() - 1] < 1_000, "a sleep ended more than 1 s late: {lateness:?}");
     };
 
-    tokio::join!(killed_mid_step, cron_twice, invoke_and_on_failure, timers);
+    // Timers and invokes first (a restart of watch would delay their deliveries), then the
+    // kill, then the cron (so its fan-out's calls to the stub do not mix with the killed one).
+    tokio::join!(invoke_and_on_failure, timers);
+    killed_mid_step.await;
+    cron_twice.await;
     drop(watch);
 }

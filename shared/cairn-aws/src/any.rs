@@ -3,7 +3,6 @@
 
 use crate::dynamodb::DynamoDbStore;
 use crate::eventbridge::EventBridgeBus;
-use crate::scheduler::SchedulerTimer;
 use crate::timer::QueueTimer;
 use cairn::store::{Commit, CreateRun, RunQuery};
 use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, SqliteStore, StepId, StepRecord};
@@ -89,14 +88,12 @@ impl Bus for AnyBus {
     }
 }
 
-/// What wakes runs: the function's SQS timer queue (with the Scheduler beyond 15 minutes), the
-/// Scheduler alone, or (only when asked for with `CAIRN_TIMER=log`) the log.
+/// What wakes runs: the function's SQS timer queue (with the Scheduler beyond 15 minutes), or
+/// (only when asked for with `CAIRN_TIMER=log`) the log.
 #[derive(Clone, Debug)]
 pub enum AnyTimer {
     /// The timer queue, handing long wake-ups to the Scheduler.
     Queue(QueueTimer),
-    /// EventBridge Scheduler (and the bus for immediate wake-ups).
-    Scheduler(SchedulerTimer),
     /// Logged only: resume by hand with `{"cairn": "resume", "run_id": ...}`.
     Log,
 }
@@ -105,7 +102,6 @@ impl Timer for AnyTimer {
     async fn wake_at(&self, run_id: &RunId, function_id: &str, key: &str, at: Millis) -> Result<(), BusError> {
         match self {
             AnyTimer::Queue(timer) => timer.wake_at(run_id, function_id, key, at).await,
-            AnyTimer::Scheduler(timer) => timer.wake_at(run_id, function_id, key, at).await,
             AnyTimer::Log => {
                 tracing::info!(run_id = %run_id, wake_at = at, key, "wake-up due (no scheduler: invoke {{\"cairn\":\"resume\",\"run_id\":\"{run_id}\"}})");
                 Ok(())
@@ -114,15 +110,8 @@ impl Timer for AnyTimer {
     }
 
     async fn forget(&self, run_id: &RunId) -> Result<(), BusError> {
-        self.forget_run(run_id).await
-    }
-}
-
-impl AnyTimer {
-    async fn forget_run(&self, run_id: &RunId) -> Result<(), BusError> {
         match self {
             AnyTimer::Queue(timer) => timer.forget(run_id).await,
-            AnyTimer::Scheduler(timer) => timer.delete_run_schedule(run_id).await,
             AnyTimer::Log => Ok(()),
         }
     }

@@ -362,16 +362,17 @@ fn timer_from_env(
         let prefix = non_empty("CAIRN_TIMER_QUEUE_PREFIX")?;
         Some(format!("{prefix}{}", non_empty("AWS_LAMBDA_FUNCTION_NAME")?))
     });
-    let missing: Vec<&str> = [
-        ("CAIRN_TIMER_QUEUE_URL", queue.is_some()),
-        ("CAIRN_BUS", bus.is_some()),
-        ("CAIRN_SCHEDULE_GROUP", non_empty("CAIRN_SCHEDULE_GROUP").is_some()),
-        ("CAIRN_SCHEDULER_ROLE_ARN", non_empty("CAIRN_SCHEDULER_ROLE_ARN").is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, set)| (!set).then_some(name))
-    .collect();
-    if !missing.is_empty() {
+    let (group, role) = (non_empty("CAIRN_SCHEDULE_GROUP"), non_empty("CAIRN_SCHEDULER_ROLE_ARN"));
+    let (Some(queue), true, Some(group), Some(role)) = (&queue, bus.is_some(), &group, &role) else {
+        let missing: Vec<&str> = [
+            ("CAIRN_TIMER_QUEUE_URL", queue.is_some()),
+            ("CAIRN_BUS", bus.is_some()),
+            ("CAIRN_SCHEDULE_GROUP", group.is_some()),
+            ("CAIRN_SCHEDULER_ROLE_ARN", role.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| (!set).then_some(name))
+        .collect();
         // DynamoDB and the SQLite file both keep runs across invocations: both need wake-ups.
         return Err(format!(
             "no way to wake runs: {} not set. A function that keeps runs must be able to wake them \
@@ -379,10 +380,7 @@ fn timer_from_env(
              Set CAIRN_TIMER=log to run without timers anyway.",
             missing.join(", ")
         ));
-    }
-    let (Some(queue), Some(bus)) = (queue, bus) else { return Err("unreachable: checked above".into()) };
-    let group = non_empty("CAIRN_SCHEDULE_GROUP").unwrap_or_default();
-    let role = non_empty("CAIRN_SCHEDULER_ROLE_ARN").unwrap_or_default();
+    };
     let function_id = registry.functions().first().map(|f| f.id().to_string()).unwrap_or_default();
     let long = crate::SchedulerTimer::new(
         aws_sdk_scheduler::Client::new(aws),
@@ -390,7 +388,6 @@ fn timer_from_env(
         function_arn_from_env()?,
         role,
         function_id,
-        bus.clone(),
     );
     Ok(AnyTimer::Queue(crate::QueueTimer::new(aws_sdk_sqs::Client::new(aws), queue, long)))
 }

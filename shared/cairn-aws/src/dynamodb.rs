@@ -183,6 +183,18 @@ impl DynamoDbStore {
         }
     }
 
+    /// An unconditional `PutItem` (chunks, waits, the event log: idempotent items).
+    async fn put(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|err| sdk_error("PutItem", err))?;
+        Ok(())
+    }
+
     /// The item a step record is stored as; an output over [`CHUNK_BYTES`] is first written as
     /// chunk items keyed by a hash of their content (so a racing writer with another output
     /// never overwrites the winner's chunks), and the item references them.
@@ -221,13 +233,7 @@ impl DynamoDbStore {
                 ("data".into(), AttributeValue::S(part.to_string())),
                 ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
             ]);
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(chunk))
-                .send()
-                .await
-                .map_err(|err| sdk_error("PutItem", err))?;
+            self.put(chunk).await?;
         }
         let mut head = record.clone();
         head.state = StepState::Completed { output: serde_json::Value::Null };
@@ -560,14 +566,7 @@ impl RunStore for DynamoDbStore {
             ("created_at".into(), number(wait.created_at)),
             ("expires_at".into(), number(wait.timeout_at / 1000 + 86_400)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|err| sdk_error("PutItem", err))?;
-        Ok(())
+        self.put(item).await
     }
 
     async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
@@ -598,14 +597,7 @@ impl RunStore for DynamoDbStore {
             ("event".into(), AttributeValue::S(encode(event)?)),
             ("expires_at".into(), number(received_at / 1000 + 86_400)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|err| sdk_error("PutItem", err))?;
-        Ok(())
+        self.put(item).await
     }
 
     async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {

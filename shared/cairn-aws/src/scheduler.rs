@@ -1,19 +1,20 @@
-//! [`SchedulerTimer`]: wake-ups as one-time EventBridge Scheduler schedules (`at(...)`,
-//! `ActionAfterCompletion: DELETE`) whose target is the function itself with a resume payload.
-//! Wake-ups due now go through the bus instead (a `cairn/run.resume` event routed back to the
-//! function), since a schedule fires only to the minute.
+//! [`SchedulerTimer`]: a run's long wake-up (more than 15 minutes ahead, beyond an SQS delay) as
+//! one one-time EventBridge Scheduler schedule per run (`at(...)`, `ActionAfterCompletion:
+//! DELETE`) whose target is the function itself with a resume payload. The [`QueueTimer`]
+//! (crate::QueueTimer) arms it to fire early and deletes it when the run ends; the run then
+//! re-arms its exact time on the timer queue, since a schedule fires only to the minute.
 
-use crate::eventbridge::EventBridgeBus;
 use aws_sdk_scheduler::Client;
+use aws_sdk_scheduler::error::DisplayErrorContext;
 use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
-use cairn::{Bus, BusError, EventPayload, Millis, RunId, StepId, Timer};
+use cairn::{BusError, Millis, RunId, StepId};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
-/// The event that resumes a run at once.
+/// The event that resumes a run at once (accepted by the driver; nothing sends it any more).
 pub const RESUME_EVENT: &str = "cairn/run.resume";
 
-/// Where wake-ups go.
+/// A function's long wake-ups on the Scheduler.
 #[derive(Clone, Debug)]
 pub struct SchedulerTimer {
     client: Client,
@@ -21,20 +22,17 @@ pub struct SchedulerTimer {
     target_arn: String,
     role_arn: String,
     function_id: String,
-    bus: EventBridgeBus,
 }
 
 impl SchedulerTimer {
     /// Schedules in `group` invoking `target_arn` (this function, `function_id`) through
-    /// `role_arn`; immediate wake-ups go to `bus` as `cairn/run.resume` events, which the rule of
-    /// the run's function routes back to it.
+    /// `role_arn`.
     pub fn new(
         client: Client,
         group: impl Into<String>,
         target_arn: impl Into<String>,
         role_arn: impl Into<String>,
         function_id: impl Into<String>,
-        bus: EventBridgeBus,
     ) -> Self {
         SchedulerTimer {
             client,
@@ -42,14 +40,7 @@ impl SchedulerTimer {
             target_arn: target_arn.into(),
             role_arn: role_arn.into(),
             function_id: function_id.into(),
-            bus,
         }
-    }
-
-    /// The schedule name for a wake-up: the same (run, key, time) always gives the same name,
-    /// so a retried request schedules once (the second gets `ConflictException`).
-    pub fn schedule_name(run_id: &RunId, key: &str, at: Millis) -> String {
-        format!("cairn-{}", &StepId::hash(&format!("{run_id}/{key}/{at}")).to_string()[..40])
     }
 
     /// The `at(...)` expression for `at`, rounded up to the second, in UTC.
@@ -59,9 +50,14 @@ impl SchedulerTimer {
         format!("at({})", time.format("%Y-%m-%dT%H:%M:%S"))
     }
 
-    /// The name of a run's one long wake-up schedule (see [`SchedulerTimer::replace_run_schedule`]).
+    /// The name of a run's one long wake-up schedule.
     pub fn run_schedule_name(run_id: &RunId) -> String {
         format!("cairn-run-{}", &StepId::hash(run_id.as_str()).to_string()[..40])
+    }
+
+    /// The payload the schedule delivers to the function.
+    pub fn resume_payload(&self, run_id: &RunId) -> serde_json::Value {
+        json!({"cairn": "resume", "function_id": self.function_id, "run_id": run_id})
     }
 
     /// Arms the run's one long wake-up schedule to fire at `at` (replacing an earlier one):
@@ -70,23 +66,17 @@ impl SchedulerTimer {
     /// # Errors
     /// The Scheduler's error, naming the schedule.
     pub async fn replace_run_schedule(&self, run_id: &RunId, at: Millis) -> Result<(), BusError> {
-        let name = Self::run_schedule_name(run_id);
-        match self.create(&name, run_id, at).await {
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conflict_exception()) => {
-                self.delete_run_schedule(run_id).await?;
-                self.create(&name, run_id, at).await.map(|_| ()).map_err(|err| {
-                    BusError(format!("CreateSchedule {name}: {}", aws_sdk_scheduler::error::DisplayErrorContext(&err)))
-                })
+        if !self.create(run_id, at).await? {
+            self.delete_run_schedule(run_id).await?;
+            if !self.create(run_id, at).await? {
+                let name = Self::run_schedule_name(run_id);
+                return Err(BusError(format!("CreateSchedule {name}: it exists again right after its deletion")));
             }
-            Err(err) => {
-                Err(BusError(format!("CreateSchedule {name}: {}", aws_sdk_scheduler::error::DisplayErrorContext(&err))))
-            }
-            Ok(_) => Ok(()),
         }
+        Ok(())
     }
 
-    /// Deletes the run's long wake-up schedule, if any (a run that ended, or whose next wake-up
-    /// is short).
+    /// Deletes the run's long wake-up schedule, if any (the run ended).
     ///
     /// # Errors
     /// The Scheduler's error other than "not found".
@@ -95,67 +85,23 @@ impl SchedulerTimer {
         match self.client.delete_schedule().name(&name).group_name(&self.group).send().await {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
-            Err(err) => {
-                Err(BusError(format!("DeleteSchedule {name}: {}", aws_sdk_scheduler::error::DisplayErrorContext(&err))))
-            }
+            Err(err) => Err(BusError(format!("DeleteSchedule {name}: {}", DisplayErrorContext(&err)))),
         }
     }
 
-    async fn create(
-        &self,
-        name: &str,
-        run_id: &RunId,
-        at: Millis,
-    ) -> Result<
-        aws_sdk_scheduler::operation::create_schedule::CreateScheduleOutput,
-        aws_sdk_scheduler::error::SdkError<aws_sdk_scheduler::operation::create_schedule::CreateScheduleError>,
-    > {
-        let window = FlexibleTimeWindow::builder().mode(FlexibleTimeWindowMode::Off).build().expect("mode is set");
-        let target = Target::builder()
-            .arn(&self.target_arn)
-            .role_arn(&self.role_arn)
-            .input(self.resume_payload(run_id).to_string())
-            .build()
-            .expect("arn and role are set");
-        self.client
-            .create_schedule()
-            .name(name)
-            .group_name(&self.group)
-            .schedule_expression(Self::at_expression(at))
-            .schedule_expression_timezone("UTC")
-            .flexible_time_window(window)
-            .action_after_completion(ActionAfterCompletion::Delete)
-            .target(target)
-            .send()
-            .await
-    }
-
-    /// The payload the schedule delivers to the function.
-    pub fn resume_payload(&self, run_id: &RunId) -> serde_json::Value {
-        json!({"cairn": "resume", "function_id": self.function_id, "run_id": run_id})
-    }
-}
-
-impl Timer for SchedulerTimer {
-    async fn wake_at(&self, run_id: &RunId, function_id: &str, key: &str, at: Millis) -> Result<(), BusError> {
-        let now = Utc::now().timestamp_millis();
-        let name = Self::schedule_name(run_id, key, at);
-        if at <= now + 1_000 {
-            let data = json!({"cairn": "resume", "function_id": function_id, "run_id": run_id});
-            let event = EventPayload::new(RESUME_EVENT, data).with_id(name).with_ts(now);
-            self.bus.send(std::slice::from_ref(&event)).await?;
-            return Ok(());
-        }
+    /// Creates the run's schedule; `false` when one already exists.
+    async fn create(&self, run_id: &RunId, at: Millis) -> Result<bool, BusError> {
+        let name = Self::run_schedule_name(run_id);
         let window = FlexibleTimeWindow::builder()
             .mode(FlexibleTimeWindowMode::Off)
             .build()
-            .map_err(|e| BusError(e.to_string()))?;
+            .map_err(|err| BusError(err.to_string()))?;
         let target = Target::builder()
             .arn(&self.target_arn)
             .role_arn(&self.role_arn)
             .input(self.resume_payload(run_id).to_string())
             .build()
-            .map_err(|e| BusError(e.to_string()))?;
+            .map_err(|err| BusError(err.to_string()))?;
         let created = self
             .client
             .create_schedule()
@@ -169,11 +115,9 @@ impl Timer for SchedulerTimer {
             .send()
             .await;
         match created {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conflict_exception()) => Ok(()),
-            Err(err) => {
-                Err(BusError(format!("CreateSchedule {name}: {}", aws_sdk_scheduler::error::DisplayErrorContext(&err))))
-            }
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conflict_exception()) => Ok(false),
+            Err(err) => Err(BusError(format!("CreateSchedule {name}: {}", DisplayErrorContext(&err)))),
         }
     }
 }
@@ -189,11 +133,11 @@ mod tests {
     }
 
     #[test]
-    fn schedule_names_are_stable_and_valid() {
+    fn run_schedule_names_are_stable_and_valid() {
         let run = RunId::new("run_abc");
-        let name = SchedulerTimer::schedule_name(&run, "retry", 5);
-        assert_eq!(name, SchedulerTimer::schedule_name(&run, "retry", 5));
-        assert_ne!(name, SchedulerTimer::schedule_name(&run, "retry", 6));
+        let name = SchedulerTimer::run_schedule_name(&run);
+        assert_eq!(name, SchedulerTimer::run_schedule_name(&run));
+        assert_ne!(name, SchedulerTimer::run_schedule_name(&RunId::new("run_abd")));
         assert!(name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
 }

@@ -1,7 +1,7 @@
 //! What the process-level tests share: the `cairn dev` binary on a free port, and polling.
 #![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a part; an unwrap that fails is a failed test.
 
-use cairn_tests::{free_port, workspace};
+use cairn_tests::{Watch, free_port, workspace};
 use serde_json::Value;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -87,4 +87,20 @@ pub(crate) async fn sdk_config(url: &str) -> aws_config::SdkConfig {
         ))
         .load()
         .await
+}
+
+/// `cargo lambda watch` on `port` running every function with the environment `cairn dev
+/// --watch` gives them (the dev server at `dev_url` as EventBridge, Scheduler and SQS, the
+/// SQLite file `db`), plus `extra`.
+pub(crate) fn watch_functions(
+    cargo_lambda: &str,
+    port: u16,
+    dev_url: &str,
+    db: &str,
+    extra: &[(&str, String)],
+) -> Watch {
+    let mut env = cairn_dev::cli::function_env(dev_url, db, "cairn");
+    env.extend(extra.iter().map(|(name, value)| (name.to_string(), value.clone())));
+    let env: Vec<(&str, String)> = env.iter().map(|(name, value)| (name.as_str(), value.clone())).collect();
+    Watch::start_on(cargo_lambda, port, &env)
 }

@@ -57,7 +57,8 @@ try {
 
   await page.click("nav a[data-nav=events]");
   await page.waitForSelector("[data-testid=event-row]");
-  await page.click("[data-testid=event-row] >> nth=0");
+  // The newest app/my.event: the one invoked above (timer messages and finished events follow it).
+  await page.click("[data-testid=event-row]:has-text('app/my.event') >> nth=0");
   await page.waitForSelector("[data-testid=event-detail] [data-testid=event-runs]");
   result.eventPayload = JSON.parse(await page.textContent("[data-testid=event-payload]")).detail.data;
   await page.screenshot({ path: `${shots}/5-events.png` });

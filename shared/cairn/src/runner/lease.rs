@@ -120,7 +120,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
 
     /// After a version conflict: `Halt::Stop` when the run is no longer ours, else the fresh
     /// head is adopted and the hold marked as woken.
-    async fn reread(&self, hold: &mut Hold) -> Result<(), Halt> {
+    pub(super) async fn reread(&self, hold: &mut Hold) -> Result<(), Halt> {
         let run_id = hold.meta.run_id.clone();
         let fresh = self.store.load(&run_id).await?.ok_or(RunnerError::UnknownRun(run_id))?.meta;
         if fresh.status.is_finished() {

@@ -921,16 +921,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     result = Err(StepError::non_retriable(too_large.to_string()));
                     shrunk = true;
                 }
-                Err(StoreError::Conflict { .. }) => {
-                    // A wait or invoke resolved meanwhile, or a cancel: the run ends as decided,
-                    // unless someone else ended it.
-                    let run_id = hold.meta.run_id.clone();
-                    let fresh = self.store.load(&run_id).await?.ok_or(RunnerError::UnknownRun(run_id))?.meta;
-                    if fresh.status.is_finished() {
-                        return Ok(Drive::AlreadyFinished(fresh.status));
-                    }
-                    hold.meta = fresh;
-                }
+                // The head moved (a late wake-up): the run ends as decided, unless it is no longer
+                // ours (cancelled, or taken over), which `reread` reports.
+                Err(StoreError::Conflict { .. }) => self.reread(&mut hold).await?,
                 Err(other) => return Err(other.into()),
             }
         };
