@@ -355,9 +355,20 @@ async fn drive(items: &[Item], crash_points: &[(i64, bool)]) -> Outcome {
             let _ = runner.send(signal).await;
             continue;
         }
-        // Nothing to do now: time passes to the next wake-up (a pass of the reconciler runs then,
-        // as one would have meanwhile), or to the next pass if nothing is armed.
-        let next = timer.next_due().unwrap_or(next_reconcile);
+        // Nothing to do now: time passes to the next armed wake-up or the first reconciler pass
+        // that finds the run due (the passes before it find nothing), whichever comes first.
+        let every = RECONCILE_EVERY.as_millis() as i64;
+        let pass = journal.meta.wake_at.map(|due| {
+            let behind = (due - next_reconcile).max(0);
+            next_reconcile + (behind + every - 1) / every * every
+        });
+        let next = match (timer.next_due(), pass) {
+            (Some(at), Some(pass)) => at.min(pass),
+            (at, pass) => at.or(pass).unwrap_or(next_reconcile),
+        };
+        if next >= next_reconcile {
+            next_reconcile = next;
+        }
         clock.set(next.max(clock.now_ms()));
     }
     panic!("no end after 2000 rounds")
