@@ -479,3 +479,53 @@ fn a_function_without_a_timer_refuses_to_start_naming_what_is_missing() {
     assert!(stderr.contains("no way to wake runs: CAIRN_TIMER_QUEUE_URL not set."), "{stderr}");
     assert!(stderr.contains("Set CAIRN_TIMER=log to run without timers anyway."), "{stderr}");
 }
+
+/// A run whose result does not fit its head item fails cleanly, naming the size (it is never
+/// stuck), and a step whose error is too large to store fails with its size instead.
+#[test]
+fn oversized_results_fail_cleanly_naming_the_size_on_dynamodb() {
+    with_aws(|| async {
+        let store = fresh_store().await;
+        let big = Function::new("big")
+            .on_event("test/big")
+            .handler(|event: Event, step: Step| async move {
+                if event.data["error"] == true {
+                    let huge = "e".repeat(400 * 1024);
+                    step.run("explode", || async move { Err::<Value, _>(StepError::non_retriable(huge)) }).await
+                } else {
+                    step.run("make", || async { Ok(json!("x".repeat(500 * 1024))) }).await
+                }
+            })
+            .unwrap();
+        let runner = Runner::new(
+            Registry::new([big]).unwrap(),
+            store.clone(),
+            cairn::MemoryBus::new(),
+            cairn::MemoryTimer::new(),
+        );
+        for (id, error) in [("out", false), ("err", true)] {
+            let event = EventPayload::new("test/big", json!({"error": error})).with_id(id);
+            let run = runner.accept(&event).await.unwrap().remove(0);
+            let drive = runner.drive(&run).await.unwrap();
+            assert!(matches!(drive, cairn::Drive::Failed(_)), "{id}: {drive:?}");
+            let journal = store.load(&run).await.unwrap().unwrap();
+            assert_eq!((journal.meta.status, journal.meta.output.clone()), (RunStatus::Failed, None), "{id}");
+            let message = journal.meta.error.unwrap().message;
+            if error {
+                assert!(message.starts_with("step `explode`: its output is "), "{message}");
+                assert!(message.ends_with(", over the 358400-byte limit"), "{message}");
+            } else {
+                // The step's 500 KB output is stored (in chunks); only the run head cannot hold it.
+                assert!(
+                    matches!(&journal.steps[0].state, StepState::Completed { output } if output.as_str().map(str::len) == Some(500 * 1024))
+                );
+                assert!(message.starts_with(&format!("run {run}: its head record is ")), "{message}");
+                assert!(message.ends_with("bytes (output or error included), over the 389120-byte limit"), "{message}");
+            }
+            assert!(
+                journal.meta.wake_at.is_none() && journal.meta.outbox.is_empty(),
+                "{id}: delivered, out of the index"
+            );
+        }
+    });
+}
