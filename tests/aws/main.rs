@@ -454,6 +454,22 @@ fn an_approval_that_races_ahead_of_the_wait_still_resumes_it_on_dynamodb() {
     });
 }
 
+/// The review's L1: an event id too long for a DynamoDB sort key failed every attempt (a poison
+/// event that ends in the dead-letter queue after retries). It is refused once, with the reason,
+/// and the invocation succeeds; nothing is written.
+#[test]
+fn an_event_with_an_unstorable_id_is_refused_once_not_retried() {
+    with_aws(|| async {
+        let store = fresh_store().await;
+        let driver = approval_driver(&store);
+        let mut event = envelope("eb-1", "test/request", json!({}));
+        event["detail"] = json!({"name": "test/request", "data": {"id": 7}, "id": "x".repeat(2000)});
+        let report = driver.handle(event, 0).await.unwrap();
+        assert_eq!(report, json!({"refused": "event `test/request`: id is 2000 bytes, it must be 1 to 256"}));
+        assert!(store.list_runs(&cairn::store::RunQuery::default()).await.unwrap().is_empty());
+    });
+}
+
 /// A function binary with a durable store but no way to wake its runs refuses to start, naming
 /// exactly what is missing (it would otherwise leave every sleeping run asleep for ever).
 #[test]

@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         functions.push(bench_function()?);
     }
     let registry = cairn::Registry::new(functions)?;
-    let config = cairn_http::ServeConfig::from_env("conformance").map_err(anyhow::Error::msg)?;
+    let config = cairn_http::ServeConfig::from_env("conformance")?;
     let app = axum::Router::new().nest("/api/inngest", cairn_http::serve(config, registry));
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;

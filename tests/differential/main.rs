@@ -392,3 +392,25 @@ async fn a_sync_registers_the_same_functions_as_the_typescript_sdk() {
     assert_eq!(payloads[0], payloads[1]);
     assert_eq!(payloads[0].len(), 8);
 }
+
+/// The review's C1 as a user meets it: a deploy that left the signing key empty. Outside dev
+/// mode the endpoint does not start, and says which variable to set.
+#[test]
+fn outside_dev_mode_the_endpoint_refuses_to_start_without_a_real_signing_key() {
+    for key in ["", "   "] {
+        let output = Command::new(env!("CARGO_BIN_EXE_conformance-app"))
+            .env("INNGEST_DEV", "0")
+            .env("INNGEST_SIGNING_KEY", key)
+            .env("PORT", free_port().to_string())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "started with {key:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(
+                "INNGEST_SIGNING_KEY is required outside dev mode and must not be empty (set INNGEST_DEV=1 for local work)"
+            ),
+            "{stderr}"
+        );
+    }
+}

@@ -117,5 +117,6 @@ async fn functions_run_under_cargo_lambda_watch_against_moto() {
         .map(|m| serde_json::from_str::<Value>(m.body.as_deref().unwrap()).unwrap()["detail"]["data"].clone())
         .collect();
     users_sent.sort_by_key(|d| d["userId"].as_str().unwrap().to_string());
-    assert_eq!(users_sent, vec![json!({"userId": "u1", "apiKey": "k1"}), json!({"userId": "u2", "apiKey": "k2"})]);
+    // Ids only: the users endpoint's keys (an old app still sends them) never reach the bus.
+    assert_eq!(users_sent, vec![json!({"userId": "u1"}), json!({"userId": "u2"})]);
 }

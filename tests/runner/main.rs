@@ -291,7 +291,8 @@ async fn a_final_failure_runs_the_on_failure_handler_once() {
                     Ok(())
                 })
                 .await?;
-                Ok(event.data.error.message)
+                // The handler sees the failed run's event in full, read from the run's head.
+                Ok(json!([event.data.error.message, event.data.event.data["apiKey"] == "secret-key-1"]))
             }
         })
         .handler(|_: Event, step: Step| async move {
@@ -299,12 +300,59 @@ async fn a_final_failure_runs_the_on_failure_handler_once() {
         })
         .unwrap();
     let h = harness(vec![fatal]);
-    h.send("test/fatal", json!({})).await;
+    let id = h.send("test/fatal", json!({"apiKey": "secret-key-1"})).await;
     let failed = h.only_run("fatal").await;
     assert_eq!((failed.status, failed.error.map(|e| e.message)), (RunStatus::Failed, Some("nope".into())));
     let handler = h.only_run("fatal-failure").await;
-    assert_eq!((handler.status, handler.output), (RunStatus::Completed, Some(json!("nope"))));
+    assert_eq!((handler.status, handler.output), (RunStatus::Completed, Some(json!(["nope", true]))));
     assert_eq!(handled.load(Ordering::SeqCst), 1);
+    // What went over the bus names the event but carries none of its data.
+    let system: Vec<EventPayload> = h
+        .runner
+        .bus()
+        .sent()
+        .into_iter()
+        .filter(|e| e.name.starts_with("inngest/") && e.data["function_id"] == "fatal")
+        .collect();
+    assert_eq!(system.len(), 2, "{system:?}");
+    for event in &system {
+        assert_eq!(
+            event.data["event"],
+            json!({"name": "test/fatal", "id": id, "ts": event.data["event"]["ts"], "data": {}})
+        );
+        assert!(!serde_json::to_string(event).unwrap().contains("secret-key-1"), "{event:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_run_head_expires_one_retention_period_after_it_was_last_needed() {
+    let sleeper = Function::new("sleeper")
+        .on_event("test/sleep")
+        .handler(|_: Event, step: Step| async move {
+            step.sleep("nap", "30d").await?;
+            Ok("awake")
+        })
+        .unwrap();
+    let store = MemoryStore::new();
+    let config = RunnerConfig::default().retention(Duration::from_secs(86_400));
+    let h = harness_with(vec![sleeper], config, store, ManualClock::new());
+    let start = cairn::Clock::now(&h.clock);
+    let id = h.runner.send(EventPayload::new("test/sleep", json!({"token": "t"}))).await.unwrap();
+    // Created but never driven (the invocation died): the head still expires.
+    let run_id = h.runner.accept(&EventPayload::new("test/sleep", json!({"token": "t"})).with_id(&id)).await.unwrap();
+    let created = h.meta(&run_id[0]).await;
+    assert_eq!(created.expires_at, Some(created.wake_at.unwrap() + 86_400_000));
+    assert!(created.expires_at.unwrap() < start + 2 * 86_400_000);
+    // Sleeping for 30 days: kept until a day after the sleep ends, not deleted mid-sleep.
+    h.runner.run_until_idle().await.unwrap();
+    let sleeping = h.meta(&run_id[0]).await;
+    assert_eq!(sleeping.status, RunStatus::Sleeping);
+    assert_eq!(sleeping.expires_at, Some(sleeping.wake_at.unwrap() + 86_400_000));
+    assert!(sleeping.wake_at.unwrap() >= start + 30 * 86_400_000);
+    h.advance_to_next_timer().await;
+    let done = h.meta(&run_id[0]).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.expires_at, Some(done.ended_at.unwrap() + 86_400_000));
 }
 
 #[tokio::test]

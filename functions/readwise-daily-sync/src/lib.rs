@@ -1,27 +1,33 @@
 //! `readwise-daily-sync`: every day at 03:00 UTC, list the users, then fan out one
 //! `readwise/fetch-books` event per user with `send_event`.
 //!
-//! `READWISE_USERS_URL` answers `[{"userId", "apiKey"}]`. The `list-users` step memoizes only
-//! the user ids; the keys are read again just before the send and travel only in the events.
+//! `READWISE_USERS_URL` answers `[{"userId": ...}]`. Only ids travel: each fetch reads its
+//! user's Readwise key itself (see `readwise-fetch-books`), so the users endpoint need not, and
+//! should not, hand out keys; any other field it sends is ignored.
 
 use cairn::prelude::*;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::time::Duration;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UserCredentials {
+struct User {
     user_id: String,
-    api_key: String,
 }
 
-async fn credentials(client: &reqwest::Client, users_url: Option<&str>) -> StepResult<Vec<UserCredentials>> {
+/// Timeouts of the call to the users endpoint (under the template's 30 s deadline margin).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TOTAL_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn user_ids(users_url: Option<&str>) -> StepResult<Vec<String>> {
     let url = users_url.ok_or_else(|| StepError::non_retriable("READWISE_USERS_URL is not set"))?;
+    let client = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).timeout(TOTAL_TIMEOUT).build()?;
     let response = client.get(url).send().await?;
     if !response.status().is_success() {
         return Err(StepError::new(format!("the users endpoint answered {}", response.status())));
     }
-    Ok(response.json().await?)
+    let users: Vec<User> = response.json().await?;
+    Ok(users.into_iter().map(|user| user.user_id).collect())
 }
 
 /// The function, reading `READWISE_USERS_URL`.
@@ -40,32 +46,12 @@ pub fn function_with(users_url: Option<String>) -> Function {
         .handler(move |_event: Event, step: Step| {
             let users_url = users_url.clone();
             async move {
-                let client = reqwest::Client::new();
                 let users_url = users_url.as_deref();
-                let user_ids: Vec<String> = step
-                    .run("list-users", || async {
-                        Ok(credentials(&client, users_url).await?.into_iter().map(|user| user.user_id).collect())
-                    })
-                    .await?;
-                // Keys are looked up outside the memoized output, so no stored step holds them.
-                let keys: HashMap<String, String> = if user_ids.is_empty() {
-                    HashMap::new()
-                } else {
-                    credentials(&client, users_url)
-                        .await?
-                        .into_iter()
-                        .map(|user| (user.user_id, user.api_key))
-                        .collect()
-                };
-                let mut events = Vec::new();
-                for user_id in &user_ids {
-                    let api_key =
-                        keys.get(user_id).ok_or_else(|| StepError::new(format!("no API key for user {user_id}")))?;
-                    events.push(EventPayload::new(
-                        "readwise/fetch-books",
-                        json!({ "userId": user_id, "apiKey": api_key }),
-                    ));
-                }
+                let user_ids: Vec<String> = step.run("list-users", || user_ids(users_url)).await?;
+                let events: Vec<EventPayload> = user_ids
+                    .iter()
+                    .map(|user_id| EventPayload::new("readwise/fetch-books", json!({ "userId": user_id })))
+                    .collect();
                 let sent = step.send_event("fan-out", events).await?;
                 Ok(json!({ "sent": sent.ids.len() }))
             }

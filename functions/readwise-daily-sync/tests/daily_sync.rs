@@ -7,6 +7,7 @@ use cairn::testing::{StubServer, TestRun};
 use cairn::{EventPayload, MemoryBus, MemoryStore, MemoryTimer, Registry, RunStatus, RunStore, Runner, StepState};
 use serde_json::{Value, json};
 
+/// The users endpoint; it still sends keys (an old app), which the sync must not relay.
 async fn users() -> StubServer {
     StubServer::start(|_| {
         (200, json!([{"userId": "u1", "apiKey": "k1"}, {"userId": "u2", "apiKey": "k2"}]).to_string())
@@ -15,7 +16,7 @@ async fn users() -> StubServer {
 }
 
 #[tokio::test]
-async fn lists_users_then_sends_one_fetch_event_each_without_storing_keys() {
+async fn lists_users_then_sends_one_fetch_event_each_with_ids_only() {
     let users = users().await;
     let mut run = TestRun::new(readwise_daily_sync::function_with(Some(users.url().into())));
     assert_eq!(run.result().await.unwrap(), json!({"sent": 2}));
@@ -25,12 +26,14 @@ async fn lists_users_then_sends_one_fetch_event_each_without_storing_keys() {
     assert_eq!(
         sent,
         vec![
-            ("readwise/fetch-books".to_string(), json!({"userId": "u1", "apiKey": "k1"})),
-            ("readwise/fetch-books".to_string(), json!({"userId": "u2", "apiKey": "k2"})),
+            ("readwise/fetch-books".to_string(), json!({"userId": "u1"})),
+            ("readwise/fetch-books".to_string(), json!({"userId": "u2"})),
         ]
     );
     let stored = serde_json::to_string(&run.steps()).unwrap();
     assert!(!stored.contains("k1") && !stored.contains("k2"), "{stored}");
+    let sent = serde_json::to_string(&run.sent_events()).unwrap();
+    assert!(!sent.contains("k1") && !sent.contains("k2"), "{sent}");
 }
 
 #[tokio::test]
@@ -38,9 +41,19 @@ async fn the_cron_fans_out_and_every_user_is_fetched() {
     let users = users().await;
     let api = StubServer::start(|_| (200, json!({"count": 1, "next": null, "results": [{"id": 1}]}).to_string())).await;
     let app = StubServer::start(|_| (200, "{}".into())).await;
+    // The keys live in SSM (moto), never in the users endpoint's answer the sync relays.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("/sync-{nanos}/readwise/users/");
+    let ssm = aws_sdk_ssm::Client::new(&aws_config::load_from_env().await);
+    for (user, key) in [("u1", "k1"), ("u2", "k2")] {
+        let put = ssm.put_parameter().name(format!("{prefix}{user}")).value(key);
+        put.r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.unwrap();
+    }
     let fetch = readwise_fetch_books::function_with(readwise_fetch_books::Config {
         base_url: api.url().into(),
         callback_url: Some(format!("{}/count", app.url())),
+        keys: readwise_fetch_books::KeyStore::ssm(prefix),
+        timeout: readwise_fetch_books::TOTAL_TIMEOUT,
     });
     let registry = Registry::new([readwise_daily_sync::function_with(Some(users.url().into())), fetch]).unwrap();
     let runner = Runner::new(registry, MemoryStore::new(), MemoryBus::new(), MemoryTimer::new());

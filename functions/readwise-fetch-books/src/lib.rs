@@ -1,27 +1,26 @@
-//! `readwise-fetch-books`: on `readwise/fetch-books` `{userId, apiKey}`, one step per page of the
+//! `readwise-fetch-books`: on `readwise/fetch-books` `{userId}`, one step per page of the
 //! Readwise books API, then a step that posts the count to the app's callback URL.
 //!
-//! The API key travels only in the triggering event: no step output holds it, and nothing logs
-//! event data. Configuration: `READWISE_BASE_URL` (default `https://readwise.io`) and
-//! `READWISE_CALLBACK_URL` (where the count is posted).
+//! The user's Readwise key is never in an event: the page step reads it at run time from SSM
+//! Parameter Store (the SecureString `<READWISE_KEY_PARAMETER_PREFIX><userId>`), so no event,
+//! step output, dead-letter message or dashboard view holds it, and nothing logs it.
+//! Configuration: `READWISE_BASE_URL` (default `https://readwise.io`), `READWISE_CALLBACK_URL`
+//! (where the count is posted) and `READWISE_KEY_PARAMETER_PREFIX`.
+
+mod keys;
+
+pub use keys::{KeyStore, MAX_USER_ID_LEN};
 
 use cairn::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
-/// The triggering event.
-#[derive(Clone, Serialize, Deserialize)]
+/// The triggering event: who to fetch for, never their key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FetchBooks {
     /// The app's user.
     pub user_id: String,
-    /// The user's Readwise access token.
-    pub api_key: String,
-}
-
-impl std::fmt::Debug for FetchBooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FetchBooks").field("user_id", &self.user_id).field("api_key", &"<redacted>").finish()
-    }
 }
 
 impl EventData for FetchBooks {
@@ -46,45 +45,76 @@ struct BooksPage {
 }
 
 const PAGE_SIZE: u32 = 1000;
+/// Connect timeout of every call to Readwise and the callback.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Total timeout of every call: under the 30 s the template keeps between the last step start
+/// and the Lambda deadline (`CAIRN_DEADLINE_MARGIN_SECS`), so a hung call fails its attempt
+/// (and is retried) instead of being killed with the invocation.
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest `Retry-After` honoured; a larger (or absurd) value waits this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The most pages fetched for one user (a million books): a `next` link that never ends
+/// fails the run instead of looping for ever.
+pub const MAX_PAGES: u32 = 1000;
 
 /// Where the function talks to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The Readwise API, `https://readwise.io` in production.
     pub base_url: String,
     /// Where the count is posted; `None` fails runs with a clear error.
     pub callback_url: Option<String>,
+    /// Where each user's Readwise key is read.
+    pub keys: KeyStore,
+    /// Total timeout of each call ([`TOTAL_TIMEOUT`] unless a test shortens it).
+    pub timeout: Duration,
 }
 
 impl Config {
-    /// `READWISE_BASE_URL` (default `https://readwise.io`) and `READWISE_CALLBACK_URL`.
+    /// `READWISE_BASE_URL` (default `https://readwise.io`), `READWISE_CALLBACK_URL` and
+    /// `READWISE_KEY_PARAMETER_PREFIX`.
     pub fn from_env() -> Self {
         Config {
             base_url: std::env::var("READWISE_BASE_URL").unwrap_or_else(|_| "https://readwise.io".into()),
             callback_url: std::env::var("READWISE_CALLBACK_URL").ok(),
+            keys: KeyStore::from_env(),
+            timeout: TOTAL_TIMEOUT,
         }
+    }
+}
+
+/// A `Retry-After` in seconds, bounded by [`MAX_RETRY_AFTER`]; 60 s when absent or not a number.
+fn retry_after(header: Option<&str>) -> Duration {
+    let seconds = header.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(60);
+    Duration::from_secs(seconds).min(MAX_RETRY_AFTER)
+}
+
+/// A failed call as a retriable step error that says whether it timed out (reqwest's own
+/// message keeps that in its source chain).
+fn call_failed(what: &str, err: &reqwest::Error) -> StepError {
+    if err.is_timeout() {
+        StepError::new(format!("{what} timed out"))
+    } else {
+        StepError::new(format!("{what}: {err}"))
     }
 }
 
 async fn fetch_page(client: &reqwest::Client, base_url: &str, api_key: &str, page: u32) -> StepResult<Page> {
     let url = format!("{base_url}/api/v2/books/?page_size={PAGE_SIZE}&page={page}");
-    let response = client.get(&url).header("Authorization", format!("Token {api_key}")).send().await?;
+    let request = client.get(&url).header("Authorization", format!("Token {api_key}"));
+    let what = format!("Readwise page {page}");
+    let response = request.send().await.map_err(|err| call_failed(&what, &err))?;
     match response.status() {
         status if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN => {
             Err(StepError::non_retriable(format!("Readwise refused the API key ({status})")))
         }
         status if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-            let wait = response
-                .headers()
-                .get("Retry-After")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(60);
-            Err(StepError::retry_after("Readwise rate limit", std::time::Duration::from_secs(wait)))
+            let wait = retry_after(response.headers().get("Retry-After").and_then(|v| v.to_str().ok()));
+            Err(StepError::retry_after("Readwise rate limit", wait))
         }
         status if !status.is_success() => Err(StepError::new(format!("Readwise answered {status} for page {page}"))),
         _ => {
-            let body: BooksPage = response.json().await?;
+            let body: BooksPage = response.json().await.map_err(|err| call_failed(&what, &err))?;
             Ok(Page { page, count: body.results.len(), more: body.next.is_some() })
         }
     }
@@ -105,14 +135,26 @@ pub fn function_with(config: Config) -> Function {
         .handler(move |event: Event<FetchBooks>, step: Step| {
             let config = config.clone();
             async move {
-                let client = reqwest::Client::new();
-                let FetchBooks { user_id, api_key } = event.data;
+                let client = reqwest::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(config.timeout)
+                    .build()
+                    .map_err(|err| StepError::new(format!("HTTP client: {err}")))?;
+                let user_id = event.data.user_id;
+                // Read once per invocation, and only by a step that calls Readwise.
+                let api_key = tokio::sync::OnceCell::<String>::new();
                 let mut total = 0;
                 let mut page = 1;
                 loop {
-                    let (client, api_key, base_url) = (&client, &api_key, config.base_url.as_str());
+                    if page > MAX_PAGES {
+                        return Err(StepError::non_retriable(format!("Readwise listed over {MAX_PAGES} pages")));
+                    }
+                    let (client, api_key, config, user_id) = (&client, &api_key, &config, &user_id);
                     let fetched: Page = step
-                        .run("fetch-page", || async move { fetch_page(client, base_url, api_key, page).await })
+                        .run("fetch-page", || async move {
+                            let key = api_key.get_or_try_init(|| config.keys.read(user_id)).await?;
+                            fetch_page(client, &config.base_url, key, page).await
+                        })
                         .await?;
                     total += fetched.count;
                     if !fetched.more {
@@ -128,7 +170,8 @@ pub fn function_with(config: Config) -> Function {
                 let client = &client;
                 let posted: u16 = step
                     .run("post-count", || async move {
-                        let response = client.post(&callback).json(&body).send().await?;
+                        let posted = client.post(&callback).json(&body).send().await;
+                        let response = posted.map_err(|err| call_failed("the callback", &err))?;
                         if !response.status().is_success() {
                             return Err(StepError::new(format!("the callback answered {}", response.status())));
                         }
@@ -139,4 +182,19 @@ pub fn function_with(config: Config) -> Function {
             }
         })
         .expect("the readwise-fetch-books definition is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_bounded_and_never_overflows() {
+        assert_eq!(retry_after(Some("7")), Duration::from_secs(7));
+        assert_eq!(retry_after(Some("18446744073709551615")), MAX_RETRY_AFTER);
+        assert_eq!(retry_after(Some("99999999999999999999999")), Duration::from_secs(60));
+        assert_eq!(retry_after(Some("-5")), Duration::from_secs(60));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), Duration::from_secs(60));
+        assert_eq!(retry_after(None), Duration::from_secs(60));
+    }
 }

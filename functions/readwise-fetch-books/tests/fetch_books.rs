@@ -1,9 +1,10 @@
-//! readwise-fetch-books against local stubs of the Readwise API and the app's callback.
+//! readwise-fetch-books against local stubs of the Readwise API and the app's callback, with
+//! each user's key in SSM Parameter Store (moto, started by `infra/local/with-services.sh`).
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
 use cairn::testing::{StubServer, TestRun};
 use cairn::{StepId, StepState};
-use readwise_fetch_books::{Config, FetchBooks, function_with};
+use readwise_fetch_books::{Config, FetchBooks, KeyStore, TOTAL_TIMEOUT, function_with};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,18 @@ async fn readwise() -> StubServer {
     .await
 }
 
+/// A fresh prefix in SSM holding `keys` (user id, key) as SecureStrings.
+async fn keys(keys: &[(&str, &str)]) -> KeyStore {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("/test-{nanos}/readwise/users/");
+    let ssm = aws_sdk_ssm::Client::new(&aws_config::load_from_env().await);
+    for (user, key) in keys {
+        let put = ssm.put_parameter().name(format!("{prefix}{user}")).value(*key);
+        put.r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.unwrap();
+    }
+    KeyStore::ssm(prefix)
+}
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -44,8 +57,12 @@ impl Write for Captured {
 async fn fetches_every_page_posts_the_count_and_never_stores_or_logs_the_key() {
     let api = readwise().await;
     let app = StubServer::start(|_| (200, "{}".into())).await;
-    let config =
-        Config { base_url: api.url().into(), callback_url: Some(format!("{}/api/readwise/books-count", app.url())) };
+    let config = Config {
+        base_url: api.url().into(),
+        callback_url: Some(format!("{}/api/readwise/books-count", app.url())),
+        keys: keys(&[("u1", KEY)]).await,
+        timeout: TOTAL_TIMEOUT,
+    };
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -55,7 +72,7 @@ async fn fetches_every_page_posts_the_count_and_never_stores_or_logs_the_key() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let event = FetchBooks { user_id: "u1".into(), api_key: KEY.into() };
+    let event = FetchBooks { user_id: "u1".into() };
     let mut run = TestRun::new(function_with(config)).typed_event(&event);
     assert_eq!(run.result().await.unwrap(), json!({"userId": "u1", "total": 5, "callbackStatus": 200}));
 
@@ -94,28 +111,87 @@ async fn fetches_every_page_posts_the_count_and_never_stores_or_logs_the_key() {
     let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logged.contains("step completed"), "the capture works: {logged}");
     assert!(!logged.contains(KEY), "the key was logged");
-    assert!(!format!("{event:?}").contains(KEY), "Debug redacts the key");
+    assert!(!serde_json::to_string(&event).unwrap().contains(KEY), "the event never holds the key");
 }
 
 #[tokio::test]
 async fn a_refused_key_fails_at_once_without_retrying() {
     let api = readwise().await;
-    let config = Config { base_url: api.url().into(), callback_url: Some("http://127.0.0.1:9/unused".into()) };
-    let mut run =
-        TestRun::new(function_with(config)).typed_event(&FetchBooks { user_id: "u1".into(), api_key: "wrong".into() });
+    let config = Config {
+        base_url: api.url().into(),
+        callback_url: Some("http://127.0.0.1:9/unused".into()),
+        keys: keys(&[("u1", "wrong")]).await,
+        timeout: TOTAL_TIMEOUT,
+    };
+    let mut run = TestRun::new(function_with(config)).typed_event(&FetchBooks { user_id: "u1".into() });
     let error = run.result().await.unwrap_err();
     assert_eq!((error.message.as_str(), error.retriable), ("Readwise refused the API key (401 Unauthorized)", false));
     assert_eq!(api.requests().len(), 1);
 }
 
 #[tokio::test]
-async fn an_event_without_an_api_key_is_rejected_naming_the_field() {
-    let config = Config { base_url: "http://127.0.0.1:9".into(), callback_url: None };
-    let mut run = TestRun::new(function_with(config)).event("readwise/fetch-books", json!({"userId": "u1"}));
+async fn a_user_without_a_stored_key_or_with_a_path_for_an_id_fails_at_once_naming_it() {
+    let api = readwise().await;
+    let store = keys(&[("u1", KEY)]).await;
+    let KeyStore::Ssm { prefix, .. } = &store else { unreachable!() };
+    let prefix = prefix.clone();
+    for (user, expected) in [
+        ("u2", format!("no Readwise key is stored for user u2 ({prefix}u2)")),
+        ("../u1", "userId must be 1 to 128 letters, digits or `_-.@`".to_string()),
+        ("u1/../u1", "userId must be 1 to 128 letters, digits or `_-.@`".to_string()),
+    ] {
+        let config =
+            Config { base_url: api.url().into(), callback_url: None, keys: store.clone(), timeout: TOTAL_TIMEOUT };
+        let mut run = TestRun::new(function_with(config)).typed_event(&FetchBooks { user_id: user.into() });
+        let error = run.result().await.unwrap_err();
+        assert_eq!((error.message.as_str(), error.retriable), (expected.as_str(), false), "{user}");
+    }
+    let unconfigured =
+        Config { base_url: api.url().into(), callback_url: None, keys: KeyStore::Unconfigured, timeout: TOTAL_TIMEOUT };
+    let mut run = TestRun::new(function_with(unconfigured)).typed_event(&FetchBooks { user_id: "u1".into() });
+    assert_eq!(run.result().await.unwrap_err().message, "READWISE_KEY_PARAMETER_PREFIX is not set");
+    assert!(api.requests().is_empty(), "Readwise was never called without a key");
+}
+
+#[tokio::test]
+async fn an_event_without_a_user_id_is_rejected_naming_the_field_not_echoing_values() {
+    let config = Config {
+        base_url: "http://127.0.0.1:9".into(),
+        callback_url: None,
+        keys: KeyStore::Unconfigured,
+        timeout: TOTAL_TIMEOUT,
+    };
+    let data = json!({"userId": 42, "apiKey": "legacy-key-in-event"});
+    let mut run = TestRun::new(function_with(config)).event("readwise/fetch-books", data);
     let error = run.result().await.unwrap_err();
     assert_eq!(
         error.message,
-        "event `readwise/fetch-books`: data does not match the function's type: missing field `apiKey`"
+        "event `readwise/fetch-books`: field `data.userId`: invalid type: integer, expected a string"
     );
     assert!(run.steps().is_empty());
+}
+
+/// A Readwise that accepts the connection and never answers: the attempt fails on the client's
+/// timeout (and is retried), instead of holding the step until Lambda kills the invocation.
+#[tokio::test]
+async fn a_hung_readwise_fails_the_attempt_on_the_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = Config {
+        base_url: url,
+        callback_url: None,
+        keys: keys(&[("u1", KEY)]).await,
+        timeout: std::time::Duration::from_millis(300),
+    };
+    let mut run = TestRun::new(function_with(config)).typed_event(&FetchBooks { user_id: "u1".into() });
+    let error = run.result().await.unwrap_err();
+    assert_eq!(error.message, "Readwise page 1 timed out");
+    // Each timed-out attempt counted, retried under the function's policy (5 attempts).
+    assert_eq!(run.steps()[0].attempts, cairn::DEFAULT_RETRIES + 1);
 }

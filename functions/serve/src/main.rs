@@ -3,8 +3,10 @@
 //!
 //! Under Lambda (a Function URL in `RESPONSE_STREAM` mode) it runs on `lambda_http`; anywhere
 //! else it listens on 127.0.0.1:$PORT (default 3000), for Vercel-style and container hosts.
-//! Configuration: INNGEST_DEV, INNGEST_SIGNING_KEY(_FALLBACK), INNGEST_STREAMING, INNGEST_EVENT_KEY
-//! / CAIRN_EVENT_KEYS (ingest), CAIRN_BUS (where ingested events go; logged when unset).
+//! Configuration: INNGEST_DEV, INNGEST_SIGNING_KEY(_FALLBACK) (required outside dev mode),
+//! INNGEST_SERVE_ORIGIN (else, on Lambda, the Function URL's own https domain), INNGEST_STREAMING,
+//! INNGEST_EVENT_KEY (what `send_event` sends with), CAIRN_EVENT_KEYS (what ingest accepts),
+//! CAIRN_BUS (where ingested events go; logged when unset).
 
 use cairn_aws::{AnyBus, EventBridgeBus};
 
@@ -14,7 +16,7 @@ fn functions() -> Vec<cairn::Function> {
 
 async fn app() -> anyhow::Result<axum::Router> {
     let registry = cairn::Registry::new(functions())?;
-    let config = cairn_http::ServeConfig::from_env("cairn").map_err(anyhow::Error::msg)?;
+    let config = cairn_http::ServeConfig::from_env("cairn")?;
     let bus = match std::env::var("CAIRN_BUS") {
         Ok(name) if !name.is_empty() => {
             let aws = aws_config::load_from_env().await;
@@ -24,7 +26,24 @@ async fn app() -> anyhow::Result<axum::Router> {
     };
     let endpoint =
         cairn_http::serve(config, registry).merge(cairn_http::ingest(cairn_http::IngestConfig::from_env(), bus));
-    Ok(axum::Router::new().nest("/api/inngest", endpoint))
+    Ok(axum::Router::new().nest("/api/inngest", endpoint).layer(axum::middleware::from_fn(vouch_function_url)))
+}
+
+/// On a Lambda Function URL, the URL's own domain as AWS reports it in the request context
+/// (the `Host` header is the caller's to choose): what a sync registers with Inngest.
+async fn vouch_function_url(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use lambda_http::request::RequestContext;
+    let domain = match request.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.domain_name.clone(),
+        _ => None,
+    };
+    if let Some(domain) = domain {
+        request.extensions_mut().insert(cairn_http::ServeOrigin(format!("https://{domain}")));
+    }
+    next.run(request).await
 }
 
 #[tokio::main]

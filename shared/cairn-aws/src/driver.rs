@@ -230,7 +230,16 @@ impl LambdaDriver {
         let runs = match classify(&payload, self.runner.registry(), now)? {
             Invocation::Event(event) => {
                 tracing::info!(event.name = %event.name, event.id = event.id.as_deref().unwrap_or_default(), "event received");
-                self.runner.accept(&event).await?
+                match self.runner.accept(&event).await {
+                    Ok(runs) => runs,
+                    // An invalid event fails the same way on every retry: it is refused once,
+                    // loudly, instead of being retried into the dead-letter queue.
+                    Err(cairn::RunnerError::InvalidEvent(reason)) => {
+                        tracing::error!(%reason, event.name = %event.name, "refused an invalid event");
+                        return Ok(json!({ "refused": reason }));
+                    }
+                    Err(other) => return Err(other.into()),
+                }
             }
             Invocation::Resume(run_id) => vec![run_id],
             Invocation::Reconcile => {

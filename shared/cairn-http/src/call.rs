@@ -17,6 +17,9 @@ pub struct CallRequest {
     /// Execution context.
     #[serde(default)]
     pub ctx: CallContext,
+    /// Deprecated duplicate of [`CallContext::use_api`].
+    #[serde(default)]
+    pub use_api: bool,
 }
 
 /// `ctx` of a call request.
@@ -37,6 +40,10 @@ pub struct CallContext {
     /// Completion order of the memoized steps.
     #[serde(default)]
     pub stack: Option<CallStack>,
+    /// The memo and events were left out for the SDK to fetch from Inngest's API (state over
+    /// 4 MiB); Cairn refuses such calls rather than run with an empty memo.
+    #[serde(default)]
+    pub use_api: bool,
 }
 
 /// `ctx.stack`.

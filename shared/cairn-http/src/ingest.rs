@@ -14,6 +14,10 @@ use std::sync::Arc;
 
 /// The largest event accepted (Inngest's default).
 pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+/// Caller-chosen event ids are kept (a resend with the same id is a duplicate, as in Inngest)
+/// but namespaced with this prefix, so an outside sender can never choose the id of an event
+/// Cairn makes itself (a cron firing, a step's `send_event`) and squat the run it would start.
+pub const CALLER_ID_PREFIX: &str = "ext-";
 
 /// Who may send events.
 #[derive(Clone, Debug)]
@@ -23,17 +27,29 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    /// From `CAIRN_EVENT_KEYS` (comma-separated) and `INNGEST_EVENT_KEY`.
+    /// From `CAIRN_EVENT_KEYS` (comma-separated). `INNGEST_EVENT_KEY` is the key Cairn *sends*
+    /// with and is deliberately not accepted here: SDKs treat it as low-sensitivity.
     pub fn from_env() -> Self {
-        let mut keys: Vec<String> = std::env::var("CAIRN_EVENT_KEYS")
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`IngestConfig::from_env`] over any source of variables.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let keys = var("CAIRN_EVENT_KEYS")
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .map(str::to_string)
             .collect();
-        keys.extend(std::env::var("INNGEST_EVENT_KEY").ok());
         IngestConfig { keys }
+    }
+
+    /// Whether `key` is one of the accepted keys, compared in constant time.
+    fn accepts(&self, key: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        // Every known key is compared, so the time taken says nothing about which one matched.
+        self.keys.iter().fold(false, |found, known| found | bool::from(known.as_bytes().ct_eq(key.as_bytes())))
     }
 }
 
@@ -89,7 +105,7 @@ async fn accept<B: Bus>(state: &Ingest<B>, key: Option<&str>, body: &[u8]) -> Re
                 Some("an event key is required (Authorization: Bearer <key>)".into()),
             );
         }
-        Some(key) if !state.config.keys.iter().any(|known| known == key) => {
+        Some(key) if !state.config.accepts(key) => {
             return answer(StatusCode::UNAUTHORIZED, &[], Some("unknown event key".into()));
         }
         Some(_) => {}
@@ -117,6 +133,21 @@ async fn accept<B: Bus>(state: &Ingest<B>, key: Option<&str>, body: &[u8]) -> Re
             Ok(event) => event,
             Err(err) => return answer(StatusCode::BAD_REQUEST, &[], Some(format!("event {index}: {err}"))),
         };
+        if cairn::is_reserved_name(&event.name) {
+            let message = format!(
+                "event {index}: `{}` is a reserved name (cairn/* and inngest/* events are sent only by Cairn and Inngest)",
+                event.name
+            );
+            return answer(StatusCode::BAD_REQUEST, &[], Some(message));
+        }
+        if let Some(id) = &event.id {
+            let limit = cairn::MAX_EVENT_ID_LEN - CALLER_ID_PREFIX.len();
+            if id.is_empty() || id.len() > limit {
+                let message = format!("event {index}: id is {} bytes, it must be 1 to {limit}", id.len());
+                return answer(StatusCode::BAD_REQUEST, &[], Some(message));
+            }
+            event.id = Some(format!("{CALLER_ID_PREFIX}{id}"));
+        }
         if let Err(problem) = event.validate() {
             return answer(StatusCode::BAD_REQUEST, &[], Some(format!("event {index}: {problem}")));
         }

@@ -14,11 +14,13 @@
 //! ```
 
 pub mod call;
+pub mod config;
 pub mod ingest;
 mod router;
 pub mod signing;
 pub mod sync;
 
+pub use config::{ConfigError, DEFAULT_MAX_BODY, ServeConfig};
 pub use ingest::{IngestConfig, ingest, ingest_with_clock};
-pub use router::{DEFAULT_MAX_BODY, REQ_VERSION, SDK, ServeConfig, serve, serve_with_clock};
+pub use router::{REQ_VERSION, SDK, ServeOrigin, serve, serve_with_clock};
 pub use signing::SigningKey;

@@ -1,6 +1,7 @@
 //! The `/api/inngest` endpoint as an axum [`Router`]: `GET` introspection, `POST` calls, signing.
 
 use crate::call::{self, CallRequest};
+use crate::config::{HTTP_CONNECT_TIMEOUT, ServeConfig};
 use crate::signing::{self, SigningKey};
 use axum::Router;
 use axum::body::Bytes;
@@ -18,125 +19,11 @@ use std::sync::Arc;
 pub const SDK: &str = concat!("cairn:v", env!("CARGO_PKG_VERSION"));
 /// The execution version Cairn speaks.
 pub const REQ_VERSION: &str = "2";
-/// Default largest request body (Inngest's executor switches to its API above 4 MiB).
-pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// How the endpoint runs.
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
-    /// The app id (function ids on the wire are `<app>-<function>`).
-    pub app_id: String,
-    /// Dev mode: no signatures checked or sent (`INNGEST_DEV`).
-    pub dev: bool,
-    /// The signing key, then the fallback (cloud mode).
-    pub keys: Vec<SigningKey>,
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
-    /// Where `step.send_event` sends (`{event_api}/e/{event_key}`), as the SDKs do.
-    pub event_api: String,
-    /// The event key; `None` makes sends fail with a message saying so.
-    pub event_key: Option<String>,
-    /// Inngest's API, where a sync registers the functions (`{api_base}/fn/register`).
-    pub api_base: String,
-    /// The origin reported in a sync instead of the request's (`INNGEST_SERVE_ORIGIN`).
-    pub serve_origin: Option<String>,
-    /// Answer calls with `201` at once, a space every `heartbeat` while the call runs, then
-    /// the answer wrapped in a JSON envelope, so a long step outlives a host's response
-    /// timeout (`INNGEST_STREAMING`, the SDKs' `streaming: "force"`).
-    pub streaming: bool,
-    /// The keep-alive interval of streamed answers (3 s, as the TypeScript SDK).
-    pub heartbeat: std::time::Duration,
-}
-
-impl ServeConfig {
-    /// Dev mode: nothing signed.
-    pub fn dev(app_id: impl Into<String>) -> Self {
-        ServeConfig {
-            app_id: app_id.into(),
-            dev: true,
-            keys: Vec::new(),
-            max_body_bytes: DEFAULT_MAX_BODY,
-            event_api: "http://localhost:8288".into(),
-            event_key: Some("NO_EVENT_KEY_SET".into()),
-            api_base: "http://localhost:8288".into(),
-            serve_origin: None,
-            streaming: false,
-            heartbeat: std::time::Duration::from_secs(3),
-        }
-    }
-
-    /// Cloud mode with a signing key and an optional fallback.
-    pub fn cloud(app_id: impl Into<String>, key: &str, fallback: Option<&str>) -> Self {
-        let keys = std::iter::once(key).chain(fallback).map(SigningKey::new).collect();
-        ServeConfig {
-            app_id: app_id.into(),
-            dev: false,
-            keys,
-            max_body_bytes: DEFAULT_MAX_BODY,
-            event_api: "https://inn.gs".into(),
-            event_key: None,
-            api_base: "https://api.inngest.com".into(),
-            serve_origin: None,
-            streaming: false,
-            heartbeat: std::time::Duration::from_secs(3),
-        }
-    }
-
-    /// From `INNGEST_DEV` (`1`, `true` or a URL: dev mode), `INNGEST_SIGNING_KEY` and
-    /// `INNGEST_SIGNING_KEY_FALLBACK`.
-    ///
-    /// # Errors
-    /// Cloud mode without a signing key.
-    pub fn from_env(app_id: impl Into<String>) -> Result<Self, String> {
-        let dev = std::env::var("INNGEST_DEV")
-            .map(|v| matches!(v.as_str(), "1" | "true") || v.starts_with("http"))
-            .unwrap_or(false);
-        let mut config = if dev {
-            Self::dev(app_id)
-        } else {
-            let key = std::env::var("INNGEST_SIGNING_KEY").map_err(|_| {
-                "INNGEST_SIGNING_KEY is required outside dev mode (set INNGEST_DEV=1 for local work)".to_string()
-            })?;
-            let fallback = std::env::var("INNGEST_SIGNING_KEY_FALLBACK").ok();
-            Self::cloud(app_id, &key, fallback.as_deref())
-        };
-        // The event API: its own variable, else the base URL, else INNGEST_DEV's URL.
-        let dev_url = std::env::var("INNGEST_DEV").ok().filter(|v| v.starts_with("http"));
-        if let Some(url) = std::env::var("INNGEST_EVENT_API_BASE_URL")
-            .ok()
-            .or_else(|| std::env::var("INNGEST_BASE_URL").ok())
-            .or(dev_url)
-        {
-            config.event_api = url.trim_end_matches('/').to_string();
-        }
-        if let Ok(key) = std::env::var("INNGEST_EVENT_KEY") {
-            config.event_key = Some(key);
-        }
-        let dev_url = std::env::var("INNGEST_DEV").ok().filter(|v| v.starts_with("http"));
-        if let Some(url) =
-            std::env::var("INNGEST_API_BASE_URL").ok().or_else(|| std::env::var("INNGEST_BASE_URL").ok()).or(dev_url)
-        {
-            config.api_base = url.trim_end_matches('/').to_string();
-        }
-        config.serve_origin = std::env::var("INNGEST_SERVE_ORIGIN").ok();
-        config.streaming =
-            std::env::var("INNGEST_STREAMING").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "allow" | "force"));
-        Ok(config)
-    }
-
-    /// Streams call answers (see [`ServeConfig::streaming`]) with this keep-alive interval.
-    pub fn streaming(mut self, heartbeat: std::time::Duration) -> Self {
-        self.streaming = true;
-        self.heartbeat = heartbeat;
-        self
-    }
-
-    /// Sets the body limit.
-    pub fn max_body_bytes(mut self, limit: usize) -> Self {
-        self.max_body_bytes = limit;
-        self
-    }
-}
+/// The origin (`https://host`) the host adapter vouches for, as a request extension: e.g. a
+/// Lambda Function URL's domain from the invocation's request context, which AWS sets. A sync
+/// in cloud mode registers it when `INNGEST_SERVE_ORIGIN` is unset; the `Host` header never is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeOrigin(pub String);
 
 struct App {
     config: ServeConfig,
@@ -153,7 +40,13 @@ pub fn serve(config: ServeConfig, registry: Registry) -> Router {
 
 /// [`serve`] on a given clock (tests pin time to check signatures' windows).
 pub fn serve_with_clock(config: ServeConfig, registry: Registry, clock: Arc<dyn Clock>) -> Router {
-    let app = Arc::new(App { config, registry, clock, http: reqwest::Client::new() });
+    // Bounded calls: a hung event API or Inngest API cannot hold a call past its deadline.
+    let http = reqwest::Client::builder()
+        .connect_timeout(HTTP_CONNECT_TIMEOUT)
+        .timeout(config.http_timeout)
+        .build()
+        .unwrap_or_default();
+    let app = Arc::new(App { config, registry, clock, http });
     Router::new().route("/", axum::routing::any(handle)).with_state(app)
 }
 
@@ -178,15 +71,17 @@ async fn handle(
     method: Method,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    origin: Option<axum::Extension<ServeOrigin>>,
+    body: axum::body::Body,
 ) -> Response {
     let now_ms = app.clock.now();
     let now = now_ms / 1000;
-    if body.len() > app.config.max_body_bytes {
-        let message =
-            format!("request body of {} bytes is over the {}-byte limit", body.len(), app.config.max_body_bytes);
+    // Read up to the configured limit ourselves: the `Bytes` extractor would stop at axum's 2 MiB.
+    let limit = app.config.max_body_bytes;
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        let message = format!("the request body is over the {limit}-byte limit");
         return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"message": message}));
-    }
+    };
     let signature = headers.get("x-inngest-signature").and_then(|v| v.to_str().ok());
     let key = if app.config.dev {
         None
@@ -194,9 +89,8 @@ async fn handle(
         match signing::verify(signature, &body, &app.config.keys, now) {
             Ok(key) => Some(key.clone()),
             Err(_) if method == Method::GET => return unauthorized(),
-            // As the TypeScript SDK (INNGEST_ENABLE_UNAUTHED_SYNC defaults to true): a sync
-            // needs no signature, since it only makes the app register itself.
-            Err(_) if method == Method::PUT => None,
+            // Unlike the TypeScript SDK's default, a sync needs a signature too: it makes the app
+            // re-register with its own key, and in band it answers with the whole configuration.
             Err(error) => {
                 tracing::warn!(%error, "refused a call with a bad signature");
                 return unauthorized();
@@ -204,12 +98,15 @@ async fn handle(
         }
     };
     if method == Method::POST && app.config.streaming {
-        return stream_call(Arc::clone(&app), query, body, now_ms);
+        return stream_call(Arc::clone(&app), query, body, now_ms, key);
     }
     let mut response = match method {
         Method::GET => json_response(StatusCode::OK, &introspection(&app, key.as_ref())),
         Method::POST => call(&app, &query, &body, now_ms).await,
-        Method::PUT => crate::sync::sync(&app.config, &app.registry, &app.http, &headers, &uri, &query).await,
+        Method::PUT => {
+            let origin = origin.map(|axum::Extension(origin)| origin);
+            crate::sync::sync(&app.config, &app.registry, &app.http, &headers, origin.as_ref(), &uri, &query).await
+        }
         _ => json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"message": "Method not allowed"})),
     };
     if let Some(key) = key {
@@ -264,6 +161,17 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
         Ok(request) => request,
         Err(message) => return json_response(StatusCode::BAD_REQUEST, &json!({ "message": message })),
     };
+    if request.ctx.use_api || request.use_api {
+        // Inngest left the memo out (over 4 MiB) for the SDK to fetch; running without it would
+        // re-run every completed step, so the call is refused, without retries.
+        let mut response = internal(format!(
+            "the call for run {} asks the SDK to fetch its state from Inngest's API (use_api), which Cairn does not \
+             do; the run's state is over Inngest's 4 MiB request limit: keep step outputs smaller",
+            request.ctx.run_id
+        ));
+        response.headers_mut().insert("x-inngest-no-retry", HeaderValue::from_static("true"));
+        return response;
+    }
     let step_id = query.get("stepId").map(String::as_str).unwrap_or("step");
     let policy = match step_id {
         "step" if request.ctx.disable_immediate_execution => ExecutionPolicy::Plan,
@@ -359,8 +267,11 @@ async fn send_events(app: &App, events: &[EventPayload]) -> Result<Vec<String>, 
         .as_deref()
         .ok_or_else(|| "Failed to send event: no event key; set INNGEST_EVENT_KEY".to_string())?;
     let url = format!("{}/e/{key}", app.config.event_api);
-    let response =
-        app.http.post(&url).json(events).send().await.map_err(|err| format!("Failed to send event: {err}"))?;
+    let failed = |err: reqwest::Error| match err.is_timeout() {
+        true => format!("Failed to send event: the event API did not answer within {:?}", app.config.http_timeout),
+        false => format!("Failed to send event: {err}"),
+    };
+    let response = app.http.post(&url).json(events).send().await.map_err(failed)?;
     let status = response.status();
     let body: Value = response.json().await.map_err(|err| format!("Failed to send event: {err}"))?;
     if !status.is_success() || body.get("error").is_some_and(|e| !e.is_null()) {
@@ -374,18 +285,30 @@ async fn send_events(app: &App, events: &[EventPayload]) -> Result<Vec<String>, 
 
 /// A call answered as a stream: `201` now, a space per heartbeat, then the envelope
 /// `{"status", "headers", "body" (the answer as a string), "version"}` (section 10).
-fn stream_call(app: Arc<App>, query: HashMap<String, String>, body: Bytes, now_ms: cairn::Millis) -> Response {
+/// The inner answer is signed like a plain one (the signature in the envelope's headers, over the
+/// inner body), since the outer headers leave before the answer exists.
+fn stream_call(
+    app: Arc<App>,
+    query: HashMap<String, String>,
+    body: Bytes,
+    now_ms: cairn::Millis,
+    key: Option<SigningKey>,
+) -> Response {
     let heartbeat = app.config.heartbeat;
     let (done, answer) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {
         let mut response = call(&app, &query, &body, now_ms).await;
         let status = response.status().as_u16();
-        let headers: serde_json::Map<String, Value> = response
+        let mut headers: serde_json::Map<String, Value> = response
             .headers()
             .iter()
             .filter_map(|(name, value)| Some((name.to_string(), json!(value.to_str().ok()?))))
             .collect();
         let inner = response_body(&mut response).await.unwrap_or_default();
+        if let Some(key) = key {
+            let signed_at = app.clock.now() / 1000;
+            headers.insert("x-inngest-signature".into(), json!(key.header(&inner, signed_at)));
+        }
         let envelope =
             json!({"status": status, "headers": headers, "body": String::from_utf8_lossy(&inner), "version": 2});
         let _ = done.send(envelope.to_string());

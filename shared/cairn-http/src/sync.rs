@@ -2,20 +2,35 @@
 //! section 4.2): out of band by POSTing its configuration to `{api_base}/fn/register`, or in band
 //! by answering with it when the request says `X-Inngest-Sync-Kind: in_band`.
 
-use crate::router::{SDK, ServeConfig, json_response};
+use crate::config::{ServeConfig, is_https_origin};
+use crate::router::{SDK, ServeOrigin, json_response};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use cairn::{Registry, Trigger};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-/// The URL Inngest calls this endpoint at: `INNGEST_SERVE_ORIGIN`, else the request's host.
-fn serve_url(config: &ServeConfig, headers: &HeaderMap, uri: &Uri) -> String {
-    let origin = config.serve_origin.clone().unwrap_or_else(|| {
-        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        format!("http://{host}")
-    });
-    format!("{}{}", origin.trim_end_matches('/'), uri.path())
+/// The URL Inngest calls this endpoint at: `INNGEST_SERVE_ORIGIN`, else the https origin the
+/// host adapter vouches for, else (dev mode only) the request's host. A `Host` header is the
+/// caller's to choose, so outside dev mode it never names what Inngest will call.
+fn serve_url(
+    config: &ServeConfig,
+    headers: &HeaderMap,
+    vouched: Option<&ServeOrigin>,
+    uri: &Uri,
+) -> Result<String, String> {
+    let origin = match (&config.serve_origin, vouched) {
+        (Some(origin), _) => origin.clone(),
+        (None, Some(ServeOrigin(origin))) if config.dev || is_https_origin(origin) => origin.clone(),
+        (None, _) if config.dev => {
+            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            format!("http://{host}")
+        }
+        (None, _) => {
+            return Err("set INNGEST_SERVE_ORIGIN to the https:// origin Inngest reaches this endpoint at".into());
+        }
+    };
+    Ok(format!("{}{}", origin.trim_end_matches('/'), uri.path()))
 }
 
 /// The functions as Inngest's register payload describes them.
@@ -54,10 +69,17 @@ pub(crate) async fn sync(
     registry: &Registry,
     http: &reqwest::Client,
     headers: &HeaderMap,
+    vouched: Option<&ServeOrigin>,
     uri: &Uri,
     query: &HashMap<String, String>,
 ) -> Response {
-    let url = serve_url(config, headers, uri);
+    let url = match serve_url(config, headers, vouched, uri) {
+        Ok(url) => url,
+        Err(reason) => {
+            let body = json!({"message": format!("Failed to register; {reason}"), "modified": false});
+            return json_response(StatusCode::INTERNAL_SERVER_ERROR, &body);
+        }
+    };
     let functions = functions(config, registry, &url);
     let in_band = headers.get("x-inngest-sync-kind").and_then(|v| v.to_str().ok()) == Some("in_band");
     if in_band {
@@ -74,13 +96,20 @@ pub(crate) async fn sync(
         "url": url, "deployType": "ping", "framework": "axum", "appName": config.app_id,
         "functions": functions, "sdk": sdk_field(), "v": "0.1", "capabilities": {"trust_probe": "v1"}
     });
-    let mut register = format!("{}/fn/register", config.api_base);
+    let mut register = match reqwest::Url::parse(&format!("{}/fn/register", config.api_base)) {
+        Ok(url) => url,
+        Err(err) => {
+            let body = json!({"message": format!("Failed to register; bad API URL: {err}"), "modified": false});
+            return json_response(StatusCode::INTERNAL_SERVER_ERROR, &body);
+        }
+    };
     if let Some(deploy_id) = query.get("deployId") {
         body["deployId"] = json!(deploy_id);
-        register = format!("{register}?deployId={deploy_id}");
+        // Encoded, so a deploy id cannot add query parameters of its own.
+        register.query_pairs_mut().append_pair("deployId", deploy_id);
     }
     let mut request = http
-        .post(&register)
+        .post(register)
         .header("x-inngest-sdk", SDK)
         .header("x-inngest-framework", "axum")
         .header("x-inngest-sync-kind", "out_of_band")

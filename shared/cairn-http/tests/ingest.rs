@@ -31,7 +31,8 @@ async fn one_or_many_events_are_forwarded_with_their_ids() {
     let bus = MemoryBus::new();
     let (status, body) =
         post(&bus, "/send", Some("k-1"), r#"{"name": "app/user.created", "data": {"id": 1}, "id": "u-1"}"#).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"ids": ["u-1"], "status": 200})));
+    // A caller's id is kept (resending it is a duplicate) but namespaced: see the squatting test.
+    assert_eq!((status, body), (StatusCode::OK, json!({"ids": ["ext-u-1"], "status": 200})));
     let many = r#"[{"name": "app/a", "data": {}}, {"name": "app/b"}]"#;
     let (status, body) = post(&bus, "/e/k-1", None, many).await;
     assert_eq!(status, StatusCode::OK);
@@ -75,4 +76,50 @@ async fn keys_are_required_and_bad_events_are_refused_whole() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(body["error"].as_str().unwrap().ends_with("bytes, over the 524288-byte limit"));
     assert!(bus.sent().is_empty(), "nothing forwarded");
+}
+
+#[tokio::test]
+async fn reserved_names_are_refused_and_caller_ids_cannot_squat_internal_ones() {
+    let bus = MemoryBus::new();
+    for name in ["inngest/function.finished", "inngest/function.invoked", "cairn/run.resume"] {
+        let event = json!({"name": name, "data": {"correlation_id": "run.step"}}).to_string();
+        let (status, body) = post(&bus, "/send", Some("k-1"), &event).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body["error"],
+            json!(format!(
+                "event 0: `{name}` is a reserved name (cairn/* and inngest/* events are sent only by Cairn and Inngest)"
+            ))
+        );
+    }
+    // A cron firing's id, chosen by a caller: it lands in the caller namespace, not on the cron's run.
+    let cron_id = "cron:0 9 * * *:2026-12-03T09:00:00Z";
+    let event = json!({"name": "app/a", "data": {}, "id": cron_id}).to_string();
+    let (status, body) = post(&bus, "/send", Some("k-1"), &event).await;
+    assert_eq!((status, body["ids"].clone()), (StatusCode::OK, json!([format!("ext-{cron_id}")])));
+    // Ids are bounded (an id too long for a store key would fail every attempt downstream).
+    let long = json!({"name": "app/a", "data": {}, "id": "x".repeat(253)}).to_string();
+    let (status, body) = post(&bus, "/send", Some("k-1"), &long).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("event 0: id is 253 bytes, it must be 1 to 252"))
+    );
+    assert_eq!(bus.sent().len(), 1, "only the accepted event went out");
+}
+
+#[tokio::test]
+async fn inbound_keys_are_only_cairn_event_keys_never_the_outbound_inngest_key() {
+    let vars = |name: &str| match name {
+        "CAIRN_EVENT_KEYS" => Some(" k-1, ,k-2 ".to_string()),
+        "INNGEST_EVENT_KEY" => Some("outbound".to_string()),
+        _ => None,
+    };
+    assert_eq!(IngestConfig::from_vars(vars).keys, ["k-1", "k-2"]);
+    assert!(IngestConfig::from_vars(|_| None).keys.is_empty(), "no keys: ingest is closed");
+    let bus = MemoryBus::new();
+    let event = r#"{"name": "app/a", "data": {}}"#;
+    for wrong in ["k-3", "k-", "k-11", "outbound"] {
+        assert_eq!(post(&bus, "/send", Some(wrong), event).await.0, StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+    assert!(bus.sent().is_empty());
 }

@@ -16,6 +16,18 @@ pub const FAILED_EVENT: &str = "inngest/function.failed";
 pub const FINISHED_EVENT: &str = "inngest/function.finished";
 /// Longest accepted event name, as Inngest.
 pub const MAX_EVENT_NAME_LEN: usize = 512;
+/// The longest event id accepted. Ids become parts of store keys (DynamoDB sort keys hold at
+/// most 1,024 bytes), so an unbounded id would be a poison event that fails every attempt.
+pub const MAX_EVENT_ID_LEN: usize = 256;
+/// Event-name prefixes only Cairn and Inngest emit (resumes, invokes, finished and failed
+/// runs). Ingest from outside refuses them: a forged `inngest/function.finished` could
+/// complete another run's invoke.
+pub const RESERVED_PREFIXES: [&str; 2] = ["cairn/", "inngest/"];
+
+/// Whether `name` is one only the system may send (see [`RESERVED_PREFIXES`]).
+pub fn is_reserved_name(name: &str) -> bool {
+    RESERVED_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
 
 /// A payload type bound to one event name.
 ///
@@ -86,6 +98,19 @@ impl EventPayload {
         self
     }
 
+    /// The event without its data (name, id and time), for system events that refer to it
+    /// without carrying what it holds.
+    pub fn summary(&self) -> EventPayload {
+        EventPayload {
+            name: self.name.clone(),
+            data: Value::Object(Default::default()),
+            id: self.id.clone(),
+            ts: self.ts,
+            user: None,
+            v: self.v.clone(),
+        }
+    }
+
     /// Checks the event the way Inngest's event API does.
     ///
     /// # Errors
@@ -99,6 +124,11 @@ impl EventPayload {
         }
         if !self.data.is_object() {
             return Err(format!("event `{}`: data must be a JSON object", self.name));
+        }
+        if let Some(id) = &self.id
+            && (id.is_empty() || id.len() > MAX_EVENT_ID_LEN)
+        {
+            return Err(format!("event `{}`: id is {} bytes, it must be 1 to {MAX_EVENT_ID_LEN}", self.name, id.len()));
         }
         Ok(())
     }
@@ -122,12 +152,13 @@ impl<T: DeserializeOwned> Event<T> {
     /// Deserializes the payload of `payload` into `T`.
     ///
     /// # Errors
-    /// A message that names the event and the path of the offending field, e.g.
-    /// ``event `app/x`: field `data.userId`: invalid type: integer `1`, expected a string``.
+    /// A message that names the event and the path of the offending field, never its value
+    /// (event data may hold secrets, and the message lands in the run's error and the logs), e.g.
+    /// ``event `app/x`: field `data.userId`: invalid type: integer, expected a string``.
     pub fn from_payload(payload: &EventPayload) -> Result<Self, String> {
         let data = serde_path_to_error::deserialize(&payload.data).map_err(|err| {
             let path = err.path().to_string();
-            let inner = err.into_inner();
+            let inner = redact_serde_error(&err.into_inner().to_string());
             if path == "." {
                 format!("event `{}`: data does not match the function's type: {inner}", payload.name)
             } else {
@@ -136,6 +167,32 @@ impl<T: DeserializeOwned> Event<T> {
         })?;
         Ok(Event { name: payload.name.clone(), data, id: payload.id.clone(), ts: payload.ts })
     }
+}
+
+/// serde's message for a value that did not deserialize, without the value itself:
+/// `invalid type: string "sk-123", expected u32` becomes `invalid type: string, expected u32`.
+/// Messages of unknown shape (a custom `Deserialize` may say anything) become `invalid value`.
+pub fn redact_serde_error(message: &str) -> String {
+    // serde_json appends " at line L column C"; the position is harmless but says nothing here.
+    let message = message.split(" at line ").next().unwrap_or(message);
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(lead)
+            && let Some((unexpected, expected)) = rest.split_once(", expected ")
+        {
+            // `string "x"`, `integer `1``, `floating point `1.5``, `boolean `true``: keep the kind.
+            let kind = unexpected.split(['`', '"']).next().unwrap_or_default().trim();
+            return format!("{lead}{kind}, expected {expected}");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let expected = rest.split_once(", expected ").map(|(_, e)| e).unwrap_or("a known variant");
+        return format!("unknown variant, expected {expected}");
+    }
+    let known = ["missing field `", "unknown field `", "duplicate field `", "invalid length "];
+    if known.iter().any(|prefix| message.starts_with(prefix)) {
+        return message.to_string();
+    }
+    "invalid value".to_string()
 }
 
 #[cfg(test)]
@@ -161,7 +218,7 @@ mod tests {
     fn deserialize_errors_name_the_field() {
         let bad = EventPayload::new("app/x", json!({"userId": "u", "inner": {"count": "many"}}));
         let err = Event::<Typed>::from_payload(&bad).unwrap_err();
-        assert_eq!(err, "event `app/x`: field `data.inner.count`: invalid type: string \"many\", expected u32");
+        assert_eq!(err, "event `app/x`: field `data.inner.count`: invalid type: string, expected u32");
         let missing = EventPayload::new("app/x", json!({"inner": {"count": 1}}));
         let err = Event::<Typed>::from_payload(&missing).unwrap_err();
         assert_eq!(err, "event `app/x`: data does not match the function's type: missing field `userId`");
@@ -175,5 +232,42 @@ mod tests {
             "event `a/b`: data must be a JSON object"
         );
         assert!(EventPayload::new("a/b", json!({})).validate().is_ok());
+        let long = "x".repeat(MAX_EVENT_ID_LEN + 1);
+        assert_eq!(
+            EventPayload::new("a/b", json!({})).with_id(long).validate().unwrap_err(),
+            "event `a/b`: id is 257 bytes, it must be 1 to 256"
+        );
+        assert!(EventPayload::new("a/b", json!({})).with_id("x".repeat(MAX_EVENT_ID_LEN)).validate().is_ok());
+        assert!(is_reserved_name("inngest/function.finished") && is_reserved_name("cairn/run.resume"));
+        assert!(!is_reserved_name("app/inngest"));
+    }
+
+    #[test]
+    fn deserialize_errors_never_echo_the_value() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        enum Plan {
+            Free,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Secretive {
+            count: u32,
+            ratio: Option<u8>,
+            plan: Option<Plan>,
+        }
+        let cases = [
+            (json!({"count": "sk-live-123"}), "field `data.count`: invalid type: string, expected u32"),
+            (json!({"count": 1, "ratio": 300}), "field `data.ratio`: invalid value: integer, expected u8"),
+            (json!({"count": true}), "field `data.count`: invalid type: boolean, expected u32"),
+            (json!({"count": 1, "plan": "sk-live-123"}), "field `data.plan`: unknown variant, expected `Free`"),
+            (json!({"count": 1.5}), "field `data.count`: invalid type: floating point, expected u32"),
+        ];
+        for (data, expected) in cases {
+            let err = Event::<Secretive>::from_payload(&EventPayload::new("app/x", data)).unwrap_err();
+            assert_eq!(err, format!("event `app/x`: {expected}"));
+            assert!(!err.contains("sk-live") && !err.contains("300") && !err.contains("1.5"), "{err}");
+        }
+        assert_eq!(redact_serde_error("my custom check failed for secret-x"), "invalid value");
     }
 }

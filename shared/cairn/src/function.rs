@@ -127,7 +127,8 @@ pub struct FailureData {
     pub function_id: String,
     /// The failed run.
     pub run_id: String,
-    /// The event that started it.
+    /// The event that started it. On the bus it carries no data (see [`EventPayload::summary`]);
+    /// the runner fills in the full event from the failed run's head before the handler starts.
     pub event: EventPayload,
     /// The final error.
     pub error: StepError,

@@ -54,7 +54,8 @@ pub use duration::{IntoDuration, format_duration, parse_duration};
 pub use engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
 pub use error::{DefinitionError, EngineError, ResultExt, StepError, StepResult};
 pub use event::{
-    Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_NAME_LEN, SCHEDULED_EVENT,
+    Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN,
+    RESERVED_PREFIXES, SCHEDULED_EVENT, is_reserved_name, redact_serde_error,
 };
 pub use expr::MatchExpr;
 pub use function::{

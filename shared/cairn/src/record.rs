@@ -270,6 +270,18 @@ impl RunMeta {
             outbox: Vec::new(),
         }
     }
+
+    /// Keeps the head `retention` ms past the last moment the run needs it: its next wake-up
+    /// or its last update, whichever is later (once finished, its end). Set on every head write
+    /// from creation on, so a run nothing drives any more (its event included) is forgotten one
+    /// retention period later, while a run sleeping for a month outlives its sleep.
+    pub fn retain_for(&mut self, retention: Millis) {
+        let needed = match self.wake_at {
+            Some(wake_at) if !self.status.is_finished() => wake_at.max(self.updated_at),
+            _ => self.updated_at,
+        };
+        self.expires_at = Some(needed.saturating_add(retention));
+    }
 }
 
 /// A run as loaded from a store: its head and its steps in position order.

@@ -472,9 +472,12 @@ pub(crate) fn millis(duration: Duration) -> Millis {
 
 fn decode_output<T: DeserializeOwned>(record: &StepRecord) -> StepResult<T> {
     match &record.state {
-        StepState::Completed { output } => T::deserialize(output).map_err(|err| {
+        // The message names the field, never the value: step outputs may hold secrets.
+        StepState::Completed { output } => serde_path_to_error::deserialize(output).map_err(|err| {
+            let path = err.path().to_string();
+            let reason = crate::event::redact_serde_error(&err.into_inner().to_string());
             StepError::non_retriable(format!(
-                "step `{}`: its output does not match the expected type: {err}",
+                "step `{}`: its output does not match the expected type at `{path}`: {reason}",
                 record.name
             ))
         }),

@@ -558,7 +558,7 @@ async fn bad_event_data_fails_the_run_naming_the_field_and_runs_nothing() {
         outcome,
         Outcome::Failed {
             error: StepError::non_retriable(
-                "event `readwise/fetch-books`: field `data.pageSize`: invalid type: string \"ten\", expected u32"
+                "event `readwise/fetch-books`: field `data.pageSize`: invalid type: string, expected u32"
             ),
             retry_at: None
         }

@@ -64,6 +64,11 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         millis(self.config.lease)
     }
 
+    /// How long a head is kept past the last moment its run needs it (see [`RunMeta::retain_for`]).
+    pub(super) fn retention_ms(&self) -> Millis {
+        millis(self.config.retention)
+    }
+
     /// Takes the lease on `meta` for `owner`. `Ok(None)`: the head moved since it was read
     /// (reload and try again).
     pub(super) async fn take_lease(&self, mut meta: RunMeta, owner: &str) -> Result<Option<Hold>, RunnerError> {
@@ -73,6 +78,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         meta.wake_at = Some(expires_at);
         meta.status = RunStatus::Running;
         meta.updated_at = now;
+        meta.retain_for(self.retention_ms());
         match self.store.update_meta(&meta).await {
             Ok(stored) => Ok(Some(Hold { meta: stored, owner: owner.to_string(), poked: false })),
             Err(StoreError::Conflict { .. }) => Ok(None),
@@ -107,6 +113,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             let expires_at = self.clock.now() + self.lease_ms();
             renewed.lease = Some(Lease { owner: hold.owner.clone(), expires_at });
             renewed.wake_at = Some(expires_at);
+            renewed.retain_for(self.retention_ms());
             match self.store.update_meta(&renewed).await {
                 Ok(stored) => {
                     hold.meta = stored;
@@ -170,6 +177,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         meta.status = status;
         meta.wake_at = wake_at;
         meta.updated_at = self.clock.now();
+        meta.retain_for(self.retention_ms());
         match self.store.update_meta(&meta).await {
             Ok(stored) => {
                 hold.meta = stored;
@@ -194,6 +202,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         }
         meta.lease = None;
         meta.wake_at = Some(self.clock.now());
+        meta.retain_for(self.retention_ms());
         if let Err(error) = self.store.update_meta(&meta).await {
             tracing::warn!(%error, "could not give the lease back; the run resumes once it lapses");
         }

@@ -13,7 +13,7 @@ use crate::bus::{Bus, BusError, Timer};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Execution, Op, OpKind, Outcome};
 use crate::error::{EngineError, StepError};
-use crate::event::{EventPayload, FINISHED_EVENT, INVOKED_EVENT};
+use crate::event::{EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT};
 use crate::expr::MatchExpr;
 use crate::function::Registry;
 use crate::id::{RunId, StepId};
@@ -89,6 +89,12 @@ impl RunnerConfig {
     /// Sets [`RunnerConfig::lease`] (at least one second).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Sets [`RunnerConfig::retention`].
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -304,12 +310,22 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             {
                 runs.push(run);
             }
+            let mut failure: Option<EventPayload> = None;
             for function in self.registry.triggered_by(event) {
                 let run_id = RunId::for_event(function.id(), &event_id);
-                let mut meta = RunMeta::new(run_id.clone(), function.id(), event.clone(), now);
+                let trigger = if event.name == FAILED_EVENT {
+                    if failure.is_none() {
+                        failure = Some(self.with_failed_run_event(event).await?);
+                    }
+                    failure.clone().unwrap_or_else(|| event.clone())
+                } else {
+                    event.clone()
+                };
+                let mut meta = RunMeta::new(run_id.clone(), function.id(), trigger, now);
                 // Driven right after this by the accepting invocation; if it dies first, the
                 // reconciler starts the run once a lease would have lapsed.
                 meta.wake_at = Some(now + millis(self.config.lease));
+                meta.retain_for(self.retention_ms());
                 match self.store.create_run(meta).await? {
                     CreateRun::Created(_) => tracing::info!(function = function.id(), run_id = %run_id, "run started"),
                     CreateRun::Existing(_) => tracing::debug!(run_id = %run_id, "duplicate delivery, run exists"),
@@ -323,6 +339,22 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
         }
         Ok(runs)
+    }
+
+    /// A failure event with the failed run's triggering event in full, read from the run's head
+    /// (the bus carries only its name and id). Unchanged if the head is gone or not this app's.
+    async fn with_failed_run_event(&self, event: &EventPayload) -> Result<EventPayload, RunnerError> {
+        let mut event = event.clone();
+        let (Some(run_id), Some(function_id)) = (event.data["run_id"].as_str(), event.data["function_id"].as_str())
+        else {
+            return Ok(event);
+        };
+        if let Some(journal) = self.store.load(&RunId::new(run_id)).await?
+            && journal.meta.function_id == function_id
+        {
+            event.data["event"] = serde_json::to_value(&journal.meta.event).unwrap_or(Value::Null);
+        }
+        Ok(event)
     }
 
     async fn start_invoked(&self, event: &EventPayload, now: Millis) -> Result<Option<RunId>, RunnerError> {
@@ -345,6 +377,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let mut run = RunMeta::new(run_id.clone(), function_id, event.clone(), now);
         run.invoked_by = Some(invoked_by);
         run.wake_at = Some(now + millis(self.config.lease));
+        run.retain_for(self.retention_ms());
         self.store.create_run(run).await?;
         Ok(Some(run_id))
     }
@@ -898,7 +931,6 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             meta.updated_at = now;
             meta.ended_at = Some(now);
             meta.retry_at = None;
-            meta.expires_at = Some(now + millis(self.config.retention));
             match &result {
                 Ok(output) => {
                     meta.status = RunStatus::Completed;
@@ -913,6 +945,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             // Delivered right below; if this invocation dies first, the reconciler finds the
             // outbox once the lease would have lapsed.
             meta.wake_at = Some(now + millis(self.config.lease));
+            meta.retain_for(self.retention_ms());
             match self.store.update_meta(&meta).await {
                 Ok(stored) => break stored,
                 Err(too_large @ StoreError::RunTooLarge { .. }) if !shrunk => {

@@ -41,10 +41,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         now: Millis,
     ) -> Vec<EventPayload> {
         let id = |kind: &str| StepId::hash(&format!("{kind}/{}", meta.run_id)).as_str()[..26].to_string();
+        // The triggering event travels by name and id only: its data may hold secrets, and these
+        // events go over the bus to every subscriber (and its dead-letter queue). A failure
+        // handler gets the full event from the run's head in `accept`.
+        let event = meta.event.summary();
         let mut data = json!({
             "function_id": meta.function_id,
             "run_id": meta.run_id,
-            "event": meta.event,
+            "event": event,
         });
         match result {
             Ok(output) => data["result"] = output.clone(),
@@ -58,7 +62,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             let failed = FailureData {
                 function_id: meta.function_id.clone(),
                 run_id: meta.run_id.to_string(),
-                event: meta.event.clone(),
+                event,
                 error: error.clone(),
             };
             let data = serde_json::to_value(&failed).unwrap_or(Value::Null);
