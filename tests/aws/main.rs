@@ -26,7 +26,7 @@ async fn aws() -> aws_config::SdkConfig {
 }
 
 async fn fresh_store() -> DynamoDbStore {
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws().await), unique("cairn-test"));
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws().await), unique("cairn-test"), "test").unwrap();
     store.create_table().await.unwrap();
     store
 }
@@ -226,7 +226,8 @@ async fn queue_timer() -> (QueueTimer, aws_sdk_sqs::Client, String, aws_sdk_sche
         "arn:aws:lambda:us-east-1:123456789012:function:hello",
         "arn:aws:iam::123456789012:role/cairn-scheduler",
         "hello",
-    );
+    )
+    .scope("hello");
     (QueueTimer::new(sqs.clone(), &queue_url, long), sqs, queue_url, scheduler, group)
 }
 
@@ -254,7 +255,7 @@ fn the_queue_timer_sends_a_delayed_message_and_hands_long_waits_to_one_schedule_
         assert!(scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules.is_empty());
 
         // Further ahead: the run's one schedule, 10 minutes early; a later one replaces it.
-        let name = SchedulerTimer::run_schedule_name(&run);
+        let name = timer.long().run_schedule_name(&run);
         for at in [now + 3_600_000, now + 7_200_000] {
             timer.wake_at(&run, "hello", "timeout", at).await.unwrap();
             let listed = scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules;
@@ -468,14 +469,30 @@ fn a_function_without_a_timer_refuses_to_start_naming_what_is_missing() {
         assert!(!output.status.success());
         String::from_utf8_lossy(&output.stderr).to_string()
     };
+    // With the table but no scope: the keys it would write are not the ones its policy allows.
     let stderr = start(&[]);
+    assert!(
+        stderr.contains(
+            "CAIRN_TABLE=runs is set but CAIRN_SCOPE is not: every key this function writes starts with its scope \
+             (template.yaml sets CAIRN_SCOPE to the binary's name, and its IAM policy allows only those keys)"
+        ),
+        "{stderr}"
+    );
+    let stderr = start(&[("CAIRN_SCOPE", "has#hash")]);
+    assert!(stderr.contains("CAIRN_SCOPE: scope `has#hash` is not usable: it must be 1 to 43 letters"), "{stderr}");
+    let stderr = start(&[("CAIRN_SCOPE", "slow")]);
     assert!(
         stderr.contains(
             "no way to wake runs: CAIRN_TIMER_QUEUE_URL, CAIRN_BUS, CAIRN_SCHEDULE_GROUP, CAIRN_SCHEDULER_ROLE_ARN not set."
         ),
         "{stderr}"
     );
-    let stderr = start(&[("CAIRN_BUS", "cairn"), ("CAIRN_SCHEDULE_GROUP", "cairn"), ("CAIRN_SCHEDULER_ROLE_ARN", "r")]);
+    let stderr = start(&[
+        ("CAIRN_SCOPE", "slow"),
+        ("CAIRN_BUS", "cairn"),
+        ("CAIRN_SCHEDULE_GROUP", "cairn"),
+        ("CAIRN_SCHEDULER_ROLE_ARN", "r"),
+    ]);
     assert!(stderr.contains("no way to wake runs: CAIRN_TIMER_QUEUE_URL not set."), "{stderr}");
     assert!(stderr.contains("Set CAIRN_TIMER=log to run without timers anyway."), "{stderr}");
 }
@@ -529,3 +546,4 @@ fn oversized_results_fail_cleanly_naming_the_size_on_dynamodb() {
         }
     });
 }
+
