@@ -22,7 +22,8 @@ pub struct TemplateFunction {
     pub resource: String,
     /// The binary (`Metadata.BuildProperties.Binary`): the name `cargo lambda watch` serves.
     pub binary: String,
-    /// `FunctionName` (the name in AWS), e.g. `cairn-hello`.
+    /// `FunctionName` (the name in AWS, with the stack name [`LOCAL_STACK_NAME`]), e.g.
+    /// `cairn-hello`; the logical id when it has none.
     pub function_name: String,
     /// The Cairn function id: what its resume rule routes, else the binary name.
     pub function_id: String,
@@ -35,6 +36,10 @@ pub struct TemplateFunction {
     /// Its SQS event sources.
     pub queues: Vec<SqsSource>,
 }
+
+/// The stack name the dev server gives `${AWS::StackName}` (so `!Sub '${AWS::StackName}-hello'`
+/// is `cairn-hello` and the bus named `!Ref AWS::StackName` is `cairn`).
+pub const LOCAL_STACK_NAME: &str = "cairn";
 
 /// The queue prefix of the per-function timer queues: function `hello`'s is `timer-hello`.
 pub const TIMER_QUEUE_PREFIX: &str = "timer-";
@@ -170,8 +175,10 @@ impl Template {
                 })?
                 .to_string();
             let properties = resource.get("Properties").cloned().unwrap_or(Yaml::Null);
-            let function_name =
-                properties.get("FunctionName").and_then(Yaml::as_str).unwrap_or(&logical_id).to_string();
+            let function_name = match properties.get("FunctionName") {
+                None => logical_id.clone(),
+                Some(value) => resolver.name(value).map_err(|message| fail("FunctionName", message))?,
+            };
             let description = properties.get("Description").and_then(Yaml::as_str).unwrap_or_default().to_string();
             let mut function = TemplateFunction {
                 resource: logical_id.clone(),
@@ -369,12 +376,11 @@ impl Resolver<'_> {
         }
         .ok_or_else(|| "expected a name or !Ref to an AWS::Events::EventBus".to_string())?;
         if let Some(resource) = self.document.get("Resources").and_then(|r| r.get(target)) {
-            return resource
+            let name = resource
                 .get("Properties")
                 .and_then(|p| p.get("Name"))
-                .and_then(Yaml::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| format!("!Ref {target}: the resource has no Properties.Name"));
+                .ok_or_else(|| format!("!Ref {target}: the resource has no Properties.Name"))?;
+            return self.name(name).map_err(|message| format!("!Ref {target}: Name: {message}"));
         }
         if let Some(parameter) = self.document.get("Parameters").and_then(|p| p.get(target)) {
             return parameter
@@ -384,6 +390,33 @@ impl Resolver<'_> {
                 .ok_or_else(|| format!("!Ref {target}: the parameter has no Default"));
         }
         Err(format!("!Ref {target}: no such resource or parameter"))
+    }
+
+    /// A resource name: a literal, `!Ref AWS::StackName`, or `!Sub` over `${AWS::StackName}`
+    /// (as [`LOCAL_STACK_NAME`]).
+    fn name(&self, value: &Yaml) -> Result<String, String> {
+        let (tag, inner) = match value {
+            Yaml::String(text) => return Ok(text.clone()),
+            Yaml::Tagged(tagged) => (tagged.tag.to_string().trim_start_matches('!').to_string(), &tagged.value),
+            Yaml::Mapping(map) if map.len() == 1 => match map.iter().next() {
+                Some((Yaml::String(key), inner)) => (key.trim_start_matches("Fn::").to_string(), inner),
+                _ => return Err("expected a name, !Ref AWS::StackName or !Sub".to_string()),
+            },
+            _ => return Err("expected a name, !Ref AWS::StackName or !Sub".to_string()),
+        };
+        match (tag.as_str(), inner) {
+            ("Ref", Yaml::String(target)) if target == "AWS::StackName" => Ok(LOCAL_STACK_NAME.to_string()),
+            ("Sub", Yaml::String(text)) => {
+                let name = text.replace("${AWS::StackName}", LOCAL_STACK_NAME);
+                match name.find("${") {
+                    Some(at) => {
+                        Err(format!("!Sub {text:?}: only ${{AWS::StackName}} is resolved here, not {}", &name[at..]))
+                    }
+                    None => Ok(name),
+                }
+            }
+            _ => Err(format!("expected a name, !Ref AWS::StackName or !Sub over ${{AWS::StackName}}, found !{tag}")),
+        }
     }
 
     /// An event source's `Queue`: `!GetAtt <id>.Arn` (or `Fn::GetAtt: [<id>, Arn]`) of an
@@ -555,6 +588,26 @@ mod tests {
         assert_eq!(template.functions[0].schedules[0].expression_text, "rate(1 second)");
         assert!(is_reconcile(r#"{"cairn": "reconcile", "x": 1}"#));
         assert!(!is_reconcile(r#"{"cairn": "cron"}"#) && !is_reconcile("reconcile") && !is_reconcile("[]"));
+    }
+
+    #[test]
+    fn stack_scoped_names_resolve_with_the_local_stack_name() {
+        let text = |name: &str| {
+            format!(
+                "Resources:\n  Bus:\n    Type: AWS::Events::EventBus\n    Properties:\n      Name: !Ref AWS::StackName\n  F:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildProperties:\n        Binary: hello\n    Properties:\n      FunctionName: {name}\n      Events:\n        A:\n          Type: EventBridgeRule\n          Properties:\n            EventBusName: !Ref Bus\n            Pattern:\n              detail-type: [a]\n"
+            )
+        };
+        let template = Template::parse("t", &text("!Sub '${AWS::StackName}-hello'")).unwrap();
+        assert_eq!(
+            (template.functions[0].function_name.as_str(), template.buses()),
+            ("cairn-hello", vec!["cairn".to_string(), "default".to_string()])
+        );
+        let long = Template::parse("t", &text("{'Fn::Sub': 'x-${AWS::StackName}'}")).unwrap();
+        assert_eq!(long.functions[0].function_name, "x-cairn");
+        assert_eq!(
+            Template::parse("t", &text("!Sub '${Env}-hello'")).unwrap_err().to_string(),
+            "t: F.FunctionName: !Sub \"${Env}-hello\": only ${AWS::StackName} is resolved here, not ${Env}-hello"
+        );
     }
 
     #[test]
