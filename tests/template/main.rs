@@ -117,11 +117,22 @@ fn check(template: &Value, binary: &str, functions: &[Function]) -> Vec<String> 
                     input["cron"].as_str().unwrap_or_default().to_string(),
                 ));
             }
-            Some("SQS") => {
-                timer = yaml(&props["Queue"]).contains(&format!("{timer_queue}.Arn"))
-                    && strings(&props["FunctionResponseTypes"]) == ["ReportBatchItemFailures"];
-            }
+            Some("SQS") => problems.push(format!(
+                "{name}.{event_name}: SAM's SQS event lets the function receive from every queue of the account \
+                 (AWSLambdaSQSQueueExecutionRole); write an AWS::Lambda::EventSourceMapping"
+            )),
             other => problems.push(format!("{name}.{event_name}: unexpected event type {other:?}")),
+        }
+    }
+    // Its timer queue's event source mapping.
+    for (_, mapping) in resources.iter().filter(|(_, r)| r["Type"].as_str() == Some("AWS::Lambda::EventSourceMapping"))
+    {
+        let props = &mapping["Properties"];
+        if policy::text(&props["FunctionName"]) == format!("Ref {name}")
+            && policy::text(&props["EventSourceArn"]) == format!("GetAtt {timer_queue}.Arn")
+            && strings(&props["FunctionResponseTypes"]) == ["ReportBatchItemFailures"]
+        {
+            timer = true;
         }
     }
     let mut triggers = BTreeSet::new();
@@ -166,7 +177,7 @@ fn check(template: &Value, binary: &str, functions: &[Function]) -> Vec<String> 
     }
     if !timer {
         problems.push(format!(
-            "{name}: needs an SQS event on !GetAtt {timer_queue}.Arn with FunctionResponseTypes [ReportBatchItemFailures]"
+            "{name}: needs an AWS::Lambda::EventSourceMapping from !GetAtt {timer_queue}.Arn with FunctionResponseTypes [ReportBatchItemFailures]"
         ));
     }
     if !yaml(&properties["Environment"]["Variables"]["CAIRN_TIMER_QUEUE_URL"]).contains(&timer_queue) {

@@ -222,6 +222,16 @@ pub(crate) fn check(template: &Value, name: &str, binary: &str, functions: &[Fun
                     ));
                 }
             }
+            "sqs" => {
+                let wanted = BTreeSet::from(
+                    ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"].map(String::from),
+                );
+                if actions != wanted || resources != BTreeSet::from([format!("GetAtt {prefix}TimerQueue.Arn")]) {
+                    problem(format!(
+                        "statement {sid} should let its event source mapping read its own timer queue only, not {actions:?} on {resources:?}"
+                    ));
+                }
+            }
             "kms" => {
                 if text(&condition["StringEquals"]["kms:ViaService"]).is_empty() {
                     problem(format!("statement {sid} should be conditioned on kms:ViaService"));
@@ -230,7 +240,7 @@ pub(crate) fn check(template: &Value, name: &str, binary: &str, functions: &[Fun
             other => problem(format!("statement {sid}: unexpected {other} permissions {actions:?}")),
         }
     }
-    for needed in ["dynamodb", "events", "scheduler", "iam"] {
+    for needed in ["dynamodb", "events", "scheduler", "iam", "sqs"] {
         if !seen.contains(needed) {
             problem(format!("no {needed} statement: the code needs one"));
         }
@@ -297,7 +307,9 @@ pub(crate) fn fixed_names(template: &Value) -> Vec<String> {
         let properties = &resource["Properties"];
         for key in ["Name", "FunctionName", "QueueName", "TableName", "RoleName", "GroupName"] {
             let value = &properties[key];
-            if !value.is_null() && !text(value).contains("AWS::StackName") {
+            // A literal, or a `!Sub` without the stack name (a `!Ref` names another resource).
+            let fixed = matches!(value, Value::String(_)) || text(value).starts_with("Sub ");
+            if fixed && !text(value).contains("AWS::StackName") {
                 problems.push(format!("{name}.{key}: `{}` is fixed; use the stack name", text(value)));
             }
         }

@@ -236,53 +236,43 @@ impl Template {
                         let queue = props
                             .get("Queue")
                             .ok_or_else(|| fail(&here, "an SQS event source needs a Queue".to_string()))?;
-                        let (queue_resource, queue) =
-                            resolver.queue(queue).map_err(|message| fail(&format!("{here}.Queue"), message))?;
-                        let batch_size = match props.get("BatchSize") {
-                            None => 10,
-                            Some(value) => value
-                                .as_u64()
-                                .and_then(|n| u32::try_from(n).ok())
-                                .filter(|n| (1..=10_000).contains(n))
-                                .ok_or_else(|| {
-                                    fail(&format!("{here}.BatchSize"), "must be a whole number from 1 to 10000".into())
-                                })?,
-                        };
-                        let report_batch_item_failures = props
-                            .get("FunctionResponseTypes")
-                            .and_then(Yaml::as_sequence)
-                            .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
-                        let queue_number = |key: &str| {
-                            queue
-                                .get("Properties")
-                                .and_then(|p| p.get(key))
-                                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
-                        };
-                        let max_receive_count = queue
-                            .get("Properties")
-                            .and_then(|p| p.get("RedrivePolicy"))
-                            .and_then(|r| r.get("maxReceiveCount"))
-                            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
-                            .and_then(|n| u32::try_from(n).ok());
-                        function.queues.push(SqsSource {
-                            name: event_name,
-                            queue_resource,
-                            batch_size,
-                            report_batch_item_failures,
-                            max_receive_count,
-                            delay_seconds: queue_number("DelaySeconds")
-                                .and_then(|n| u32::try_from(n).ok())
-                                .unwrap_or(0)
-                                .min(900),
-                            max_message_bytes: queue_number("MaximumMessageSize")
-                                .and_then(|n| usize::try_from(n).ok())
-                                .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
-                        });
+                        let source = sqs_source(&resolver, event_name, queue, &props)
+                            .map_err(|(property, message)| fail(&format!("{here}.{property}"), message))?;
+                        function.queues.push(source);
                     }
                     _ => {}
                 }
             }
             functions.push(function);
+        }
+        // Event source mappings written as resources (the template's timer queues: SAM's `SQS`
+        // event type would attach a receive policy on every queue of the account).
+        for (logical_id, resource) in resources {
+            if resource.get("Type").and_then(Yaml::as_str) != Some("AWS::Lambda::EventSourceMapping") {
+                continue;
+            }
+            let logical_id = logical_id.as_str().unwrap_or_default().to_string();
+            let props = resource.get("Properties").cloned().unwrap_or(Yaml::Null);
+            let fail = |property: &str, message: String| TemplateError {
+                path: format!("{file}: {logical_id}.{property}"),
+                message,
+            };
+            let target = props.get("FunctionName").and_then(|name| match name {
+                Yaml::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str(),
+                Yaml::Mapping(map) => map.get("Ref").and_then(Yaml::as_str),
+                _ => None,
+            });
+            let function =
+                target.and_then(|target| functions.iter_mut().find(|f| f.resource == target)).ok_or_else(|| {
+                    fail("FunctionName", "expected !Ref <an AWS::Serverless::Function of this template>".into())
+                })?;
+            let queue = props
+                .get("EventSourceArn")
+                .ok_or_else(|| fail("EventSourceArn", "an event source mapping needs an EventSourceArn".into()))?;
+            let source = sqs_source(&resolver, logical_id.clone(), queue, &props).map_err(|(property, message)| {
+                fail(if property == "Queue" { "EventSourceArn" } else { property }, message)
+            })?;
+            function.queues.push(source);
         }
         Ok(Template { functions })
     }
@@ -341,6 +331,52 @@ impl Template {
         buses.dedup();
         buses
     }
+}
+
+/// An SQS event source: `queue` (`!GetAtt <queue>.Arn`) and the `BatchSize` and
+/// `FunctionResponseTypes` of `props`. An error names the property.
+fn sqs_source(
+    resolver: &Resolver<'_>,
+    name: String,
+    queue: &Yaml,
+    props: &Yaml,
+) -> Result<SqsSource, (&'static str, String)> {
+    let (queue_resource, queue) = resolver.queue(queue).map_err(|message| ("Queue", message))?;
+    let batch_size = match props.get("BatchSize") {
+        None => 10,
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or(("BatchSize", "must be a whole number from 1 to 10000".to_string()))?,
+    };
+    let report_batch_item_failures = props
+        .get("FunctionResponseTypes")
+        .and_then(Yaml::as_sequence)
+        .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+    let queue_number = |key: &str| {
+        queue
+            .get("Properties")
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
+    };
+    let max_receive_count = queue
+        .get("Properties")
+        .and_then(|p| p.get("RedrivePolicy"))
+        .and_then(|r| r.get("maxReceiveCount"))
+        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
+        .and_then(|n| u32::try_from(n).ok());
+    Ok(SqsSource {
+        name,
+        queue_resource,
+        batch_size,
+        report_batch_item_failures,
+        max_receive_count,
+        delay_seconds: queue_number("DelaySeconds").and_then(|n| u32::try_from(n).ok()).unwrap_or(0).min(900),
+        max_message_bytes: queue_number("MaximumMessageSize")
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+    })
 }
 
 /// Whether a schedule's input is a reconciler tick: a JSON object with `"cairn": "reconcile"`.
@@ -484,6 +520,13 @@ mod tests {
         );
         assert_eq!(hello.rules[0].bus, "cairn");
         assert_eq!(hello.event_names(), ["app/my.event"]);
+        // Its timer queue, through an AWS::Lambda::EventSourceMapping resource.
+        let timer = &hello.queues[0];
+        assert_eq!(
+            (timer.name.as_str(), timer.queue_resource.as_str(), timer.batch_size, timer.report_batch_item_failures),
+            ("HelloTimer", "HelloTimerQueue", 10, true)
+        );
+        assert_eq!(template.queue("timer-hello").map(|(f, _)| f.binary.as_str()), Some("hello"));
         assert!(template.function("arn:aws:lambda:us-east-1:000000000000:function:cairn-hello").is_some());
         let daily = template.function("readwise-daily-sync").unwrap();
         assert!(daily.schedules.iter().any(|s| s.expression_text == "cron(0 3 * * ? *)"));
