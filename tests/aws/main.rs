@@ -26,7 +26,7 @@ async fn aws() -> aws_config::SdkConfig {
 }
 
 async fn fresh_store() -> DynamoDbStore {
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws().await), unique("cairn-test"));
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws().await), unique("cairn-test"), "test").unwrap();
     store.create_table().await.unwrap();
     store
 }
@@ -226,7 +226,8 @@ async fn queue_timer() -> (QueueTimer, aws_sdk_sqs::Client, String, aws_sdk_sche
         "arn:aws:lambda:us-east-1:123456789012:function:hello",
         "arn:aws:iam::123456789012:role/cairn-scheduler",
         "hello",
-    );
+    )
+    .scope("hello");
     (QueueTimer::new(sqs.clone(), &queue_url, long), sqs, queue_url, scheduler, group)
 }
 
@@ -254,7 +255,7 @@ fn the_queue_timer_sends_a_delayed_message_and_hands_long_waits_to_one_schedule_
         assert!(scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules.is_empty());
 
         // Further ahead: the run's one schedule, 10 minutes early; a later one replaces it.
-        let name = SchedulerTimer::run_schedule_name(&run);
+        let name = timer.long().run_schedule_name(&run);
         for at in [now + 3_600_000, now + 7_200_000] {
             timer.wake_at(&run, "hello", "timeout", at).await.unwrap();
             let listed = scheduler.list_schedules().group_name(&group).send().await.unwrap().schedules;
@@ -484,14 +485,30 @@ fn a_function_without_a_timer_refuses_to_start_naming_what_is_missing() {
         assert!(!output.status.success());
         String::from_utf8_lossy(&output.stderr).to_string()
     };
+    // With the table but no scope: the keys it would write are not the ones its policy allows.
     let stderr = start(&[]);
+    assert!(
+        stderr.contains(
+            "CAIRN_TABLE=runs is set but CAIRN_SCOPE is not: every key this function writes starts with its scope \
+             (template.yaml sets CAIRN_SCOPE to the binary's name, and its IAM policy allows only those keys)"
+        ),
+        "{stderr}"
+    );
+    let stderr = start(&[("CAIRN_SCOPE", "has#hash")]);
+    assert!(stderr.contains("CAIRN_SCOPE: scope `has#hash` is not usable: it must be 1 to 43 letters"), "{stderr}");
+    let stderr = start(&[("CAIRN_SCOPE", "slow")]);
     assert!(
         stderr.contains(
             "no way to wake runs: CAIRN_TIMER_QUEUE_URL, CAIRN_BUS, CAIRN_SCHEDULE_GROUP, CAIRN_SCHEDULER_ROLE_ARN not set."
         ),
         "{stderr}"
     );
-    let stderr = start(&[("CAIRN_BUS", "cairn"), ("CAIRN_SCHEDULE_GROUP", "cairn"), ("CAIRN_SCHEDULER_ROLE_ARN", "r")]);
+    let stderr = start(&[
+        ("CAIRN_SCOPE", "slow"),
+        ("CAIRN_BUS", "cairn"),
+        ("CAIRN_SCHEDULE_GROUP", "cairn"),
+        ("CAIRN_SCHEDULER_ROLE_ARN", "r"),
+    ]);
     assert!(stderr.contains("no way to wake runs: CAIRN_TIMER_QUEUE_URL not set."), "{stderr}");
     assert!(stderr.contains("Set CAIRN_TIMER=log to run without timers anyway."), "{stderr}");
 }
@@ -542,6 +559,120 @@ fn oversized_results_fail_cleanly_naming_the_size_on_dynamodb() {
                 journal.meta.wake_at.is_none() && journal.meta.outbox.is_empty(),
                 "{id}: delivered, out of the index"
             );
+        }
+    });
+}
+
+/// The values of condition `operator` / `key` in `binary`'s policy in template.yaml (e.g.
+/// `ForAllValues:StringLike` / `dynamodb:LeadingKeys`).
+fn policy_condition(binary: &str, operator: &str, key: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let template: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let (_, function) =
+        resources.iter().find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary)).unwrap();
+    let mut patterns = Vec::new();
+    for policy in function["Properties"]["Policies"].as_sequence().unwrap() {
+        for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+            let keys = &statement["Condition"][operator][key];
+            patterns.extend(keys.as_sequence().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_string)));
+        }
+    }
+    assert!(!patterns.is_empty(), "{binary}: no {operator} {key} condition in template.yaml");
+    patterns
+}
+
+/// IAM's `StringLike`: `*` matches any run of characters, `?` one.
+fn like(pattern: &str, text: &str) -> bool {
+    match pattern.chars().next() {
+        None => text.is_empty(),
+        Some('*') => (0..=text.len()).filter(|i| text.is_char_boundary(*i)).any(|i| like(&pattern[1..], &text[i..])),
+        Some(c) => {
+            text.chars().next().is_some_and(|t| c == '?' || c == t)
+                && like(&pattern[c.len_utf8()..], &text[text.chars().next().map_or(0, char::len_utf8)..])
+        }
+    }
+}
+
+/// What order-approval really writes (runs of both its functions and of its failure handler,
+/// waits, the event log, the invoke of order-charge and its result) all falls under the
+/// `dynamodb:LeadingKeys` its policy in template.yaml allows, GSI key included; and every event
+/// it sends is one its PutEvents condition allows. moto enforces no IAM, so this is where the
+/// policy meets the code.
+#[test]
+fn order_approval_writes_only_keys_and_sends_only_events_its_template_policy_allows() {
+    with_aws(|| async {
+        let client = aws_sdk_dynamodb::Client::new(&aws().await);
+        let table = unique("cairn-iam");
+        // As the Lambda builds it: CAIRN_SCOPE from the template (the binary's name).
+        let store = DynamoDbStore::new(client.clone(), &table, "order-approval").unwrap();
+        store.create_table().await.unwrap();
+        let bus = cairn::MemoryBus::new();
+        let runner = Runner::new(
+            Registry::new(order_approval::functions()).unwrap(),
+            store.clone(),
+            bus.clone(),
+            cairn::MemoryTimer::new(),
+        );
+        let patterns = policy_condition("order-approval", "ForAllValues:StringLike", "dynamodb:LeadingKeys");
+        // Every item's partition key (and `due` index key), at every stage (waits and index
+        // entries are gone once the runs end).
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut check_keys = async || {
+            let items = client.scan().table_name(&table).send().await.unwrap().items.unwrap_or_default();
+            for item in &items {
+                let mut keys = vec![item["PK"].as_s().unwrap().clone()];
+                keys.extend(item.get("due_fn").map(|due| due.as_s().unwrap().clone()));
+                for key in keys {
+                    assert!(patterns.iter().any(|p| like(p, &key)), "key `{key}` matches none of {patterns:?}");
+                    kinds.insert(key.split('#').nth(1).unwrap_or_default().to_string());
+                }
+            }
+        };
+        let mut ours = Vec::new();
+        for (order, amount) in [("o-1", 25), ("o-2", 0)] {
+            let placed = EventPayload::new(order_approval::PLACED, json!({"order_id": order, "amount": amount}));
+            ours.push(runner.send(placed).await.unwrap());
+            runner.run_until_idle().await.unwrap();
+            check_keys().await;
+            let approved = EventPayload::new(order_approval::APPROVED, json!({"order_id": order, "by": "ann"}));
+            ours.push(runner.send(approved).await.unwrap());
+            runner.run_until_idle().await.unwrap();
+            check_keys().await;
+        }
+        let statuses: Vec<(String, RunStatus)> = store
+            .list_runs(&cairn::store::RunQuery { function_id: None, status: None, limit: 100 })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|run| (run.function_id, run.status))
+            .collect();
+        for expected in [
+            ("order-approval".to_string(), RunStatus::Completed),
+            ("order-approval".to_string(), RunStatus::Failed),
+            ("order-charge".to_string(), RunStatus::Completed),
+            ("order-charge".to_string(), RunStatus::Failed),
+            ("order-approval-failure".to_string(), RunStatus::Completed),
+        ] {
+            assert!(statuses.contains(&expected), "{expected:?} in {statuses:?}");
+        }
+
+        assert_eq!(kinds, ["EVENTS", "FN", "RUN", "WAIT"].map(String::from).into(), "every kind of key was checked");
+
+        let allowed = policy_condition("order-approval", "StringEquals", "events:detail-type");
+        let sent: std::collections::BTreeSet<String> = bus
+            .sent()
+            .into_iter()
+            .filter(|event| !ours.contains(event.id.as_ref().unwrap()))
+            .map(|event| event.name)
+            .collect();
+        assert_eq!(
+            sent,
+            [cairn::FAILED_EVENT, cairn::FINISHED_EVENT, cairn::INVOKED_EVENT].map(String::from).into(),
+            "the runtime's events, all sent"
+        );
+        for name in sent {
+            assert!(allowed.contains(&name), "`{name}` is not in order-approval's PutEvents condition: {allowed:?}");
         }
     });
 }

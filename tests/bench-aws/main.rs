@@ -41,7 +41,7 @@ fn hundred_steps() -> Function {
 async fn store(endpoint: &str, table: &str) -> DynamoDbStore {
     let config = aws_config::load_from_env().await;
     let dynamo = aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(endpoint).build();
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(dynamo), table);
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(dynamo), table, "bench").expect("scope");
     store.create_table().await.expect("table");
     store
 }

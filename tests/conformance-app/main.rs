@@ -22,14 +22,16 @@ fn functions() -> Result<Vec<Function>, cairn::DefinitionError> {
             let saved: i64 = step.run("save-count", || async move { Ok(total) }).await?;
             Ok(json!({"userId": event.data["userId"], "total": saved}))
         })?,
-        Function::new("daily-fan-out").cron("0 3 * * *").handler(|_: Event, step: Step| async move {
-            let users: Vec<String> =
-                step.run("list-users", || async { Ok(vec!["u1".to_string(), "u2".to_string()]) }).await?;
-            let events: Vec<EventPayload> =
-                users.iter().map(|u| EventPayload::new("readwise/fetch-books", json!({"userId": u}))).collect();
-            step.send_event("fan-out", events).await?;
-            Ok(json!({"sent": users.len()}))
-        })?,
+        Function::new("daily-fan-out").cron("0 3 * * *").sends("readwise/fetch-books").handler(
+            |_: Event, step: Step| async move {
+                let users: Vec<String> =
+                    step.run("list-users", || async { Ok(vec!["u1".to_string(), "u2".to_string()]) }).await?;
+                let events: Vec<EventPayload> =
+                    users.iter().map(|u| EventPayload::new("readwise/fetch-books", json!({"userId": u}))).collect();
+                step.send_event("fan-out", events).await?;
+                Ok(json!({"sent": users.len()}))
+            },
+        )?,
         Function::new("parallel").on_event("test/parallel").handler(|_: Event, step: Step| async move {
             let (a, b) =
                 join!(step.run("a", || async { Ok("A".to_string()) }), step.run("b", || async { Ok("B".to_string()) }));

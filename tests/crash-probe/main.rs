@@ -86,7 +86,11 @@ async fn main() -> anyhow::Result<()> {
         }
     })?;
     let config = aws_config::load_from_env().await;
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), std::env::var("CAIRN_TABLE")?);
+    let store = DynamoDbStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        std::env::var("CAIRN_TABLE")?,
+        std::env::var("CAIRN_SCOPE")?,
+    )?;
     let store = AbortAfterCommit(store, crash == "after-commit");
     let runner =
         cairn::Runner::new(cairn::Registry::new([probe])?, store, cairn::MemoryBus::new(), cairn::MemoryTimer::new())

@@ -58,6 +58,7 @@ fn workflow(items: Vec<Item>, attempts: Arc<Mutex<HashMap<String, u32>>>) -> Fun
     let items = Arc::new(items);
     Function::new("generated")
         .on_event("test/start")
+        .sends("test/sent")
         .retries(3)
         .handler(move |event: Event, step: Step| {
             let items = Arc::clone(&items);

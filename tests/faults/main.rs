@@ -40,7 +40,7 @@ async fn store_at(url: &str, table: &str) -> DynamoDbStore {
                 .with_initial_backoff(Duration::from_millis(5)),
         )
         .build();
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(dynamo), table);
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(dynamo), table, "faults").unwrap();
     store.create_table().await.unwrap();
     store
 }
@@ -71,6 +71,7 @@ fn counted(calls: Arc<AtomicU32>) -> Function {
 fn probe(table: &str, marker: &std::path::Path, crash: &str) -> std::process::ExitStatus {
     Command::new(env!("CARGO_BIN_EXE_crash-probe"))
         .env("CAIRN_TABLE", table)
+        .env("CAIRN_SCOPE", "faults")
         .env("MARKER_FILE", marker)
         .env("CRASH_POINT", crash)
         .output()

@@ -27,7 +27,7 @@ async fn functions_run_under_cargo_lambda_watch_against_moto() {
     let suffix = format!("{}", std::process::id());
     let config = aws_config::load_from_env().await;
     let table = format!("cairn-watch-{suffix}");
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), &table);
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), &table, "watch").unwrap();
     store.create_table().await.unwrap();
     let scheduler = aws_sdk_scheduler::Client::new(&config);
     let group = format!("cairn-{suffix}");
@@ -68,6 +68,8 @@ async fn functions_run_under_cargo_lambda_watch_against_moto() {
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("CAIRN_TABLE", table.clone()),
+        // One scope for every binary cargo lambda watch runs (they share this environment).
+        ("CAIRN_SCOPE", "watch".into()),
         ("CAIRN_BUS", bus.clone()),
         ("CAIRN_SCHEDULE_GROUP", group.clone()),
         ("CAIRN_SCHEDULER_ROLE_ARN", "arn:aws:iam::123456789012:role/cairn-scheduler".into()),

@@ -431,6 +431,7 @@ async fn a_renamed_step_fails_the_run_with_a_determinism_error_and_overwrites_no
 async fn a_cron_fan_out_starts_one_run_per_sent_event() {
     let fan_out = Function::new("daily-fan-out")
         .cron("0 3 * * *")
+        .sends("readwise/fetch-books")
         .handler(|_: Event, step: Step| async move {
             let users: Vec<String> =
                 step.run("list-users", || async { Ok(vec!["u1".to_string(), "u2".to_string()]) }).await?;

@@ -1,7 +1,10 @@
 //! template.yaml matches the code: every functions/* binary has its function, and each
-//! function's triggers are exactly its EventBridge rules and ScheduleV2 crons (plus the resume
-//! rule that routes its own `cairn/run.resume` events back to it).
+//! function's triggers are exactly its EventBridge rules and ScheduleV2 crons; its permissions
+//! are exactly what its code uses (`policy`); names are the stack's; the Inngest endpoint
+//! exists only with a signing key.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+mod policy;
 
 use cairn::{Function, Trigger};
 use serde_yaml::Value;
@@ -59,15 +62,11 @@ fn check(template: &Value, binary: &str, functions: &[Function]) -> Vec<String> 
     let name = name.as_str().unwrap();
     let mut problems = Vec::new();
     let properties = &resource["Properties"];
-    let expected_name = format!("cairn-{binary}");
-    if properties["FunctionName"].as_str() != Some(expected_name.as_str()) {
+    let expected_name = format!("Sub ${{AWS::StackName}}-{binary}");
+    if policy::text(&properties["FunctionName"]) != expected_name {
         problems.push(format!(
-            "{name}: FunctionName should be `{expected_name}` (the Scheduler role and CAIRN_FUNCTION_ARN assume it)"
+            "{name}: FunctionName should be !{expected_name} (its Scheduler role and CAIRN_FUNCTION_ARN name it)"
         ));
-    }
-    let arn = serde_yaml::to_string(&properties["Environment"]["Variables"]["CAIRN_FUNCTION_ARN"]).unwrap();
-    if !arn.contains(&format!("function:{expected_name}")) {
-        problems.push(format!("{name}: CAIRN_FUNCTION_ARN does not name function {expected_name}"));
     }
     let mut routed = BTreeSet::new();
     let mut schedules = BTreeSet::new();
@@ -118,11 +117,22 @@ fn check(template: &Value, binary: &str, functions: &[Function]) -> Vec<String> 
                     input["cron"].as_str().unwrap_or_default().to_string(),
                 ));
             }
-            Some("SQS") => {
-                timer = yaml(&props["Queue"]).contains(&format!("{timer_queue}.Arn"))
-                    && strings(&props["FunctionResponseTypes"]) == ["ReportBatchItemFailures"];
-            }
+            Some("SQS") => problems.push(format!(
+                "{name}.{event_name}: SAM's SQS event lets the function receive from every queue of the account \
+                 (AWSLambdaSQSQueueExecutionRole); write an AWS::Lambda::EventSourceMapping"
+            )),
             other => problems.push(format!("{name}.{event_name}: unexpected event type {other:?}")),
+        }
+    }
+    // Its timer queue's event source mapping.
+    for (_, mapping) in resources.iter().filter(|(_, r)| r["Type"].as_str() == Some("AWS::Lambda::EventSourceMapping"))
+    {
+        let props = &mapping["Properties"];
+        if policy::text(&props["FunctionName"]) == format!("Ref {name}")
+            && policy::text(&props["EventSourceArn"]) == format!("GetAtt {timer_queue}.Arn")
+            && strings(&props["FunctionResponseTypes"]) == ["ReportBatchItemFailures"]
+        {
+            timer = true;
         }
     }
     let mut triggers = BTreeSet::new();
@@ -167,7 +177,7 @@ fn check(template: &Value, binary: &str, functions: &[Function]) -> Vec<String> 
     }
     if !timer {
         problems.push(format!(
-            "{name}: needs an SQS event on !GetAtt {timer_queue}.Arn with FunctionResponseTypes [ReportBatchItemFailures]"
+            "{name}: needs an AWS::Lambda::EventSourceMapping from !GetAtt {timer_queue}.Arn with FunctionResponseTypes [ReportBatchItemFailures]"
         ));
     }
     if !yaml(&properties["Environment"]["Variables"]["CAIRN_TIMER_QUEUE_URL"]).contains(&timer_queue) {
@@ -204,6 +214,100 @@ fn every_function_binary_is_in_the_template_with_rules_matching_its_triggers() {
     let mut known: Vec<String> = code().iter().map(|(b, _)| b.to_string()).collect();
     known.sort();
     assert_eq!(on_disk, known, "every functions/* crate is checked here and deployed by the template");
+}
+
+/// The logical id of the function that builds `binary`.
+fn resource_of(template: &Value, binary: &str) -> String {
+    let resources = template["Resources"].as_mapping().unwrap();
+    let found = resources.iter().find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary));
+    found.map(|(name, _)| name.as_str().unwrap().to_string()).unwrap_or_default()
+}
+
+/// Each function may touch only its own items, send only the events its code sends, schedule
+/// only its own wake-ups and pass only its own Scheduler role (which can only invoke it).
+#[test]
+fn each_function_may_touch_only_its_own_items_events_and_schedules() {
+    let template = template();
+    let problems: Vec<String> = code()
+        .iter()
+        .flat_map(|(binary, functions)| {
+            let name = resource_of(&template, binary);
+            policy::check(&template, &name, binary, functions, !invokes(binary).is_empty())
+        })
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let mut wildcards = Vec::new();
+    policy::wildcards(&template["Resources"], "Resources", &mut wildcards);
+    assert!(wildcards.is_empty(), "{wildcards:#?}");
+    // The Inngest endpoint keeps no state here and sends nothing to the bus.
+    assert!(template["Resources"]["ServeFunction"]["Properties"]["Policies"].is_null());
+}
+
+#[test]
+fn a_widened_policy_is_reported_naming_the_function_and_the_grant() {
+    let text = std::fs::read_to_string(format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replacen("dynamodb:DeleteItem, dynamodb:Query]", "dynamodb:DeleteItem, dynamodb:Query, dynamodb:Scan]", 1)
+        .replacen("dynamodb:LeadingKeys: ['hello#*']", "dynamodb:LeadingKeys: ['*']", 1)
+        .replacen(
+            "events:detail-type: [inngest/function.failed, inngest/function.finished]",
+            "events:detail-type: [inngest/function.failed, inngest/function.finished, app/order.approved]",
+            1,
+        )
+        .replacen("schedule/${ScheduleGroup}/hello.*'", "schedule/${ScheduleGroup}/*'", 1);
+    let template: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(
+        policy::check(&template, "HelloFunction", "hello", &[hello::function()], false),
+        [
+            "HelloFunction: statement OwnItems grants [\"dynamodb:Scan\"], which the store never calls (LeadingKeys cannot confine a Scan)",
+            "HelloFunction: statement OwnItems should carry exactly ForAllValues:StringLike dynamodb:LeadingKeys [hello#*], not {\"*\"}",
+            "HelloFunction: statement DeclaredEvents lets it send {\"app/order.approved\", \"inngest/function.failed\", \"inngest/function.finished\"}; its code sends exactly {\"inngest/function.failed\", \"inngest/function.finished\"} (declared with .sends, plus the runtime's)",
+            "HelloFunction: statement OwnSchedules should allow {\"scheduler:CreateSchedule\", \"scheduler:DeleteSchedule\"} on !Sub arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${ScheduleGroup}/hello.* only, not {\"scheduler:CreateSchedule\", \"scheduler:DeleteSchedule\"} on {\"Sub arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${ScheduleGroup}/*\"}",
+        ]
+    );
+    // A function whose code sends an event it may not: declared in code, missing in the template.
+    let sync = readwise_daily_sync::function();
+    let template = self::template();
+    let hello_policy_on_sync = policy::check(&template, "HelloFunction", "hello", &[sync], false);
+    assert!(hello_policy_on_sync.iter().any(|p| p.contains("its code sends exactly {\"inngest/function.failed\", \"inngest/function.finished\", \"readwise/fetch-books\"}")), "{hello_policy_on_sync:#?}");
+}
+
+#[test]
+fn names_are_the_stacks_and_every_reference_resolves() {
+    let template = template();
+    assert_eq!(policy::fixed_names(&template), Vec::<String>::new());
+    assert_eq!(policy::unresolved(&template), Vec::<String>::new());
+    let broken: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+            .replacen("Name: !Ref AWS::StackName", "Name: cairn", 1)
+            .replacen("Resource: !GetAtt HelloSchedulerRole.Arn", "Resource: !GetAtt HeloSchedulerRole.Arn", 1),
+    )
+    .unwrap();
+    assert_eq!(policy::fixed_names(&broken), ["EventBus.Name: `cairn` is fixed; use the stack name"]);
+    let unresolved = policy::unresolved(&broken);
+    assert_eq!(unresolved.len(), 1, "{unresolved:#?}");
+    assert!(unresolved[0].ends_with("!GetAtt HeloSchedulerRole names nothing in the template"), "{unresolved:#?}");
+}
+
+/// With the signing key's default (empty) no public endpoint exists at all; a key given must
+/// look like one.
+#[test]
+fn the_inngest_endpoint_and_its_public_url_exist_only_with_a_signing_key() {
+    let template = template();
+    let key = &template["Parameters"]["InngestSigningKey"];
+    assert_eq!((key["NoEcho"].as_bool(), key["Default"].as_str()), (Some(true), Some("")));
+    assert_eq!(key["AllowedPattern"].as_str(), Some("^$|^(signkey-[A-Za-z0-9]+-)?[0-9A-Fa-f]{32,}$"));
+    assert_eq!(
+        serde_yaml::to_string(&template["Conditions"]["HasSigningKey"]).unwrap().trim(),
+        "!Not\n- !Equals\n  - !Ref InngestSigningKey\n  - ''"
+    );
+    assert_eq!(template["Resources"]["ServeFunction"]["Condition"].as_str(), Some("HasSigningKey"));
+    assert_eq!(template["Outputs"]["ServeUrl"]["Condition"].as_str(), Some("HasSigningKey"));
+    let serve = &template["Resources"]["ServeFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(policy::text(&serve["INNGEST_SIGNING_KEY"]), "Ref InngestSigningKey");
+    assert_eq!(policy::text(&serve["INNGEST_SERVE_ORIGIN"]), "Ref ServeOrigin");
+    assert_eq!(template["Parameters"]["ServeOrigin"]["Default"].as_str(), Some(""));
 }
 
 #[test]

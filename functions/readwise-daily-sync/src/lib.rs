@@ -43,6 +43,7 @@ pub fn function_with(users_url: Option<String>) -> Function {
     Function::new("readwise-daily-sync")
         .name("Daily Readwise sync")
         .cron("0 3 * * *")
+        .sends("readwise/fetch-books")
         .handler(move |_event: Event, step: Step| {
             let users_url = users_url.clone();
             async move {

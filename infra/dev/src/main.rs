@@ -156,7 +156,8 @@ async fn dev(args: DevArgs) -> Result<(), String> {
     if let Some(parent) = std::path::Path::new(&db).parent() {
         std::fs::create_dir_all(parent).map_err(|err| format!("--db {db}: {err}"))?;
     }
-    // The functions' store: DynamoDB when CAIRN_TABLE is set (as in AWS), else the SQLite file.
+    // The functions' store: DynamoDB when CAIRN_TABLE is set (as in AWS; with CAIRN_SCOPE, which
+    // `--watch` forwards, so every function runs under that one scope locally), else the SQLite file.
     let store = if std::env::var("CAIRN_TABLE").is_ok_and(|t| !t.is_empty()) {
         cairn_aws::store_from_env(&aws_config::load_from_env().await)?
     } else {

@@ -22,7 +22,8 @@ pub struct TemplateFunction {
     pub resource: String,
     /// The binary (`Metadata.BuildProperties.Binary`): the name `cargo lambda watch` serves.
     pub binary: String,
-    /// `FunctionName` (the name in AWS), e.g. `cairn-hello`.
+    /// `FunctionName` (the name in AWS, with the stack name [`LOCAL_STACK_NAME`]), e.g.
+    /// `cairn-hello`; the logical id when it has none.
     pub function_name: String,
     /// The Cairn function id: what its resume rule routes, else the binary name.
     pub function_id: String,
@@ -35,6 +36,10 @@ pub struct TemplateFunction {
     /// Its SQS event sources.
     pub queues: Vec<SqsSource>,
 }
+
+/// The stack name the dev server gives `${AWS::StackName}` (so `!Sub '${AWS::StackName}-hello'`
+/// is `cairn-hello` and the bus named `!Ref AWS::StackName` is `cairn`).
+pub const LOCAL_STACK_NAME: &str = "cairn";
 
 /// The queue prefix of the per-function timer queues: function `hello`'s is `timer-hello`.
 pub const TIMER_QUEUE_PREFIX: &str = "timer-";
@@ -170,8 +175,10 @@ impl Template {
                 })?
                 .to_string();
             let properties = resource.get("Properties").cloned().unwrap_or(Yaml::Null);
-            let function_name =
-                properties.get("FunctionName").and_then(Yaml::as_str).unwrap_or(&logical_id).to_string();
+            let function_name = match properties.get("FunctionName") {
+                None => logical_id.clone(),
+                Some(value) => resolver.name(value).map_err(|message| fail("FunctionName", message))?,
+            };
             let description = properties.get("Description").and_then(Yaml::as_str).unwrap_or_default().to_string();
             let mut function = TemplateFunction {
                 resource: logical_id.clone(),
@@ -229,53 +236,43 @@ impl Template {
                         let queue = props
                             .get("Queue")
                             .ok_or_else(|| fail(&here, "an SQS event source needs a Queue".to_string()))?;
-                        let (queue_resource, queue) =
-                            resolver.queue(queue).map_err(|message| fail(&format!("{here}.Queue"), message))?;
-                        let batch_size = match props.get("BatchSize") {
-                            None => 10,
-                            Some(value) => value
-                                .as_u64()
-                                .and_then(|n| u32::try_from(n).ok())
-                                .filter(|n| (1..=10_000).contains(n))
-                                .ok_or_else(|| {
-                                    fail(&format!("{here}.BatchSize"), "must be a whole number from 1 to 10000".into())
-                                })?,
-                        };
-                        let report_batch_item_failures = props
-                            .get("FunctionResponseTypes")
-                            .and_then(Yaml::as_sequence)
-                            .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
-                        let queue_number = |key: &str| {
-                            queue
-                                .get("Properties")
-                                .and_then(|p| p.get(key))
-                                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
-                        };
-                        let max_receive_count = queue
-                            .get("Properties")
-                            .and_then(|p| p.get("RedrivePolicy"))
-                            .and_then(|r| r.get("maxReceiveCount"))
-                            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
-                            .and_then(|n| u32::try_from(n).ok());
-                        function.queues.push(SqsSource {
-                            name: event_name,
-                            queue_resource,
-                            batch_size,
-                            report_batch_item_failures,
-                            max_receive_count,
-                            delay_seconds: queue_number("DelaySeconds")
-                                .and_then(|n| u32::try_from(n).ok())
-                                .unwrap_or(0)
-                                .min(900),
-                            max_message_bytes: queue_number("MaximumMessageSize")
-                                .and_then(|n| usize::try_from(n).ok())
-                                .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
-                        });
+                        let source = sqs_source(&resolver, event_name, queue, &props)
+                            .map_err(|(property, message)| fail(&format!("{here}.{property}"), message))?;
+                        function.queues.push(source);
                     }
                     _ => {}
                 }
             }
             functions.push(function);
+        }
+        // Event source mappings written as resources (the template's timer queues: SAM's `SQS`
+        // event type would attach a receive policy on every queue of the account).
+        for (logical_id, resource) in resources {
+            if resource.get("Type").and_then(Yaml::as_str) != Some("AWS::Lambda::EventSourceMapping") {
+                continue;
+            }
+            let logical_id = logical_id.as_str().unwrap_or_default().to_string();
+            let props = resource.get("Properties").cloned().unwrap_or(Yaml::Null);
+            let fail = |property: &str, message: String| TemplateError {
+                path: format!("{file}: {logical_id}.{property}"),
+                message,
+            };
+            let target = props.get("FunctionName").and_then(|name| match name {
+                Yaml::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str(),
+                Yaml::Mapping(map) => map.get("Ref").and_then(Yaml::as_str),
+                _ => None,
+            });
+            let function =
+                target.and_then(|target| functions.iter_mut().find(|f| f.resource == target)).ok_or_else(|| {
+                    fail("FunctionName", "expected !Ref <an AWS::Serverless::Function of this template>".into())
+                })?;
+            let queue = props
+                .get("EventSourceArn")
+                .ok_or_else(|| fail("EventSourceArn", "an event source mapping needs an EventSourceArn".into()))?;
+            let source = sqs_source(&resolver, logical_id.clone(), queue, &props).map_err(|(property, message)| {
+                fail(if property == "Queue" { "EventSourceArn" } else { property }, message)
+            })?;
+            function.queues.push(source);
         }
         Ok(Template { functions })
     }
@@ -336,6 +333,52 @@ impl Template {
     }
 }
 
+/// An SQS event source: `queue` (`!GetAtt <queue>.Arn`) and the `BatchSize` and
+/// `FunctionResponseTypes` of `props`. An error names the property.
+fn sqs_source(
+    resolver: &Resolver<'_>,
+    name: String,
+    queue: &Yaml,
+    props: &Yaml,
+) -> Result<SqsSource, (&'static str, String)> {
+    let (queue_resource, queue) = resolver.queue(queue).map_err(|message| ("Queue", message))?;
+    let batch_size = match props.get("BatchSize") {
+        None => 10,
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or(("BatchSize", "must be a whole number from 1 to 10000".to_string()))?,
+    };
+    let report_batch_item_failures = props
+        .get("FunctionResponseTypes")
+        .and_then(Yaml::as_sequence)
+        .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("ReportBatchItemFailures")));
+    let queue_number = |key: &str| {
+        queue
+            .get("Properties")
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
+    };
+    let max_receive_count = queue
+        .get("Properties")
+        .and_then(|p| p.get("RedrivePolicy"))
+        .and_then(|r| r.get("maxReceiveCount"))
+        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|text| text.parse().ok())))
+        .and_then(|n| u32::try_from(n).ok());
+    Ok(SqsSource {
+        name,
+        queue_resource,
+        batch_size,
+        report_batch_item_failures,
+        max_receive_count,
+        delay_seconds: queue_number("DelaySeconds").and_then(|n| u32::try_from(n).ok()).unwrap_or(0).min(900),
+        max_message_bytes: queue_number("MaximumMessageSize")
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+    })
+}
+
 /// Whether a schedule's input is a reconciler tick: a JSON object with `"cairn": "reconcile"`.
 pub fn is_reconcile(input: &str) -> bool {
     serde_json::from_str::<Value>(input).is_ok_and(|value| value["cairn"] == "reconcile")
@@ -369,12 +412,11 @@ impl Resolver<'_> {
         }
         .ok_or_else(|| "expected a name or !Ref to an AWS::Events::EventBus".to_string())?;
         if let Some(resource) = self.document.get("Resources").and_then(|r| r.get(target)) {
-            return resource
+            let name = resource
                 .get("Properties")
                 .and_then(|p| p.get("Name"))
-                .and_then(Yaml::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| format!("!Ref {target}: the resource has no Properties.Name"));
+                .ok_or_else(|| format!("!Ref {target}: the resource has no Properties.Name"))?;
+            return self.name(name).map_err(|message| format!("!Ref {target}: Name: {message}"));
         }
         if let Some(parameter) = self.document.get("Parameters").and_then(|p| p.get(target)) {
             return parameter
@@ -384,6 +426,33 @@ impl Resolver<'_> {
                 .ok_or_else(|| format!("!Ref {target}: the parameter has no Default"));
         }
         Err(format!("!Ref {target}: no such resource or parameter"))
+    }
+
+    /// A resource name: a literal, `!Ref AWS::StackName`, or `!Sub` over `${AWS::StackName}`
+    /// (as [`LOCAL_STACK_NAME`]).
+    fn name(&self, value: &Yaml) -> Result<String, String> {
+        let (tag, inner) = match value {
+            Yaml::String(text) => return Ok(text.clone()),
+            Yaml::Tagged(tagged) => (tagged.tag.to_string().trim_start_matches('!').to_string(), &tagged.value),
+            Yaml::Mapping(map) if map.len() == 1 => match map.iter().next() {
+                Some((Yaml::String(key), inner)) => (key.trim_start_matches("Fn::").to_string(), inner),
+                _ => return Err("expected a name, !Ref AWS::StackName or !Sub".to_string()),
+            },
+            _ => return Err("expected a name, !Ref AWS::StackName or !Sub".to_string()),
+        };
+        match (tag.as_str(), inner) {
+            ("Ref", Yaml::String(target)) if target == "AWS::StackName" => Ok(LOCAL_STACK_NAME.to_string()),
+            ("Sub", Yaml::String(text)) => {
+                let name = text.replace("${AWS::StackName}", LOCAL_STACK_NAME);
+                match name.find("${") {
+                    Some(at) => {
+                        Err(format!("!Sub {text:?}: only ${{AWS::StackName}} is resolved here, not {}", &name[at..]))
+                    }
+                    None => Ok(name),
+                }
+            }
+            _ => Err(format!("expected a name, !Ref AWS::StackName or !Sub over ${{AWS::StackName}}, found !{tag}")),
+        }
     }
 
     /// An event source's `Queue`: `!GetAtt <id>.Arn` (or `Fn::GetAtt: [<id>, Arn]`) of an
@@ -451,6 +520,13 @@ mod tests {
         );
         assert_eq!(hello.rules[0].bus, "cairn");
         assert_eq!(hello.event_names(), ["app/my.event"]);
+        // Its timer queue, through an AWS::Lambda::EventSourceMapping resource.
+        let timer = &hello.queues[0];
+        assert_eq!(
+            (timer.name.as_str(), timer.queue_resource.as_str(), timer.batch_size, timer.report_batch_item_failures),
+            ("HelloTimer", "HelloTimerQueue", 10, true)
+        );
+        assert_eq!(template.queue("timer-hello").map(|(f, _)| f.binary.as_str()), Some("hello"));
         assert!(template.function("arn:aws:lambda:us-east-1:000000000000:function:cairn-hello").is_some());
         let daily = template.function("readwise-daily-sync").unwrap();
         assert!(daily.schedules.iter().any(|s| s.expression_text == "cron(0 3 * * ? *)"));
@@ -555,6 +631,26 @@ mod tests {
         assert_eq!(template.functions[0].schedules[0].expression_text, "rate(1 second)");
         assert!(is_reconcile(r#"{"cairn": "reconcile", "x": 1}"#));
         assert!(!is_reconcile(r#"{"cairn": "cron"}"#) && !is_reconcile("reconcile") && !is_reconcile("[]"));
+    }
+
+    #[test]
+    fn stack_scoped_names_resolve_with_the_local_stack_name() {
+        let text = |name: &str| {
+            format!(
+                "Resources:\n  Bus:\n    Type: AWS::Events::EventBus\n    Properties:\n      Name: !Ref AWS::StackName\n  F:\n    Type: AWS::Serverless::Function\n    Metadata:\n      BuildProperties:\n        Binary: hello\n    Properties:\n      FunctionName: {name}\n      Events:\n        A:\n          Type: EventBridgeRule\n          Properties:\n            EventBusName: !Ref Bus\n            Pattern:\n              detail-type: [a]\n"
+            )
+        };
+        let template = Template::parse("t", &text("!Sub '${AWS::StackName}-hello'")).unwrap();
+        assert_eq!(
+            (template.functions[0].function_name.as_str(), template.buses()),
+            ("cairn-hello", vec!["cairn".to_string(), "default".to_string()])
+        );
+        let long = Template::parse("t", &text("{'Fn::Sub': 'x-${AWS::StackName}'}")).unwrap();
+        assert_eq!(long.functions[0].function_name, "x-cairn");
+        assert_eq!(
+            Template::parse("t", &text("!Sub '${Env}-hello'")).unwrap_err().to_string(),
+            "t: F.FunctionName: !Sub \"${Env}-hello\": only ${AWS::StackName} is resolved here, not ${Env}-hello"
+        );
     }
 
     #[test]

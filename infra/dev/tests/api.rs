@@ -209,7 +209,7 @@ async fn the_sdk_clients_cairn_uses_work_unchanged() {
     let at: Millis = chrono::Utc::now().timestamp_millis() + 1_500;
     timer.replace_run_schedule(&run, at + 60_000).await.unwrap();
     timer.replace_run_schedule(&run, at).await.unwrap();
-    let name = SchedulerTimer::run_schedule_name(&run);
+    let name = timer.run_schedule_name(&run);
     let schedules = get(&format!("{}/api/schedules", server.url)).await["schedules"].clone();
     let ours: Vec<&Value> = schedules.as_array().unwrap().iter().filter(|s| s["name"] == name.as_str()).collect();
     assert_eq!(ours.len(), 1);
@@ -454,7 +454,7 @@ async fn with_a_dynamodb_table_the_dashboard_api_reads_and_cancels_runs_there() 
     };
     let config = sdk_config(&endpoint).await;
     let table = format!("cairn-dev-{}", std::process::id());
-    let store = cairn_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), &table);
+    let store = cairn_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), &table, "dev").unwrap();
     store.create_table().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dev_config = DevConfig {

@@ -309,7 +309,8 @@ fn drive_report(run_id: &RunId, drive: &Drive) -> Value {
 }
 
 /// Builds the runner from the environment:
-/// - `CAIRN_TABLE`: DynamoDB table (else `CAIRN_SQLITE_PATH`, default `.cairn/dev.db`);
+/// - `CAIRN_TABLE` + `CAIRN_SCOPE`: DynamoDB table and this Lambda's key scope (else
+///   `CAIRN_SQLITE_PATH`, default `.cairn/dev.db`);
 /// - `CAIRN_BUS`: EventBridge bus name for sent events (else logged);
 /// - the timer (see `timer_from_env`): required, the function refuses to start without one;
 /// - `CAIRN_SLEEP_THRESHOLD_SECS`: in-process sleeps up to this long (default 5);
@@ -391,25 +392,41 @@ fn timer_from_env(
         ));
     };
     let function_id = registry.functions().first().map(|f| f.id().to_string()).unwrap_or_default();
+    // Schedule names start with the scope, as the template's CreateSchedule grant expects.
+    let scope = non_empty("CAIRN_SCOPE").unwrap_or_else(|| function_id.clone());
+    crate::check_scope(&scope).map_err(|err| format!("CAIRN_SCOPE: {err}"))?;
     let long = crate::SchedulerTimer::new(
         aws_sdk_scheduler::Client::new(aws),
         group,
         function_arn_from_env()?,
         role,
         function_id,
-    );
+    )
+    .scope(scope);
     Ok(AnyTimer::Queue(crate::QueueTimer::new(aws_sdk_sqs::Client::new(aws), queue, long)))
 }
 
-/// The store named by the environment: DynamoDB table `CAIRN_TABLE` through `aws`, else the
-/// SQLite file `CAIRN_SQLITE_PATH` (default `.cairn/dev.db`, its directory created).
+/// The store named by the environment: DynamoDB table `CAIRN_TABLE` through `aws`, its keys
+/// under `CAIRN_SCOPE` (required with it: the function's IAM policy allows only keys starting
+/// with `<scope>#`), else the SQLite file `CAIRN_SQLITE_PATH` (default `.cairn/dev.db`, its
+/// directory created).
 ///
 /// # Errors
-/// The SQLite file cannot be opened, naming it.
+/// `CAIRN_SCOPE` missing or unusable with `CAIRN_TABLE`, or the SQLite file cannot be opened,
+/// naming it.
 pub fn store_from_env(aws: &aws_config::SdkConfig) -> Result<AnyStore, String> {
     Ok(match std::env::var("CAIRN_TABLE") {
         Ok(table) if !table.is_empty() => {
-            AnyStore::DynamoDb(crate::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), table))
+            let scope = non_empty("CAIRN_SCOPE").ok_or_else(|| {
+                format!(
+                    "CAIRN_TABLE={table} is set but CAIRN_SCOPE is not: every key this function writes starts with its \
+                     scope (template.yaml sets CAIRN_SCOPE to the binary's name, and its IAM policy allows only those keys)"
+                )
+            })?;
+            let client = aws_sdk_dynamodb::Client::new(aws);
+            AnyStore::DynamoDb(
+                crate::DynamoDbStore::new(client, table, scope).map_err(|err| format!("CAIRN_SCOPE: {err}"))?,
+            )
         }
         _ => {
             let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());

@@ -1,15 +1,20 @@
 //! [`DynamoDbStore`]: the run store on one DynamoDB table (DESIGN.md, State).
 //!
+//! Every partition key starts with the store's **scope** (one per Lambda, `CAIRN_SCOPE`, the
+//! binary's name in `template.yaml`), so an IAM `dynamodb:LeadingKeys` condition on `<scope>#*`
+//! confines each function to its own items:
+//!
 //! | PK | SK | holds |
 //! |---|---|---|
-//! | `RUN#<run>` | `META` | the run head as JSON, `version` (the optimistic-concurrency fence), `expires_at` (TTL), and while the run needs a driver `due_fn` + `due_at` (the sparse `due` index the reconciler queries) |
-//! | `RUN#<run>` | `STEP#<step>` | the step record as JSON, `final`, and `chunks` when its output is split |
-//! | `RUN#<run>` | `STEP#<step>#<nonce>#<n>` | chunk `n` of an output too large for one 400 KB item |
-//! | `WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
-//! | `EVENTS#<event>` | `<received ms, 13 digits>#<id>` | a received event, for the wait lookback (TTL 1 day) |
+//! | `<scope>#RUN#<run>` | `META` | the run head as JSON, `version` (the optimistic-concurrency fence), `expires_at` (TTL), `fn_key` (`<scope>#FN#<function>`), and while the run needs a driver `due_fn` (= `fn_key`) + `due_at` (the sparse `due` index the reconciler queries) |
+//! | `<scope>#RUN#<run>` | `STEP#<step>` | the step record as JSON, `final`, and `chunks` when its output is split |
+//! | `<scope>#RUN#<run>` | `STEP#<step>#<nonce>#<n>` | chunk `n` of an output too large for one 400 KB item |
+//! | `<scope>#WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
+//! | `<scope>#EVENTS#<event>` | `<received ms, 13 digits>#<id>` | a received event, for the wait lookback (TTL 1 day) |
 //!
 //! The `due` global secondary index (hash `due_fn`, range `due_at`, projection ALL) holds only
-//! heads with a `wake_at`: unfinished runs and runs with an undelivered outbox. The reconciler
+//! heads with a `wake_at`: unfinished runs and runs with an undelivered outbox. Its hash key is
+//! scope-prefixed too, so a Query on the index is covered by the same condition. The reconciler
 //! reads it per function, never scanning the table.
 //!
 //! A step commits with one conditional `PutItem` (`attribute_not_exists(SK) OR final = false`)
@@ -48,22 +53,65 @@ pub const MAX_HEAD_BYTES: usize = CHUNK_BYTES + 30 * 1024;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// The longest scope: it also prefixes the Scheduler schedule names (64 characters at most).
+pub const MAX_SCOPE_LEN: usize = 43;
+
+/// A scope that cannot prefix keys (and IAM patterns): empty, too long, or with characters
+/// other than letters, digits, `-` and `_`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "scope `{0}` is not usable: it must be 1 to {MAX_SCOPE_LEN} letters, digits, '-' or '_' (the binary's name, as template.yaml sets CAIRN_SCOPE)"
+)]
+pub struct InvalidScope(pub String);
+
+/// Checks a scope (see [`InvalidScope`]).
+///
+/// # Errors
+/// [`InvalidScope`] naming it.
+pub fn check_scope(scope: &str) -> Result<(), InvalidScope> {
+    let valid = !scope.is_empty()
+        && scope.len() <= MAX_SCOPE_LEN
+        && scope.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid { Ok(()) } else { Err(InvalidScope(scope.to_string())) }
+}
+
 /// The run store on DynamoDB. Cheap to clone (the SDK client is shared).
 #[derive(Clone, Debug)]
 pub struct DynamoDbStore {
     client: Client,
     table: String,
+    scope: String,
 }
 
 impl DynamoDbStore {
-    /// A store on `table` through `client`.
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoDbStore { client, table: table.into() }
+    /// A store on `table` through `client`, keeping its items under `scope` (every partition
+    /// key starts with `<scope>#`).
+    ///
+    /// # Errors
+    /// [`InvalidScope`] when `scope` cannot prefix keys.
+    pub fn new(client: Client, table: impl Into<String>, scope: impl Into<String>) -> Result<Self, InvalidScope> {
+        let scope = scope.into();
+        check_scope(&scope)?;
+        Ok(DynamoDbStore { client, table: table.into(), scope })
     }
 
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// The scope every partition key starts with.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The one key builder: `<scope>#<kind>#<name>` (partition keys and the `due` index's key).
+    fn key(&self, kind: &str, name: impl std::fmt::Display) -> String {
+        format!("{}#{kind}#{name}", self.scope)
+    }
+
+    fn run_key(&self, run_id: &RunId) -> String {
+        self.key("RUN", run_id)
     }
 
     /// Creates the table (PK/SK strings, on-demand, TTL on `expires_at`), as `template.yaml`
@@ -136,7 +184,7 @@ impl DynamoDbStore {
         chunks: usize,
     ) -> Result<String, StoreError> {
         let prefix = format!("STEP#{record_id}#{nonce}#");
-        let items = self.query_all(&run_key(run_id), SortKey::Prefix(&prefix)).await?;
+        let items = self.query_all(&self.run_key(run_id), SortKey::Prefix(&prefix)).await?;
         let mut parts: Vec<(usize, String)> = items
             .iter()
             .filter_map(|item| {
@@ -201,7 +249,7 @@ impl DynamoDbStore {
     async fn step_item(&self, run_id: &RunId, record: &StepRecord) -> Result<Item, StoreError> {
         let encoded = encode(record)?;
         let mut item = Item::from([
-            ("PK".into(), AttributeValue::S(run_key(run_id))),
+            ("PK".into(), AttributeValue::S(self.run_key(run_id))),
             ("SK".into(), AttributeValue::S(format!("STEP#{}", record.id))),
             ("final".into(), AttributeValue::Bool(record.state.is_final())),
             ("position".into(), number(record.position)),
@@ -228,7 +276,7 @@ impl DynamoDbStore {
         let parts = split_on_char_boundaries(&output, CHUNK_BYTES);
         for (n, part) in parts.iter().enumerate() {
             let chunk = Item::from([
-                ("PK".into(), AttributeValue::S(run_key(run_id))),
+                ("PK".into(), AttributeValue::S(self.run_key(run_id))),
                 ("SK".into(), AttributeValue::S(format!("STEP#{}#{nonce}#{n}", record.id))),
                 ("data".into(), AttributeValue::S(part.to_string())),
                 ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
@@ -263,10 +311,6 @@ enum SortKey<'a> {
     Any,
     Prefix(&'a str),
     AtLeast(&'a str),
-}
-
-fn run_key(run_id: &RunId) -> String {
-    format!("RUN#{run_id}")
 }
 
 fn build_error(err: impl std::fmt::Display) -> StoreError {
@@ -313,7 +357,7 @@ fn number(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn meta_item(meta: &RunMeta) -> Result<Item, StoreError> {
+fn meta_item(store: &DynamoDbStore, meta: &RunMeta) -> Result<Item, StoreError> {
     let encoded = encode(meta)?;
     if encoded.len() > MAX_HEAD_BYTES {
         return Err(StoreError::RunTooLarge {
@@ -323,8 +367,9 @@ fn meta_item(meta: &RunMeta) -> Result<Item, StoreError> {
         });
     }
     let mut item = Item::from([
-        ("PK".into(), AttributeValue::S(run_key(&meta.run_id))),
+        ("PK".into(), AttributeValue::S(store.run_key(&meta.run_id))),
         ("SK".into(), AttributeValue::S("META".into())),
+        ("fn_key".into(), AttributeValue::S(store.key("FN", &meta.function_id))),
         ("meta".into(), AttributeValue::S(encoded)),
         ("version".into(), number(meta.version)),
         ("status".into(), AttributeValue::S(meta.status.as_str().into())),
@@ -335,7 +380,7 @@ fn meta_item(meta: &RunMeta) -> Result<Item, StoreError> {
         item.insert("expires_at".into(), number(expires_at / 1000));
     }
     if let Some(wake_at) = meta.wake_at {
-        item.insert("due_fn".into(), AttributeValue::S(meta.function_id.clone()));
+        item.insert("due_fn".into(), AttributeValue::S(store.key("FN", &meta.function_id)));
         item.insert("due_at".into(), number(wake_at));
     }
     Ok(item)
@@ -364,7 +409,7 @@ impl RunStore for DynamoDbStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(meta_item(&meta)?))
+            .set_item(Some(meta_item(self, &meta)?))
             .condition_expression("attribute_not_exists(PK)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -389,7 +434,7 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
-        let items = self.query_all(&run_key(run_id), SortKey::Any).await?;
+        let items = self.query_all(&self.run_key(run_id), SortKey::Any).await?;
         let mut meta = None;
         let mut steps = Vec::new();
         for item in &items {
@@ -414,7 +459,7 @@ impl RunStore for DynamoDbStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(meta_item(&stored)?))
+            .set_item(Some(meta_item(self, &stored)?))
             .condition_expression("#version = :expected")
             .expression_attribute_names("#version", "version")
             .expression_attribute_values(":expected", number(meta.version))
@@ -483,9 +528,9 @@ impl RunStore for DynamoDbStore {
         // and it enters the due index now, in the same transaction as the step.
         let wake = Update::builder()
             .table_name(&self.table)
-            .key("PK", AttributeValue::S(run_key(run_id)))
+            .key("PK", AttributeValue::S(self.run_key(run_id)))
             .key("SK", AttributeValue::S("META".into()))
-            .update_expression("SET #version = #version + :one, due_at = :now, due_fn = function_id")
+            .update_expression("SET #version = #version + :one, due_at = :now, due_fn = fn_key")
             .condition_expression("attribute_exists(PK)")
             .expression_attribute_names("#version", "version")
             .expression_attribute_values(":one", number(1))
@@ -517,7 +562,7 @@ impl RunStore for DynamoDbStore {
                 .client
                 .get_item()
                 .table_name(&self.table)
-                .key("PK", AttributeValue::S(run_key(run_id)))
+                .key("PK", AttributeValue::S(self.run_key(run_id)))
                 .key("SK", AttributeValue::S(format!("STEP#{}", record.id)))
                 .consistent_read(true)
                 .send()
@@ -540,7 +585,7 @@ impl RunStore for DynamoDbStore {
                 .table_name(&self.table)
                 .index_name(DUE_INDEX)
                 .key_condition_expression("due_fn = :function AND due_at <= :now")
-                .expression_attribute_values(":function", AttributeValue::S(function_id.to_string()))
+                .expression_attribute_values(":function", AttributeValue::S(self.key("FN", function_id)))
                 .expression_attribute_values(":now", number(now))
                 .limit(i32::try_from(limit - runs.len()).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take())
@@ -560,7 +605,7 @@ impl RunStore for DynamoDbStore {
 
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
         let item = Item::from([
-            ("PK".into(), AttributeValue::S(format!("WAIT#{}", wait.event))),
+            ("PK".into(), AttributeValue::S(self.key("WAIT", &wait.event))),
             ("SK".into(), AttributeValue::S(format!("{}#{}", wait.run_id, wait.step_id))),
             ("wait".into(), AttributeValue::S(encode(wait)?)),
             ("created_at".into(), number(wait.created_at)),
@@ -570,7 +615,7 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
-        let items = self.query_all(&format!("WAIT#{event}"), SortKey::Any).await?;
+        let items = self.query_all(&self.key("WAIT", event), SortKey::Any).await?;
         let mut waits: Vec<Wait> = items.iter().map(|item| decode(&string(item, "wait")?)).collect::<Result<_, _>>()?;
         waits.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.run_id.cmp(&b.run_id)));
         Ok(waits)
@@ -581,7 +626,7 @@ impl RunStore for DynamoDbStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("PK", AttributeValue::S(format!("WAIT#{event}")))
+            .key("PK", AttributeValue::S(self.key("WAIT", event)))
             .key("SK", AttributeValue::S(format!("{run_id}#{step_id}")))
             .return_values(ReturnValue::AllOld)
             .send()
@@ -592,7 +637,7 @@ impl RunStore for DynamoDbStore {
 
     async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {
         let item = Item::from([
-            ("PK".into(), AttributeValue::S(format!("EVENTS#{}", event.name))),
+            ("PK".into(), AttributeValue::S(self.key("EVENTS", &event.name))),
             ("SK".into(), AttributeValue::S(format!("{received_at:013}#{}", event.id.as_deref().unwrap_or_default()))),
             ("event".into(), AttributeValue::S(encode(event)?)),
             ("expires_at".into(), number(received_at / 1000 + 86_400)),
@@ -601,7 +646,7 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {
-        let items = self.query_all(&format!("EVENTS#{name}"), SortKey::AtLeast(&format!("{since:013}"))).await?;
+        let items = self.query_all(&self.key("EVENTS", name), SortKey::AtLeast(&format!("{since:013}"))).await?;
         let mut events: Vec<EventPayload> = Vec::new();
         for item in &items {
             let event: EventPayload = decode(&string(item, "event")?)?;
@@ -613,7 +658,8 @@ impl RunStore for DynamoDbStore {
         Ok(events)
     }
 
-    /// A scan of run heads: for the dev server and the CLI, not for hot paths.
+    /// A scan of this scope's run heads: for the dev server and the CLI, not for hot paths
+    /// (the functions' IAM policies grant no Scan).
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
         let mut runs = Vec::new();
         let mut start: Option<Item> = None;
@@ -623,12 +669,13 @@ impl RunStore for DynamoDbStore {
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(true)
-                .filter_expression("SK = :meta")
+                .filter_expression("SK = :meta AND begins_with(PK, :scope)")
                 .expression_attribute_values(":meta", AttributeValue::S("META".into()))
+                .expression_attribute_values(":scope", AttributeValue::S(self.key("RUN", "")))
                 .set_exclusive_start_key(start.take());
             if let Some(function) = &query.function_id {
                 scan = scan
-                    .filter_expression("SK = :meta AND function_id = :function")
+                    .filter_expression("SK = :meta AND begins_with(PK, :scope) AND function_id = :function")
                     .expression_attribute_values(":function", AttributeValue::S(function.clone()));
             }
             let page = scan.send().await.map_err(|err| sdk_error("Scan", err))?;

@@ -33,7 +33,9 @@ pub use driver::{
     DriverConfig, DriverError, DriverResponse, Invocation, LambdaDriver, NDJSON, classify, run, runner_from_env,
     store_from_env,
 };
-pub use dynamodb::{CHUNK_BYTES, DUE_INDEX, DynamoDbStore, MAX_HEAD_BYTES, MAX_OUTPUT_BYTES};
+pub use dynamodb::{
+    CHUNK_BYTES, DUE_INDEX, DynamoDbStore, InvalidScope, MAX_HEAD_BYTES, MAX_OUTPUT_BYTES, MAX_SCOPE_LEN, check_scope,
+};
 pub use eventbridge::{EventBridgeBus, MAX_BATCH, MAX_ENTRY_BYTES};
 pub use scheduler::{RESUME_EVENT, SchedulerTimer};
 pub use timer::{HANDOVER_MS, MAX_QUEUE_DELAY_MS, QueueTimer};

@@ -22,6 +22,7 @@ pub struct SchedulerTimer {
     target_arn: String,
     role_arn: String,
     function_id: String,
+    scope: String,
 }
 
 impl SchedulerTimer {
@@ -39,8 +40,16 @@ impl SchedulerTimer {
             group: group.into(),
             target_arn: target_arn.into(),
             role_arn: role_arn.into(),
+            scope: "cairn".into(),
             function_id: function_id.into(),
         }
+    }
+
+    /// Names its schedules `<scope>.<hash of the run>` (default scope `cairn`): the template
+    /// lets each function create and delete only schedules named after its own scope.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
     }
 
     /// The `at(...)` expression for `at`, rounded up to the second, in UTC.
@@ -50,9 +59,12 @@ impl SchedulerTimer {
         format!("at({})", time.format("%Y-%m-%dT%H:%M:%S"))
     }
 
-    /// The name of a run's one long wake-up schedule.
-    pub fn run_schedule_name(run_id: &RunId) -> String {
-        format!("cairn-run-{}", &StepId::hash(run_id.as_str()).to_string()[..40])
+    /// The name of a run's one long wake-up schedule: `<scope>.` and as much of the run id's
+    /// hash as fits in Scheduler's 64 characters (at least 20 hex digits).
+    pub fn run_schedule_name(&self, run_id: &RunId) -> String {
+        let hash = StepId::hash(run_id.as_str()).to_string();
+        let room = 63usize.saturating_sub(self.scope.len()).clamp(20, 40);
+        format!("{}.{}", self.scope, &hash[..room])
     }
 
     /// The payload the schedule delivers to the function.
@@ -69,7 +81,7 @@ impl SchedulerTimer {
         if !self.create(run_id, at).await? {
             self.delete_run_schedule(run_id).await?;
             if !self.create(run_id, at).await? {
-                let name = Self::run_schedule_name(run_id);
+                let name = self.run_schedule_name(run_id);
                 return Err(BusError(format!("CreateSchedule {name}: it exists again right after its deletion")));
             }
         }
@@ -81,7 +93,7 @@ impl SchedulerTimer {
     /// # Errors
     /// The Scheduler's error other than "not found".
     pub async fn delete_run_schedule(&self, run_id: &RunId) -> Result<(), BusError> {
-        let name = Self::run_schedule_name(run_id);
+        let name = self.run_schedule_name(run_id);
         match self.client.delete_schedule().name(&name).group_name(&self.group).send().await {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
@@ -91,7 +103,7 @@ impl SchedulerTimer {
 
     /// Creates the run's schedule; `false` when one already exists.
     async fn create(&self, run_id: &RunId, at: Millis) -> Result<bool, BusError> {
-        let name = Self::run_schedule_name(run_id);
+        let name = self.run_schedule_name(run_id);
         let window = FlexibleTimeWindow::builder()
             .mode(FlexibleTimeWindowMode::Off)
             .build()
@@ -133,11 +145,22 @@ mod tests {
     }
 
     #[test]
-    fn run_schedule_names_are_stable_and_valid() {
+    fn run_schedule_names_are_stable_valid_and_start_with_the_scope() {
+        let aws = aws_sdk_scheduler::Config::builder()
+            .behavior_version(aws_sdk_scheduler::config::BehaviorVersion::latest())
+            .build();
+        let timer =
+            |scope: &str| SchedulerTimer::new(Client::from_conf(aws.clone()), "g", "arn", "role", "f").scope(scope);
         let run = RunId::new("run_abc");
-        let name = SchedulerTimer::run_schedule_name(&run);
-        assert_eq!(name, SchedulerTimer::run_schedule_name(&run));
-        assert_ne!(name, SchedulerTimer::run_schedule_name(&RunId::new("run_abd")));
-        assert!(name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let hello = timer("hello");
+        let name = hello.run_schedule_name(&run);
+        assert_eq!(name, hello.run_schedule_name(&run));
+        assert_eq!(name, format!("hello.{}", &StepId::hash("run_abc").as_str()[..40]));
+        assert_ne!(name, hello.run_schedule_name(&RunId::new("run_abd")));
+        let long = timer(&"s".repeat(crate::MAX_SCOPE_LEN)).run_schedule_name(&run);
+        assert_eq!(long.len(), 64);
+        for name in [name, long] {
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')), "{name}");
+        }
     }
 }

@@ -36,6 +36,11 @@ impl QueueTimer {
         &self.queue_url
     }
 
+    /// The Scheduler timer for wake-ups beyond 15 minutes.
+    pub fn long(&self) -> &SchedulerTimer {
+        &self.long
+    }
+
     /// Whole seconds to delay a message due at `at` (rounded up, so it never fires early).
     pub fn delay_seconds(at: Millis, now: Millis) -> i32 {
         let ms = (at - now).clamp(0, MAX_QUEUE_DELAY_MS);

@@ -228,6 +228,9 @@ pub(crate) struct Shared {
     pub(crate) run_id: RunId,
     pub(crate) now: Millis,
     pub(crate) default_retries: u32,
+    /// The function's id and the events it declared it sends (`step.send_event` checks them).
+    pub(crate) function_id: String,
+    pub(crate) sends: Vec<String>,
     journal: HashMap<StepId, StepRecord>,
     by_position: HashMap<u32, StepId>,
     visited: HashSet<u32>,
@@ -353,6 +356,8 @@ impl Execution {
             run_id,
             now: 0,
             default_retries: function.retries(),
+            function_id: function.id().to_string(),
+            sends: function.sends().to_vec(),
             replayable: journal.len(),
             journal,
             by_position,

@@ -161,6 +161,16 @@ pub enum DefinitionError {
         /// The parser's message.
         reason: String,
     },
+    /// A `.sends(...)` declaration that cannot be allowed.
+    #[error("function `{function}`: cannot declare `.sends(\"{event}\")`: {reason}")]
+    InvalidSend {
+        /// The function.
+        function: String,
+        /// The declared name.
+        event: String,
+        /// Why not.
+        reason: String,
+    },
     /// The builder was finished without a handler.
     #[error("function `{0}` has no handler")]
     NoHandler(String),

@@ -151,6 +151,7 @@ struct FunctionInner {
     retries: u32,
     handler: ErasedHandler,
     on_failure: Option<Function>,
+    sends: Vec<String>,
 }
 
 impl fmt::Debug for Function {
@@ -159,6 +160,7 @@ impl fmt::Debug for Function {
             .field("id", &self.inner.id)
             .field("triggers", &self.inner.triggers)
             .field("retries", &self.inner.retries)
+            .field("sends", &self.inner.sends)
             .finish_non_exhaustive()
     }
 }
@@ -207,6 +209,11 @@ impl Function {
         self.inner.retries
     }
 
+    /// The event names its steps may send with `step.send_event` ([`FunctionBuilder::sends`]).
+    pub fn sends(&self) -> &[String] {
+        &self.inner.sends
+    }
+
     /// The generated failure handler function (`<id>-failure`), if `on_failure` was set.
     pub fn failure_handler(&self) -> Option<&Function> {
         self.inner.on_failure.as_ref()
@@ -240,6 +247,7 @@ pub struct FunctionBuilder<T> {
     triggers: Vec<Trigger>,
     retries: u32,
     on_failure: Option<ErasedHandler>,
+    sends: Vec<String>,
     errors: Vec<DefinitionError>,
     _event: PhantomData<fn() -> T>,
 }
@@ -264,6 +272,7 @@ impl<T> FunctionBuilder<T> {
             triggers,
             retries: DEFAULT_RETRIES,
             on_failure: None,
+            sends: Vec::new(),
             errors,
             _event: PhantomData,
         }
@@ -281,6 +290,32 @@ impl<T> FunctionBuilder<T> {
             self.errors.push(DefinitionError::TooManyRetries { function: self.id.clone(), retries });
         }
         self.retries = retries;
+        self
+    }
+
+    /// Declares an event this function's steps send with `step.send_event` (call it once per
+    /// name). Sending an undeclared name fails the step, naming the event: the declarations are
+    /// what `template.yaml` lets the function put on the bus (`events:detail-type`). The
+    /// `on_failure` handler may send the same events. Names under `inngest/` and `cairn/` are the
+    /// runtime's own and cannot be declared.
+    pub fn sends(mut self, event: impl Into<String>) -> Self {
+        let event = event.into();
+        let reason = if event.trim().is_empty() {
+            Some("the name is empty")
+        } else if event.starts_with("inngest/") || event.starts_with("cairn/") {
+            Some("names under inngest/ and cairn/ are sent by the runtime itself")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => self.errors.push(DefinitionError::InvalidSend {
+                function: self.id.clone(),
+                event,
+                reason: reason.to_string(),
+            }),
+            None if !self.sends.contains(&event) => self.sends.push(event),
+            None => {}
+        }
         self
     }
 
@@ -326,6 +361,7 @@ impl<T> FunctionBuilder<T> {
                     retries: 1,
                     handler: failure_handler,
                     on_failure: None,
+                    sends: self.sends.clone(),
                 }),
             }
         });
@@ -337,6 +373,7 @@ impl<T> FunctionBuilder<T> {
                 retries: self.retries,
                 handler: erase(handler),
                 on_failure,
+                sends: self.sends,
             }),
         })
     }

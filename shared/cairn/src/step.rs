@@ -377,6 +377,16 @@ impl Step {
         };
         let (run_id, now) = {
             let shared = lock(&self.shared);
+            // Checked once the step is known to be unsent: a run that sent before the check
+            // existed replays its memoized result.
+            if let Some(undeclared) = events.iter().find(|event| !shared.sends.contains(&event.name)) {
+                return Err(StepError::non_retriable(format!(
+                    "step `{name}`: function `{}` does not declare that it sends `{event}`: add `.sends(\"{event}\")` \
+                     to its definition (its IAM policy lets it put only declared events on the bus)",
+                    shared.function_id,
+                    event = undeclared.name,
+                )));
+            }
             (shared.run_id.clone(), shared.now)
         };
         for (index, event) in events.iter_mut().enumerate() {

@@ -411,6 +411,7 @@ async fn wait_for_event_waits_then_returns_the_event_or_none() {
 async fn send_event_plans_events_with_ids_stable_across_replays() {
     let f = Function::new("fan-out")
         .on_event("app/my.event")
+        .sends("readwise/fetch-books")
         .handler(|_: Event, step: Step| async move {
             let events = vec![
                 EventPayload::new("readwise/fetch-books", json!({"userId": "u1"})),
@@ -435,6 +436,44 @@ async fn send_event_plans_events_with_ids_stable_across_replays() {
     execution.next(NOW).await.unwrap();
     execution.committed(first[0].completed_record(json!({"ids": ["x", "y"]}), NOW));
     assert_eq!(execution.next(NOW).await.unwrap(), Outcome::Completed(json!(2)));
+}
+
+/// A step sending an event its function did not declare fails for good, naming the event and
+/// the fix, rather than reaching the bus (whose IAM policy would refuse it); a send already
+/// memoized replays as it was.
+#[tokio::test]
+async fn an_undeclared_send_fails_naming_the_event_and_the_declaration() {
+    let undeclared = Function::new("notifier")
+        .on_event("app/my.event")
+        .handler(|_: Event, step: Step| async move {
+            step.send_event("notify", EventPayload::new("app/order.shipped", json!({}))).await?;
+            Ok(())
+        })
+        .unwrap();
+    let Outcome::Failed { error, retry_at: None } = exec(&undeclared, &[]).next(NOW).await.unwrap() else {
+        panic!("the run should fail for good")
+    };
+    assert_eq!(
+        error.message,
+        "step `notify`: function `notifier` does not declare that it sends `app/order.shipped`: add \
+         `.sends(\"app/order.shipped\")` to its definition (its IAM policy lets it put only declared events on the bus)"
+    );
+    let sent = StepRecord { kind: StepKind::SendEvent, ..done("notify", 0, 0, json!({"ids": ["e1"]})) };
+    assert_eq!(exec(&undeclared, &[sent]).next(NOW).await.unwrap(), Outcome::Completed(Value::Null));
+}
+
+#[test]
+fn sends_declarations_are_checked() {
+    let noop = |_: Event, _: Step| async { Ok(()) };
+    let declared = Function::new("f").on_event("a/b").sends("app/x").sends("app/y").sends("app/x").handler(noop);
+    assert_eq!(declared.unwrap().sends(), ["app/x", "app/y"]);
+    let reserved = Function::new("f").on_event("a/b").sends("inngest/function.failed").handler(noop).unwrap_err();
+    assert_eq!(
+        reserved.to_string(),
+        "function `f`: cannot declare `.sends(\"inngest/function.failed\")`: names under inngest/ and cairn/ are sent by the runtime itself"
+    );
+    let empty = Function::new("f").on_event("a/b").sends(" ").handler(noop).unwrap_err();
+    assert_eq!(empty.to_string(), "function `f`: cannot declare `.sends(\" \")`: the name is empty");
 }
 
 #[tokio::test]

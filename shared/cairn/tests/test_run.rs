@@ -12,6 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 fn approval_flow() -> Function {
     Function::new("approval")
         .on_event("app/request.created")
+        .sends("app/request.done")
         .handler(|event: Event, step: Step| async move {
             let id = event.data["id"].clone();
             step.sleep("cool-off", "1h").await?;
