@@ -44,6 +44,7 @@ fn endpoint(config: ServeConfig) -> Endpoint {
         .unwrap();
     let notify = Function::new("notify")
         .on_event("app/notify")
+        .sends("app/told")
         .handler(|_: Event, step: Step| async move {
             step.send_event("tell", EventPayload::new("app/told", json!({}))).await?;
             Ok(())
