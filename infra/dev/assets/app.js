@@ -36,6 +36,9 @@ async function api(path, options) {
   return body;
 }
 
+// Every write is JSON: the dev server refuses other writes, so a web page cannot forge them.
+const post = (path, body) => api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+
 function toast(text) {
   const el = document.createElement("div");
   el.className = "toast";
@@ -181,12 +184,12 @@ function runDetail(detail) {
 async function runAction(action, runId) {
   try {
     if (action === "cancel") {
-      await api(`/api/runs/${encodeURIComponent(runId)}/cancel`, { method: "POST" });
+      await post(`/api/runs/${encodeURIComponent(runId)}/cancel`, {});
       toast("Run cancelled");
       render();
     } else {
       const from = action === "rerun-failed" ? "failed" : "start";
-      const { run_id } = await api(`/api/runs/${encodeURIComponent(runId)}/rerun`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ from }) });
+      const { run_id } = await post(`/api/runs/${encodeURIComponent(runId)}/rerun`, { from });
       toast(from === "failed" ? "Rerunning from the failed step" : "Rerunning");
       location.hash = `#/runs/${encodeURIComponent(run_id)}`;
     }
@@ -270,7 +273,7 @@ document.getElementById("invoke-submit").addEventListener("click", async (e) => 
   }
   try {
     const name = document.getElementById("invoke-name").value.trim();
-    const { run_id } = await api(`/api/functions/${encodeURIComponent(dialog.dataset.function)}/invoke`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name, data }) });
+    const { run_id } = await post(`/api/functions/${encodeURIComponent(dialog.dataset.function)}/invoke`, { name, data });
     dialog.close();
     state.filter = { function: "", status: "" };
     location.hash = `#/runs/${encodeURIComponent(run_id)}`;

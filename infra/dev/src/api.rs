@@ -397,6 +397,14 @@ pub async fn schedules(State(dev): State<Arc<Dev>>) -> Response {
     }
 }
 
+/// `GET /api/parameters`: the SSM parameters' names, types and versions, never their values.
+pub async fn parameters(State(dev): State<Arc<Dev>>) -> Response {
+    match dev.parameters.list() {
+        Ok(list) => Json(json!({"parameters": list})).into_response(),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
 /// `GET /api/invocations`.
 pub async fn invocations(State(dev): State<Arc<Dev>>, Query(query): Query<HashMap<String, String>>) -> Response {
     let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100);

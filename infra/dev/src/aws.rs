@@ -1,5 +1,6 @@
 //! The AWS wire APIs the functions and the aws CLI speak: EventBridge `PutEvents` (AWS JSON 1.1,
-//! `X-Amz-Target: AWSEvents.PutEvents`), SQS (AWS JSON 1.0, `AmazonSQS.*`, in [`crate::sqs`]) and Scheduler's `CreateSchedule` / `DeleteSchedule` /
+//! `X-Amz-Target: AWSEvents.PutEvents`), SQS (AWS JSON 1.0, `AmazonSQS.*`, in [`crate::sqs`]),
+//! SSM Parameter Store (AWS JSON 1.1, `AmazonSSM.*`, in [`crate::ssm`]) and Scheduler's `CreateSchedule` / `DeleteSchedule` /
 //! `GetSchedule` / `ListSchedules` (REST JSON), with AWS-shaped errors, so the SDKs and
 //! `aws --endpoint-url http://localhost:8288` work unchanged.
 
@@ -54,6 +55,9 @@ pub async fn json11(State(dev): State<Arc<Dev>>, headers: HeaderMap, body: Bytes
             );
         }
     };
+    if let Some(operation) = target.strip_prefix("AmazonSSM.") {
+        return dev.parameters.handle(operation, &request, &dev.config.region, dev.now());
+    }
     match target {
         "AWSEvents.PutEvents" => put_events(&dev, &request),
         "AWSEvents.ListRules" => list_rules(&dev, &request),

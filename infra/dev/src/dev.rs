@@ -10,6 +10,7 @@ use crate::template::Template;
 use cairn::{Clock, Millis, SystemClock};
 use cairn_aws::AnyStore;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -23,6 +24,10 @@ pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
 pub const RETRY_DELAYS: [Millis; 2] = [1_000, 2_000];
 /// The prefix of queued invocations that go to an Inngest-protocol app instead of a binary.
 pub const INNGEST_PREFIX: &str = "inngest:";
+/// How long the dev server waits to connect to `cargo lambda watch` or an app.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest Lambda invocation (Lambda's limit is 15 minutes).
+pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 /// How the dev server is set up.
 #[derive(Clone, Debug)]
@@ -37,8 +42,14 @@ pub struct DevConfig {
     pub apps: Vec<String>,
     /// Region in ARNs.
     pub region: String,
-    /// Invocations in flight at once.
+    /// Invocations in flight at once, per target: `cargo lambda watch`, and each Inngest app.
     pub concurrency: usize,
+    /// The longest call to an Inngest app (`--app-timeout-secs`), so a hung app frees its
+    /// permit and the call is retried.
+    pub app_timeout: Duration,
+    /// Host names answered besides the loopback ones (`--allowed-host`, and `--host` when it
+    /// is not a loopback address).
+    pub allowed_hosts: Vec<String>,
     /// Fire the reconciler schedules (input `{"cairn": "reconcile"}`) every this many seconds
     /// instead of their template expression (`--reconcile-secs`, `CAIRN_RECONCILE_SECS`).
     pub reconcile_secs: Option<u64>,
@@ -81,8 +92,10 @@ pub struct Dev {
     pub store: AnyStore,
     /// Setup.
     pub config: DevConfig,
-    /// HTTP client for invocations.
+    /// HTTP client for invocations: connect timeout, and `app_timeout` unless a call sets its own.
     pub http: reqwest::Client,
+    /// SSM Parameter Store.
+    pub parameters: crate::ssm::ParameterStore,
     /// Wakes the dispatcher when work is queued.
     pub queued: Notify,
     /// Inngest-protocol apps.
@@ -106,9 +119,15 @@ impl Dev {
             template.reconcile_every(secs);
         }
         let db = DevDb::open(&config.db_path)?;
-        let http = reqwest::Client::builder().build().map_err(|err| err.to_string())?;
+        let parameters = crate::ssm::ParameterStore::open(&config.db_path)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(config.app_timeout)
+            .build()
+            .map_err(|err| err.to_string())?;
         let dev = Arc::new(Dev {
-            inngest: InngestApps::new(config.apps.clone()),
+            inngest: InngestApps::new(config.apps.clone(), http.clone(), config.app_timeout),
+            parameters,
             template,
             db,
             store,
@@ -287,14 +306,29 @@ impl Dev {
         }
     }
 
+    /// Where an invocation goes: `cargo lambda watch`, or an Inngest app (by URL). Each has its
+    /// own `--concurrency` permits, so a hung app holds only its own.
+    fn lane(&self, function: &str) -> String {
+        match function.strip_prefix(INNGEST_PREFIX) {
+            Some(target) => self.inngest.app_url(target).unwrap_or_else(|| function.to_string()),
+            None => "lambda".into(),
+        }
+    }
+
     async fn dispatch_forever(self: Arc<Self>) {
-        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut lanes: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let per_lane = self.config.concurrency.max(1);
         loop {
-            let claimed = self.db.claim_due(self.now(), permits.available_permits().max(1));
+            // Due invocations in order, each taken only if its lane has a permit free.
+            let now = self.now();
+            let claimed = self.db.claim_due(now, |invocation| {
+                let lane =
+                    lanes.entry(self.lane(&invocation.function)).or_insert_with(|| Arc::new(Semaphore::new(per_lane)));
+                Arc::clone(lane).try_acquire_owned().ok()
+            });
             match claimed {
                 Ok(due) if !due.is_empty() => {
-                    for invocation in due {
-                        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+                    for (invocation, permit) in due {
                         let dev = Arc::clone(&self);
                         tokio::spawn(async move {
                             dev.run_invocation(invocation).await;
@@ -307,11 +341,14 @@ impl Dev {
                 Ok(_) => {}
                 Err(err) => tracing::error!(error = %err, "cannot read the invocation queue"),
             }
-            let wait = self
-                .db
-                .next_due()
-                .map(|at| Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0).clamp(5, 1_000)))
-                .unwrap_or(Duration::from_secs(1));
+            let wait = match self.db.next_due() {
+                // Due when claimed, so its lane is full: a freed permit notifies.
+                Some(at) if at <= now => Duration::from_secs(1),
+                Some(at) => {
+                    Duration::from_millis(u64::try_from(at.saturating_sub(self.now())).unwrap_or(0).clamp(5, 1_000))
+                }
+                None => Duration::from_secs(1),
+            };
             let _ = tokio::time::timeout(wait, self.queued.notified()).await;
         }
     }
@@ -378,10 +415,9 @@ impl Dev {
     /// Unreachable watch or the function's error (retried), or no such function (final).
     pub async fn invoke_lambda(&self, binary: &str, payload: &Value) -> Result<Value, Delivery> {
         let url = format!("{}/2015-03-31/functions/{binary}/invocations", self.config.lambda_url.trim_end_matches('/'));
-        let response =
-            self.http.post(&url).json(payload).timeout(Duration::from_secs(20 * 60)).send().await.map_err(|err| {
-                Delivery::Retry(format!("cannot reach cargo lambda watch at {}: {err}", self.config.lambda_url))
-            })?;
+        let response = self.http.post(&url).json(payload).timeout(LAMBDA_TIMEOUT).send().await.map_err(|err| {
+            Delivery::Retry(format!("cannot reach cargo lambda watch at {}: {err}", self.config.lambda_url))
+        })?;
         let status = response.status();
         let function_error = response.headers().get("x-amz-function-error").is_some();
         let body = response.text().await.map_err(|err| Delivery::Retry(err.to_string()))?;

@@ -205,26 +205,31 @@ impl DevDb {
         tx.commit().map_err(sql_err)
     }
 
-    /// Claims up to `limit` due invocations (marking them running).
+    /// Claims, in queue order, the due invocations `admit` takes (it answers what to keep with
+    /// each, e.g. a permit of the target's lane), marking them running; the others stay queued.
     ///
     /// # Errors
     /// A database error.
-    pub fn claim_due(&self, now: Millis, limit: usize) -> Result<Vec<Invocation>, String> {
+    pub fn claim_due<T>(
+        &self,
+        now: Millis,
+        mut admit: impl FnMut(&Invocation) -> Option<T>,
+    ) -> Result<Vec<(Invocation, T)>, String> {
         let mut connection = self.lock();
         let tx = connection.transaction().map_err(sql_err)?;
-        let due = {
+        let mut due = Vec::new();
+        {
             let mut statement = tx
-                .prepare(&format!(
-                    "{INVOCATION_COLUMNS} WHERE status = 'queued' AND next_at <= ?1 ORDER BY seq LIMIT ?2"
-                ))
+                .prepare(&format!("{INVOCATION_COLUMNS} WHERE status = 'queued' AND next_at <= ?1 ORDER BY seq"))
                 .map_err(sql_err)?;
-            statement
-                .query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX)], invocation_row)
-                .map_err(sql_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sql_err)?
-        };
-        for invocation in &due {
+            for invocation in statement.query_map(params![now], invocation_row).map_err(sql_err)? {
+                let invocation = invocation.map_err(sql_err)?;
+                if let Some(taken) = admit(&invocation) {
+                    due.push((invocation, taken));
+                }
+            }
+        }
+        for (invocation, _) in &due {
             tx.execute(
                 "UPDATE dev_invocations SET status = 'running', attempts = attempts + 1 WHERE seq = ?1",
                 params![invocation.seq],
@@ -232,7 +237,10 @@ impl DevDb {
             .map_err(sql_err)?;
         }
         tx.commit().map_err(sql_err)?;
-        Ok(due.into_iter().map(|i| Invocation { attempts: i.attempts + 1, status: "running".into(), ..i }).collect())
+        Ok(due
+            .into_iter()
+            .map(|(i, taken)| (Invocation { attempts: i.attempts + 1, status: "running".into(), ..i }, taken))
+            .collect())
     }
 
     /// Records an invocation's result: done (`ok` / `failed`) or retried at `retry_at`.
@@ -568,18 +576,50 @@ mod tests {
             due_at: None,
         };
         db.accept(std::slice::from_ref(&event), std::slice::from_ref(&invocation), 5).unwrap();
-        let claimed = db.claim_due(10, 8).unwrap();
+        let claimed = claim_all(&db, 10);
         assert_eq!((claimed.len(), claimed[0].status.as_str(), claimed[0].attempts), (1, "running", 1));
-        assert!(db.claim_due(10, 8).unwrap().is_empty(), "claimed once");
+        assert!(claim_all(&db, 10).is_empty(), "claimed once");
         drop(db);
         // The process died mid-delivery; the next one delivers it again.
         let db = DevDb::open(&path).unwrap();
-        let again = db.claim_due(10, 8).unwrap();
+        let again = claim_all(&db, 10);
         assert_eq!((again[0].seq, again[0].attempts, &again[0].payload), (claimed[0].seq, 2, &json!({"a": 1})));
         assert_eq!(db.events(10, None).unwrap()[0].targets, ["hello"]);
         // A duplicate envelope id is logged once.
         db.accept(std::slice::from_ref(&event), &[], 6).unwrap();
         assert_eq!(db.event_count(), 1);
+    }
+
+    fn claim_all(db: &DevDb, now: Millis) -> Vec<Invocation> {
+        db.claim_due(now, |_| Some(())).unwrap().into_iter().map(|(invocation, ())| invocation).collect()
+    }
+
+    #[test]
+    fn what_admit_refuses_stays_queued_and_the_rest_is_claimed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = DevDb::open(&dir.path().join("dev.db").display().to_string()).unwrap();
+        let to = |function: &str| NewInvocation {
+            function: function.into(),
+            cause: "put-events".into(),
+            event_id: None,
+            payload: json!({}),
+            due_at: None,
+        };
+        db.accept(&[], &[to("inngest:stuck"), to("inngest:stuck"), to("hello"), to("inngest:stuck")], 1).unwrap();
+        let mut stuck_permits = 1;
+        let claimed = db
+            .claim_due(2, |i| match i.function.as_str() {
+                "inngest:stuck" if stuck_permits == 0 => None,
+                "inngest:stuck" => {
+                    stuck_permits -= 1;
+                    Some(i.seq)
+                }
+                _ => Some(i.seq),
+            })
+            .unwrap();
+        let functions: Vec<&str> = claimed.iter().map(|(i, _)| i.function.as_str()).collect();
+        assert_eq!(functions, ["inngest:stuck", "hello"]);
+        assert_eq!(claim_all(&db, 2).len(), 2, "the two refused are still queued");
     }
 
     #[test]
@@ -595,8 +635,8 @@ mod tests {
         };
         db.accept(&[], &[later], 100).unwrap();
         assert_eq!(db.next_due(), Some(2_000));
-        assert!(db.claim_due(1_999, 8).unwrap().is_empty(), "not before its time");
-        let due = db.claim_due(2_000, 8).unwrap();
+        assert!(claim_all(&db, 1_999).is_empty(), "not before its time");
+        let due = claim_all(&db, 2_000);
         assert_eq!((due.len(), due[0].created_at, due[0].next_at), (1, 100, 2_000));
     }
 
@@ -625,7 +665,7 @@ mod tests {
         };
         assert!(db.fired(&schedule, Some(4_000), &tick, 2_000, true).unwrap());
         assert!(!db.fired(&schedule, Some(6_000), &tick, 4_000, true).unwrap(), "the first is still queued");
-        let claimed = db.claim_due(4_000, 8).unwrap();
+        let claimed = claim_all(&db, 4_000);
         assert_eq!(claimed.len(), 1);
         assert!(!db.fired(&schedule, Some(8_000), &tick, 6_000, true).unwrap(), "the first is running");
         db.finish(claimed[0].seq, Ok(json!({})), None, 6_500).unwrap();

@@ -28,6 +28,11 @@ use std::sync::{Arc, RwLock};
 
 /// The queue target that matches an event against the apps' pending waits.
 pub const WAITS_TARGET: &str = "waits";
+/// The latest wake-up time: 9999-12-31T23:59:59Z, the last second an `at()` expression (and the
+/// dashboard) can show. A longer sleep saturates here.
+pub const MAX_WAKE_AT: Millis = 253_402_300_799_000;
+/// The longest in-band sync call: a hung app is retried soon, not after a whole app timeout.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One synced function.
 #[derive(Clone, Debug)]
@@ -48,6 +53,7 @@ pub struct InngestApps {
     run_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     has_waiters: AtomicBool,
     http: reqwest::Client,
+    timeout: std::time::Duration,
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -57,9 +63,10 @@ fn store_err(err: cairn::StoreError) -> String {
 }
 
 impl InngestApps {
-    /// Apps served at `urls` (their serve endpoints, e.g. `http://localhost:3000/api/inngest`).
-    pub fn new(urls: Vec<String>) -> Self {
-        InngestApps { urls, ..InngestApps::default() }
+    /// Apps served at `urls` (their serve endpoints, e.g. `http://localhost:3000/api/inngest`),
+    /// called with `http`, whose total timeout is `timeout`.
+    pub fn new(urls: Vec<String>, http: reqwest::Client, timeout: std::time::Duration) -> Self {
+        InngestApps { urls, http, timeout, ..InngestApps::default() }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<AppFunction>> {
@@ -79,6 +86,11 @@ impl InngestApps {
     /// pending in the store from before a restart).
     pub fn matches_waits(&self) -> bool {
         !self.urls.is_empty() || self.has_waiters.load(Ordering::Relaxed)
+    }
+
+    /// The URL of the app that serves function `id`.
+    pub fn app_url(&self, id: &str) -> Option<String> {
+        self.function(id).map(|f| f.app_url)
     }
 
     /// Whether a function with this id is synced.
@@ -112,26 +124,26 @@ impl InngestApps {
     }
 
     /// Keeps the apps synced: an in-band sync `PUT` to each URL every second until it answers,
-    /// then every 5 seconds (so code changes show up, as with Inngest's dev server).
+    /// then every 5 seconds (so code changes show up, as with Inngest's dev server). Each app
+    /// on its own, so a hung one delays no other.
     pub async fn sync_forever(&self, dev: &Dev) {
-        if self.urls.is_empty() {
-            return;
-        }
+        futures::future::join_all(self.urls.iter().map(|url| self.sync_app_forever(dev, url))).await;
+    }
+
+    async fn sync_app_forever(&self, dev: &Dev, url: &str) {
         let mut warned = false;
         let mut synced = false;
         loop {
-            for url in &self.urls {
-                match self.sync(dev, url).await {
-                    Ok(()) => {
-                        warned = false;
-                        synced = true;
-                    }
-                    Err(err) if !warned => {
-                        tracing::warn!(app = %url, error = %err, "cannot sync the Inngest app yet (retrying)");
-                        warned = true;
-                    }
-                    Err(_) => {}
+            match self.sync(dev, url).await {
+                Ok(()) => {
+                    warned = false;
+                    synced = true;
                 }
+                Err(err) if !warned => {
+                    tracing::warn!(app = %url, error = %err, "cannot sync the Inngest app yet (retrying)");
+                    warned = true;
+                }
+                Err(_) => {}
             }
             tokio::time::sleep(std::time::Duration::from_secs(if synced { 5 } else { 1 })).await;
         }
@@ -144,6 +156,7 @@ impl InngestApps {
             .header("x-inngest-sync-kind", "in_band")
             .header("x-inngest-server-kind", "dev")
             .json(&json!({"url": url}))
+            .timeout(SYNC_TIMEOUT.min(self.timeout))
             .send()
             .await
             .map_err(|err| err.to_string())?;
@@ -365,6 +378,7 @@ impl InngestApps {
 
     /// A one-time dev schedule that resumes the run at `at` (idempotent by name).
     fn wake_at(&self, dev: &Dev, function_id: &str, run_id: &RunId, at: Millis) -> Result<()> {
+        let at = at.min(MAX_WAKE_AT);
         let name = format!("{run_id}-{at}");
         dev.db.create_schedule(&Schedule {
             group_name: "inngest".into(),
@@ -418,10 +432,10 @@ impl InngestApps {
             .json(&body)
             .send()
             .await
-            .map_err(|err| format!("cannot reach the Inngest app at {}: {err}", function.app_url))?;
+            .map_err(|err| self.call_error(&function.app_url, &err))?;
         let mut status = response.status().as_u16();
         let mut no_retry = response.headers().get("x-inngest-no-retry").is_some_and(|v| v == "true");
-        let text = response.text().await.map_err(|err| err.to_string())?;
+        let text = response.text().await.map_err(|err| self.call_error(&function.app_url, &err))?;
         let mut body: Value = serde_json::from_str(text.trim()).unwrap_or(Value::String(text));
         if status == 201 {
             // Streaming: keep-alive spaces, then {"status", "headers", "body": "<json text>"}.
@@ -434,6 +448,17 @@ impl InngestApps {
             };
         }
         Ok(Answer { status, no_retry, body })
+    }
+
+    fn call_error(&self, app_url: &str, err: &reqwest::Error) -> String {
+        if err.is_timeout() {
+            format!(
+                "the Inngest app at {app_url} did not answer within {} s (--app-timeout-secs)",
+                self.timeout.as_secs()
+            )
+        } else {
+            format!("cannot reach the Inngest app at {app_url}: {err}")
+        }
     }
 
     async fn apply(
@@ -456,7 +481,7 @@ impl InngestApps {
                     return self.finish(dev, meta, Err(error)).await.map(Applied::Finished);
                 }
                 meta.attempt = attempt + 1;
-                meta.retry_at = Some(now + backoff_ms(attempt + 1, run_id.as_str()));
+                meta.retry_at = Some(now.saturating_add(backoff_ms(attempt + 1, run_id.as_str())));
                 meta.status = RunStatus::Sleeping;
                 meta.updated_at = now;
                 *meta = dev.store.update_meta(meta).await.map_err(store_err)?;
@@ -515,7 +540,7 @@ impl InngestApps {
                     // A StepError with no attempts left is final, as a StepFailed is.
                     let error = step_error(&op["error"]);
                     let last = op["op"] == "StepFailed" || attempt + 1 >= function.max_attempts;
-                    let retry_at = now + backoff_ms(attempt + 1, &format!("{run_id}/{id}"));
+                    let retry_at = now.saturating_add(backoff_ms(attempt + 1, &format!("{run_id}/{id}")));
                     let (state, detail) = if last {
                         (StepState::Failed { error }, Some(json!({"error": op["error"]})))
                     } else {
@@ -687,13 +712,13 @@ fn backoff_ms(attempts: u32, seed: &str) -> Millis {
     i64::try_from(cairn::backoff(attempts, seed).as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A sleep's end: an ISO time, or a duration from `now`.
+/// A sleep's end: an ISO time, or a duration from `now`; at most [`MAX_WAKE_AT`].
 fn sleep_until(text: &str, now: Millis) -> Result<Millis> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(at.timestamp_millis());
+        return Ok(at.timestamp_millis().min(MAX_WAKE_AT));
     }
     let duration = cairn::parse_duration(text)?;
-    Ok(now + i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
+    Ok(now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)).min(MAX_WAKE_AT))
 }
 
 /// The Inngest event inside an EventBridge envelope (Cairn's own detail is the whole event).
@@ -720,8 +745,17 @@ pub fn routes() -> axum::Router<Arc<Dev>> {
 }
 
 /// `POST /fn/register`: an out-of-band sync.
+/// Only an app given with `-u` or served on loopback: otherwise any local process (or a page,
+/// were the server not guarded) could have the dev server post every matching event elsewhere.
 async fn register(State(dev): State<Arc<Dev>>, Json(body): Json<Value>) -> Response {
     let reported = body["url"].as_str().unwrap_or_default().to_string();
+    if !dev.inngest.urls.contains(&reported) && !crate::loopback::is_loopback_url(&reported) {
+        let error = format!(
+            "app URL `{reported}` refused: the dev server drives only apps given with -u or served on loopback (localhost, 127.0.0.1, [::1])"
+        );
+        return (StatusCode::FORBIDDEN, Json(json!({"code": "forbidden", "error": error, "status": 403})))
+            .into_response();
+    }
     // Call the app at the URL it was given with (`-u`) when the reported one is the same endpoint.
     let path = |url: &str| {
         url.split_once("://")

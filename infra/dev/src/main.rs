@@ -82,9 +82,13 @@ struct DevArgs {
     /// Port for the APIs and the dashboard.
     #[arg(long, short = 'p', default_value_t = 8288)]
     port: u16,
-    /// Address to listen on.
+    /// Address to listen on. A name or address that is not loopback is also answered as a Host.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// Also answer requests for this Host name (besides localhost, 127.0.0.1 and [::1], the only
+    /// ones answered by default, against DNS rebinding); repeatable.
+    #[arg(long = "allowed-host", value_name = "NAME", env = "CAIRN_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// The SAM template the routing is read from.
     #[arg(long, default_value = "template.yaml")]
     template: String,
@@ -100,9 +104,12 @@ struct DevArgs {
     /// Also drive the Inngest-protocol app at this URL (e.g. http://localhost:3000/api/inngest); repeatable.
     #[arg(long = "url", short = 'u')]
     apps: Vec<String>,
-    /// Invocations in flight at once.
+    /// Invocations in flight at once, per target (`cargo lambda watch`, and each Inngest app).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// The longest call to an Inngest app (-u); a call still unanswered then is retried.
+    #[arg(long, env = "CAIRN_APP_TIMEOUT_SECS", value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    app_timeout_secs: u64,
     /// Fire the reconciler schedules (input `{"cairn": "reconcile"}`) every N seconds instead of
     /// their template expression, so recovery shows in seconds.
     #[arg(long, env = "CAIRN_RECONCILE_SECS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -170,13 +177,15 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         apps: args.apps.clone(),
         region: "us-east-1".into(),
         concurrency: args.concurrency,
+        app_timeout: std::time::Duration::from_secs(args.app_timeout_secs),
+        allowed_hosts: allowed_hosts(&args),
         reconcile_secs: args.reconcile_secs,
     };
     let dev = Dev::new(config, store)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|err| format!("cannot listen on {}:{}: {err}", args.host, args.port))?;
-    let url = format!("http://{}:{}", args.host, args.port);
+    let url = format!("http://{}:{}", client_host(&args.host), args.port);
     let bus = dev.template.buses().into_iter().find(|b| b != "default").unwrap_or_else(|| "default".into());
     let watch =
         if args.watch { Some(start_watch(&args.lambda_url, &cli::function_env(&url, &db, &bus))?) } else { None };
@@ -191,6 +200,27 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         stop_process_group(child);
     }
     result
+}
+
+/// The host clients (the functions, the banner's commands) use for `--host`: loopback for a
+/// wildcard address, which no client sends as a Host; an IPv6 address in brackets.
+fn client_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => "127.0.0.1".into(),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        _ => host.to_string(),
+    }
+}
+
+/// `--allowed-host`, and `--host` when it names this machine otherwise than by loopback (a
+/// wildcard address names nothing a client would send).
+fn allowed_hosts(args: &DevArgs) -> Vec<String> {
+    let wildcard = args.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    let mut hosts = args.allowed_hosts.clone();
+    if !wildcard && !cairn_dev::loopback::is_loopback_name(&args.host) {
+        hosts.push(args.host.clone());
+    }
+    hosts
 }
 
 async fn shutdown_signal() {

@@ -62,7 +62,10 @@ impl Expression {
                     return Err(format!("Invalid Schedule Expression {expression}: unknown unit `{other}`"));
                 }
             };
-            return Ok(Expression::Rate(count * unit_ms));
+            let every = count
+                .checked_mul(unit_ms)
+                .ok_or(format!("Invalid Schedule Expression {expression}: the rate is too long"))?;
+            return Ok(Expression::Rate(every));
         }
         if let Some(cron) = inner("cron(") {
             let fields: Vec<&str> = cron.split_whitespace().collect();
@@ -102,8 +105,9 @@ impl Expression {
             }
             Expression::Cron(cron) => cron.next_after(after),
             Expression::Rate(every) => {
-                let periods = (after - created_at).div_euclid(*every) + 1;
-                Some(created_at + periods.max(1) * every)
+                // Never, if that is past the end of the clock.
+                let periods = after.saturating_sub(created_at).div_euclid(*every).saturating_add(1);
+                periods.max(1).checked_mul(*every).and_then(|since| created_at.checked_add(since))
             }
         }
     }
@@ -182,6 +186,16 @@ mod tests {
     use super::*;
 
     const NOV_23_2026: Millis = 1_795_392_000_000; // 2026-11-23T00:00:00Z, a Monday
+
+    #[test]
+    fn a_rate_too_long_for_the_clock_is_refused_or_never_fires() {
+        assert_eq!(
+            Expression::parse("rate(9223372036854775807 days)", "UTC").err().as_deref(),
+            Some("Invalid Schedule Expression rate(9223372036854775807 days): the rate is too long")
+        );
+        let longest = Expression::parse(&format!("rate({} minutes)", i64::MAX / 60_000), "UTC").unwrap();
+        assert_eq!(longest.next_after(NOV_23_2026, NOV_23_2026, "UTC"), None);
+    }
 
     #[test]
     fn at_fires_once_in_its_zone() {

@@ -40,6 +40,8 @@ async fn start_with(template: &str, lambda_url: &str, reconcile_secs: Option<u64
         apps: Vec::new(),
         region: "us-east-1".into(),
         concurrency: 4,
+        app_timeout: Duration::from_secs(300),
+        allowed_hosts: Vec::new(),
         reconcile_secs,
     };
     let dev = Dev::new(config, AnyStore::Sqlite(store.clone())).unwrap();
@@ -102,6 +104,7 @@ async fn malformed_put_events_get_aws_shaped_errors_and_nothing_is_logged() {
     let response = reqwest::Client::new()
         .post(url)
         .header("x-amz-target", "AWSEvents.DeleteEventBus")
+        .header("content-type", "application/x-amz-json-1.1")
         .body("{}")
         .send()
         .await
@@ -356,7 +359,12 @@ async fn rerun_from_the_failed_step_keeps_what_completed_before_it() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     assert_eq!(bad.json::<Value>().await.unwrap(), json!({"error": "`from` is `start` or `failed`, not `middle`"}));
-    let missing = reqwest::Client::new().post(format!("{}/api/runs/run_nope/cancel", server.url)).send().await.unwrap();
+    let missing = reqwest::Client::new()
+        .post(format!("{}/api/runs/run_nope/cancel", server.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.json::<Value>().await.unwrap(), json!({"error": "no run `run_nope`"}));
     let invoke = reqwest::Client::new()
@@ -464,6 +472,8 @@ async fn with_a_dynamodb_table_the_dashboard_api_reads_and_cancels_runs_there() 
         apps: Vec::new(),
         region: "us-east-1".into(),
         concurrency: 4,
+        app_timeout: Duration::from_secs(300),
+        allowed_hosts: Vec::new(),
         reconcile_secs: None,
     };
     let dev = Dev::new(dev_config, AnyStore::DynamoDb(store.clone())).unwrap();
@@ -483,7 +493,12 @@ async fn with_a_dynamodb_table_the_dashboard_api_reads_and_cancels_runs_there() 
         (listed["runs"][0]["run_id"].as_str(), listed["runs"][0]["status"].as_str()),
         (Some("run_in_dynamodb"), Some("sleeping"))
     );
-    let cancelled = reqwest::Client::new().post(format!("{url}/api/runs/run_in_dynamodb/cancel")).send().await.unwrap();
+    let cancelled = reqwest::Client::new()
+        .post(format!("{url}/api/runs/run_in_dynamodb/cancel"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cancelled.status(), 200);
     assert_eq!(store.load(&run).await.unwrap().unwrap().meta.status, cairn::RunStatus::Cancelled);
 }

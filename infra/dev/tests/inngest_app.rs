@@ -30,6 +30,7 @@ async fn send(url: &str, name: &str, data: Value) -> String {
     let answer: Value = reqwest::Client::new()
         .post(url)
         .header("x-amz-target", "AWSEvents.PutEvents")
+        .header("content-type", "application/x-amz-json-1.1")
         .body(body.to_string())
         .send()
         .await

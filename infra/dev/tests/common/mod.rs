@@ -20,11 +20,23 @@ impl DevServer {
 
     /// Like [`DevServer::start`], with more arguments (e.g. `-u URL`).
     pub(crate) fn start_with(template: &str, db: &str, lambda_url: &str, more: &[&str]) -> DevServer {
+        DevServer::start_env(template, db, lambda_url, more, &[])
+    }
+
+    /// Like [`DevServer::start_with`], with environment variables (e.g. `CAIRN_APP_TIMEOUT_SECS`).
+    pub(crate) fn start_env(
+        template: &str,
+        db: &str,
+        lambda_url: &str,
+        more: &[&str],
+        env: &[(&str, &str)],
+    ) -> DevServer {
         let port = free_port();
         let log = std::fs::File::create(std::env::temp_dir().join(format!("cairn-dev-{port}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
             .args(["dev", "--port", &port.to_string(), "--template", template, "--db", db, "--lambda-url", lambda_url])
             .args(more)
+            .envs(env.iter().copied())
             .current_dir(workspace())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
