@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 /// The longest user id accepted (SSM names hold 2,048 characters, prefix included).
 pub const MAX_USER_ID_LEN: usize = 128;
+/// The prefix when `READWISE_KEY_PARAMETER_PREFIX` is unset: what template.yaml sets for a stack
+/// named `cairn`, and where `cairn dev` (whose stack is `cairn`) keeps them locally.
+pub const DEFAULT_KEY_PREFIX: &str = "/cairn/readwise/users/";
 
 /// Where each user's key is read.
 #[derive(Clone)]
@@ -38,11 +41,11 @@ impl KeyStore {
         KeyStore::Ssm { prefix: prefix.into(), client: Arc::default() }
     }
 
-    /// `READWISE_KEY_PARAMETER_PREFIX`, else [`KeyStore::Unconfigured`].
+    /// `READWISE_KEY_PARAMETER_PREFIX`, else [`DEFAULT_KEY_PREFIX`].
     pub fn from_env() -> Self {
         match std::env::var("READWISE_KEY_PARAMETER_PREFIX") {
             Ok(prefix) if !prefix.trim().is_empty() => Self::ssm(prefix.trim()),
-            _ => KeyStore::Unconfigured,
+            _ => Self::ssm(DEFAULT_KEY_PREFIX),
         }
     }
 

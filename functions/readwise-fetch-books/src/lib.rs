@@ -9,7 +9,7 @@
 
 mod keys;
 
-pub use keys::{KeyStore, MAX_USER_ID_LEN};
+pub use keys::{DEFAULT_KEY_PREFIX, KeyStore, MAX_USER_ID_LEN};
 
 use cairn::prelude::*;
 use serde::{Deserialize, Serialize};

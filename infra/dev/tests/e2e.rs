@@ -13,7 +13,7 @@ mod common;
 use cairn::RunId;
 use cairn::testing::StubServer;
 use cairn_tests::{free_port, workspace};
-use common::{DevServer, get, post, until, watch_functions};
+use common::{DevServer, READWISE_KEYS, get, post, put_readwise_keys, until, watch_functions};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 
@@ -98,10 +98,8 @@ async fn the_dev_server_drives_the_functions_like_aws_does() {
     let template_path = dir.path().join("template.yaml").display().to_string();
     std::fs::write(&template_path, template).unwrap();
 
-    let users = StubServer::start(|_| {
-        (200, json!([{"userId": "u1", "apiKey": "k1"}, {"userId": "u2", "apiKey": "k2"}]).to_string())
-    })
-    .await;
+    // The users endpoint lists ids only; each user's key is in (the dev server's) SSM.
+    let users = StubServer::start(|_| (200, json!([{"userId": "u1"}, {"userId": "u2"}]).to_string())).await;
     let readwise =
         StubServer::start(|_| (200, json!({"count": 2, "next": null, "results": [{"id": 1}, {"id": 2}]}).to_string()))
             .await;
@@ -118,7 +116,9 @@ async fn the_dev_server_drives_the_functions_like_aws_does() {
         ("READWISE_USERS_URL", users.url().to_string()),
         ("READWISE_BASE_URL", readwise.url().to_string()),
         ("READWISE_CALLBACK_URL", format!("{}/count", app.url())),
+        ("READWISE_KEY_PARAMETER_PREFIX", READWISE_KEYS.to_string()),
     ];
+    put_readwise_keys(&url, &[("u1", "k1"), ("u2", "k2")]).await;
     let watch = watch_functions(&cargo_lambda, watch_port, &url, &db, &extra);
     assert_eq!(get(&format!("{url}/api/health")).await["server"], "cairn-dev");
 

@@ -18,7 +18,7 @@ mod common;
 use cairn::RunId;
 use cairn::testing::StubServer;
 use cairn_tests::{free_port, workspace};
-use common::{DevServer, get, sdk_config, until, watch_functions};
+use common::{DevServer, READWISE_KEYS, get, put_readwise_keys, sdk_config, until, watch_functions};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,7 +111,7 @@ async fn runs_recover_and_timers_fire_on_time_with_nobody_touching_a_run() {
         (200, json!({"count": 3, "next": next, "results": [{"id": 1}]}).to_string())
     })
     .await;
-    let users = StubServer::start(|_| (200, json!([{"userId": "u-cron", "apiKey": "k-cron"}]).to_string())).await;
+    let users = StubServer::start(|_| (200, json!([{"userId": "u-cron"}]).to_string())).await;
     let app = StubServer::start(|_| (200, "{}".into())).await;
 
     let watch_port = free_port();
@@ -125,11 +125,13 @@ async fn runs_recover_and_timers_fire_on_time_with_nobody_touching_a_run() {
         ("READWISE_USERS_URL", users.url().to_string()),
         ("READWISE_BASE_URL", readwise.url().to_string()),
         ("READWISE_CALLBACK_URL", format!("{}/count", app.url())),
+        ("READWISE_KEY_PARAMETER_PREFIX", READWISE_KEYS.to_string()),
     ];
+    put_readwise_keys(&url, &[("u-kill", "k-kill"), ("u-cron", "k-cron")]).await;
     let mut watch = watch_functions(&cargo_lambda, watch_port, &url, &db, &extra);
 
     let killed_mid_step = async {
-        let id = put(&url, "readwise/fetch-books", json!({"userId": "u-kill", "apiKey": "k-kill"})).await;
+        let id = put(&url, "readwise/fetch-books", json!({"userId": "u-kill"})).await;
         let run_id = RunId::for_event("readwise-fetch-books", &id).to_string();
         // Long enough for watch to compile the function on its first invocation.
         until("the second page to be asked for", 300, || async { entered.load(Ordering::SeqCst).then_some(()) }).await;

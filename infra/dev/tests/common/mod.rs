@@ -116,3 +116,17 @@ pub(crate) fn watch_functions(
     let env: Vec<(&str, String)> = env.iter().map(|(name, value)| (name.as_str(), value.clone())).collect();
     Watch::start_on(cargo_lambda, port, &env)
 }
+
+/// Where the dev tests keep Readwise keys (what template.yaml names `/<stack>/readwise/users/`).
+pub(crate) const READWISE_KEYS: &str = "/cairn/readwise/users/";
+
+/// Stores each user's Readwise key in the dev server's SSM Parameter Store, as an operator would
+/// with `aws ssm put-parameter`; readwise-fetch-books reads it there at run time.
+#[allow(dead_code)] // Not every test binary stores keys.
+pub(crate) async fn put_readwise_keys(url: &str, keys: &[(&str, &str)]) {
+    let ssm = aws_sdk_ssm::Client::new(&sdk_config(url).await);
+    for (user, key) in keys {
+        let put = ssm.put_parameter().name(format!("{READWISE_KEYS}{user}")).value(*key).overwrite(true);
+        put.r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.expect("the key is stored");
+    }
+}
