@@ -62,7 +62,11 @@ impl Expression {
                     return Err(format!("Invalid Schedule Expression {expression}: unknown unit `{other}`"));
                 }
             };
-            return Ok(Expression::Rate(count * unit_ms));
+            // Checked: the count comes from the request (a CSRF could send one), and a wrapped
+            // product would be a negative period that fires every tick.
+            return count.checked_mul(unit_ms).map(Expression::Rate).ok_or(format!(
+                "Invalid Schedule Expression {expression}: the rate is longer than the calendar reaches"
+            ));
         }
         if let Some(cron) = inner("cron(") {
             let fields: Vec<&str> = cron.split_whitespace().collect();
@@ -101,9 +105,10 @@ impl Expression {
                 (at > after).then_some(at)
             }
             Expression::Cron(cron) => cron.next_after(after),
+            // `None` when the next firing is past the end of time (a rate of millions of years).
             Expression::Rate(every) => {
-                let periods = (after - created_at).div_euclid(*every) + 1;
-                Some(created_at + periods.max(1) * every)
+                let periods = after.checked_sub(created_at)?.div_euclid(*every) + 1;
+                periods.max(1).checked_mul(*every)?.checked_add(created_at)
             }
         }
     }
@@ -213,6 +218,21 @@ mod tests {
         let rate = Expression::parse("rate(5 minutes)", "").unwrap();
         assert_eq!(rate.next_after(1_000, 1_000, "UTC"), Some(301_000));
         assert_eq!(rate.next_after(301_000, 1_000, "UTC"), Some(601_000));
+    }
+
+    #[test]
+    fn huge_rates_are_refused_or_never_fire_instead_of_wrapping() {
+        assert_eq!(
+            Expression::parse("rate(9223372036854775807 minutes)", "UTC").unwrap_err(),
+            "Invalid Schedule Expression rate(9223372036854775807 minutes): the rate is longer than the calendar reaches"
+        );
+        assert!(Expression::parse("rate(106751991167301 days)", "UTC").is_err());
+        let long = Expression::parse("rate(100000000 days)", "UTC").unwrap();
+        assert_eq!(long.next_after(NOV_23_2026, NOV_23_2026, "UTC"), Some(NOV_23_2026 + 100_000_000 * 86_400_000));
+        // A period that fits in i64 milliseconds, but whose first firing does not.
+        let beyond = Expression::parse("rate(153722867280912 minutes)", "UTC").unwrap();
+        assert_eq!(beyond.next_after(NOV_23_2026, NOV_23_2026, "UTC"), None);
+        assert_eq!(beyond.next_after(i64::MAX, i64::MIN, "UTC"), None);
     }
 
     #[test]

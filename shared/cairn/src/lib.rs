@@ -45,7 +45,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backoff::backoff;
+pub use backoff::{MAX_RETRY_AFTER, MIN_RETRY_AFTER, backoff};
 pub use bus::{Bus, BusError, MemoryBus, MemoryTimer, Timer};
 #[cfg(feature = "testing")]
 pub use clock::ManualClock;
