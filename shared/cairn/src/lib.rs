@@ -56,7 +56,7 @@ pub use error::{DefinitionError, EngineError, ResultExt, StepError, StepResult};
 pub use event::{
     Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_NAME_LEN, SCHEDULED_EVENT,
 };
-pub use expr::MatchExpr;
+pub use expr::{MAX_EXPRESSION_BYTES, MatchExpr};
 pub use function::{
     CronSchedule, DEFAULT_RETRIES, FailureData, Function, FunctionBuilder, MAX_RETRIES, Registry, Trigger,
 };
