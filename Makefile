@@ -52,10 +52,22 @@ bench:
 	target/release/bench-serve target/release/conformance-app tests/conformance-ts 10
 	infra/local/with-services.sh $(CARGO) test -p cairn-dev --test load -- --nocapture
 
-## Ten minutes of coverage-guided fuzzing of the Inngest call-request decoder.
+## Coverage-guided fuzzing (cargo-fuzz; its nightly flags through RUSTC_BOOTSTRAP): every target
+## for FUZZ_SECS (ten minutes), one after the other: the Inngest call-request decoder, the Lambda
+## payload classifier, the dev server's PutEvents and CreateSchedule decoding, the EventBridge
+## pattern matcher and CEL match expressions. The bodies (fuzz/bodies) also run in `make test`
+## (tests/fuzz) on the seeds (fuzz/seeds/<target>, where crash inputs are kept); the corpus
+## grows in fuzz/corpus/<target>, crashes land in fuzz/artifacts/<target>. No sanitizer: the
+## code is safe Rust (`unsafe_code = "forbid"`), so ASan would only halve the speed; panics,
+## overflow checks, stack overflows, timeouts and OOMs are still caught.
+FUZZ_TARGETS := call_request lambda_payload put_events schedule_request event_pattern cel_match
+FUZZ_SECS ?= 600
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run call_request -- -max_total_time=600
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$target && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$target corpus/$$target seeds/$$target -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

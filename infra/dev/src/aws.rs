@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cairn::Millis;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,36 +83,14 @@ pub async fn json11(State(dev): State<Arc<Dev>>, headers: HeaderMap, body: Bytes
 }
 
 fn put_events(dev: &Dev, request: &Value) -> Response {
-    let Some(entries) = request.get("Entries") else {
-        return validation(
-            "1 validation error detected: Value null at 'entries' failed to satisfy constraint: Member must not be null",
-        );
+    let decoded = match decode_put_events(request, &dev.template.buses()) {
+        Ok(decoded) => decoded,
+        Err((kind, message)) => return json11_error(StatusCode::BAD_REQUEST, kind, message),
     };
-    let Some(entries) = entries.as_array() else {
-        return json11_error(StatusCode::BAD_REQUEST, "SerializationException", "Entries must be a list");
-    };
-    if entries.is_empty() {
-        return validation(
-            "1 validation error detected: Value '[]' at 'entries' failed to satisfy constraint: Member must have length greater than or equal to 1",
-        );
-    }
-    if entries.len() > MAX_ENTRIES {
-        return validation(format!(
-            "1 validation error detected: Value at 'entries' failed to satisfy constraint: Member must have length less than or equal to {MAX_ENTRIES} (got {})",
-            entries.len()
-        ));
-    }
-    let total: usize = entries.iter().map(entry_size).sum();
-    if total > MAX_ENTRY_BYTES {
-        return validation(format!(
-            "Total size of the entries in the request is over the limit: {total} bytes, the limit is {MAX_ENTRY_BYTES}"
-        ));
-    }
-    let buses = dev.template.buses();
-    let mut results: Vec<Value> = Vec::with_capacity(entries.len());
+    let mut results: Vec<Value> = Vec::with_capacity(decoded.len());
     let mut accepted = Vec::new();
-    for entry in entries {
-        match read_entry(entry, &buses) {
+    for entry in decoded {
+        match entry {
             Ok(entry) => {
                 accepted.push((results.len(), entry));
                 results.push(Value::Null);
@@ -133,8 +112,51 @@ fn put_events(dev: &Dev, request: &Value) -> Response {
     (StatusCode::OK, [("content-type", JSON_11)], body.to_string()).into_response()
 }
 
-fn validation(message: impl Into<String>) -> Response {
-    json11_error(StatusCode::BAD_REQUEST, "ValidationException", message)
+/// An AWS error code and message.
+pub type Refusal = (&'static str, String);
+
+/// Decodes a PutEvents request as AWS checks it: the entry list (present, 1 to
+/// [`MAX_ENTRIES`], [`MAX_ENTRY_BYTES`] in all), then each entry, read or refused on its own.
+/// Pure, so it can be fuzzed.
+///
+/// # Errors
+/// The whole request's refusal: `ValidationException` or `SerializationException`.
+pub fn decode_put_events(request: &Value, buses: &[String]) -> Result<Vec<Result<Entry, Refusal>>, Refusal> {
+    let Some(entries) = request.get("Entries") else {
+        return Err((
+            "ValidationException",
+            "1 validation error detected: Value null at 'entries' failed to satisfy constraint: Member must not be null"
+                .into(),
+        ));
+    };
+    let Some(entries) = entries.as_array() else {
+        return Err(("SerializationException", "Entries must be a list".into()));
+    };
+    if entries.is_empty() {
+        return Err((
+            "ValidationException",
+            "1 validation error detected: Value '[]' at 'entries' failed to satisfy constraint: Member must have length greater than or equal to 1".into(),
+        ));
+    }
+    if entries.len() > MAX_ENTRIES {
+        return Err((
+            "ValidationException",
+            format!(
+                "1 validation error detected: Value at 'entries' failed to satisfy constraint: Member must have length less than or equal to {MAX_ENTRIES} (got {})",
+                entries.len()
+            ),
+        ));
+    }
+    let total: usize = entries.iter().map(entry_size).sum();
+    if total > MAX_ENTRY_BYTES {
+        return Err((
+            "ValidationException",
+            format!(
+                "Total size of the entries in the request is over the limit: {total} bytes, the limit is {MAX_ENTRY_BYTES}"
+            ),
+        ));
+    }
+    Ok(entries.iter().map(|entry| read_entry(entry, buses)).collect())
 }
 
 /// AWS's entry size: Time (14 bytes), Source, DetailType, Detail and Resources in UTF-8.
@@ -149,8 +171,8 @@ fn entry_size(entry: &Value) -> usize {
         + resources
 }
 
-fn read_entry(entry: &Value, buses: &[String]) -> Result<Entry, (&'static str, String)> {
-    let required = |key: &str| -> Result<String, (&'static str, String)> {
+fn read_entry(entry: &Value, buses: &[String]) -> Result<Entry, Refusal> {
+    let required = |key: &str| -> Result<String, Refusal> {
         match entry[key].as_str() {
             Some(text) if !text.is_empty() => Ok(text.to_string()),
             _ => {
@@ -175,7 +197,14 @@ fn read_entry(entry: &Value, buses: &[String]) -> Result<Entry, (&'static str, S
     }
     let time = match &entry["Time"] {
         Value::Null => None,
-        Value::Number(n) => n.as_f64().map(|seconds| (seconds * 1000.0) as i64),
+        // Epoch seconds, as the SDKs send them (`1795392000.123`): rounded, since the product
+        // is often a hair under the millisecond; a time the calendar cannot hold is refused.
+        Value::Number(n) => Some(
+            n.as_f64()
+                .map(|seconds| (seconds * 1000.0).round() as i64)
+                .filter(|&ms| chrono::DateTime::from_timestamp_millis(ms).is_some())
+                .ok_or(("InvalidArgument", format!("Parameter Time is not valid: {n}")))?,
+        ),
         Value::String(text) => Some(
             chrono::DateTime::parse_from_rfc3339(text)
                 .map_err(|_| ("InvalidArgument", format!("Parameter Time is not valid: {text}")))?
@@ -220,38 +249,11 @@ pub async fn create_schedule(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let request: Value = match serde_json::from_slice(&body) {
-        Ok(value @ Value::Object(_)) => value,
-        _ => {
-            return rest_error(
-                StatusCode::BAD_REQUEST,
-                "ValidationException",
-                "the request body must be a JSON object",
-            );
-        }
-    };
-    let group = group_of(&query, Some(&request));
-    let Some(text) = request["ScheduleExpression"].as_str() else {
-        return rest_error(StatusCode::BAD_REQUEST, "ValidationException", "ScheduleExpression is required");
-    };
-    let time_zone = request["ScheduleExpressionTimezone"].as_str().unwrap_or("UTC").to_string();
-    let expression = match Expression::parse(text, &time_zone) {
-        Ok(expression) => expression,
+    let schedule = match decode_create_schedule(&name, &query, &body, dev.now()) {
+        Ok(schedule) => schedule,
         Err(message) => return rest_error(StatusCode::BAD_REQUEST, "ValidationException", message),
     };
-    if !matches!(request["FlexibleTimeWindow"]["Mode"].as_str(), Some("OFF" | "FLEXIBLE")) {
-        return rest_error(
-            StatusCode::BAD_REQUEST,
-            "ValidationException",
-            "FlexibleTimeWindow.Mode is required (OFF or FLEXIBLE)",
-        );
-    }
-    let Some(target_arn) = request["Target"]["Arn"].as_str() else {
-        return rest_error(StatusCode::BAD_REQUEST, "ValidationException", "Target.Arn is required");
-    };
-    if request["Target"]["RoleArn"].as_str().is_none() {
-        return rest_error(StatusCode::BAD_REQUEST, "ValidationException", "Target.RoleArn is required");
-    }
+    let target_arn = &schedule.target_arn;
     if target_arn.starts_with("arn:aws:lambda:") && dev.template.function(target_arn).is_none() {
         return rest_error(
             StatusCode::BAD_REQUEST,
@@ -259,28 +261,57 @@ pub async fn create_schedule(
             format!("Target.Arn {target_arn}: no AWS::Serverless::Function of that name in template.yaml"),
         );
     }
-    let now = dev.now();
-    let schedule = Schedule {
-        group_name: group.clone(),
-        name: name.clone(),
-        expression: text.to_string(),
-        time_zone: time_zone.clone(),
-        target_arn: target_arn.to_string(),
-        input: request["Target"]["Input"].as_str().unwrap_or("{}").to_string(),
-        delete_after: request["ActionAfterCompletion"].as_str() == Some("DELETE"),
-        created_at: now,
-        // A one-time schedule whose time has passed fires at once, as Scheduler does.
-        next_at: expression.next_after(now, now, &time_zone).or(expression.is_one_time().then_some(now)),
-    };
     match dev.db.create_schedule(&schedule) {
         Ok(true) => {
-            let arn = format!("arn:aws:scheduler:{}:{ACCOUNT}:schedule/{group}/{name}", dev.config.region);
+            let arn =
+                format!("arn:aws:scheduler:{}:{ACCOUNT}:schedule/{}/{name}", dev.config.region, schedule.group_name);
             (StatusCode::OK, [("content-type", "application/json")], json!({"ScheduleArn": arn}).to_string())
                 .into_response()
         }
         Ok(false) => rest_error(StatusCode::CONFLICT, "ConflictException", format!("Schedule {name} already exists.")),
         Err(err) => rest_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException", err),
     }
+}
+
+/// Decodes a CreateSchedule request for the schedule `name`, created at `now`, with the
+/// checks Scheduler makes; whether a Lambda target is in the template is the handler's check.
+/// Pure, so it can be fuzzed.
+///
+/// # Errors
+/// The `ValidationException` message.
+pub fn decode_create_schedule(
+    name: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
+    now: Millis,
+) -> Result<Schedule, String> {
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(value @ Value::Object(_)) => value,
+        _ => return Err("the request body must be a JSON object".into()),
+    };
+    let group = group_of(query, Some(&request));
+    let text = request["ScheduleExpression"].as_str().ok_or("ScheduleExpression is required")?;
+    let time_zone = request["ScheduleExpressionTimezone"].as_str().unwrap_or("UTC").to_string();
+    let expression = Expression::parse(text, &time_zone)?;
+    if !matches!(request["FlexibleTimeWindow"]["Mode"].as_str(), Some("OFF" | "FLEXIBLE")) {
+        return Err("FlexibleTimeWindow.Mode is required (OFF or FLEXIBLE)".into());
+    }
+    let target_arn = request["Target"]["Arn"].as_str().ok_or("Target.Arn is required")?;
+    if request["Target"]["RoleArn"].as_str().is_none() {
+        return Err("Target.RoleArn is required".into());
+    }
+    Ok(Schedule {
+        group_name: group,
+        name: name.to_string(),
+        expression: text.to_string(),
+        // A one-time schedule whose time has passed fires at once, as Scheduler does.
+        next_at: expression.next_after(now, now, &time_zone).or(expression.is_one_time().then_some(now)),
+        time_zone,
+        target_arn: target_arn.to_string(),
+        input: request["Target"]["Input"].as_str().unwrap_or("{}").to_string(),
+        delete_after: request["ActionAfterCompletion"].as_str() == Some("DELETE"),
+        created_at: now,
+    })
 }
 
 /// `DELETE /schedules/{Name}`: DeleteSchedule.

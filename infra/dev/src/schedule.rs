@@ -104,6 +104,7 @@ impl Expression {
                 (at > after).then_some(at)
             }
             Expression::Cron(cron) => cron.next_after(after),
+            // `None` when the next firing is past the end of time (a rate of millions of years).
             Expression::Rate(every) => {
                 // Never, if that is past the end of the clock.
                 let periods = after.saturating_sub(created_at).div_euclid(*every).saturating_add(1);
@@ -227,6 +228,21 @@ mod tests {
         let rate = Expression::parse("rate(5 minutes)", "").unwrap();
         assert_eq!(rate.next_after(1_000, 1_000, "UTC"), Some(301_000));
         assert_eq!(rate.next_after(301_000, 1_000, "UTC"), Some(601_000));
+    }
+
+    #[test]
+    fn huge_rates_are_refused_or_never_fire_instead_of_wrapping() {
+        assert_eq!(
+            Expression::parse("rate(9223372036854775807 minutes)", "UTC").unwrap_err(),
+            "Invalid Schedule Expression rate(9223372036854775807 minutes): the rate is too long"
+        );
+        assert!(Expression::parse("rate(106751991167301 days)", "UTC").is_err());
+        let long = Expression::parse("rate(100000000 days)", "UTC").unwrap();
+        assert_eq!(long.next_after(NOV_23_2026, NOV_23_2026, "UTC"), Some(NOV_23_2026 + 100_000_000 * 86_400_000));
+        // A period that fits in i64 milliseconds, but whose first firing does not.
+        let beyond = Expression::parse("rate(153722867280912 minutes)", "UTC").unwrap();
+        assert_eq!(beyond.next_after(NOV_23_2026, NOV_23_2026, "UTC"), None);
+        assert_eq!(beyond.next_after(i64::MAX, i64::MIN, "UTC"), None);
     }
 
     #[test]

@@ -52,10 +52,13 @@ impl SchedulerTimer {
         self
     }
 
-    /// The `at(...)` expression for `at`, rounded up to the second, in UTC.
+    /// The `at(...)` expression for `at`, rounded up to the second, in UTC. A time past the
+    /// calendar's end (only a corrupt record holds one) is its last second, never 1970, which
+    /// would fire at once and again on every re-arm.
     pub fn at_expression(at: Millis) -> String {
-        let seconds = (at + 999).div_euclid(1000);
-        let time = Utc.timestamp_opt(seconds, 0).single().unwrap_or_default();
+        let seconds = at.saturating_add(999).div_euclid(1000);
+        let fallback = if at > 0 { chrono::DateTime::<Utc>::MAX_UTC } else { chrono::DateTime::UNIX_EPOCH };
+        let time = Utc.timestamp_opt(seconds, 0).single().unwrap_or(fallback);
         format!("at({})", time.format("%Y-%m-%dT%H:%M:%S"))
     }
 
@@ -142,6 +145,9 @@ mod tests {
     fn at_expressions_round_up_to_the_second_in_utc() {
         assert_eq!(SchedulerTimer::at_expression(1_795_392_000_000), "at(2026-11-23T00:00:00)");
         assert_eq!(SchedulerTimer::at_expression(1_795_392_000_001), "at(2026-11-23T00:00:01)");
+        // `at + 999` overflowed here; then the unrepresentable time became 1970.
+        assert_eq!(SchedulerTimer::at_expression(i64::MAX), "at(+262142-12-31T23:59:59)");
+        assert_eq!(SchedulerTimer::at_expression(i64::MIN), "at(1970-01-01T00:00:00)");
     }
 
     #[test]

@@ -123,7 +123,8 @@ pub fn verify<'a>(
         }
     }
     let (Some(timestamp), Some(signature)) = (timestamp, signature) else { return Err(SignatureError::Malformed) };
-    if (now - timestamp).abs() > WINDOW_SECS {
+    // abs_diff: `now - t` overflows for a `t` near i64::MIN, which would wrap into the window.
+    if now.abs_diff(timestamp) > WINDOW_SECS.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let message = canonical(body)?;
@@ -180,5 +181,23 @@ mod tests {
         assert_eq!(verify(None, body, &keys, now).unwrap_err(), SignatureError::Missing);
         assert_eq!(verify(Some("s=abc"), body, &keys, now).unwrap_err(), SignatureError::Malformed);
         assert_eq!(verify(Some(&signed), b"not json", &keys, now).unwrap_err(), SignatureError::BodyNotJson);
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_stale_not_a_panic() {
+        let key = SigningKey::new(KEY);
+        let body = br#"{"a":1}"#;
+        let now = 1_700_000_000;
+        for t in [i64::MIN, i64::MIN + 1, now - (1 << 62) - (1 << 62), i64::MAX] {
+            let header = key.header(&canonical(body).unwrap(), t);
+            assert_eq!(
+                verify(Some(&header), body, std::slice::from_ref(&key), now).unwrap_err(),
+                SignatureError::Stale
+            );
+        }
+        assert_eq!(
+            verify(Some("t=-9223372036854775808&s=00"), body, &[key], i64::MAX).unwrap_err(),
+            SignatureError::Stale
+        );
     }
 }

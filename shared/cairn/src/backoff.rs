@@ -2,8 +2,15 @@
 //! (15 s, 30 s, 1 min, 2 min, 5 min, 10 min, 20 min, 40 min, 1 h, 2 h, then 2 h) plus up to
 //! 30 s of jitter, so runs that failed together do not retry together.
 
+use crate::error::StepError;
 use sha1::{Digest, Sha1};
 use std::time::Duration;
+
+/// The longest delay [`StepError::retry_after`] may ask for: Inngest's executor clamps
+/// `Retry-After` to [1 s, 24 h], and an unclamped one could land past the end of time.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+/// The shortest delay [`StepError::retry_after`] may ask for (Inngest's).
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 const TABLE_SECS: [u64; 10] = [15, 30, 60, 120, 300, 600, 1_200, 2_400, 3_600, 7_200];
 const MAX_JITTER_MS: u64 = 30_000;
@@ -26,6 +33,16 @@ pub fn backoff(attempts_made: u32, seed: &str) -> Duration {
         u64::from_be_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]])
             % MAX_JITTER_MS;
     Duration::from_secs(TABLE_SECS[index]) + Duration::from_millis(jitter)
+}
+
+/// The delay before the attempt that follows `attempts_made` failed attempts, the last
+/// ending with `error`: its retry-after within [`MIN_RETRY_AFTER`, `MAX_RETRY_AFTER`] (the
+/// field may come from a record or the wire, so it is clamped here too), else the back-off.
+pub(crate) fn retry_delay(error: &StepError, attempts_made: u32, seed: &str) -> Duration {
+    match error.retry_after_ms {
+        Some(ms) => Duration::from_millis(ms).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER),
+        None => backoff(attempts_made, seed),
+    }
 }
 
 #[cfg(test)]

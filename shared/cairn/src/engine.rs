@@ -522,12 +522,8 @@ impl Execution {
 
     fn function_failed(&self, error: StepError, now: Millis, run_id: &str) -> Outcome {
         let attempts_made = self.attempt + 1;
-        let retry_at = (error.retriable && attempts_made < self.max_attempts).then(|| {
-            let delay = error
-                .retry_after_ms
-                .map_or_else(|| crate::backoff::backoff(attempts_made, run_id), std::time::Duration::from_millis);
-            now + millis(delay)
-        });
+        let retry_at = (error.retriable && attempts_made < self.max_attempts)
+            .then(|| now.saturating_add(millis(crate::backoff::retry_delay(&error, attempts_made, run_id))));
         Outcome::Failed { error, retry_at }
     }
 

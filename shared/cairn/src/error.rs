@@ -59,8 +59,11 @@ impl StepError {
         StepError { name: "NonRetriableError".into(), retriable: false, ..StepError::new(message) }
     }
 
-    /// A retriable error whose next attempt should wait `delay` instead of the back-off.
+    /// A retriable error whose next attempt should wait `delay` instead of the back-off,
+    /// clamped to Inngest's [1 s, 24 h] ([`MIN_RETRY_AFTER`](crate::MIN_RETRY_AFTER),
+    /// [`MAX_RETRY_AFTER`](crate::MAX_RETRY_AFTER)).
     pub fn retry_after(message: impl Into<String>, delay: Duration) -> Self {
+        let delay = delay.clamp(crate::backoff::MIN_RETRY_AFTER, crate::backoff::MAX_RETRY_AFTER);
         StepError {
             name: "RetryAfterError".into(),
             retry_after_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),

@@ -5,6 +5,28 @@ use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
 
+/// The longest expression accepted. Match conditions are short; CEL's parser and evaluator
+/// recurse once per nesting level or operator, so the length bounds their depth.
+pub const MAX_EXPRESSION_BYTES: usize = 1024;
+
+/// The stack CEL runs on. Its parser takes about 200 KB per nesting level in a debug build,
+/// so ten parentheses overflowed a 2 MB tokio worker and aborted the process; 64 MB holds
+/// the deepest expression of [`MAX_EXPRESSION_BYTES`] (only touched pages are committed).
+const CEL_STACK_BYTES: usize = 64 << 20;
+
+/// Runs `work` on a thread with [`CEL_STACK_BYTES`] of stack; a panic in CEL is an error.
+fn on_cel_stack<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cel".into())
+            .stack_size(CEL_STACK_BYTES)
+            .spawn_scoped(scope, work)
+            .map_err(|err| format!("cannot start the expression thread: {err}"))?
+            .join()
+            .map_err(|panic| format!("the expression evaluator failed: {}", crate::step::panic_message(&panic)))
+    })
+}
+
 /// A compiled CEL condition.
 #[derive(Clone)]
 pub struct MatchExpr {
@@ -35,7 +57,11 @@ impl MatchExpr {
         if source.trim().is_empty() {
             return Err("expression is empty".into());
         }
-        let program = cel::Program::compile(source).map_err(|err| err.to_string().trim().replace('\n', " "))?;
+        if source.len() > MAX_EXPRESSION_BYTES {
+            return Err(format!("expression is {} bytes, the limit is {MAX_EXPRESSION_BYTES}", source.len()));
+        }
+        let program =
+            on_cel_stack(|| cel::Program::compile(source))?.map_err(|err| err.to_string().trim().replace('\n', " "))?;
         Ok(MatchExpr { source: source.to_string(), program: Arc::new(program) })
     }
 
@@ -58,10 +84,14 @@ impl MatchExpr {
     /// # Errors
     /// When the expression does not evaluate to a boolean.
     pub fn matches(&self, event: &Value, candidate: &Value) -> Result<bool, String> {
-        let mut context = cel::Context::default();
-        context.add_variable("event", event).map_err(|err| err.to_string())?;
-        context.add_variable("async", candidate).map_err(|err| err.to_string())?;
-        match self.program.execute(&context) {
+        let program = &self.program;
+        let outcome = on_cel_stack(|| {
+            let mut context = cel::Context::default();
+            context.add_variable("event", event).map_err(|err| err.to_string())?;
+            context.add_variable("async", candidate).map_err(|err| err.to_string())?;
+            Ok::<_, String>(program.execute(&context))
+        })??;
+        match outcome {
             Ok(cel::Value::Bool(value)) => Ok(value),
             Ok(other) => Err(format!("expression `{}` gave {other:?}, not a boolean", self.source)),
             Err(cel::ExecutionError::NoSuchKey(_)) => Ok(false),
@@ -88,6 +118,27 @@ mod tests {
     fn field_shorthand_expands_like_inngest() {
         let expr = MatchExpr::field("data.id").unwrap();
         assert_eq!(expr.source(), "event.data.id == async.data.id");
+    }
+
+    #[test]
+    fn deep_expressions_evaluate_on_their_own_stack_and_long_ones_are_refused() {
+        // On a 2 MB thread (a tokio worker's), as the runner evaluates waits: ten nested
+        // parentheses overflowed the stack there and aborted the process.
+        let outcome = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let nested = MatchExpr::parse(&format!("{}true{}", "(".repeat(90), ")".repeat(90))).unwrap();
+                let chain = MatchExpr::parse(&format!("event.data.n{} == 0", " + 1".repeat(200))).unwrap();
+                (nested.matches(&json!({}), &json!({})), chain.matches(&json!({"data": {"n": -200}}), &json!({})))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(outcome, (Ok(true), Ok(true)));
+        assert_eq!(
+            MatchExpr::parse(&"1 == 1 && ".repeat(103)).unwrap_err(),
+            "expression is 1030 bytes, the limit is 1024"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backoff::backoff;
+pub use backoff::{MAX_RETRY_AFTER, MIN_RETRY_AFTER, backoff};
 pub use bus::{Bus, BusError, MemoryBus, MemoryTimer, Timer};
 #[cfg(feature = "testing")]
 pub use clock::ManualClock;
@@ -57,7 +57,7 @@ pub use event::{
     Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN,
     RESERVED_PREFIXES, SCHEDULED_EVENT, is_reserved_name, redact_serde_error,
 };
-pub use expr::MatchExpr;
+pub use expr::{MAX_EXPRESSION_BYTES, MatchExpr};
 pub use function::{
     CronSchedule, DEFAULT_RETRIES, FailureData, Function, FunctionBuilder, MAX_RETRIES, Registry, Trigger,
 };

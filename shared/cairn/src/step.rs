@@ -264,11 +264,8 @@ impl Step {
             let state = match result {
                 Ok(output) => StepState::Completed { output },
                 Err(error) if error.retriable && attempt < max_attempts => {
-                    let delay = error.retry_after_ms.map_or_else(
-                        || crate::backoff::backoff(attempt, &format!("{run_id}/{id}")),
-                        Duration::from_millis,
-                    );
-                    StepState::Retrying { error, retry_at: now + millis(delay) }
+                    let delay = crate::backoff::retry_delay(&error, attempt, &format!("{run_id}/{id}"));
+                    StepState::Retrying { error, retry_at: now.saturating_add(millis(delay)) }
                 }
                 Err(error) => StepState::Failed { error },
             };
@@ -302,13 +299,20 @@ impl Step {
     pub async fn sleep(&self, name: &str, duration: impl IntoDuration) -> StepResult<()> {
         let name = checked_name(name)?;
         let duration = checked_wait(name, duration.into_duration())?;
-        self.sleep_inner(name, |now| now + millis(duration)).await
+        self.sleep_inner(name, |now| now.saturating_add(millis(duration))).await
     }
 
-    /// Pauses the run until `until`.
+    /// Pauses the run until `until`, at most 366 days ahead ([`MAX_WAIT`], as Inngest): a
+    /// later time is refused rather than scheduled past what timers can represent.
     pub async fn sleep_until(&self, name: &str, until: SystemTime) -> StepResult<()> {
         let name = checked_name(name)?;
         let at = until.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
+        // Time only moves on, so a time accepted once is accepted on every replay.
+        if at.saturating_sub(lock(&self.shared).now) > millis(MAX_WAIT) {
+            return Err(StepError::non_retriable(format!(
+                "step `{name}`: sleeping until {at} ms since the epoch is more than the 366-day maximum ahead"
+            )));
+        }
         self.sleep_inner(name, |_| at).await
     }
 
@@ -355,7 +359,7 @@ impl Step {
                 Begin::Halt => return halt().await,
                 Begin::Pending { id, position, existing } => (id, position, existing),
             };
-        let timeout_at = self.scheduled_at(&existing, |now| now + millis(timeout));
+        let timeout_at = self.scheduled_at(&existing, |now| now.saturating_add(millis(timeout)));
         let kind = OpKind::WaitForEvent { event: wait.event, expression: wait.expression, timeout_at };
         self.register(&id, name, position, kind, existing.is_none());
         let record = self.settle_record(&id).await;
@@ -415,7 +419,7 @@ impl Step {
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
-        let timeout_at = self.scheduled_at(&existing, |now| now + millis(timeout));
+        let timeout_at = self.scheduled_at(&existing, |now| now.saturating_add(millis(timeout)));
         let kind = OpKind::Invoke { function_id: invoke.function_id, data: invoke.data, timeout_at };
         self.register(&id, name, position, kind, existing.is_none());
         self.settle(&id).await

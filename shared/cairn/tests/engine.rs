@@ -268,6 +268,56 @@ async fn non_retriable_and_retry_after_errors_are_honoured() {
 }
 
 #[tokio::test]
+async fn retry_after_is_clamped_to_inngests_one_second_to_one_day() {
+    // Unclamped, `now + u64::MAX ms` overflowed: a panic in debug, a retry in the past in release.
+    let cases: [(fn() -> StepError, Millis); 5] = [
+        (|| StepError::retry_after("later", Duration::MAX), 86_400_000),
+        (|| StepError::retry_after("later", Duration::from_secs(90_000)), 86_400_000),
+        (|| StepError { retry_after_ms: Some(u64::MAX), ..StepError::new("from a record") }, 86_400_000),
+        (|| StepError::retry_after("now", Duration::ZERO), 1_000),
+        (|| StepError::retry_after("later", Duration::from_secs(3_600)), 3_600_000),
+    ];
+    for (error, delay) in cases {
+        let (f, _) = flaky(1, error, None);
+        let Outcome::StepFailed { retry_at, .. } = exec(&f, &[]).next(NOW).await.unwrap() else { panic!() };
+        assert_eq!(retry_at, Some(NOW + delay), "{:?}", error());
+    }
+    assert_eq!(StepError::retry_after("later", Duration::MAX).retry_after_ms, Some(86_400_000));
+    // The same clamp when the function itself fails.
+    let f = Function::new("fails")
+        .on_event("app/my.event")
+        .handler(|_: Event, _: Step| async move { Err::<(), _>(StepError::retry_after("later", Duration::MAX)) })
+        .unwrap();
+    let Outcome::Failed { retry_at, .. } = exec(&f, &[]).next(NOW).await.unwrap() else { panic!() };
+    assert_eq!(retry_at, Some(NOW + 86_400_000));
+}
+
+#[tokio::test]
+async fn sleep_until_further_than_366_days_is_refused_not_wrapped() {
+    let sleeper = |secs: u64| {
+        Function::new("sleeper")
+            .on_event("app/my.event")
+            .handler(move |_: Event, step: Step| async move {
+                step.sleep_until("nap", std::time::UNIX_EPOCH + Duration::from_secs(secs)).await
+            })
+            .unwrap()
+    };
+    let now_secs = u64::try_from(NOW / 1000).unwrap();
+    let f = sleeper(now_secs + 366 * 86_400);
+    let Outcome::Sleeping { until, .. } = exec(&f, &[]).next(NOW).await.unwrap() else { panic!() };
+    assert_eq!(until, NOW + 366 * 86_400_000);
+    // Past i64 milliseconds, the wake-up used to saturate at i64::MAX, which timers turned
+    // into a schedule in 1970 (it fired at once, again and again).
+    for secs in [now_secs + 367 * 86_400, u64::try_from(i64::MAX).unwrap()] {
+        let Outcome::Failed { error, retry_at: None } = exec(&sleeper(secs), &[]).next(NOW).await.unwrap() else {
+            panic!()
+        };
+        assert!(!error.retriable);
+        assert!(error.message.ends_with("is more than the 366-day maximum ahead"), "{}", error.message);
+    }
+}
+
+#[tokio::test]
 async fn a_caught_step_failure_lets_the_function_continue() {
     let f = Function::new("catch")
         .on_event("app/my.event")
