@@ -230,6 +230,11 @@ async fn invoke_calls_another_function_and_returns_its_result() {
     h.advance_to_next_timer().await;
     let parent = h.only_run("invoker").await;
     assert_eq!((parent.status, parent.output), (RunStatus::Completed, Some(json!({"success": true}))));
+    // The child's `finished` event names the invoker in its event's system metadata (what the
+    // template's rule routes it back by) and carries none of the data it was invoked with.
+    let finished = h.runner.bus().sent().into_iter().find(|e| e.name == "inngest/function.finished").unwrap();
+    assert_eq!(finished.data["event"]["data"]["_inngest"]["source_fn_id"], json!("invoker"));
+    assert_eq!(finished.data["event"]["data"].as_object().unwrap().len(), 1, "{finished:?}");
 }
 
 #[tokio::test]

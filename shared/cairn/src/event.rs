@@ -98,12 +98,17 @@ impl EventPayload {
         self
     }
 
-    /// The event without its data (name, id and time), for system events that refer to it
-    /// without carrying what it holds.
+    /// The event without its data (name, id, time, and only the system's `data._inngest`
+    /// metadata, by which an invoke's result is routed back), for system events that refer to
+    /// it without carrying what it holds.
     pub fn summary(&self) -> EventPayload {
+        let mut data = serde_json::Map::new();
+        if let Some(system) = self.data.get("_inngest") {
+            data.insert("_inngest".into(), system.clone());
+        }
         EventPayload {
             name: self.name.clone(),
-            data: Value::Object(Default::default()),
+            data: Value::Object(data),
             id: self.id.clone(),
             ts: self.ts,
             user: None,
