@@ -49,5 +49,5 @@ fn serves_every_function_at_api_inngest_and_guards_ingest() {
     assert!(get.contains("x-inngest-sdk: cairn:v0.1.0"), "{get}");
     assert!(get.contains("\"function_count\":3"), "{get}");
     assert!(ingest.starts_with("HTTP/1.1 401"), "{ingest}");
-    assert!(sent.starts_with("HTTP/1.1 200") && sent.contains("\"ids\":[\"x\"]"), "{sent}");
+    assert!(sent.starts_with("HTTP/1.1 200") && sent.contains("\"ids\":[\"ext-x\"]"), "{sent}");
 }
