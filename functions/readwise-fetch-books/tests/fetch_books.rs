@@ -175,16 +175,9 @@ async fn an_event_without_a_user_id_is_rejected_naming_the_field_not_echoing_val
 /// timeout (and is retried), instead of holding the step until Lambda kills the invocation.
 #[tokio::test]
 async fn a_hung_readwise_fails_the_attempt_on_the_timeout() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let readwise = StubServer::hung().await;
     let config = Config {
-        base_url: url,
+        base_url: readwise.url().to_string(),
         callback_url: None,
         keys: keys(&[("u1", KEY)]).await,
         timeout: std::time::Duration::from_millis(300),

@@ -263,16 +263,12 @@ async fn a_streamed_answer_is_signed_like_a_plain_one() {
 /// timeout, as a step error Inngest retries, instead of holding the call until the host kills it.
 #[tokio::test]
 async fn a_hung_event_api_fails_the_send_on_the_timeout() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    let config =
-        ServeConfig { event_api: url, http_timeout: std::time::Duration::from_millis(300), ..ServeConfig::dev("app") };
+    let events = cairn::testing::StubServer::hung().await;
+    let config = ServeConfig {
+        event_api: events.url().to_string(),
+        http_timeout: std::time::Duration::from_millis(300),
+        ..ServeConfig::dev("app")
+    };
     let e = endpoint(config);
     let mut body = call(json!({}), json!({}));
     body["event"]["name"] = json!("app/notify");

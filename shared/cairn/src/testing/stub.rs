@@ -54,6 +54,23 @@ impl StubServer {
         .await
     }
 
+    /// A server that accepts every connection and never answers (a hung API), to show that a
+    /// caller's timeouts hold. It records nothing.
+    ///
+    /// # Panics
+    /// When no local port can be bound.
+    pub async fn hung() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free local port");
+        let url = format!("http://{}", listener.local_addr().expect("a bound address"));
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        StubServer { url, requests: Arc::default(), task }
+    }
+
     /// Like [`StubServer::start`], with response headers too.
     ///
     /// # Panics
