@@ -59,6 +59,11 @@ async fn put_events(url: &str, name: &str, count: usize) {
     let entries: Vec<Value> = (0..count)
         .map(|_| json!({"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": "{}"}))
         .collect();
+    put_entries(url, entries).await;
+}
+
+/// PutEvents as the aws CLI sends it; every entry must be accepted.
+async fn put_entries(url: &str, entries: Vec<Value>) {
     let answer: Value = reqwest::Client::new()
         .post(url)
         .header("x-amz-target", "AWSEvents.PutEvents")
@@ -172,20 +177,11 @@ async fn a_sleep_past_the_end_of_time_saturates() {
     .await;
     let event_id = "evt-sleep";
     let detail = json!({"name": "test/sleep", "data": {}, "id": event_id}).to_string();
-    let body =
-        json!({"Entries": [{"EventBusName": "cairn", "Source": "t", "DetailType": "test/sleep", "Detail": detail}]});
-    let answer: Value = reqwest::Client::new()
-        .post(&url)
-        .header("x-amz-target", "AWSEvents.PutEvents")
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["FailedEntryCount"], 0);
+    put_entries(
+        &url,
+        vec![json!({"EventBusName": "cairn", "Source": "t", "DetailType": "test/sleep", "Detail": detail})],
+    )
+    .await;
     let run_id = RunId::for_event("sleeper", event_id);
     let run = until("the run to sleep", 20, || async {
         let body = get(&format!("{url}/api/runs/{run_id}")).await;
