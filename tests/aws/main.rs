@@ -615,7 +615,7 @@ fn order_approval_writes_only_keys_and_sends_only_events_its_template_policy_all
             cairn::MemoryTimer::new(),
         );
         let patterns = policy_condition("order-approval", "ForAllValues:StringLike", "dynamodb:LeadingKeys");
-        // Every item's partition key (and `due` index key), at every stage (waits and index
+        // Every item's partition key (and `due` and `runs` index keys), at every stage (waits and index
         // entries are gone once the runs end).
         let mut kinds = std::collections::BTreeSet::new();
         let mut check_keys = async || {
@@ -623,6 +623,7 @@ fn order_approval_writes_only_keys_and_sends_only_events_its_template_policy_all
             for item in &items {
                 let mut keys = vec![item["PK"].as_s().unwrap().clone()];
                 keys.extend(item.get("due_fn").map(|due| due.as_s().unwrap().clone()));
+                keys.extend(item.get("fn_key").map(|runs| runs.as_s().unwrap().clone()));
                 for key in keys {
                     assert!(patterns.iter().any(|p| like(p, &key)), "key `{key}` matches none of {patterns:?}");
                     kinds.insert(key.split('#').nth(1).unwrap_or_default().to_string());
@@ -641,7 +642,7 @@ fn order_approval_writes_only_keys_and_sends_only_events_its_template_policy_all
             check_keys().await;
         }
         let statuses: Vec<(String, RunStatus)> = store
-            .list_runs(&cairn::store::RunQuery { function_id: None, status: None, limit: 100 })
+            .list_runs(&cairn::store::RunQuery { limit: 100, ..Default::default() })
             .await
             .unwrap()
             .into_iter()
@@ -657,7 +658,11 @@ fn order_approval_writes_only_keys_and_sends_only_events_its_template_policy_all
             assert!(statuses.contains(&expected), "{expected:?} in {statuses:?}");
         }
 
-        assert_eq!(kinds, ["EVENTS", "FN", "RUN", "WAIT"].map(String::from).into(), "every kind of key was checked");
+        assert_eq!(
+            kinds,
+            ["EVENTS", "FN", "FUNCTIONS", "RUN", "WAIT"].map(String::from).into(),
+            "every kind of key was checked"
+        );
 
         let allowed = policy_condition("order-approval", "StringEquals", "events:detail-type");
         let sent: std::collections::BTreeSet<String> = bus

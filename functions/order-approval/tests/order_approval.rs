@@ -87,7 +87,7 @@ async fn a_declined_charge_fails_the_run_and_runs_on_failure() {
     let journal = runner.store().load(&run).await.unwrap().unwrap();
     assert_eq!(journal.meta.status, RunStatus::Failed);
     assert_eq!(journal.meta.error.unwrap().message, "payment declined: amount 0 is not positive");
-    let query = RunQuery { function_id: Some("order-approval-failure".into()), status: None, limit: 10 };
+    let query = RunQuery { function_id: Some("order-approval-failure".into()), limit: 10, ..RunQuery::default() };
     let handlers = runner.store().list_runs(&query).await.unwrap();
     assert_eq!(handlers.len(), 1, "{handlers:?}");
     assert_eq!(handlers[0].status, RunStatus::Completed);

@@ -3,7 +3,7 @@
 "use strict";
 
 const view = document.getElementById("view");
-const state = { functions: [], filter: { function: "", status: "" }, rendering: false, again: false };
+const state = { functions: [], filter: { function: "", status: "" }, rendering: false, again: false, console: false };
 
 const esc = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 const json = (value) => esc(JSON.stringify(value, null, 2));
@@ -107,6 +107,9 @@ async function renderRuns(selected) {
       <div class="toolbar">
         <select id="filter-function" data-testid="filter-function">${options(["", ...functions.map((f) => f.id)], state.filter.function, "all functions")}</select>
         <select id="filter-status" data-testid="filter-status">${options(["", "running", "sleeping", "waiting", "completed", "failed", "cancelled"], state.filter.status, "any status")}</select>
+        <span class="spacer"></span>
+        <button data-bulk="cancel" data-testid="bulk-cancel" class="danger" title="Cancel every unfinished run this filter shows">Cancel matching</button>
+        <button data-bulk="replay" data-testid="bulk-replay" title="Rerun every run this filter shows, from the start">Replay matching</button>
       </div>
       ${runs.length ? `<table><thead><tr><th>Status</th><th>Function</th><th>Event</th><th>Started</th><th style="text-align:right">Duration</th></tr></thead><tbody>${rows}</tbody></table>`
         : `<div class="empty">No runs yet. Send an event:<code>aws events put-events --endpoint-url ${esc(location.origin)} --entries '[{"EventBusName":"cairn","Source":"app","DetailType":"app/my.event","Detail":"{}"}]'</code></div>`}
@@ -118,6 +121,21 @@ async function renderRuns(selected) {
   document.getElementById("filter-function").onchange = (e) => { state.filter.function = e.target.value; render(); };
   document.getElementById("filter-status").onchange = (e) => { state.filter.status = e.target.value; render(); };
   view.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", () => runAction(b.dataset.action, b.dataset.run)));
+  view.querySelectorAll("[data-bulk]").forEach((b) => b.addEventListener("click", () => bulkAction(b.dataset.bulk)));
+}
+
+// Bulk cancel or replay of what the filter shows, through the same core operations as one run.
+async function bulkAction(action) {
+  const filter = { function: state.filter.function, status: state.filter.status };
+  const what = `${filter.status || "all"} runs of ${filter.function || "every function"}`;
+  if (!window.confirm(`${action === "cancel" ? "Cancel" : "Replay"} ${what}?`)) return;
+  try {
+    const report = await post(`/api/runs/${action}`, filter);
+    toast(`${action === "cancel" ? "Cancelled" : "Replayed"} ${report.done.length} of ${report.matched}${report.skipped.length ? ` (${report.skipped.length} skipped)` : ""}`);
+    render();
+  } catch (err) {
+    toast(err.message);
+  }
 }
 
 function runDetail(detail) {
@@ -167,7 +185,7 @@ function runDetail(detail) {
       </div>
       <dl class="meta">
         <dt>Run</dt><dd class="mono">${esc(run.run_id)}</dd>
-        <dt>Event</dt><dd><a href="#/events/${encodeURIComponent(run.event_id)}" class="mono">${esc(run.event_name)}</a> <span class="muted mono">${esc(run.event_id)}</span></dd>
+        <dt>Event</dt><dd>${state.console ? `<span class="mono">${esc(run.event_name)}</span>` : `<a href="#/events/${encodeURIComponent(run.event_id)}" class="mono">${esc(run.event_name)}</a>`} <span class="muted mono">${esc(run.event_id)}</span></dd>
         <dt>Started</dt><dd>${esc(new Date(run.created_at).toLocaleString())}</dd>
         <dt>Duration</dt><dd>${finished ? ms(run.duration_ms) : ms(Date.now() - run.created_at) + " so far"}</dd>
         ${run.attempt ? `<dt>Attempt</dt><dd>${run.attempt + 1}</dd>` : ""}
@@ -300,6 +318,25 @@ function connectLive() {
   source.addEventListener("error", () => { live.classList.remove("on"); live.textContent = "reconnecting"; });
 }
 
-window.addEventListener("hashchange", render);
-render();
-connectLive();
+// `cairn console` serves this page over a deployed stack: no event log, no schedules, and no
+// live stream (it polls instead).
+async function start() {
+  const health = await api("/api/health").catch(() => ({}));
+  state.console = health.server === "cairn-console";
+  document.body.dataset.mode = state.console ? "console" : "dev";
+  if (state.console) {
+    document.querySelectorAll("nav a[data-nav=events], nav a[data-nav=schedules]").forEach((a) => a.remove());
+    document.querySelector(".brand .muted").textContent = `console · ${health.table}`;
+    document.title = `Cairn console: ${health.table}`;
+    const live = document.getElementById("live");
+    live.classList.add("on");
+    live.textContent = "polling";
+    setInterval(() => { if (!document.querySelector("dialog[open]")) render(); }, 3000);
+  } else {
+    connectLive();
+  }
+  window.addEventListener("hashchange", render);
+  render();
+}
+
+start();

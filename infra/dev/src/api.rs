@@ -2,13 +2,14 @@
 //! events with the runs they started, and the actions: invoke, rerun, cancel. `GET /api/live`
 //! is a server-sent event stream that ticks whenever a run, an event or the queue changes.
 
+use crate::control::DevControl;
 use crate::dev::{Dev, Entry, INNGEST_PREFIX};
-use crate::devdb::NewInvocation;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use cairn::lifecycle::{ControlError, RerunFrom};
 use cairn::store::RunQuery;
 use cairn::{Journal, RunId, RunMeta, RunStatus, RunStore, StepRecord, StepState};
 use serde::Deserialize;
@@ -16,7 +17,8 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// A JSON error answer: `{"error": message}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
@@ -99,34 +101,47 @@ pub async fn functions(State(dev): State<Arc<Dev>>) -> Response {
     Json(json!({"functions": list})).into_response()
 }
 
-/// Filters of `GET /api/runs`.
-#[derive(Debug, Deserialize)]
+/// Filters of `GET /api/runs` (and of the bulk operations).
+#[derive(Debug, Default, Deserialize)]
 pub struct RunsQuery {
     function: Option<String>,
     status: Option<String>,
+    /// Created at or after (ms since the epoch).
+    since: Option<i64>,
+    /// Created before (ms since the epoch).
+    until: Option<i64>,
     limit: Option<usize>,
 }
 
-/// `GET /api/runs`.
-pub async fn runs(State(dev): State<Arc<Dev>>, Query(query): Query<RunsQuery>) -> Response {
-    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => match RunStatus::parse(text) {
-            Some(status) => Some(status),
-            None => {
-                return error(
+impl RunsQuery {
+    /// The store's query, or a `400` naming the bad status.
+    pub(crate) fn to_query(&self) -> Result<RunQuery, Response> {
+        let status = match self.status.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+                error(
                     StatusCode::BAD_REQUEST,
                     format!(
                         "unknown status `{text}`: expected running, sleeping, waiting, completed, failed or cancelled"
                     ),
-                );
-            }
-        },
-    };
-    let run_query = RunQuery {
-        function_id: query.function.filter(|f| !f.is_empty()),
-        status,
-        limit: query.limit.unwrap_or(100).clamp(1, 10_000),
+                )
+            })?),
+        };
+        Ok(RunQuery {
+            function_id: self.function.clone().filter(|f| !f.is_empty()),
+            status,
+            created_from: self.since,
+            created_before: self.until,
+            limit: self.limit.unwrap_or(100).clamp(1, 10_000),
+        })
+    }
+}
+
+/// `GET /api/runs`.
+pub async fn runs(State(dev): State<Arc<Dev>>, Query(query): Query<RunsQuery>) -> Response {
+    let run_query = match query.to_query() {
+        Ok(query) => query,
+        Err(response) => return response,
     };
     match dev.store.list_runs(&run_query).await {
         Ok(runs) => Json(json!({"runs": runs.iter().map(run_summary).collect::<Vec<_>>()})).into_response(),
@@ -142,53 +157,43 @@ async fn load(dev: &Dev, run_id: &str) -> Result<Journal, Response> {
     }
 }
 
+/// A run with its event and its steps in order, as `GET /api/runs/{id}` answers.
+pub fn run_json(journal: &Journal) -> Value {
+    let mut run = run_summary(&journal.meta);
+    run["event"] = serde_json::to_value(&journal.meta.event).unwrap_or_default();
+    run["invoked_by"] = serde_json::to_value(&journal.meta.invoked_by).unwrap_or_default();
+    json!({"run": run, "steps": journal.steps.iter().map(step_json).collect::<Vec<_>>()})
+}
+
 /// `GET /api/runs/{id}`: the run, its event and its steps in order.
 pub async fn run(State(dev): State<Arc<Dev>>, Path(run_id): Path<String>) -> Response {
     match load(&dev, &run_id).await {
-        Ok(journal) => {
-            let mut run = run_summary(&journal.meta);
-            run["event"] = serde_json::to_value(&journal.meta.event).unwrap_or_default();
-            run["invoked_by"] = serde_json::to_value(&journal.meta.invoked_by).unwrap_or_default();
-            Json(json!({"run": run, "steps": journal.steps.iter().map(step_json).collect::<Vec<_>>()})).into_response()
-        }
+        Ok(journal) => Json(run_json(&journal)).into_response(),
         Err(response) => response,
     }
 }
 
-/// `POST /api/runs/{id}/cancel`: a running, sleeping or waiting run ends `cancelled`; its
-/// pending wake-ups are deleted and its waits removed.
+/// The status and message of a refused or failed run operation.
+pub(crate) fn control_error(err: ControlError) -> Response {
+    let status = match &err {
+        ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+        ControlError::AlreadyEnded { .. } | ControlError::NoFailedStep(_) | ControlError::Contended(_) => {
+            StatusCode::CONFLICT
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, err.to_string())
+}
+
+/// `POST /api/runs/{id}/cancel`: a running, sleeping or waiting run ends `cancelled` (the
+/// core's [`cairn::lifecycle::RunControl::cancel`]): its wake-ups are deleted, its waits removed
+/// and `inngest/function.cancelled` sent.
 pub async fn cancel(State(dev): State<Arc<Dev>>, Path(run_id): Path<String>) -> Response {
-    for _ in 0..5 {
-        let journal = match load(&dev, &run_id).await {
-            Ok(journal) => journal,
-            Err(response) => return response,
-        };
-        let mut meta = journal.meta;
-        if meta.status.is_finished() {
-            return error(StatusCode::CONFLICT, format!("run `{run_id}` already ended {}", meta.status));
-        }
-        let now = dev.now();
-        meta.status = RunStatus::Cancelled;
-        meta.ended_at = Some(now);
-        meta.updated_at = now;
-        meta.lease = None;
-        match dev.store.update_meta(&meta).await {
-            Ok(_) => {
-                for step in journal.steps.iter().filter(|s| matches!(s.state, StepState::Scheduled { .. })) {
-                    if let Some(event) = step.detail.as_ref().and_then(|d| d["event"].as_str()) {
-                        let _ = dev.store.remove_wait(event, &meta.run_id, &step.id).await;
-                    }
-                }
-                if let Err(err) = dev.db.delete_schedules_of_run(&run_id) {
-                    tracing::warn!(error = %err, "cannot delete the run's schedules");
-                }
-                return Json(json!({"run_id": run_id, "status": "cancelled"})).into_response();
-            }
-            Err(cairn::StoreError::Conflict { .. }) => continue,
-            Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-        }
+    let control = DevControl::new(dev);
+    match control.runs().cancel(&RunId::new(&run_id)).await {
+        Ok(_) => Json(json!({"run_id": run_id, "status": "cancelled"})).into_response(),
+        Err(err) => control_error(err),
     }
-    error(StatusCode::CONFLICT, format!("run `{run_id}` kept changing; try again"))
 }
 
 /// Body of `POST /api/runs/{id}/rerun`.
@@ -196,7 +201,16 @@ pub async fn cancel(State(dev): State<Arc<Dev>>, Path(run_id): Path<String>) -> 
 pub struct RerunRequest {
     /// `start` (default) or `failed`: keep the steps that completed before the first failed one.
     #[serde(default)]
-    from: Option<String>,
+    pub(crate) from: Option<String>,
+}
+
+/// `start` (the default) or `failed`, else a `400`.
+pub(crate) fn rerun_from(text: Option<String>) -> Result<RerunFrom, Response> {
+    match text.as_deref() {
+        None => Ok(RerunFrom::Start),
+        Some(text) => RerunFrom::parse(text)
+            .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("`from` is `start` or `failed`, not `{text}`"))),
+    }
 }
 
 /// `POST /api/runs/{id}/rerun`: a new run of the same function with the same event, from the
@@ -207,65 +221,52 @@ pub async fn rerun(
     Path(run_id): Path<String>,
     body: Option<Json<RerunRequest>>,
 ) -> Response {
-    let from = body.and_then(|Json(b)| b.from).unwrap_or_else(|| "start".into());
-    let journal = match load(&dev, &run_id).await {
-        Ok(journal) => journal,
+    let from = match rerun_from(body.and_then(|Json(b)| b.from)) {
+        Ok(from) => from,
         Err(response) => return response,
     };
-    let keep: Vec<&StepRecord> = match from.as_str() {
-        "start" => Vec::new(),
-        "failed" => {
-            let Some(failed) = journal.steps.iter().find(|s| matches!(s.state, StepState::Failed { .. })) else {
-                return error(
-                    StatusCode::CONFLICT,
-                    format!("run `{run_id}` has no failed step; rerun it from the start"),
-                );
-            };
-            journal
-                .steps
-                .iter()
-                .filter(|s| s.position < failed.position && matches!(s.state, StepState::Completed { .. }))
-                .collect()
-        }
-        other => return error(StatusCode::BAD_REQUEST, format!("`from` is `start` or `failed`, not `{other}`")),
-    };
-    let now = dev.now();
-    let new_id = RunId::for_event(&journal.meta.function_id, &format!("{run_id}/rerun/{}", cairn::new_event_id(now)));
-    let meta = RunMeta::new(new_id.clone(), journal.meta.function_id.clone(), journal.meta.event.clone(), now);
-    if let Err(err) = dev.store.create_run(meta).await {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
-    }
-    for step in keep {
-        if let Err(err) = dev.store.commit_step(&new_id, step).await {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
-        }
-    }
-    match resume(&dev, &journal.meta.function_id, &new_id, "rerun") {
-        Ok(()) => Json(json!({"run_id": new_id, "from": from, "rerun_of": run_id})).into_response(),
-        Err(response) => response,
+    let control = DevControl::new(dev);
+    match control.runs().rerun(&RunId::new(&run_id), from).await {
+        Ok(new_id) => Json(json!({"run_id": new_id, "from": from, "rerun_of": run_id})).into_response(),
+        Err(err) => control_error(err),
     }
 }
 
-/// Queues a resume of `run_id` on the function that owns it.
-fn resume(dev: &Dev, function_id: &str, run_id: &RunId, cause: &str) -> Result<(), Response> {
-    let target = if let Some(f) = dev.template.by_function_id(function_id) {
-        f.binary.clone()
-    } else if dev.inngest.has_function(function_id) {
-        format!("{INNGEST_PREFIX}{function_id}")
-    } else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no function `{function_id}` in template.yaml or the Inngest apps"),
-        ));
+/// Body of the bulk operations `POST /api/runs/cancel` and `POST /api/runs/replay`: the filter
+/// (as `GET /api/runs` takes it, with a time window in milliseconds) and, for a replay, where
+/// each rerun starts.
+#[derive(Debug, Default, Deserialize)]
+pub struct BulkRequest {
+    #[serde(flatten)]
+    pub(crate) filter: RunsQuery,
+    #[serde(default)]
+    pub(crate) from: Option<String>,
+}
+
+/// `POST /api/runs/cancel`: cancels every unfinished run the filter matches.
+pub async fn cancel_matching(State(dev): State<Arc<Dev>>, Json(body): Json<BulkRequest>) -> Response {
+    let query = match body.filter.to_query() {
+        Ok(query) => query,
+        Err(response) => return response,
     };
-    dev.enqueue(NewInvocation {
-        function: target,
-        cause: cause.into(),
-        event_id: None,
-        payload: json!({"cairn": "resume", "function_id": function_id, "run_id": run_id}),
-        due_at: None,
-    })
-    .map_err(|err| error(StatusCode::INTERNAL_SERVER_ERROR, err))
+    let control = DevControl::new(dev);
+    match control.runs().cancel_matching(&query).await {
+        Ok(report) => Json(report).into_response(),
+        Err(err) => control_error(err),
+    }
+}
+
+/// `POST /api/runs/replay`: reruns every run the filter matches (from `start` or `failed`).
+pub async fn replay_matching(State(dev): State<Arc<Dev>>, Json(body): Json<BulkRequest>) -> Response {
+    let (query, from) = match (body.filter.to_query(), rerun_from(body.from)) {
+        (Ok(query), Ok(from)) => (query, from),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    let control = DevControl::new(dev);
+    match control.runs().replay_matching(&query, from).await {
+        Ok(report) => Json(report).into_response(),
+        Err(err) => control_error(err),
+    }
 }
 
 /// Body of `POST /api/functions/{id}/invoke`.

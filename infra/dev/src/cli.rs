@@ -91,6 +91,108 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> 
     }
 }
 
+async fn post_json(url: &str, body: &Value) -> Result<Value, String> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|err| format!("cannot reach the dev server or console at {url}: {err}"))?;
+    let status = response.status();
+    let answer: Value = response.json().await.map_err(|err| format!("{url}: {err}"))?;
+    if status.is_success() {
+        Ok(answer)
+    } else {
+        Err(answer["error"].as_str().map_or_else(|| format!("{url}: {status}"), str::to_string))
+    }
+}
+
+/// Which runs a bulk operation acts on (`cairn runs cancel` / `cairn runs replay` without an id).
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    /// Only this function's runs.
+    pub function: Option<String>,
+    /// Only runs in this status.
+    pub status: Option<String>,
+    /// Created at or after (ms since the epoch).
+    pub since: Option<i64>,
+    /// Created before (ms since the epoch).
+    pub until: Option<i64>,
+    /// At most this many runs.
+    pub limit: usize,
+}
+
+impl RunFilter {
+    fn to_json(&self) -> Value {
+        json!({"function": self.function, "status": self.status, "since": self.since, "until": self.until, "limit": self.limit})
+    }
+}
+
+/// `cairn runs cancel ID`: cancels one run.
+///
+/// # Errors
+/// The server's refusal (unknown run, ended already), as its message.
+pub async fn cancel(url: &str, run_id: &str) -> Result<String, String> {
+    post_json(&format!("{url}/api/runs/{run_id}/cancel"), &json!({})).await?;
+    Ok(format!("cancelled {run_id}"))
+}
+
+/// `cairn runs rerun ID [--from failed]`: a new run with the same event; prints its id.
+///
+/// # Errors
+/// The server's refusal (unknown run, no failed step), as its message.
+pub async fn rerun(url: &str, run_id: &str, from: &str) -> Result<String, String> {
+    let answer = post_json(&format!("{url}/api/runs/{run_id}/rerun"), &json!({"from": from})).await?;
+    Ok(format!("rerun of {run_id} from {from}: {}", answer["run_id"].as_str().unwrap_or_default()))
+}
+
+/// `cairn runs cancel --function F ...` / `cairn runs replay ...`: the bulk operation `action`
+/// (`cancel` or `replay`) over what `filter` matches; prints each run acted on and each skipped.
+///
+/// # Errors
+/// A bad filter or an unreachable server, as a message.
+pub async fn bulk(url: &str, action: &str, filter: &RunFilter, from: &str, as_json: bool) -> Result<String, String> {
+    let mut body = filter.to_json();
+    body["from"] = json!(from);
+    let report = post_json(&format!("{url}/api/runs/{action}"), &body).await?;
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&report).unwrap_or_default());
+    }
+    let done = report["done"].as_array().cloned().unwrap_or_default();
+    let skipped = report["skipped"].as_array().cloned().unwrap_or_default();
+    let verb = if action == "cancel" { "cancelled" } else { "replayed" };
+    let mut out = format!("{verb} {} of {} matching runs\n", done.len(), report["matched"]);
+    for pair in &done {
+        match pair[1].as_str() {
+            Some(new) => out.push_str(&format!("  {} -> {new}\n", pair[0].as_str().unwrap_or_default())),
+            None => out.push_str(&format!("  {}\n", pair[0].as_str().unwrap_or_default())),
+        }
+    }
+    for pair in &skipped {
+        out.push_str(&format!(
+            "  skipped {}: {}\n",
+            pair[0].as_str().unwrap_or_default(),
+            pair[1].as_str().unwrap_or_default()
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// `cairn invoke FUNCTION --data JSON`: runs one function with an event carrying the data
+/// (through the dev server, or a console's stack); prints the run id.
+///
+/// # Errors
+/// Bad data, an unknown function or an unreachable server, as a message.
+pub async fn invoke(url: &str, function: &str, data: &str, name: Option<&str>) -> Result<String, String> {
+    let data: Value = serde_json::from_str(data).map_err(|err| format!("--data is not JSON: {err}"))?;
+    if !data.is_object() {
+        return Err("--data must be a JSON object".into());
+    }
+    let answer =
+        post_json(&format!("{url}/api/functions/{function}/invoke"), &json!({"data": data, "name": name})).await?;
+    Ok(format!("invoked {function}: {}", answer["run_id"].as_str().unwrap_or_default()))
+}
+
 /// `cairn send NAME --data JSON`: puts one event on `bus` through the dev server's PutEvents and,
 /// with `follow`, waits for the runs it starts to finish (or suspend), showing their progress.
 ///

@@ -296,7 +296,7 @@ impl Dev {
             }
             let mut hasher = std::hash::DefaultHasher::new();
             self.db.fingerprint().hash(&mut hasher);
-            let newest = cairn::store::RunQuery { function_id: None, status: None, limit: 50 };
+            let newest = cairn::store::RunQuery { limit: 50, ..Default::default() };
             if let Ok(runs) = cairn::RunStore::list_runs(&self.store, &newest).await {
                 for run in runs {
                     (run.run_id.as_str(), run.version, run.updated_at).hash(&mut hasher);

@@ -8,6 +8,8 @@
 pub mod api;
 pub mod aws;
 pub mod cli;
+pub mod console;
+pub mod control;
 pub mod dev;
 pub mod devdb;
 pub mod inngest;

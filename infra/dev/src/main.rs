@@ -40,7 +40,27 @@ enum Commands {
         #[arg(long, conflicts_with = "wait")]
         no_wait: bool,
     },
-    /// List runs, newest first; `cairn runs show ID` shows one run's timeline.
+    /// Serve the dashboard and the runs API over a deployed stack (its table, bus and timer
+    /// queues), from this machine: `cairn runs` and `cairn invoke` then work against it with
+    /// `--url` / `CAIRN_DEV_URL`.
+    Console(ConsoleArgs),
+    /// Run one function now with an event carrying `--data` (the dev server's, or a console's
+    /// stack's).
+    Invoke {
+        /// The function id.
+        function: String,
+        /// The event data, a JSON object.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// The event name (default: the function's first trigger).
+        #[arg(long)]
+        name: Option<String>,
+        /// The dev server or console.
+        #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
+        url: String,
+    },
+    /// List runs, newest first; `cairn runs show ID` shows one run's timeline, `cancel`,
+    /// `rerun` and `replay` act on runs.
     Runs {
         #[command(subcommand)]
         action: Option<RunsAction>,
@@ -64,6 +84,44 @@ enum Commands {
 
 #[derive(Debug, Subcommand)]
 enum RunsAction {
+    /// Cancel one run, or (without an id) every unfinished run the filter matches.
+    Cancel {
+        /// The run id.
+        id: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The dev server or console.
+        #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
+        url: String,
+    },
+    /// Rerun one run as a new run with the same event.
+    Rerun {
+        /// The run id.
+        id: String,
+        /// `start`, or `failed`: keep the steps that completed before the failed one.
+        #[arg(long, default_value = "start")]
+        from: String,
+        /// The dev server or console.
+        #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
+        url: String,
+    },
+    /// Rerun every run the filter matches (a replay), each as a new run.
+    Replay {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// `start`, or `failed`: keep the steps that completed before the failed one.
+        #[arg(long, default_value = "start")]
+        from: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The dev server or console.
+        #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
+        url: String,
+    },
     /// One run's timeline: each step, its timing, attempts and output or error.
     Show {
         /// The run id.
@@ -75,6 +133,71 @@ enum RunsAction {
         #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
         url: String,
     },
+}
+
+/// Which runs a bulk operation acts on.
+#[derive(Debug, clap::Args)]
+struct FilterArgs {
+    /// Only runs of this function id.
+    #[arg(long)]
+    function: Option<String>,
+    /// Only runs in this status.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs created at or after this time (ms since the epoch).
+    #[arg(long)]
+    since: Option<i64>,
+    /// Only runs created before this time (ms since the epoch).
+    #[arg(long)]
+    until: Option<i64>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+impl FilterArgs {
+    fn filter(self) -> cli::RunFilter {
+        cli::RunFilter {
+            function: self.function,
+            status: self.status,
+            since: self.since,
+            until: self.until,
+            limit: self.limit,
+        }
+    }
+}
+
+/// `cairn console`: a deployed stack's parts, from its outputs.
+#[derive(Debug, clap::Args)]
+struct ConsoleArgs {
+    /// Port for the dashboard and its API.
+    #[arg(long, short = 'p', default_value_t = 8289)]
+    port: u16,
+    /// Address to listen on (loopback: the console acts with your AWS credentials).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Also answer requests for this Host name; repeatable.
+    #[arg(long = "allowed-host", value_name = "NAME", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// The runs table (the stack's `RunsTableName` output).
+    #[arg(long, env = "CAIRN_TABLE")]
+    table: String,
+    /// The event bus (the stack's `EventBusName` output).
+    #[arg(long, env = "CAIRN_BUS")]
+    bus: String,
+    /// The Scheduler group of long wake-ups (default: the bus name, which is the stack's name).
+    #[arg(long)]
+    schedule_group: Option<String>,
+    /// Each function binary's timer queue, `scope=url,...` (the stack's `TimerQueues` output).
+    #[arg(long, env = "CAIRN_TIMER_QUEUES", default_value = "")]
+    timer_queues: String,
+    /// More function binaries to read (with no timer queue: reruns start at the reconciler's
+    /// next pass); repeatable.
+    #[arg(long = "scope", value_name = "BINARY")]
+    scopes: Vec<String>,
+    /// The SAM template (function descriptions and triggers), if present.
+    #[arg(long, default_value = "template.yaml")]
+    template: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,6 +258,22 @@ fn main() -> ExitCode {
             Commands::Runs { action: Some(RunsAction::Show { id, json, url }), .. } => {
                 cli::show(&url, &id, json, Style::detect()).await.map(|text| println!("{text}"))
             }
+            Commands::Runs { action: Some(RunsAction::Cancel { id: Some(id), url, .. }), .. } => {
+                cli::cancel(&url, &id).await.map(|text| println!("{text}"))
+            }
+            Commands::Runs { action: Some(RunsAction::Cancel { id: None, filter, json, url }), .. } => {
+                cli::bulk(&url, "cancel", &filter.filter(), "start", json).await.map(|text| println!("{text}"))
+            }
+            Commands::Runs { action: Some(RunsAction::Rerun { id, from, url }), .. } => {
+                cli::rerun(&url, &id, &from).await.map(|text| println!("{text}"))
+            }
+            Commands::Runs { action: Some(RunsAction::Replay { filter, from, json, url }), .. } => {
+                cli::bulk(&url, "replay", &filter.filter(), &from, json).await.map(|text| println!("{text}"))
+            }
+            Commands::Invoke { function, data, name, url } => {
+                cli::invoke(&url, &function, &data, name.as_deref()).await.map(|text| println!("{text}"))
+            }
+            Commands::Console(args) => console(args).await,
             Commands::Runs { action: None, function, status, limit, json, url } => {
                 cli::runs(&url, function.as_deref(), status.as_deref(), limit, json)
                     .await
@@ -200,6 +339,45 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         stop_process_group(child);
     }
     result
+}
+
+async fn console(args: ConsoleArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,cairn_dev=info".into()),
+        )
+        .with_target(false)
+        .compact()
+        .init();
+    let template = if std::path::Path::new(&args.template).exists() {
+        Some(cairn_dev::template::Template::load(&args.template).map_err(|err| err.to_string())?)
+    } else {
+        None
+    };
+    let config = cairn_dev::console::ConsoleConfig {
+        schedule_group: args.schedule_group.clone().unwrap_or_else(|| args.bus.clone()),
+        timer_queues: cairn_dev::console::ConsoleConfig::parse_timer_queues(&args.timer_queues)
+            .map_err(|err| format!("--timer-queues: {err}"))?,
+        scopes: args.scopes.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
+        table: args.table.clone(),
+        bus: args.bus.clone(),
+    };
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let console = cairn_dev::console::Console::new(config, &aws, template)?;
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .map_err(|err| format!("cannot listen on {}:{}: {err}", args.host, args.port))?;
+    let url = format!("http://{}:{}", client_host(&args.host), args.port);
+    let scopes: Vec<&str> = console.scopes.iter().map(|scope| scope.name.as_str()).collect();
+    println!("\n  cairn console  dashboard {url}");
+    println!("  table {}  bus {}  functions {}", args.table, args.bus, scopes.join(", "));
+    println!("  try:  CAIRN_DEV_URL={url} target/debug/cairn runs\n");
+    let server = axum::serve(listener, cairn_dev::console::router(std::sync::Arc::new(console)));
+    tokio::select! {
+        served = server => served.map_err(|err| err.to_string()),
+        _ = shutdown_signal() => Ok(()),
+    }
 }
 
 /// The host clients (the functions, the banner's commands) use for `--host`: loopback for a

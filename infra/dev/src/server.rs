@@ -22,15 +22,19 @@ const STYLE_CSS: &str = include_str!("../assets/style.css");
 /// EventBridge's and SSM's; Scheduler's REST API sends `application/json`).
 pub const JSON_TYPES: [&str; 3] = ["application/json", "application/x-amz-json-1.0", "application/x-amz-json-1.1"];
 
-/// Every route of the dev server.
-pub fn router(dev: Arc<Dev>) -> Router {
+/// The dashboard's page and assets (the dev server and `cairn console` serve the same).
+pub fn dashboard_assets<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route(
-            "/",
-            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }).post(aws::json11),
-        )
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
         .route("/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
         .route("/assets/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
+}
+
+/// Every route of the dev server.
+pub fn router(dev: Arc<Dev>) -> Router {
+    let allowed_hosts: Arc<[String]> = dev.config.allowed_hosts.clone().into();
+    dashboard_assets()
+        .route("/", post(aws::json11))
         .route("/schedules", get(aws::list_schedules))
         .route("/schedules/{name}", post(aws::create_schedule).delete(aws::delete_schedule).get(aws::get_schedule))
         .route("/schedule-groups/{name}", post(aws::create_schedule_group))
@@ -38,6 +42,8 @@ pub fn router(dev: Arc<Dev>) -> Router {
         .route("/api/functions", get(api::functions))
         .route("/api/functions/{id}/invoke", post(api::invoke))
         .route("/api/runs", get(api::runs))
+        .route("/api/runs/cancel", post(api::cancel_matching))
+        .route("/api/runs/replay", post(api::replay_matching))
         .route("/api/runs/{id}", get(api::run))
         .route("/api/runs/{id}/cancel", post(api::cancel))
         .route("/api/runs/{id}/rerun", post(api::rerun))
@@ -49,7 +55,7 @@ pub fn router(dev: Arc<Dev>) -> Router {
         .route("/api/live", get(api::live))
         .merge(crate::inngest::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&dev), guard))
+        .layer(axum::middleware::from_fn_with_state(allowed_hosts, guard))
         .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
         .with_state(dev)
 }
@@ -61,8 +67,8 @@ pub fn router(dev: Arc<Dev>) -> Router {
 /// - a POST, or a write with a body, that is not JSON: the `text/plain`, form and body-less
 ///   requests a page can send across origins without a CORS preflight. The dev server answers no
 ///   preflight, so a page cannot send JSON (or a DELETE) across origins at all.
-async fn guard(State(dev): State<Arc<Dev>>, request: Request<Body>, next: Next) -> Response {
-    match refusal(&dev.config.allowed_hosts, request.method(), request.uri().path(), request.headers()) {
+pub async fn guard(State(allowed_hosts): State<Arc<[String]>>, request: Request<Body>, next: Next) -> Response {
+    match refusal(&allowed_hosts, request.method(), request.uri().path(), request.headers()) {
         Some((status, kind, message)) => {
             tracing::warn!(%message, "request refused");
             let body = json!({"__type": kind, "message": message, "error": message});

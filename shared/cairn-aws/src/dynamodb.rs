@@ -11,11 +11,17 @@
 //! | `<scope>#RUN#<run>` | `STEP#<step>#<nonce>#<n>` | chunk `n` of an output too large for one 400 KB item |
 //! | `<scope>#WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
 //! | `<scope>#EVENTS#<event>` | `<received ms, 13 digits>#<id>` | a received event, for the wait lookback (TTL 1 day) |
+//! | `<scope>#FUNCTIONS#all` | `<function>` | a function that has runs in this scope (written once per process and function), so runs can be listed without naming one |
 //!
 //! The `due` global secondary index (hash `due_fn`, range `due_at`, projection ALL) holds only
 //! heads with a `wake_at`: unfinished runs and runs with an undelivered outbox. Its hash key is
 //! scope-prefixed too, so a Query on the index is covered by the same condition. The reconciler
 //! reads it per function, never scanning the table.
+//!
+//! The `runs` global secondary index (hash `fn_key`, range `created_at`, projecting the keys and
+//! `status`) holds every head: [`RunStore::list_runs`] queries it per function, newest first,
+//! then reads the heads it needs (`BatchGetItem`). Only a head's creation or a change of status
+//! writes to it; lease renewals and wake-ups do not.
 //!
 //! A step commits with one conditional `PutItem` (`attribute_not_exists(SK) OR final = false`)
 //! with `ReturnValuesOnConditionCheckFailure=ALL_OLD`, so the loser of a race gets the winner's
@@ -24,9 +30,9 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use cairn::store::{Commit, CreateRun, RunQuery};
 use cairn::{EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
@@ -48,6 +54,10 @@ const STEP_CONDITION: &str =
     "attribute_not_exists(SK) OR (#final = :false AND (attribute_not_exists(#attempts) OR #attempts <= :attempts))";
 /// The reconciler's index.
 pub const DUE_INDEX: &str = "due";
+/// The listing index: every head by function and creation time.
+pub const RUNS_INDEX: &str = "runs";
+/// Keys a `BatchGetItem` takes at most.
+const BATCH_GET_KEYS: usize = 100;
 /// The largest run head stored (its event, output and error as JSON): an item holds 400 KB.
 pub const MAX_HEAD_BYTES: usize = CHUNK_BYTES + 30 * 1024;
 
@@ -81,6 +91,8 @@ pub struct DynamoDbStore {
     client: Client,
     table: String,
     scope: String,
+    /// Functions whose marker item this process has written (see the module docs).
+    noted_functions: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl DynamoDbStore {
@@ -92,7 +104,7 @@ impl DynamoDbStore {
     pub fn new(client: Client, table: impl Into<String>, scope: impl Into<String>) -> Result<Self, InvalidScope> {
         let scope = scope.into();
         check_scope(&scope)?;
-        Ok(DynamoDbStore { client, table: table.into(), scope })
+        Ok(DynamoDbStore { client, table: table.into(), scope, noted_functions: Default::default() })
     }
 
     /// The table name.
@@ -135,6 +147,22 @@ impl DynamoDbStore {
             .attribute_type(ScalarAttributeType::N)
             .build()
             .map_err(build_error)?;
+        let number = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .map_err(build_error)
+        };
+        let runs = GlobalSecondaryIndex::builder()
+            .index_name(RUNS_INDEX)
+            .key_schema(key("fn_key", KeyType::Hash)?)
+            .key_schema(key("created_at", KeyType::Range)?)
+            .projection(
+                Projection::builder().projection_type(ProjectionType::Include).non_key_attributes("status").build(),
+            )
+            .build()
+            .map_err(build_error)?;
         let due = GlobalSecondaryIndex::builder()
             .index_name(DUE_INDEX)
             .key_schema(key("due_fn", KeyType::Hash)?)
@@ -153,7 +181,10 @@ impl DynamoDbStore {
             .attribute_definitions(attribute("SK")?)
             .attribute_definitions(attribute("due_fn")?)
             .attribute_definitions(due_at)
+            .attribute_definitions(attribute("fn_key")?)
+            .attribute_definitions(number("created_at")?)
             .global_secondary_indexes(due)
+            .global_secondary_indexes(runs)
             .send()
             .await;
         match created {
@@ -403,6 +434,7 @@ fn decode_meta(item: &Item) -> Result<RunMeta, StoreError> {
 
 impl RunStore for DynamoDbStore {
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
+        self.note_function(&meta.function_id).await?;
         let mut meta = meta;
         meta.version = 0;
         let put = self
@@ -658,41 +690,133 @@ impl RunStore for DynamoDbStore {
         Ok(events)
     }
 
-    /// A scan of this scope's run heads: for the dev server and the CLI, not for hot paths
-    /// (the functions' IAM policies grant no Scan).
+    /// Runs through the `runs` index, per function (the query's, else every function noted in
+    /// this scope), newest first, then their heads. The index is eventually consistent: a run
+    /// created or moved a moment ago may be missing, or filtered by its previous status.
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
-        let mut runs = Vec::new();
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let functions = match &query.function_id {
+            Some(function) => vec![function.clone()],
+            None => self.functions().await?,
+        };
+        let mut keys: Vec<(Millis, String)> = Vec::new();
+        for function in &functions {
+            keys.extend(self.indexed_runs(function, query, limit).await?);
+        }
+        keys.sort_by(|a, b| b.cmp(a));
+        keys.truncate(limit);
+        let mut runs = self.heads(keys.into_iter().map(|(_, pk)| pk).collect()).await?;
+        runs.retain(|meta| query.matches(meta));
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
+        Ok(runs)
+    }
+}
+
+impl DynamoDbStore {
+    /// Writes this scope's marker for `function` once per process (a `PutItem` of a few bytes).
+    async fn note_function(&self, function_id: &str) -> Result<(), StoreError> {
+        let noted = self.noted_functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(function_id);
+        if noted {
+            return Ok(());
+        }
+        self.put(Item::from([
+            ("PK".into(), AttributeValue::S(self.key("FUNCTIONS", "all"))),
+            ("SK".into(), AttributeValue::S(function_id.to_string())),
+        ]))
+        .await?;
+        self.noted_functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(function_id.to_string());
+        Ok(())
+    }
+
+    /// The functions that have runs in this scope.
+    pub async fn functions(&self) -> Result<Vec<String>, StoreError> {
+        let items = self.query_all(&self.key("FUNCTIONS", "all"), SortKey::Any).await?;
+        items.iter().map(|item| string(item, "SK")).collect()
+    }
+
+    /// Up to `limit` (creation time, partition key) of `function`'s runs matching `query`'s
+    /// status and time window, newest first, from the `runs` index.
+    async fn indexed_runs(
+        &self,
+        function: &str,
+        query: &RunQuery,
+        limit: usize,
+    ) -> Result<Vec<(Millis, String)>, StoreError> {
+        let mut found = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let mut scan = self
+            let mut request = self
                 .client
-                .scan()
+                .query()
                 .table_name(&self.table)
-                .consistent_read(true)
-                .filter_expression("SK = :meta AND begins_with(PK, :scope)")
-                .expression_attribute_values(":meta", AttributeValue::S("META".into()))
-                .expression_attribute_values(":scope", AttributeValue::S(self.key("RUN", "")))
+                .index_name(RUNS_INDEX)
+                .scan_index_forward(false)
+                .key_condition_expression("fn_key = :fn AND created_at BETWEEN :from AND :to")
+                .expression_attribute_values(":fn", AttributeValue::S(self.key("FN", function)))
+                .expression_attribute_values(":from", number(query.created_from.unwrap_or(0)))
+                .expression_attribute_values(":to", number(query.created_before.map_or(i64::MAX, |before| before - 1)))
+                .limit(i32::try_from(limit.min(1_000)).unwrap_or(1_000))
                 .set_exclusive_start_key(start.take());
-            if let Some(function) = &query.function_id {
-                scan = scan
-                    .filter_expression("SK = :meta AND begins_with(PK, :scope) AND function_id = :function")
-                    .expression_attribute_values(":function", AttributeValue::S(function.clone()));
+            if let Some(status) = query.status {
+                request = request
+                    .filter_expression("#status = :status")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()));
             }
-            let page = scan.send().await.map_err(|err| sdk_error("Scan", err))?;
+            let page = request.send().await.map_err(|err| sdk_error("Query", err))?;
             for item in page.items.unwrap_or_default() {
-                let meta = decode_meta(&item)?;
-                if query.status.is_none_or(|status| meta.status == status) {
-                    runs.push(meta);
-                }
+                let created_at = match item.get("created_at") {
+                    Some(AttributeValue::N(n)) => n.parse().unwrap_or_default(),
+                    _ => 0,
+                };
+                found.push((created_at, string(&item, "PK")?));
             }
             match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
+                Some(key) if !key.is_empty() && found.len() < limit => start = Some(key),
                 _ => break,
             }
         }
-        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
-        runs.truncate(if query.limit == 0 { 100 } else { query.limit });
-        Ok(runs)
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// The heads under these partition keys (consistent reads, 100 keys a request).
+    async fn heads(&self, partition_keys: Vec<String>) -> Result<Vec<RunMeta>, StoreError> {
+        let mut heads = Vec::with_capacity(partition_keys.len());
+        for chunk in partition_keys.chunks(BATCH_GET_KEYS) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|pk| {
+                    Item::from([
+                        ("PK".to_string(), AttributeValue::S(pk.clone())),
+                        ("SK".to_string(), AttributeValue::S("META".into())),
+                    ])
+                })
+                .collect();
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build_error)?;
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|err| sdk_error("BatchGetItem", err))?;
+                for item in answer.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                    heads.push(decode_meta(&item)?);
+                }
+                if let Some(mut unprocessed) = answer.unprocessed_keys
+                    && let Some(left) = unprocessed.remove(&self.table)
+                {
+                    keys = left.keys;
+                }
+            }
+        }
+        Ok(heads)
     }
 }
 

@@ -34,7 +34,8 @@ pub use driver::{
     store_from_env,
 };
 pub use dynamodb::{
-    CHUNK_BYTES, DUE_INDEX, DynamoDbStore, InvalidScope, MAX_HEAD_BYTES, MAX_OUTPUT_BYTES, MAX_SCOPE_LEN, check_scope,
+    CHUNK_BYTES, DUE_INDEX, DynamoDbStore, InvalidScope, MAX_HEAD_BYTES, MAX_OUTPUT_BYTES, MAX_SCOPE_LEN, RUNS_INDEX,
+    check_scope,
 };
 pub use eventbridge::{EventBridgeBus, MAX_BATCH, MAX_ENTRY_BYTES};
 pub use scheduler::{RESUME_EVENT, SchedulerTimer};

@@ -11,9 +11,12 @@ pub const SCHEDULED_EVENT: &str = "inngest/scheduled.timer";
 pub const INVOKED_EVENT: &str = "inngest/function.invoked";
 /// The name of the event emitted when a run finally fails; `on_failure` handlers receive it.
 pub const FAILED_EVENT: &str = "inngest/function.failed";
-/// Sent when any run ends (completed or failed), as Inngest does; it also carries an invoked
+/// Sent when any run ends (completed, failed or cancelled), as Inngest does; it also carries an invoked
 /// run's result back to the caller (`data.correlation_id`).
 pub const FINISHED_EVENT: &str = "inngest/function.finished";
+/// Sent when a run is cancelled (with `inngest/function.finished`, never `failed`), as Inngest
+/// does.
+pub const CANCELLED_EVENT: &str = "inngest/function.cancelled";
 /// Longest accepted event name, as Inngest.
 pub const MAX_EVENT_NAME_LEN: usize = 512;
 /// The longest event id accepted. Ids become parts of store keys (DynamoDB sort keys hold at

@@ -87,6 +87,15 @@ impl fmt::Display for RunId {
     }
 }
 
+static EVENT_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A new unique event id (time-ordered): for events that arrive without one.
+pub fn new_event_id(now: crate::record::Millis) -> String {
+    let seq = EVENT_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let hashed = StepId::hash(&format!("{now}/{}/{seq}", std::process::id()));
+    format!("{now:013x}{}", &hashed.as_str()[..13])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

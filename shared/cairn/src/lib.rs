@@ -38,6 +38,7 @@ mod event;
 mod expr;
 mod function;
 mod id;
+pub mod lifecycle;
 mod record;
 mod runner;
 mod step;
@@ -54,18 +55,16 @@ pub use duration::{IntoDuration, format_duration, parse_duration};
 pub use engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
 pub use error::{DefinitionError, EngineError, ResultExt, StepError, StepResult};
 pub use event::{
-    Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_ID_LEN, MAX_EVENT_NAME_LEN,
-    RESERVED_PREFIXES, SCHEDULED_EVENT, is_reserved_name, redact_serde_error,
+    CANCELLED_EVENT, Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_ID_LEN,
+    MAX_EVENT_NAME_LEN, RESERVED_PREFIXES, SCHEDULED_EVENT, is_reserved_name, redact_serde_error,
 };
 pub use expr::{MAX_EXPRESSION_BYTES, MatchExpr};
 pub use function::{
     CronSchedule, DEFAULT_RETRIES, FailureData, Function, FunctionBuilder, MAX_RETRIES, Registry, Trigger,
 };
-pub use id::{RunId, StepId};
+pub use id::{RunId, StepId, new_event_id};
 pub use record::{InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
-pub use runner::{
-    Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError, new_event_id,
-};
+pub use runner::{Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError};
 pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Step, StepOptions, WaitFor};
 pub use store::{MemoryStore, RunStore, SqliteStore, StoreError};
 

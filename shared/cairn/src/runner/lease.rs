@@ -9,7 +9,8 @@
 
 use super::{Drive, Runner, RunnerError};
 use crate::bus::{Bus, BusError, Timer};
-use crate::record::{Lease, Millis, RunMeta, RunStatus};
+use crate::lifecycle::transition::{self, Durations};
+use crate::record::{Millis, RunMeta, RunStatus};
 use crate::step::millis;
 use crate::store::{RunStore, StoreError};
 
@@ -64,21 +65,15 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         millis(self.config.lease)
     }
 
-    /// How long a head is kept past the last moment its run needs it (see [`RunMeta::retain_for`]).
-    pub(super) fn retention_ms(&self) -> Millis {
-        millis(self.config.retention)
+    /// The lease and retention lengths the lifecycle's transitions need.
+    pub(crate) fn durations(&self) -> Durations {
+        self.config.durations()
     }
 
     /// Takes the lease on `meta` for `owner`. `Ok(None)`: the head moved since it was read
     /// (reload and try again).
-    pub(super) async fn take_lease(&self, mut meta: RunMeta, owner: &str) -> Result<Option<Hold>, RunnerError> {
-        let now = self.clock.now();
-        let expires_at = now + self.lease_ms();
-        meta.lease = Some(Lease { owner: owner.to_string(), expires_at });
-        meta.wake_at = Some(expires_at);
-        meta.status = RunStatus::Running;
-        meta.updated_at = now;
-        meta.retain_for(self.retention_ms());
+    pub(super) async fn take_lease(&self, meta: RunMeta, owner: &str) -> Result<Option<Hold>, RunnerError> {
+        let meta = transition::started(meta, owner, self.clock.now(), self.durations());
         match self.store.update_meta(&meta).await {
             Ok(stored) => Ok(Some(Hold { meta: stored, owner: owner.to_string(), poked: false })),
             Err(StoreError::Conflict { .. }) => Ok(None),
@@ -109,11 +104,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// Extends the lease by its full length (a version-fenced write).
     async fn renew(&self, hold: &mut Hold) -> Result<(), Halt> {
         loop {
-            let mut renewed = hold.meta.clone();
-            let expires_at = self.clock.now() + self.lease_ms();
-            renewed.lease = Some(Lease { owner: hold.owner.clone(), expires_at });
-            renewed.wake_at = Some(expires_at);
-            renewed.retain_for(self.retention_ms());
+            let renewed = transition::renewed(hold.meta.clone(), &hold.owner, self.clock.now(), self.durations());
             match self.store.update_meta(&renewed).await {
                 Ok(stored) => {
                     hold.meta = stored;
@@ -172,12 +163,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             hold.poked = false;
             return Ok(Released::Replay);
         }
-        let mut meta = hold.meta.clone();
-        meta.lease = None;
-        meta.status = status;
-        meta.wake_at = wake_at;
-        meta.updated_at = self.clock.now();
-        meta.retain_for(self.retention_ms());
+        let meta = transition::suspended(hold.meta.clone(), status, wake_at, self.clock.now(), self.durations());
         match self.store.update_meta(&meta).await {
             Ok(stored) => {
                 hold.meta = stored;
@@ -196,13 +182,11 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// the reconciler, resumes the run at once rather than after the lease.
     pub(super) async fn abandon(&self, run_id: &crate::id::RunId, owner: &str) {
         let Ok(Some(journal)) = self.store.load(run_id).await else { return };
-        let mut meta = journal.meta;
+        let meta = journal.meta;
         if meta.status.is_finished() || meta.lease.as_ref().is_none_or(|lease| lease.owner != owner) {
             return;
         }
-        meta.lease = None;
-        meta.wake_at = Some(self.clock.now());
-        meta.retain_for(self.retention_ms());
+        let meta = transition::abandoned(meta, self.clock.now(), self.durations());
         if let Err(error) = self.store.update_meta(&meta).await {
             tracing::warn!(%error, "could not give the lease back; the run resumes once it lapses");
         }

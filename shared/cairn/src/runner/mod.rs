@@ -14,9 +14,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Execution, Op, OpKind, Outcome};
 use crate::error::{EngineError, StepError};
 use crate::event::{EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT};
-use crate::expr::MatchExpr;
 use crate::function::Registry;
-use crate::id::{RunId, StepId};
+use crate::id::{RunId, StepId, new_event_id};
+use crate::lifecycle::transition;
+use crate::lifecycle::waits::invoke_resolved;
+use crate::lifecycle::{ControlError, RunControl, RunEnd, WaitMatch, invoke_answer, match_wait};
 use crate::record::{InvokedBy, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
 use crate::step::millis;
 use crate::store::{Commit, CreateRun, RunStore, StoreError};
@@ -50,6 +52,13 @@ pub struct RunnerConfig {
     /// registered (so an event racing the wait is not missed). Default 60 s; zero turns the
     /// lookback, and the event log it needs, off.
     pub wait_lookback: Duration,
+}
+
+impl RunnerConfig {
+    /// The lease and retention lengths the lifecycle's transitions and [`RunControl`] need.
+    pub fn durations(&self) -> transition::Durations {
+        transition::Durations { lease: millis(self.lease), retention: millis(self.retention) }
+    }
 }
 
 impl Default for RunnerConfig {
@@ -208,6 +217,17 @@ pub enum RunnerError {
     InvalidEvent(String),
 }
 
+impl From<ControlError> for RunnerError {
+    fn from(error: ControlError) -> Self {
+        match error {
+            ControlError::Store(error) => RunnerError::Store(error),
+            ControlError::Bus(error) => RunnerError::Bus(error),
+            ControlError::NotFound(run_id) => RunnerError::UnknownRun(run_id),
+            other => RunnerError::Store(StoreError::Backend(other.to_string())),
+        }
+    }
+}
+
 /// Drives runs of the functions in a [`Registry`].
 #[derive(Debug)]
 pub struct Runner<S, B, T> {
@@ -219,15 +239,7 @@ pub struct Runner<S, B, T> {
     config: RunnerConfig,
 }
 
-static EVENT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 static DRIVE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// A new unique event id (time-ordered): for events that arrive without one.
-pub fn new_event_id(now: Millis) -> String {
-    let seq = EVENT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let hashed = StepId::hash(&format!("{now}/{}/{seq}", std::process::id()));
-    format!("{now:013x}{}", &hashed.as_str()[..13])
-}
 
 impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// A runner on the system clock with default configuration.
@@ -270,6 +282,12 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// Operations on this runner's runs (cancel, rerun, replay) at the clock's now, with its
+    /// store, bus and timer.
+    pub fn control(&self) -> RunControl<'_, S, B, T> {
+        RunControl::new(&self.store, &self.bus, &self.timer, self.clock.now(), self.durations())
     }
 
     /// Sends an event from application code (assigning an id and timestamp if missing).
@@ -321,12 +339,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 } else {
                     event.clone()
                 };
-                let mut meta = RunMeta::new(run_id.clone(), function.id(), trigger, now);
-                // Driven right after this by the accepting invocation; if it dies first, the
-                // reconciler starts the run once a lease would have lapsed.
-                meta.wake_at = Some(now + millis(self.config.lease));
-                meta.retain_for(self.retention_ms());
-                match self.store.create_run(meta).await? {
+                let meta = RunMeta::new(run_id.clone(), function.id(), trigger, now);
+                match self.store.create_run(transition::created(meta, now, self.durations())).await? {
                     CreateRun::Created(_) => tracing::info!(function = function.id(), run_id = %run_id, "run started"),
                     CreateRun::Existing(_) => tracing::debug!(run_id = %run_id, "duplicate delivery, run exists"),
                 }
@@ -376,9 +390,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let run_id = RunId::for_event(function_id, &event_id);
         let mut run = RunMeta::new(run_id.clone(), function_id, event.clone(), now);
         run.invoked_by = Some(invoked_by);
-        run.wake_at = Some(now + millis(self.config.lease));
-        run.retain_for(self.retention_ms());
-        self.store.create_run(run).await?;
+        self.store.create_run(transition::created(run, now, self.durations())).await?;
         Ok(Some(run_id))
     }
 
@@ -391,36 +403,30 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         now: Millis,
         wake: bool,
     ) -> Result<Option<StepRecord>, RunnerError> {
-        let Some(journal) = self.store.load(&wait.run_id).await? else {
-            self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
-            return Ok(None);
-        };
-        let Some(step) = journal.steps.iter().find(|record| record.id == wait.step_id && !record.state.is_final())
-        else {
-            // Resolved already (a timeout, or a crash before the wait was removed): drop it.
-            self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
-            return Ok(None);
-        };
-        // A redelivered event that already resumed one wait of this run must not resume a later
-        // one: EventBridge delivers at least once.
-        let consumed = journal.steps.iter().any(|record| {
-            record.kind == StepKind::WaitForEvent
-                && matches!(&record.state, StepState::Completed { output } if event.id.is_some() && output.get("id").and_then(Value::as_str) == event.id.as_deref())
-        });
-        if consumed {
-            return Ok(None);
-        }
-        if let Some(expression) = &wait.expression {
-            let trigger = serde_json::to_value(&journal.meta.event).unwrap_or(Value::Null);
-            let candidate = serde_json::to_value(event).unwrap_or(Value::Null);
-            let matched = MatchExpr::parse(expression).and_then(|expr| expr.matches(&trigger, &candidate));
-            if !matched.unwrap_or(false) {
+        let journal = match self.store.load(&wait.run_id).await? {
+            Some(journal) if !journal.meta.status.is_finished() => journal,
+            // Gone, or ended (cancelled) while it waited: nothing to resume.
+            _ => {
+                self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
                 return Ok(None);
             }
-        }
-        let mut record = step.clone();
-        record.state = StepState::Completed { output: serde_json::to_value(event).unwrap_or(Value::Null) };
-        record.ended_at = Some(now);
+        };
+        let record = match match_wait(
+            &journal.meta.event,
+            &journal.steps,
+            &wait.step_id,
+            wait.expression.as_deref(),
+            event,
+            now,
+        ) {
+            WaitMatch::Resumes(record) => *record,
+            WaitMatch::NoMatch => return Ok(None),
+            WaitMatch::Stale => {
+                // Resolved already (a timeout, or a crash before the wait was removed): drop it.
+                self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
+                return Ok(None);
+            }
+        };
         // From outside the run (`wake`): the commit and the run's wake-up are one write, so the
         // run is resumed (by the message below, or else the reconciler) even if we die now.
         let commit = if wake {
@@ -450,12 +456,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let Some(step) = journal.steps.iter().find(|record| record.id == invoked_by.step_id) else {
             return Ok(());
         };
-        let mut record = step.clone();
-        record.state = match result {
-            Ok(output) => StepState::Completed { output },
-            Err(error) => StepState::Failed { error },
-        };
-        record.ended_at = Some(now);
+        let record = invoke_resolved(step, result, now);
         if let Commit::Committed = self.store.commit_and_wake(&invoked_by.run_id, &record, now).await? {
             self.timer
                 .wake_at(&invoked_by.run_id, &journal.meta.function_id, &format!("invoke-{}", invoked_by.step_id), now)
@@ -468,19 +469,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// (its `data.correlation_id` names the caller's run and step): resolves that step.
     /// Returns the caller's run, to drive.
     async fn answer_invoke(&self, event: &EventPayload, now: Millis) -> Result<Option<RunId>, RunnerError> {
-        let Some((run, step)) = event.data["correlation_id"].as_str().and_then(|c| c.split_once('.')) else {
+        let Some((invoked_by, result)) = invoke_answer(event) else {
             return Ok(None);
         };
-        let invoked_by = InvokedBy { run_id: RunId::new(run), step_id: StepId::from_hashed(step) };
         let Some(caller) = self.store.load(&invoked_by.run_id).await? else { return Ok(None) };
         if self.registry.get(&caller.meta.function_id).is_none() {
             return Ok(None); // another binary's run
         }
-        let result = match event.data.get("error").filter(|error| !error.is_null()) {
-            Some(error) => Err(serde_json::from_value::<StepError>(error.clone())
-                .unwrap_or_else(|_| StepError::non_retriable(error.to_string()))),
-            None => Ok(event.data.get("result").cloned().unwrap_or(Value::Null)),
-        };
         self.resolve_invoke(&invoked_by, result, now).await?;
         Ok(Some(invoked_by.run_id))
     }
@@ -689,10 +684,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     Outcome::Failed { error, retry_at: Some(retry_at) } => {
                         tracing::warn!(%error, "function failed, will retry");
                         self.keep_lease(&mut hold).await?;
-                        let mut meta = hold.meta.clone();
-                        meta.attempt += 1;
-                        meta.retry_at = Some(retry_at);
-                        meta.updated_at = now;
+                        let meta = transition::retrying(hold.meta.clone(), retry_at, now);
                         hold.meta = match self.store.update_meta(&meta).await {
                             Ok(stored) => stored,
                             Err(StoreError::Conflict { .. }) => continue 'replay,
@@ -925,27 +917,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let now = self.clock.now();
         let mut result = result;
         let mut shrunk = false;
+        // The head records the end and, in the same write, the events owed for it (its outbox).
         let stored = loop {
-            let mut meta = hold.meta.clone();
-            meta.lease = None;
-            meta.updated_at = now;
-            meta.ended_at = Some(now);
-            meta.retry_at = None;
-            match &result {
-                Ok(output) => {
-                    meta.status = RunStatus::Completed;
-                    meta.output = Some(output.clone());
-                }
-                Err(error) => {
-                    meta.status = RunStatus::Failed;
-                    meta.error = Some(error.clone());
-                }
-            }
-            meta.outbox = self.finish_events(&meta, &result, now);
-            // Delivered right below; if this invocation dies first, the reconciler finds the
-            // outbox once the lease would have lapsed.
-            meta.wake_at = Some(now + millis(self.config.lease));
-            meta.retain_for(self.retention_ms());
+            let meta = transition::ended(hold.meta.clone(), &RunEnd::from(result.clone()), now, self.durations());
             match self.store.update_meta(&meta).await {
                 Ok(stored) => break stored,
                 Err(too_large @ StoreError::RunTooLarge { .. }) if !shrunk => {

@@ -6,13 +6,9 @@
 
 use super::{Runner, RunnerError};
 use crate::bus::{Bus, Timer};
-use crate::error::StepError;
-use crate::event::{EventPayload, FAILED_EVENT, FINISHED_EVENT};
-use crate::function::FailureData;
-use crate::id::StepId;
-use crate::record::{Millis, RunMeta};
-use crate::store::{RunStore, StoreError};
-use serde_json::{Value, json};
+use crate::lifecycle;
+use crate::record::RunMeta;
+use crate::store::RunStore;
 
 /// How many due runs of one function a reconciler pass handles; the rest wait for the next.
 pub const RECONCILE_BATCH: usize = 500;
@@ -31,71 +27,9 @@ pub struct Reconciled {
 }
 
 impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
-    /// The events a run owes when it ends: `inngest/function.finished` always (it also answers
-    /// a `step.invoke` through its `correlation_id`), `inngest/function.failed` on failure
-    /// (`on_failure` handlers). Ids are derived from the run, so a redelivery is a duplicate.
-    pub(super) fn finish_events(
-        &self,
-        meta: &RunMeta,
-        result: &Result<Value, StepError>,
-        now: Millis,
-    ) -> Vec<EventPayload> {
-        let id = |kind: &str| StepId::hash(&format!("{kind}/{}", meta.run_id)).as_str()[..26].to_string();
-        // The triggering event travels by name and id only: its data may hold secrets, and these
-        // events go over the bus to every subscriber (and its dead-letter queue). A failure
-        // handler gets the full event from the run's head in `accept`.
-        let event = meta.event.summary();
-        let mut data = json!({
-            "function_id": meta.function_id,
-            "run_id": meta.run_id,
-            "event": event,
-        });
-        match result {
-            Ok(output) => data["result"] = output.clone(),
-            Err(error) => data["error"] = serde_json::to_value(error).unwrap_or(Value::Null),
-        }
-        if let Some(invoked_by) = &meta.invoked_by {
-            data["correlation_id"] = json!(format!("{}.{}", invoked_by.run_id, invoked_by.step_id));
-        }
-        let mut events = vec![EventPayload::new(FINISHED_EVENT, data).with_id(id("finished")).with_ts(now)];
-        if let Err(error) = result {
-            let failed = FailureData {
-                function_id: meta.function_id.clone(),
-                run_id: meta.run_id.to_string(),
-                event,
-                error: error.clone(),
-            };
-            let data = serde_json::to_value(&failed).unwrap_or(Value::Null);
-            events.push(EventPayload::new(FAILED_EVENT, data).with_id(id("failed")).with_ts(now));
-        }
-        events
-    }
-
-    /// Sends a finished run's outbox, then acknowledges it (clears it and takes the run out of
-    /// the reconciler's index). Sending twice is harmless: the events keep their ids.
-    pub(super) async fn deliver_outbox(&self, mut meta: RunMeta) -> Result<(), RunnerError> {
-        if !meta.outbox.is_empty() {
-            self.bus.send(&meta.outbox).await?;
-        }
-        loop {
-            meta.outbox.clear();
-            meta.wake_at = None;
-            match self.store.update_meta(&meta).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => {
-                    let run_id = meta.run_id.clone();
-                    meta = self.store.load(&run_id).await?.ok_or(RunnerError::UnknownRun(run_id))?.meta;
-                    if meta.outbox.is_empty() && meta.wake_at.is_none() {
-                        return Ok(());
-                    }
-                    if !meta.outbox.is_empty() {
-                        // A rerun or another finish wrote a new outbox: deliver it too.
-                        self.bus.send(&meta.outbox).await?;
-                    }
-                }
-                Err(other) => return Err(other.into()),
-            }
-        }
+    /// Sends a finished run's outbox, then acknowledges it (see [`lifecycle::deliver_outbox`]).
+    pub(super) async fn deliver_outbox(&self, meta: RunMeta) -> Result<(), RunnerError> {
+        Ok(lifecycle::deliver_outbox(&self.store, &self.bus, meta).await?)
     }
 
     /// One reconciler pass over every function of this runner: each run whose `wake_at` has

@@ -149,14 +149,8 @@ impl RunStore for MemoryStore {
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
         let inner = self.lock();
-        let mut runs: Vec<RunMeta> = inner
-            .runs
-            .values()
-            .map(|run| &run.meta)
-            .filter(|meta| query.function_id.as_ref().is_none_or(|f| &meta.function_id == f))
-            .filter(|meta| query.status.is_none_or(|s| meta.status == s))
-            .cloned()
-            .collect();
+        let mut runs: Vec<RunMeta> =
+            inner.runs.values().map(|run| &run.meta).filter(|meta| query.matches(meta)).cloned().collect();
         runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
         runs.truncate(effective_limit(query));
         Ok(runs)

@@ -95,8 +95,22 @@ pub struct RunQuery {
     pub function_id: Option<String>,
     /// Only runs in this status.
     pub status: Option<RunStatus>,
+    /// Only runs created at or after this time.
+    pub created_from: Option<Millis>,
+    /// Only runs created before this time.
+    pub created_before: Option<Millis>,
     /// At most this many (newest first); 0 means 100.
     pub limit: usize,
+}
+
+impl RunQuery {
+    /// Whether `meta` passes the filters (not the limit).
+    pub fn matches(&self, meta: &RunMeta) -> bool {
+        self.function_id.as_ref().is_none_or(|function| &meta.function_id == function)
+            && self.status.is_none_or(|status| meta.status == status)
+            && self.created_from.is_none_or(|from| meta.created_at >= from)
+            && self.created_before.is_none_or(|before| meta.created_at < before)
+    }
 }
 
 /// Durable state for runs: head records, memoized steps and pending waits.

@@ -356,14 +356,22 @@ impl RunStore for SqliteStore {
         let mut statement = connection
             .prepare_cached(
                 "SELECT meta FROM runs WHERE (?1 IS NULL OR function_id = ?1) AND (?2 IS NULL OR status = ?2)
+                 AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR created_at < ?5)
                  ORDER BY created_at DESC, run_id DESC LIMIT ?3",
             )
             .map_err(backend)?;
         let limit = i64::try_from(effective_limit(query)).unwrap_or(i64::MAX);
         statement
-            .query_map(params![query.function_id, query.status.map(|s| s.as_str()), limit], |row| {
-                row.get::<_, String>(0)
-            })
+            .query_map(
+                params![
+                    query.function_id,
+                    query.status.map(|s| s.as_str()),
+                    limit,
+                    query.created_from,
+                    query.created_before
+                ],
+                |row| row.get::<_, String>(0),
+            )
             .map_err(backend)?
             .map(|row| row.map_err(backend).and_then(|text| decode(&text)))
             .collect()

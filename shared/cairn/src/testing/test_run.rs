@@ -4,10 +4,12 @@ use crate::clock::{Clock, ManualClock};
 use crate::engine::{Execution, OpKind, Outcome};
 use crate::error::{EngineError, StepError};
 use crate::event::{EventData, EventPayload};
-use crate::expr::MatchExpr;
 use crate::function::{Function, Trigger};
 use crate::id::RunId;
-use crate::record::{Millis, StepRecord, StepState};
+use crate::lifecycle::{WaitMatch, match_wait};
+use crate::record::{Millis, StepRecord};
+use crate::runner::RunnerConfig;
+use crate::step::millis;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,6 +49,7 @@ pub struct TestRun {
     invoke_results: HashMap<String, Result<Value, StepError>>,
     sent: Vec<EventPayload>,
     waits: Vec<PendingWait>,
+    received: Vec<(Millis, EventPayload)>,
     finished: Option<Result<Value, StepError>>,
 }
 
@@ -84,6 +87,7 @@ impl TestRun {
             invoke_results: HashMap::new(),
             sent: Vec::new(),
             waits: Vec::new(),
+            received: Vec::new(),
             finished: None,
         }
     }
@@ -136,25 +140,48 @@ impl TestRun {
         &self.sent
     }
 
-    /// Delivers `event` to a pending `wait_for_event`; `true` if one matched.
+    /// Delivers `event` to a pending `wait_for_event`; `true` if one matched. The Runner's
+    /// rules apply ([`match_wait`]): the `if` expression, and an event that already resumed a
+    /// wait never resumes another. An event that matches no wait is kept for the lookback: a
+    /// wait the run begins within a minute still receives it, as in production.
     pub fn send(&mut self, event: EventPayload) -> bool {
-        let trigger = serde_json::to_value(&self.event).unwrap_or(Value::Null);
-        let candidate = serde_json::to_value(&event).unwrap_or(Value::Null);
-        let Some(index) = self.waits.iter().position(|wait| {
-            wait.event == event.name
-                && wait.expression.as_ref().is_none_or(|expression| {
-                    MatchExpr::parse(expression).and_then(|expr| expr.matches(&trigger, &candidate)).unwrap_or(false)
-                })
-        }) else {
+        let now = self.clock.now();
+        let steps = self.steps();
+        let resumed = self.waits.iter().enumerate().find_map(|(index, wait)| {
+            if wait.event != event.name {
+                return None;
+            }
+            match match_wait(&self.event, &steps, &wait.record.id, wait.expression.as_deref(), &event, now) {
+                WaitMatch::Resumes(record) => Some((index, record)),
+                WaitMatch::Stale | WaitMatch::NoMatch => None,
+            }
+        });
+        let Some((index, record)) = resumed else {
+            self.received.push((now, event));
             return false;
         };
-        let wait = self.waits.remove(index);
-        let mut record = wait.record;
-        record.state = StepState::Completed { output: candidate };
-        record.ended_at = Some(self.clock.now());
-        self.journal.insert(record.position, record);
+        self.waits.remove(index);
+        self.journal.insert(record.position, *record);
         self.execution = None;
         true
+    }
+
+    /// An event sent before the wait `record` began, within the lookback, that resumes it.
+    fn received_match(
+        &self,
+        record: &StepRecord,
+        event: &str,
+        expression: Option<&str>,
+        now: Millis,
+    ) -> Option<StepRecord> {
+        let since = now.saturating_sub(millis(RunnerConfig::default().wait_lookback));
+        let steps = self.steps();
+        self.received.iter().filter(|(at, received)| *at >= since && received.name == event).find_map(
+            |(_, received)| match match_wait(&self.event, &steps, &record.id, expression, received, now) {
+                WaitMatch::Resumes(record) => Some(*record),
+                WaitMatch::Stale | WaitMatch::NoMatch => None,
+            },
+        )
     }
 
     /// Runs to the next decision and applies it as a driver would: commits steps, sends events,
@@ -246,10 +273,15 @@ impl TestRun {
                 None => self.schedule(op),
             },
             OpKind::WaitForEvent { event, expression, .. } if op.new => {
-                if let Some(record) = op.scheduled_record() {
-                    self.waits.push(PendingWait { record, event: event.clone(), expression: expression.clone() });
+                let Some(record) = op.scheduled_record() else { return self.schedule(op) };
+                self.journal.insert(record.position, record.clone());
+                if let Some(resumed) = self.received_match(&record, event, expression.as_deref(), now) {
+                    self.journal.insert(resumed.position, resumed.clone());
+                    execution.committed(resumed);
+                    return true;
                 }
-                self.schedule(op)
+                self.waits.push(PendingWait { record, event: event.clone(), expression: expression.clone() });
+                false
             }
             _ if op.new => self.schedule(op),
             _ => false,

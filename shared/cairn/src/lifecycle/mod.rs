@@ -1,0 +1,42 @@
+//! The run lifecycle: every change of a run's status, and what must happen with it, in one
+//! place. Drivers (the [`Runner`](crate::Runner) behind the Lambda driver and the dev server,
+//! [`TestRun`](crate::testing::TestRun), the dev server's executor for Inngest-protocol apps) and
+//! the operators (the dashboard, `cairn runs`, the console over a deployed stack) call these
+//! functions; none of them sets a status or builds a system event itself.
+//!
+//! ```text
+//!              create (event, cron, invoke, rerun, replay)
+//!                                |
+//!                                v
+//!   +----------------------->  running  <-------------------------------+
+//!   |  start (lease taken)    |   |   |                                   |
+//!   |                         |   |   +--> suspend: sleeping  (sleep, back-off, retry)
+//!   |                         |   +------> suspend: waiting   (wait_for_event, invoke)
+//!   |                         |                    |  wake-up (timer, matched event,
+//!   +-------------------------+--------------------+  invoke answer, reconciler)
+//!                             |
+//!          finish             v                     cancel (any unfinished status)
+//!   completed / failed  <-- running ... --------->  cancelled
+//! ```
+//!
+//! | transition | head ([`transition`]) | duties |
+//! |---|---|---|
+//! | start | `running`, lease taken, `wake_at` = lease expiry | none: a holder that dies is found when the lease lapses |
+//! | suspend | `sleeping` / `waiting`, lease released, `wake_at` = next time | arm the [`Timer`](crate::Timer) after the write; waits registered before |
+//! | retry | `attempt + 1`, `retry_at` | as suspend, or sleep in process when short |
+//! | finish | `completed` / `failed`, output or error, `outbox` | deliver the outbox ([`events::system_events`]): `inngest/function.finished` (answers a parent's `step.invoke`), `inngest/function.failed`; forget timers |
+//! | cancel | `cancelled`, lease dropped, `outbox` | remove pending waits, forget timers, deliver `inngest/function.cancelled` and `finished`; a drive in flight loses its lease at its next commit |
+//! | rerun / replay | a new run of the same function and event | copy the steps before the failed one (from the failed step), wake it through the timer |
+//!
+//! Matching an event against a pending wait, and reading an invoke's answer, live in
+//! [`waits`]; the operations an operator performs on runs in any [`RunStore`](crate::RunStore)
+//! are [`RunControl`]'s.
+
+pub mod control;
+pub mod events;
+pub mod transition;
+pub mod waits;
+
+pub use control::{BulkReport, ControlError, RerunFrom, RunControl, deliver_outbox};
+pub use events::{CANCELLED_MESSAGE, RunEnd, system_events};
+pub use waits::{WaitMatch, invoke_answer, match_wait};
