@@ -21,11 +21,7 @@ pub const MAX_ENTRIES: usize = 10;
 
 const JSON_11: &str = "application/x-amz-json-1.1";
 
-/// An AWS JSON 1.1 error (`__type` and `message`, as the SDKs and the CLI read them).
-pub fn json11_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    let body = json!({"__type": kind, "message": message.into()});
-    (status, [("content-type", JSON_11), ("x-amzn-errortype", kind)], body.to_string()).into_response()
-}
+pub use crate::wire::json11_error;
 
 /// A REST JSON error (the `X-Amzn-ErrorType` header and `Message`).
 fn rest_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {

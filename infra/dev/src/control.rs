@@ -3,38 +3,17 @@
 //! PutEvents' path (logged, routed by the template and to the Inngest apps), wake-ups are queued
 //! resumes of the function (a binary, or an Inngest app's function) that owns the run.
 
-use crate::dev::{Dev, Entry, INNGEST_PREFIX};
+use crate::dev::{Dev, INNGEST_PREFIX};
 use crate::devdb::NewInvocation;
-use crate::template::LOCAL_STACK_NAME;
+use crate::host::HostBus;
 use cairn::lifecycle::RunControl;
-use cairn::{Bus, BusError, EventPayload, Millis, RunId, RunnerConfig, Timer};
+use cairn::{BusError, Millis, RunId, RunnerConfig, Timer};
 use cairn_aws::AnyStore;
 use serde_json::json;
 use std::sync::Arc;
 
 /// Sends events as the functions do: PutEvents on the stack's bus.
-#[derive(Clone, Debug)]
-pub struct DevBus(pub Arc<Dev>);
-
-impl Bus for DevBus {
-    async fn send(&self, events: &[EventPayload]) -> Result<Vec<String>, BusError> {
-        let entries = events
-            .iter()
-            .map(|event| {
-                Ok(Entry {
-                    source: "cairn".into(),
-                    detail_type: event.name.clone(),
-                    detail: serde_json::to_value(event).map_err(|err| BusError(err.to_string()))?,
-                    bus: LOCAL_STACK_NAME.into(),
-                    time: None,
-                    resources: Vec::new(),
-                })
-            })
-            .collect::<Result<Vec<_>, BusError>>()?;
-        self.0.put(entries, "outbox", None).map_err(BusError)?;
-        Ok(events.iter().map(|event| event.id.clone().unwrap_or_default()).collect())
-    }
-}
+pub type DevBus = HostBus<Dev>;
 
 /// Wakes runs through the dev server's queue, as a function's timer queue does in AWS.
 #[derive(Clone, Debug)]
@@ -90,7 +69,7 @@ pub struct DevControl {
 impl DevControl {
     /// Operations on `dev`'s runs.
     pub fn new(dev: Arc<Dev>) -> Self {
-        DevControl { bus: DevBus(Arc::clone(&dev)), timer: DevTimer(Arc::clone(&dev)), dev }
+        DevControl { bus: HostBus(Arc::clone(&dev)), timer: DevTimer(Arc::clone(&dev)), dev }
     }
 
     /// The core's operations, at the dev server's now.

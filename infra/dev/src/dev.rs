@@ -3,10 +3,12 @@
 //! their input), delivering SQS messages when their delay ends, and invoking functions under
 //! `cargo lambda watch` asynchronously with Lambda's retries (SQS's redeliveries for messages).
 
+pub use crate::devdb::Entry;
 use crate::devdb::{DevDb, Invocation, LoggedEvent, NewInvocation, Schedule};
 use crate::inngest::InngestApps;
 use crate::schedule::Expression;
 use crate::template::Template;
+pub use crate::wire::{ACCOUNT, new_envelope_id, rfc3339};
 use cairn::{Clock, Millis, SystemClock};
 use cairn_aws::AnyStore;
 use serde_json::{Value, json};
@@ -15,15 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
-/// The account id the dev server reports in ARNs and envelopes.
-pub const ACCOUNT: &str = "000000000000";
 /// The largest entry PutEvents accepts (256 KiB, as in AWS).
 pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
 /// Delays before the two retries of a failed asynchronous invocation (Lambda waits 1 and 2
 /// minutes; the dev server, seconds).
 pub const RETRY_DELAYS: [Millis; 2] = [1_000, 2_000];
-/// The prefix of queued invocations that go to an Inngest-protocol app instead of a binary.
-pub const INNGEST_PREFIX: &str = "inngest:";
+pub use crate::inngest::INNGEST_PREFIX;
 /// How long the dev server waits to connect to `cargo lambda watch` or an app.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest Lambda invocation (Lambda's limit is 15 minutes).
@@ -62,23 +61,6 @@ pub enum Delivery {
     Retry(String),
     /// Not worth retrying: no such function.
     Final(String),
-}
-
-/// An entry to put on a bus, validated.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    /// `Source`.
-    pub source: String,
-    /// `DetailType`: the event name.
-    pub detail_type: String,
-    /// `Detail`, a JSON object.
-    pub detail: Value,
-    /// `EventBusName` (a name or ARN).
-    pub bus: String,
-    /// `Time`.
-    pub time: Option<Millis>,
-    /// `Resources`.
-    pub resources: Vec<String>,
 }
 
 /// The running dev server's state (shared by the HTTP handlers and the background loops).
@@ -280,7 +262,7 @@ impl Dev {
         let dev = Arc::clone(self);
         tokio::spawn(async move { dev.schedule_forever().await });
         let dev = Arc::clone(self);
-        tokio::spawn(async move { dev.inngest.sync_forever(&dev).await });
+        tokio::spawn(async move { dev.inngest.sync_forever(dev.as_ref()).await });
         let dev = Arc::clone(self);
         tokio::spawn(async move { dev.watch_changes_forever().await });
     }
@@ -353,11 +335,12 @@ impl Dev {
         }
     }
 
-    async fn run_invocation(&self, mut invocation: Invocation) {
+    async fn run_invocation(self: &Arc<Self>, mut invocation: Invocation) {
         // An SQS message: its queue's event source decides on redelivery.
-        let queue = invocation.cause.strip_prefix(crate::sqs::CAUSE_PREFIX).and_then(|q| self.template.queue(q));
+        let queue =
+            invocation.cause.strip_prefix(crate::sqs_delivery::CAUSE_PREFIX).and_then(|q| self.template.queue(q));
         if queue.is_some() {
-            crate::sqs::set_receive_count(&mut invocation.payload, invocation.attempts);
+            crate::sqs_delivery::set_receive_count(&mut invocation.payload, invocation.attempts);
         }
         let result = if let Some(target) = invocation.function.strip_prefix(INNGEST_PREFIX) {
             self.inngest.execute(self, target, &invocation).await.map_err(Delivery::Retry)
@@ -365,7 +348,7 @@ impl Dev {
             self.invoke_lambda(&invocation.function, &invocation.payload).await
         };
         let result = match (result, queue) {
-            (Ok(response), Some((_, source))) => match crate::sqs::reported_failure(source, &response) {
+            (Ok(response), Some((_, source))) => match crate::sqs_delivery::reported_failure(source, &response) {
                 Some(reason) => Err(Delivery::Retry(reason)),
                 None => Ok(response),
             },
@@ -376,7 +359,7 @@ impl Dev {
             (Err(Delivery::Retry(_)), Some((_, source))) => {
                 // SQS receives the message again once its visibility timeout ends (seconds here),
                 // until the redrive policy's maxReceiveCount.
-                let limit = source.max_receive_count.unwrap_or(crate::sqs::DEFAULT_MAX_RECEIVES);
+                let limit = source.max_receive_count.unwrap_or(crate::sqs_delivery::DEFAULT_MAX_RECEIVES);
                 (invocation.attempts < limit)
                     .then(|| now + RETRY_DELAYS[usize::try_from(invocation.attempts).unwrap_or(2).clamp(1, 2) - 1])
             }
@@ -495,13 +478,20 @@ impl Dev {
     }
 }
 
-/// A fresh envelope id (a UUID v4 shape, as EventBridge's).
-pub fn new_envelope_id() -> String {
-    let hex = cairn::StepId::hash(&cairn::new_event_id(SystemClock.now())).to_string();
-    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
-}
+impl crate::host::Host for Dev {
+    fn store(&self) -> &AnyStore {
+        &self.store
+    }
 
-/// RFC 3339 UTC to the second, as EventBridge's `time`.
-pub fn rfc3339(at: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(at).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    fn db(&self) -> &DevDb {
+        &self.db
+    }
+
+    fn now(&self) -> Millis {
+        Dev::now(self)
+    }
+
+    fn put_events(&self, entries: Vec<Entry>, cause: &str) -> Result<Vec<String>, String> {
+        self.put(entries, cause, None)
+    }
 }

@@ -131,6 +131,23 @@ pub struct Schedule {
     pub next_at: Option<Millis>,
 }
 
+/// An entry to put on a bus, validated.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// `Source`.
+    pub source: String,
+    /// `DetailType`: the event name.
+    pub detail_type: String,
+    /// `Detail`, a JSON object.
+    pub detail: Value,
+    /// `EventBusName` (a name or ARN).
+    pub bus: String,
+    /// `Time`.
+    pub time: Option<Millis>,
+    /// `Resources`.
+    pub resources: Vec<String>,
+}
+
 /// A new invocation to queue.
 #[derive(Clone, Debug)]
 pub struct NewInvocation {

@@ -6,17 +6,21 @@
 //! CLI's `cairn send` and `cairn runs` talk to it.
 
 pub mod api;
+pub mod app_api;
 pub mod aws;
 pub mod cli;
 pub mod console;
 pub mod control;
 pub mod dev;
 pub mod devdb;
+pub mod host;
 pub mod inngest;
 pub mod loopback;
 pub mod pattern;
 pub mod schedule;
 pub mod server;
 pub mod sqs;
+pub mod sqs_delivery;
 pub mod ssm;
 pub mod template;
+pub mod wire;

@@ -53,7 +53,7 @@ pub fn router(dev: Arc<Dev>) -> Router {
         .route("/api/invocations", get(api::invocations))
         .route("/api/parameters", get(api::parameters))
         .route("/api/live", get(api::live))
-        .merge(crate::inngest::routes())
+        .merge(crate::app_api::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .layer(axum::middleware::from_fn_with_state(allowed_hosts, guard))
         .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))

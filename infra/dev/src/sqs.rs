@@ -6,9 +6,11 @@
 //! later, with Lambda's SQS event as the payload; a failed delivery, or the message reported in
 //! `batchItemFailures`, is redelivered seconds later (SQS waits for the visibility timeout).
 
-use crate::dev::{ACCOUNT, Dev, new_envelope_id};
+use crate::dev::Dev;
 use crate::devdb::{LoggedEvent, NewInvocation};
+pub use crate::sqs_delivery::{CAUSE_PREFIX, DEFAULT_MAX_RECEIVES, reported_failure, set_receive_count};
 use crate::template::{SqsSource, TemplateFunction};
+use crate::wire::{ACCOUNT, new_envelope_id};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cairn::Millis;
@@ -20,13 +22,8 @@ pub const JSON_10: &str = "application/x-amz-json-1.0";
 pub const MAX_DELAY_SECONDS: i64 = 900;
 /// The most entries one `SendMessageBatch` takes.
 pub const MAX_BATCH_ENTRIES: usize = 10;
-/// The prefix of the invocations' cause: `sqs:<queue>`.
-pub const CAUSE_PREFIX: &str = "sqs:";
 /// The bus name the event log shows messages under.
 pub const LOG_BUS: &str = "sqs";
-/// Receives of a message that keeps failing, when its queue has no `RedrivePolicy` (SQS would
-/// keep it until its retention period ends; the dev server gives up sooner).
-pub const DEFAULT_MAX_RECEIVES: u32 = 10;
 
 /// An SQS error: `__type` `com.amazonaws.sqs#<kind>` and the query-compatible `code` in
 /// `x-amzn-query-error` (what the SDK matches, e.g. `AWS.SimpleQueueService.NonExistentQueue`).
@@ -357,25 +354,6 @@ fn list_queues(dev: &Dev, headers: &HeaderMap, request: &Value) -> Value {
         .map(|name| format!("{base}/{ACCOUNT}/{name}"))
         .collect();
     json!({"QueueUrls": urls})
-}
-
-/// How a delivery of a queued message ended, for redelivery: `Some(reason)` when the function
-/// reported the message failed (`batchItemFailures`, read only with `ReportBatchItemFailures`).
-pub fn reported_failure(source: &SqsSource, response: &Value) -> Option<String> {
-    if !source.report_batch_item_failures {
-        return None;
-    }
-    let failures = response["batchItemFailures"].as_array().filter(|f| !f.is_empty())?;
-    Some(format!("the function reported the message in batchItemFailures: {}", Value::Array(failures.clone())))
-}
-
-/// Sets the receive count of a delivery (the `attempts`-th receive) in Lambda's SQS event.
-pub fn set_receive_count(payload: &mut Value, receives: u32) {
-    if let Some(records) = payload["Records"].as_array_mut() {
-        for record in records {
-            record["attributes"]["ApproximateReceiveCount"] = json!(receives.to_string());
-        }
-    }
 }
 
 /// MD5 (RFC 1321) of `data`, as lowercase hex: SQS's `MD5OfMessageBody`.

@@ -6,8 +6,7 @@
 //! `AWS_ENDPOINT_URL` is the dev server). Values are returned only by `GetParameter(s)`, a
 //! `SecureString` only `WithDecryption`; nothing else (event log, dashboard, logs) shows them.
 
-use crate::aws::json11_error;
-use crate::dev::ACCOUNT;
+use crate::wire::{ACCOUNT, json11_error};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cairn::Millis;

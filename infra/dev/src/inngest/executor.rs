@@ -1,0 +1,394 @@
+//! Driving a run of an app's function: one call request at a time until the run finishes or
+//! suspends, with every change of the run's status made by the core's lifecycle
+//! ([`cairn::lifecycle`]): the same transitions, wait matching and system events as the
+//! Runner's, so a TypeScript run and a Rust run behave alike in the dev server.
+
+use super::protocol::{Answer, backoff_ms, error_of, event_of_envelope, memo, sleep_until, step_error};
+use super::{AppFunction, INNGEST_PREFIX, InngestApps, MAX_WAKE_AT, Result, WAITS_TARGET, store_err};
+use crate::devdb::{Invocation, Schedule};
+use crate::host::{Host, HostBus};
+use cairn::lifecycle::transition::{self, Durations};
+use cairn::lifecycle::{RunEnd, WaitMatch, deliver_outbox, match_wait};
+use cairn::{
+    EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, RunnerConfig, StepError, StepId, StepKind,
+    StepRecord, StepState, Wait,
+};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Who holds a run while the dev server drives it (its lease's owner).
+const OWNER: &str = "cairn-dev";
+
+fn durations() -> Durations {
+    RunnerConfig::default().durations()
+}
+
+/// What applying an answer left to do.
+enum Applied {
+    /// Call these planned steps next.
+    Continue(Vec<String>),
+    /// The run finished or suspended in this status.
+    Finished(RunStatus),
+}
+
+impl InngestApps {
+    /// Executes one queued invocation for function `target` (or the waits matcher).
+    ///
+    /// # Errors
+    /// The app could not be reached, or the store failed; the dispatcher retries.
+    pub async fn execute<H: Host>(&self, dev: &Arc<H>, target: &str, invocation: &Invocation) -> Result<Value> {
+        if target == WAITS_TARGET {
+            return self.resolve_waits(dev, &invocation.payload).await;
+        }
+        let function = self.function(target).ok_or_else(|| format!("no synced Inngest function `{target}`"))?;
+        let payload = &invocation.payload;
+        let run_id = match payload["cairn"].as_str() {
+            Some("resume") => RunId::new(payload["run_id"].as_str().unwrap_or_default()),
+            Some("cron") => {
+                let now = dev.now();
+                let cron = payload["cron"].as_str().unwrap_or_default();
+                let event = EventPayload::new(cairn::SCHEDULED_EVENT, json!({"cron": cron}))
+                    .with_id(format!("cron:{}:{}", function.id, now / 60_000))
+                    .with_ts(now);
+                self.start(dev, &function, event).await?
+            }
+            _ => {
+                let event = event_of_envelope(payload, dev.now());
+                let scheduled = event.name == cairn::SCHEDULED_EVENT && !function.crons.is_empty();
+                let matched = scheduled
+                    || function.events.iter().any(|(name, expression)| {
+                        name == &event.name
+                            && expression.as_ref().is_none_or(|expr| {
+                                MatchExpr::parse(expr)
+                                    .and_then(|m| {
+                                        m.matches(&serde_json::to_value(&event).unwrap_or_default(), &Value::Null)
+                                    })
+                                    .unwrap_or(false)
+                            })
+                    });
+                if !matched {
+                    return Ok(json!({"runs": []}));
+                }
+                self.start(dev, &function, event).await?
+            }
+        };
+        let status = self.drive(dev, &function, &run_id).await?;
+        Ok(json!({"runs": [{"run_id": run_id, "status": status}]}))
+    }
+
+    async fn start<H: Host>(&self, dev: &Arc<H>, function: &AppFunction, event: EventPayload) -> Result<RunId> {
+        let run_id = RunId::for_event(&function.id, event.id.as_deref().unwrap_or_default());
+        let now = dev.now();
+        let meta = RunMeta::new(run_id.clone(), function.id.clone(), event, now);
+        dev.store().create_run(transition::created(meta, now, durations())).await.map_err(store_err)?;
+        Ok(run_id)
+    }
+
+    async fn lock(&self, run_id: &RunId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.run_locks.lock().await;
+        Arc::clone(locks.entry(run_id.to_string()).or_default())
+    }
+
+    /// Calls the app until the run finishes or suspends; returns its status.
+    async fn drive<H: Host>(&self, dev: &Arc<H>, function: &AppFunction, run_id: &RunId) -> Result<RunStatus> {
+        let lock = self.lock(run_id).await;
+        let _held = lock.lock().await;
+        for _ in 0..1_000 {
+            let journal =
+                dev.store().load(run_id).await.map_err(store_err)?.ok_or_else(|| format!("no run `{run_id}`"))?;
+            let mut meta = journal.meta;
+            if meta.status.is_finished() {
+                return Ok(meta.status);
+            }
+            let now = dev.now();
+            if let Some(at) = meta.retry_at.filter(|at| *at > now) {
+                return self.suspend(dev, &mut meta, RunStatus::Sleeping, at).await;
+            }
+            // Time-bound steps: due ones resolve, others suspend the run.
+            let mut target = ("step".to_string(), meta.attempt);
+            let mut resolved = false;
+            for step in &journal.steps {
+                match &step.state {
+                    StepState::Scheduled { wake_at } if *wake_at <= now => {
+                        if step.kind == StepKind::WaitForEvent {
+                            let event = step.detail.as_ref().and_then(|d| d["event"].as_str()).unwrap_or_default();
+                            if !dev.store().remove_wait(event, run_id, &step.id).await.map_err(store_err)? {
+                                continue; // An event took it meanwhile; reload.
+                            }
+                        }
+                        let done = StepRecord {
+                            state: StepState::Completed { output: Value::Null },
+                            ended_at: Some(now),
+                            ..step.clone()
+                        };
+                        dev.store().commit_step(run_id, &done).await.map_err(store_err)?;
+                        resolved = true;
+                    }
+                    StepState::Scheduled { wake_at } => {
+                        let status =
+                            if step.kind == StepKind::WaitForEvent { RunStatus::Waiting } else { RunStatus::Sleeping };
+                        return self.suspend(dev, &mut meta, status, *wake_at).await;
+                    }
+                    StepState::Retrying { retry_at, .. } if *retry_at > now => {
+                        return self.suspend(dev, &mut meta, RunStatus::Sleeping, *retry_at).await;
+                    }
+                    StepState::Retrying { .. } => target = (step.id.to_string(), step.attempts),
+                    _ => {}
+                }
+            }
+            if resolved {
+                continue;
+            }
+            if meta.status != RunStatus::Running || meta.retry_at.is_some() || meta.lease.is_none() {
+                let mut running = transition::started(meta, OWNER, now, durations());
+                running.retry_at = None; // The attempt it waited for starts now.
+                meta = dev.store().update_meta(&running).await.map_err(store_err)?;
+            }
+            let memo = memo(&journal.steps);
+            let mut queue = VecDeque::from([target]);
+            while let Some((step_id, attempt)) = queue.pop_front() {
+                let answer = self.call(function, &meta, &step_id, attempt, &memo).await?;
+                match self.apply(dev, function, &mut meta, answer, &journal.steps, attempt).await? {
+                    Applied::Continue(planned) => queue.extend(planned.into_iter().map(|id| (id, 0))),
+                    Applied::Finished(status) => return Ok(status),
+                }
+            }
+        }
+        Err(format!("run `{run_id}` made no progress in 1,000 calls"))
+    }
+
+    async fn suspend<H: Host>(
+        &self,
+        dev: &Arc<H>,
+        meta: &mut RunMeta,
+        status: RunStatus,
+        until: Millis,
+    ) -> Result<RunStatus> {
+        if meta.status != status || meta.lease.is_some() || meta.wake_at != Some(until) {
+            let suspended = transition::suspended(meta.clone(), status, Some(until), dev.now(), durations());
+            *meta = dev.store().update_meta(&suspended).await.map_err(store_err)?;
+        }
+        self.wake_at(dev, &meta.function_id, &meta.run_id, until)?;
+        Ok(status)
+    }
+
+    /// A one-time dev schedule that resumes the run at `at` (idempotent by name).
+    fn wake_at<H: Host>(&self, dev: &Arc<H>, function_id: &str, run_id: &RunId, at: Millis) -> Result<()> {
+        let at = at.min(MAX_WAKE_AT);
+        let name = format!("{run_id}-{at}");
+        dev.db().create_schedule(&Schedule {
+            group_name: "inngest".into(),
+            name,
+            expression: cairn_aws::SchedulerTimer::at_expression(at),
+            time_zone: "UTC".into(),
+            target_arn: format!("{INNGEST_PREFIX}{function_id}"),
+            input: json!({"cairn": "resume", "run_id": run_id}).to_string(),
+            delete_after: true,
+            created_at: dev.now(),
+            next_at: Some(at),
+        })?;
+        Ok(())
+    }
+
+    async fn apply<H: Host>(
+        &self,
+        dev: &Arc<H>,
+        function: &AppFunction,
+        meta: &mut RunMeta,
+        answer: Answer,
+        steps: &[StepRecord],
+        attempt: u32,
+    ) -> Result<Applied> {
+        let now = dev.now();
+        let run_id = meta.run_id.clone();
+        match answer.status {
+            200 => return self.finish(dev, meta, Ok(answer.body)).await.map(Applied::Finished),
+            206 => {}
+            status => {
+                let error = error_of(&answer.body, status);
+                if answer.no_retry || attempt + 1 >= function.max_attempts {
+                    return self.finish(dev, meta, Err(error)).await.map(Applied::Finished);
+                }
+                let retry_at = now.saturating_add(backoff_ms(attempt + 1, run_id.as_str()));
+                let mut failed_attempt = meta.clone();
+                failed_attempt.attempt = attempt;
+                let retrying = transition::retrying(failed_attempt, retry_at, now);
+                let sleeping = transition::suspended(retrying, RunStatus::Sleeping, Some(retry_at), now, durations());
+                *meta = dev.store().update_meta(&sleeping).await.map_err(store_err)?;
+                self.wake_at(dev, &function.id, &run_id, retry_at)?;
+                return Ok(Applied::Finished(RunStatus::Sleeping));
+            }
+        }
+        let ops = match answer.body {
+            Value::Array(ops) => ops,
+            single @ Value::Object(_) => vec![single],
+            other => return Err(format!("206 without opcodes: {other}")),
+        };
+        let mut planned = Vec::new();
+        let mut position = u32::try_from(steps.len()).unwrap_or(u32::MAX);
+        let existing = |id: &str| steps.iter().find(|s| s.id.as_str() == id).cloned();
+        for op in ops {
+            let id = op["id"].as_str().unwrap_or_default().to_string();
+            let name = op["displayName"]
+                .as_str()
+                .or(op["userland"]["id"].as_str())
+                .or(op["name"].as_str())
+                .unwrap_or(&id)
+                .to_string();
+            let record = |kind: StepKind, state: StepState, attempts: u32, detail: Option<Value>, position: u32| {
+                let prior = existing(&id);
+                StepRecord {
+                    id: StepId::from_hashed(id.clone()),
+                    name: name.clone(),
+                    kind,
+                    position: prior.as_ref().map_or(position, |p| p.position),
+                    ended_at: state.is_final().then_some(now),
+                    state,
+                    attempts,
+                    started_at: prior.map_or(now, |p| p.started_at),
+                    detail,
+                }
+            };
+            let kind = if op["opts"]["type"] == "step.sendEvent" { StepKind::SendEvent } else { StepKind::Run };
+            let run_ref = &run_id;
+            let commit =
+                |record: StepRecord| async move { dev.store().commit_step(run_ref, &record).await.map_err(store_err) };
+            match op["op"].as_str().unwrap_or_default() {
+                "StepRun" | "Step" => {
+                    commit(record(
+                        kind,
+                        StepState::Completed { output: op["data"].clone() },
+                        attempt + 1,
+                        None,
+                        position,
+                    ))
+                    .await?;
+                    position += 1;
+                }
+                "StepPlanned" => planned.push(id.clone()),
+                "StepFailed" | "StepError" => {
+                    // A StepError with no attempts left is final, as a StepFailed is.
+                    let error = step_error(&op["error"]);
+                    let last = op["op"] == "StepFailed" || attempt + 1 >= function.max_attempts;
+                    let retry_at = now.saturating_add(backoff_ms(attempt + 1, &format!("{run_id}/{id}")));
+                    let (state, detail) = if last {
+                        (StepState::Failed { error }, Some(json!({"error": op["error"]})))
+                    } else {
+                        (StepState::Retrying { error, retry_at }, None)
+                    };
+                    commit(record(kind, state, attempt + 1, detail, position)).await?;
+                    if !last {
+                        self.wake_at(dev, &function.id, &run_id, retry_at)?;
+                    }
+                    position += 1;
+                }
+                "Sleep" => {
+                    let until = op["opts"]["duration"].as_str().or(op["name"].as_str()).unwrap_or_default();
+                    let wake_at = sleep_until(until, now)?;
+                    commit(record(StepKind::Sleep, StepState::Scheduled { wake_at }, 0, None, position)).await?;
+                    position += 1;
+                }
+                "WaitForEvent" => {
+                    let event = op["opts"]["event"].as_str().or(op["name"].as_str()).unwrap_or_default().to_string();
+                    let timeout = op["opts"]["timeout"].as_str().unwrap_or("1d");
+                    let timeout_at = sleep_until(timeout, now)?;
+                    let expression = op["opts"]["if"].as_str().map(str::to_string);
+                    let detail = json!({"event": event, "if": expression});
+                    commit(record(
+                        StepKind::WaitForEvent,
+                        StepState::Scheduled { wake_at: timeout_at },
+                        0,
+                        Some(detail),
+                        position,
+                    ))
+                    .await?;
+                    position += 1;
+                    let wait = Wait {
+                        event,
+                        run_id: run_id.clone(),
+                        step_id: StepId::from_hashed(id.clone()),
+                        expression,
+                        timeout_at,
+                        created_at: now,
+                    };
+                    dev.store().put_wait(&wait).await.map_err(store_err)?;
+                    self.has_waiters.store(true, Ordering::Relaxed);
+                }
+                "RunComplete" => return self.finish(dev, meta, Ok(op["data"].clone())).await.map(Applied::Finished),
+                other => {
+                    let message = if other == "InvokeFunction" {
+                        "step.invoke is not supported by `cairn dev -u` yet".to_string()
+                    } else {
+                        format!("opcode `{other}` is not supported by `cairn dev -u`")
+                    };
+                    return self.finish(dev, meta, Err(StepError::non_retriable(message))).await.map(Applied::Finished);
+                }
+            }
+        }
+        Ok(Applied::Continue(planned))
+    }
+
+    /// Ends the run (completed or failed) through the lifecycle, then delivers its system events
+    /// (`inngest/function.finished`, and `failed`) on the bus.
+    async fn finish<H: Host>(
+        &self,
+        dev: &Arc<H>,
+        meta: &mut RunMeta,
+        result: std::result::Result<Value, StepError>,
+    ) -> Result<RunStatus> {
+        let ended = transition::ended(meta.clone(), &RunEnd::from(result), dev.now(), durations());
+        *meta = dev.store().update_meta(&ended).await.map_err(store_err)?;
+        if let Err(error) = deliver_outbox(dev.store(), &HostBus(Arc::clone(dev)), meta.clone()).await {
+            tracing::warn!(run_id = %meta.run_id, %error, "cannot send the run's system events");
+        }
+        Ok(meta.status)
+    }
+
+    /// Matches an event against the apps' pending waits (the lifecycle's rules: the wait still
+    /// pending, an event resumes one wait of a run at most, the `if` expression); each matched run
+    /// resumes.
+    async fn resolve_waits<H: Host>(&self, dev: &Arc<H>, payload: &Value) -> Result<Value> {
+        let event = event_of_envelope(payload, dev.now());
+        let mut resumed = Vec::new();
+        for wait in dev.store().waits_for(&event.name).await.map_err(store_err)? {
+            if wait.timeout_at <= dev.now() {
+                continue;
+            }
+            let Some(function) = self.function_of_run(dev, &wait.run_id).await? else { continue };
+            let lock = self.lock(&wait.run_id).await;
+            {
+                let _held = lock.lock().await;
+                let Some(journal) = dev.store().load(&wait.run_id).await.map_err(store_err)? else { continue };
+                let pending = !journal.meta.status.is_finished();
+                let step_id = &wait.step_id;
+                let now = dev.now();
+                match match_wait(&journal.meta.event, &journal.steps, step_id, wait.expression.as_deref(), &event, now)
+                {
+                    WaitMatch::Resumes(record) if pending => {
+                        if !dev.store().remove_wait(&wait.event, &wait.run_id, step_id).await.map_err(store_err)? {
+                            continue;
+                        }
+                        dev.store().commit_step(&wait.run_id, &record).await.map_err(store_err)?;
+                    }
+                    WaitMatch::NoMatch => continue,
+                    WaitMatch::Stale | WaitMatch::Resumes(_) => {
+                        // Resolved already, or the run ended: the wait is left over.
+                        dev.store().remove_wait(&wait.event, &wait.run_id, step_id).await.map_err(store_err)?;
+                        continue;
+                    }
+                }
+            }
+            let status = self.drive(dev, &function, &wait.run_id).await?;
+            resumed.push(json!({"run_id": wait.run_id, "status": status}));
+        }
+        Ok(json!({"runs": resumed}))
+    }
+
+    /// The synced function a run belongs to, if it is an app's.
+    async fn function_of_run<H: Host>(&self, dev: &Arc<H>, run_id: &RunId) -> Result<Option<AppFunction>> {
+        let journal = dev.store().load(run_id).await.map_err(store_err)?;
+        Ok(journal.and_then(|journal| self.function(&journal.meta.function_id)))
+    }
+}
