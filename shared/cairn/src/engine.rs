@@ -16,7 +16,7 @@ use crate::record::{Millis, StepKind, StepRecord, StepState};
 use crate::step::{Step, millis, panic_message};
 use futures::FutureExt;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -231,9 +231,12 @@ pub(crate) struct Shared {
     /// The function's id and the events it declared it sends (`step.send_event` checks them).
     pub(crate) function_id: String,
     pub(crate) sends: Vec<String>,
-    journal: HashMap<StepId, StepRecord>,
-    by_position: HashMap<u32, StepId>,
-    visited: HashSet<u32>,
+    /// The journal: one record per step id (the run's records, then those committed since),
+    /// indexed by id and by position, so every lookup costs the same at step 10,000 as at step 1.
+    journal: Vec<StepRecord>,
+    by_id: HashMap<StepId, usize>,
+    by_position: BTreeMap<u32, usize>,
+    visited: PositionSet,
     replayable: usize,
     name_counts: HashMap<String, u32>,
     next_position: u32,
@@ -275,7 +278,8 @@ impl Shared {
         if self.error.is_some() {
             return Begun::Halt;
         }
-        if let Some(record) = self.journal.get(&id) {
+        if let Some(&index) = self.by_id.get(&id) {
+            let record = &self.journal[index];
             if !self.lenient && (record.kind != kind || record.position != position) {
                 self.error = Some(mismatch(position, record, name, kind, &id));
                 return Begun::Halt;
@@ -287,7 +291,7 @@ impl Shared {
             return Begun::Pending { id, position, existing: Some(record.clone()) };
         }
         if let Some(other) =
-            self.by_position.get(&position).filter(|_| !self.lenient).and_then(|other| self.journal.get(other))
+            self.by_position.get(&position).filter(|_| !self.lenient).map(|&index| &self.journal[index])
         {
             self.error = Some(mismatch(position, other, name, kind, &id));
             return Begun::Halt;
@@ -297,9 +301,47 @@ impl Shared {
 
     pub(crate) fn register(&mut self, id: StepId, name: &str, position: u32, kind: OpKind, new: bool) {
         // A step already scheduled or retrying started then, not when this pass found it again.
-        let discovered_at = self.journal.get(&id).map_or(self.now, |record| record.started_at);
+        let discovered_at = self.by_id.get(&id).map_or(self.now, |&index| self.journal[index].started_at);
         let op = Op { id, name: name.to_string(), position, kind, new, discovered_at, replay_required: false };
         self.ops.insert(position, op);
+    }
+}
+
+/// The positions an execution has passed: a bit per position for the dense range every run
+/// uses (positions count step calls), a tree for the rest.
+#[derive(Debug, Default)]
+struct PositionSet {
+    dense: Vec<bool>,
+    sparse: BTreeSet<u32>,
+    len: usize,
+}
+
+impl PositionSet {
+    const DENSE_LIMIT: u32 = 1 << 20;
+
+    fn insert(&mut self, position: u32) {
+        let added = if position < Self::DENSE_LIMIT {
+            let index = position as usize;
+            if index >= self.dense.len() {
+                self.dense.resize((index + 1).max(self.dense.len() * 2), false);
+            }
+            !std::mem::replace(&mut self.dense[index], true)
+        } else {
+            self.sparse.insert(position)
+        };
+        self.len += usize::from(added);
+    }
+
+    fn contains(&self, position: u32) -> bool {
+        if position < Self::DENSE_LIMIT {
+            self.dense.get(position as usize).copied().unwrap_or(false)
+        } else {
+            self.sparse.contains(&position)
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -346,11 +388,23 @@ impl Execution {
     /// Prepares `function` to run over `steps` (the run's journal) for the event `event`.
     /// `attempt` is the function-level attempt (0-based) from the run's head record.
     pub fn new(function: &Function, run_id: RunId, event: &EventPayload, steps: &[StepRecord], attempt: u32) -> Self {
-        let mut journal = HashMap::with_capacity(steps.len());
-        let mut by_position = HashMap::with_capacity(steps.len());
+        let mut journal: Vec<StepRecord> = Vec::with_capacity(steps.len());
+        let mut by_id = HashMap::with_capacity(steps.len());
+        let mut by_position = BTreeMap::new();
         for record in steps {
-            by_position.insert(record.position, record.id.clone());
-            journal.insert(record.id.clone(), record.clone());
+            // A repeated id keeps its first slot and its last record.
+            let index = match by_id.get(&record.id) {
+                Some(&index) => {
+                    journal[index] = record.clone();
+                    index
+                }
+                None => {
+                    by_id.insert(record.id.clone(), journal.len());
+                    journal.push(record.clone());
+                    journal.len() - 1
+                }
+            };
+            by_position.insert(record.position, index);
         }
         let shared = Arc::new(Mutex::new(Shared {
             run_id,
@@ -360,8 +414,9 @@ impl Execution {
             sends: function.sends().to_vec(),
             replayable: journal.len(),
             journal,
+            by_id,
             by_position,
-            visited: HashSet::new(),
+            visited: PositionSet::default(),
             name_counts: HashMap::new(),
             next_position: 0,
             ops: BTreeMap::new(),
@@ -450,8 +505,19 @@ impl Execution {
             shared.ops.remove(&record.position);
         }
         shared.visited.insert(record.position);
-        shared.by_position.insert(record.position, record.id.clone());
-        shared.journal.insert(record.id.clone(), record.clone());
+        let index = match shared.by_id.get(&record.id) {
+            Some(&index) => {
+                shared.journal[index] = record.clone();
+                index
+            }
+            None => {
+                let index = shared.journal.len();
+                shared.by_id.insert(record.id.clone(), index);
+                shared.journal.push(record.clone());
+                index
+            }
+        };
+        shared.by_position.insert(record.position, index);
         shared.settled.insert(record.id.clone(), record);
     }
 
@@ -470,8 +536,8 @@ impl Execution {
                 let lenient = shared.lenient;
                 let leftover = shared
                     .journal
-                    .values()
-                    .filter(|record| !lenient && !shared.visited.contains(&record.position))
+                    .iter()
+                    .filter(|record| !lenient && !shared.visited.contains(record.position))
                     .min_by_key(|record| record.position)
                     .map(|record| EngineError::StepRemoved {
                         position: record.position,
