@@ -2,7 +2,7 @@
 
 use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
-use crate::id::{RunId, StepId};
+use crate::id::{FastHash, RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,7 +26,7 @@ struct StoredRun {
     /// Records in commit order (so, for most runs, position order) and their index by id: a
     /// commit and a load cost the same at step 10,000 as at step 1.
     steps: Vec<StepRecord>,
-    by_id: HashMap<StepId, usize>,
+    by_id: HashMap<StepId, usize, FastHash>,
 }
 
 impl StoredRun {
@@ -64,9 +64,10 @@ impl RunStore for MemoryStore {
         }
         let mut meta = meta;
         meta.version = 0;
-        inner
-            .runs
-            .insert(meta.run_id.clone(), StoredRun { meta: meta.clone(), steps: Vec::new(), by_id: HashMap::new() });
+        inner.runs.insert(
+            meta.run_id.clone(),
+            StoredRun { meta: meta.clone(), steps: Vec::new(), by_id: HashMap::default() },
+        );
         Ok(CreateRun::Created(meta))
     }
 

@@ -8,15 +8,18 @@
 //! it stopped, with no replay. After a suspension (sleep, wait, plan) a driver resumes later with
 //! a fresh `Execution` over the reloaded journal, which replays memoized steps in microseconds.
 
+mod journal;
+
 use crate::error::{EngineError, StepError};
 use crate::event::EventPayload;
 use crate::function::{Function, HandlerFuture};
-use crate::id::{RunId, StepId};
+use crate::id::{FastHash, HexId, RunId, StepId};
 use crate::record::{Millis, StepKind, StepRecord, StepState};
 use crate::step::{Step, millis, panic_message};
 use futures::FutureExt;
+use journal::JournalIndex;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -231,19 +234,14 @@ pub(crate) struct Shared {
     /// The function's id and the events it declared it sends (`step.send_event` checks them).
     pub(crate) function_id: String,
     pub(crate) sends: Vec<String>,
-    /// The journal: one record per step id (the run's records, then those committed since),
-    /// indexed by id and by position, so every lookup costs the same at step 10,000 as at step 1.
-    journal: Vec<StepRecord>,
-    by_id: HashMap<StepId, usize>,
-    by_position: BTreeMap<u32, usize>,
-    visited: PositionSet,
-    replayable: usize,
-    name_counts: HashMap<String, u32>,
+    /// The run's records, then those committed since.
+    journal: JournalIndex,
+    name_counts: HashMap<String, u32, FastHash>,
     next_position: u32,
     ops: BTreeMap<u32, Op>,
     pub(crate) permitted: Option<StepId>,
     pub(crate) report: Option<StepRecord>,
-    pub(crate) settled: HashMap<StepId, StepRecord>,
+    pub(crate) settled: HashMap<StepId, StepRecord, FastHash>,
     error: Option<EngineError>,
     pub(crate) mocks: HashMap<String, Result<Value, StepError>>,
     /// Match memoized steps by id only (Inngest's memo carries no kinds or positions).
@@ -256,7 +254,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn is_replaying(&self) -> bool {
-        self.visited.len() < self.replayable && self.ops.is_empty()
+        self.journal.replaying() && self.ops.is_empty()
     }
 
     /// Records a step call: its id and position, and the journal's record of it if any.
@@ -272,27 +270,28 @@ impl Shared {
                 0
             }
         };
-        let id = StepId::for_name(name, index);
+        // Compared with the journal on the stack: a memoized step allocates nothing.
+        let hex = HexId::for_name(name, index);
         let position = self.next_position;
         self.next_position += 1;
         if self.error.is_some() {
             return Begun::Halt;
         }
-        if let Some(&index) = self.by_id.get(&id) {
-            let record = &self.journal[index];
+        if let Some(slot) = self.journal.find(hex.as_str(), position) {
+            let record = self.journal.get(slot);
             if !self.lenient && (record.kind != kind || record.position != position) {
-                self.error = Some(mismatch(position, record, name, kind, &id));
+                self.error = Some(mismatch(position, record, name, kind, &record.id));
                 return Begun::Halt;
             }
-            self.visited.insert(position);
+            self.journal.visit(position);
+            let record = self.journal.get(slot);
             if record.state.is_final() {
                 return Begun::Memoized(record);
             }
-            return Begun::Pending { id, position, existing: Some(record.clone()) };
+            return Begun::Pending { id: record.id.clone(), position, existing: Some(record.clone()) };
         }
-        if let Some(other) =
-            self.by_position.get(&position).filter(|_| !self.lenient).map(|&index| &self.journal[index])
-        {
+        let id = StepId::from_hashed(hex.as_str());
+        if let Some(other) = self.journal.at(position).filter(|_| !self.lenient) {
             self.error = Some(mismatch(position, other, name, kind, &id));
             return Begun::Halt;
         }
@@ -301,47 +300,10 @@ impl Shared {
 
     pub(crate) fn register(&mut self, id: StepId, name: &str, position: u32, kind: OpKind, new: bool) {
         // A step already scheduled or retrying started then, not when this pass found it again.
-        let discovered_at = self.by_id.get(&id).map_or(self.now, |&index| self.journal[index].started_at);
+        let discovered_at =
+            self.journal.find(id.as_str(), position).map_or(self.now, |slot| self.journal.get(slot).started_at);
         let op = Op { id, name: name.to_string(), position, kind, new, discovered_at, replay_required: false };
         self.ops.insert(position, op);
-    }
-}
-
-/// The positions an execution has passed: a bit per position for the dense range every run
-/// uses (positions count step calls), a tree for the rest.
-#[derive(Debug, Default)]
-struct PositionSet {
-    dense: Vec<bool>,
-    sparse: BTreeSet<u32>,
-    len: usize,
-}
-
-impl PositionSet {
-    const DENSE_LIMIT: u32 = 1 << 20;
-
-    fn insert(&mut self, position: u32) {
-        let added = if position < Self::DENSE_LIMIT {
-            let index = position as usize;
-            if index >= self.dense.len() {
-                self.dense.resize((index + 1).max(self.dense.len() * 2), false);
-            }
-            !std::mem::replace(&mut self.dense[index], true)
-        } else {
-            self.sparse.insert(position)
-        };
-        self.len += usize::from(added);
-    }
-
-    fn contains(&self, position: u32) -> bool {
-        if position < Self::DENSE_LIMIT {
-            self.dense.get(position as usize).copied().unwrap_or(false)
-        } else {
-            self.sparse.contains(&position)
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.len
     }
 }
 
@@ -388,41 +350,20 @@ impl Execution {
     /// Prepares `function` to run over `steps` (the run's journal) for the event `event`.
     /// `attempt` is the function-level attempt (0-based) from the run's head record.
     pub fn new(function: &Function, run_id: RunId, event: &EventPayload, steps: &[StepRecord], attempt: u32) -> Self {
-        let mut journal: Vec<StepRecord> = Vec::with_capacity(steps.len());
-        let mut by_id = HashMap::with_capacity(steps.len());
-        let mut by_position = BTreeMap::new();
-        for record in steps {
-            // A repeated id keeps its first slot and its last record.
-            let index = match by_id.get(&record.id) {
-                Some(&index) => {
-                    journal[index] = record.clone();
-                    index
-                }
-                None => {
-                    by_id.insert(record.id.clone(), journal.len());
-                    journal.push(record.clone());
-                    journal.len() - 1
-                }
-            };
-            by_position.insert(record.position, index);
-        }
+        let journal = JournalIndex::new(steps);
         let shared = Arc::new(Mutex::new(Shared {
             run_id,
             now: 0,
             default_retries: function.retries(),
             function_id: function.id().to_string(),
             sends: function.sends().to_vec(),
-            replayable: journal.len(),
             journal,
-            by_id,
-            by_position,
-            visited: PositionSet::default(),
-            name_counts: HashMap::new(),
+            name_counts: HashMap::default(),
             next_position: 0,
             ops: BTreeMap::new(),
             permitted: None,
             report: None,
-            settled: HashMap::new(),
+            settled: HashMap::default(),
             error: None,
             mocks: HashMap::new(),
             lenient: false,
@@ -504,20 +445,8 @@ impl Execution {
         if final_ {
             shared.ops.remove(&record.position);
         }
-        shared.visited.insert(record.position);
-        let index = match shared.by_id.get(&record.id) {
-            Some(&index) => {
-                shared.journal[index] = record.clone();
-                index
-            }
-            None => {
-                let index = shared.journal.len();
-                shared.by_id.insert(record.id.clone(), index);
-                shared.journal.push(record.clone());
-                index
-            }
-        };
-        shared.by_position.insert(record.position, index);
+        shared.journal.visit(record.position);
+        shared.journal.put(record.clone());
         shared.settled.insert(record.id.clone(), record);
     }
 
@@ -536,8 +465,9 @@ impl Execution {
                 let lenient = shared.lenient;
                 let leftover = shared
                     .journal
+                    .records()
                     .iter()
-                    .filter(|record| !lenient && !shared.visited.contains(record.position))
+                    .filter(|record| !lenient && !shared.journal.visited(record.position))
                     .min_by_key(|record| record.position)
                     .map(|record| EngineError::StepRemoved {
                         position: record.position,
