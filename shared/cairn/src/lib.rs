@@ -38,8 +38,10 @@ mod event;
 mod expr;
 mod function;
 mod id;
+mod op;
 mod record;
 mod runner;
+mod state;
 mod step;
 pub mod store;
 #[cfg(feature = "testing")]
