@@ -7,11 +7,26 @@
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 use std::fmt;
+use std::sync::Arc;
 
 /// The hashed id of one step of a run (40 lowercase hex characters).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct StepId(String);
+///
+/// Shared, not copied: a clone (every record a store loads or the engine keeps) costs a
+/// reference count, not an allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepId(Arc<str>);
+
+impl Serialize for StepId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StepId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|id| StepId(id.into()))
+    }
+}
 
 impl StepId {
     /// The id of the `index`-th occurrence (0-based) of the step `name` in a run.
@@ -22,17 +37,17 @@ impl StepId {
     /// assert_eq!(StepId::for_name("a", 1).as_str(), "de89bfaf06245091a7873290a793604612302247");
     /// ```
     pub fn for_name(name: &str, index: u32) -> Self {
-        StepId(HexId::for_name(name, index).as_str().to_string())
+        StepId(HexId::for_name(name, index).as_str().into())
     }
 
     /// The hex SHA-1 of `text`, as Inngest computes every step id.
     pub fn hash(text: &str) -> Self {
-        StepId(HexId::of_digest(&Sha1::digest(text.as_bytes())).as_str().to_string())
+        StepId(HexId::of_digest(&Sha1::digest(text.as_bytes())).as_str().into())
     }
 
     /// Wraps an id that is already hashed (read back from a store or a request).
     pub fn from_hashed(hashed: impl Into<String>) -> Self {
-        StepId(hashed.into())
+        StepId(hashed.into().into())
     }
 
     /// The hex string.
@@ -233,6 +248,15 @@ mod tests {
         for index in [1, 9, 10, 99, 100, 12_345, u32::MAX] {
             assert_eq!(StepId::for_name("s", index), StepId::hash(&format!("s:{index}")), "{index}");
         }
+    }
+
+    #[test]
+    fn step_ids_serialize_as_strings() {
+        let id = StepId::for_name("a", 1);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"de89bfaf06245091a7873290a793604612302247\"");
+        assert_eq!(serde_json::from_str::<StepId>(&json).unwrap(), id);
+        assert_eq!(format!("{id:?}"), "StepId(\"de89bfaf06245091a7873290a793604612302247\")");
     }
 
     #[test]
