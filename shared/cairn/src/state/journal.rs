@@ -1,7 +1,7 @@
 //! The journal as an execution reads it: one record per step id, found by position (the fast
 //! path of every replay: the record at a call's position is that call's) or by id, and the
 //! positions the code has passed. Every lookup costs the same at step 10,000 as at step 1, and
-//! reading a journal copies no ids.
+//! indexing a journal copies no ids.
 
 use crate::id::FastHash;
 use crate::record::StepRecord;

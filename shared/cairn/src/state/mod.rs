@@ -1,7 +1,7 @@
 //! [`ExecutionState`]: what one execution's engine and its [`Step`](crate::Step) handle share,
 //! and the whole interface between them.
 //!
-//! The step tools (`step.rs`) see a step call's side of it: [`ExecutionState::begin`] a call
+//! The step tools (`step/`) see a step call's side of it: [`ExecutionState::begin`] a call
 //! (memoized, pending, or contradicting the journal), [`ExecutionState::register`] what a
 //! pending step needs, wait until [`ExecutionState::is_permitted`] to execute a `run`, then
 //! [`ExecutionState::report`] the attempt's record and wait for
