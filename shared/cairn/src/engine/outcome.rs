@@ -29,7 +29,7 @@ pub enum Outcome {
     /// The function returned this output.
     Completed(Value),
     /// A step finished (a `run` that succeeded, a sleep that ended, a wait that timed out):
-    /// commit the record, hand it to [`Execution::committed`], call `next` again.
+    /// commit the record, hand it to [`Execution::committed`](super::Execution::committed), call `next` again.
     StepCompleted(StepRecord),
     /// A `run` step failed. With `retry_at`, the record is `Retrying`: commit it and resume at
     /// that time with a fresh `Execution`. Without, it is final: commit it, hand it back and
