@@ -1,8 +1,12 @@
-//! Retry back-off, as Inngest's executor computes it: a doubling-ish table
-//! (15 s, 30 s, 1 min, 2 min, 5 min, 10 min, 20 min, 40 min, 1 h, 2 h, then 2 h) plus up to
-//! 30 s of jitter, so runs that failed together do not retry together.
+//! Retries: [`RetryPolicy`], the one place Cairn decides whether a failed attempt (of a `run`
+//! step or of a whole function) is tried again and when; and the back-off, as Inngest's executor
+//! computes it: a doubling-ish table (15 s, 30 s, 1 min, 2 min, 5 min, 10 min, 20 min, 40 min,
+//! 1 h, 2 h, then 2 h) plus up to 30 s of jitter, so runs that failed together do not retry
+//! together.
 
+use crate::duration::millis;
 use crate::error::StepError;
+use crate::record::Millis;
 use sha1::{Digest, Sha1};
 use std::time::Duration;
 
@@ -45,6 +49,27 @@ pub(crate) fn retry_delay(error: &StepError, attempts_made: u32, seed: &str) -> 
     }
 }
 
+/// How many attempts a step or a function gets, and when the next one runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RetryPolicy {
+    max_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// `retries` after the first attempt.
+    pub(crate) fn with_retries(retries: u32) -> Self {
+        RetryPolicy { max_attempts: retries.saturating_add(1) }
+    }
+
+    /// When the attempt after `attempts_made` attempts (the last failing with `error` at `now`)
+    /// runs; `None` when the failure is final (non-retriable, or the attempts are used up).
+    /// `seed` spreads the jitter (the run, or the run and step).
+    pub(crate) fn retry_at(&self, error: &StepError, attempts_made: u32, now: Millis, seed: &str) -> Option<Millis> {
+        (error.retriable && attempts_made < self.max_attempts)
+            .then(|| now.saturating_add(millis(retry_delay(error, attempts_made, seed))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +81,17 @@ mod tests {
             let floor = TABLE_SECS[n.min(9)];
             assert!(*secs >= floor && *secs < floor + 30, "attempt {}: {secs}", n + 1);
         }
+    }
+
+    #[test]
+    fn retries_until_the_attempts_are_used_up() {
+        let policy = RetryPolicy::with_retries(2);
+        let error = StepError::new("boom");
+        assert!(policy.retry_at(&error, 1, 0, "s").is_some_and(|at| at >= 15_000));
+        assert!(policy.retry_at(&error, 2, 0, "s").is_some());
+        assert_eq!(policy.retry_at(&error, 3, 0, "s"), None);
+        assert_eq!(policy.retry_at(&StepError::non_retriable("no"), 1, 0, "s"), None);
+        assert_eq!(RetryPolicy::with_retries(u32::MAX).retry_at(&error, 1, 5, "s").map(|at| at > 5), Some(true));
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl ManualClock {
 
     /// Moves time forward.
     pub fn advance(&self, by: std::time::Duration) {
-        self.now.fetch_add(crate::step::millis(by), std::sync::atomic::Ordering::SeqCst);
+        self.now.fetch_add(crate::duration::millis(by), std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The current time in ms since the epoch (the same as [`Clock::now`]).

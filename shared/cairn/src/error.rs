@@ -226,3 +226,12 @@ impl EngineError {
         StepError { name: "DeterminismError".into(), ..StepError::non_retriable(self.to_string()) }
     }
 }
+
+/// The message a caught panic carries (`panic!("...")` or a formatted one).
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -23,7 +23,7 @@ fn on_cel_stack<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
             .spawn_scoped(scope, work)
             .map_err(|err| format!("cannot start the expression thread: {err}"))?
             .join()
-            .map_err(|panic| format!("the expression evaluator failed: {}", crate::step::panic_message(&panic)))
+            .map_err(|panic| format!("the expression evaluator failed: {}", crate::error::panic_message(&panic)))
     })
 }
 

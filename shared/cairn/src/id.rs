@@ -7,11 +7,26 @@
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 use std::fmt;
+use std::sync::Arc;
 
 /// The hashed id of one step of a run (40 lowercase hex characters).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct StepId(String);
+///
+/// Shared, not copied: a clone (every record a store loads or the engine keeps) costs a
+/// reference count, not an allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepId(Arc<str>);
+
+impl Serialize for StepId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StepId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|id| StepId(id.into()))
+    }
+}
 
 impl StepId {
     /// The id of the `index`-th occurrence (0-based) of the step `name` in a run.
@@ -22,22 +37,145 @@ impl StepId {
     /// assert_eq!(StepId::for_name("a", 1).as_str(), "de89bfaf06245091a7873290a793604612302247");
     /// ```
     pub fn for_name(name: &str, index: u32) -> Self {
-        if index == 0 { Self::hash(name) } else { Self::hash(&format!("{name}:{index}")) }
+        StepId(HexId::for_name(name, index).as_str().into())
     }
 
     /// The hex SHA-1 of `text`, as Inngest computes every step id.
     pub fn hash(text: &str) -> Self {
-        StepId(hex::encode(Sha1::digest(text.as_bytes())))
+        StepId(HexId::of_digest(&Sha1::digest(text.as_bytes())).as_str().into())
     }
 
     /// Wraps an id that is already hashed (read back from a store or a request).
     pub fn from_hashed(hashed: impl Into<String>) -> Self {
-        StepId(hashed.into())
+        StepId(hashed.into().into())
     }
 
     /// The hex string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for StepId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A step id on the stack: what the engine compares with the journal before it needs (and
+/// allocates) a [`StepId`].
+#[derive(Clone, Copy)]
+pub(crate) struct HexId([u8; 40]);
+
+impl HexId {
+    /// The id of the `index`-th occurrence of `name`: SHA-1 of `name`, or of `name:index`
+    /// hashed in pieces (no string is built for it; this runs for every step call).
+    pub(crate) fn for_name(name: &str, index: u32) -> Self {
+        let mut hasher = Sha1::new();
+        hasher.update(name.as_bytes());
+        if index != 0 {
+            let mut digits = [0u8; 10];
+            let mut start = digits.len();
+            let mut rest = index;
+            while rest > 0 {
+                start -= 1;
+                digits[start] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            hasher.update(b":");
+            hasher.update(&digits[start..]);
+        }
+        Self::of_digest(&hasher.finalize())
+    }
+
+    fn of_digest(digest: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [b'0'; 40];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        HexId(hex)
+    }
+
+    /// The 40 hex characters.
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits are ASCII, so this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// A seeded multiply-xorshift hash for the engine's and the stores' maps keyed by step ids
+/// (already uniform SHA-1 hex) and step names (from code): a few nanoseconds per key where
+/// SipHash takes tens, and growing such a map rehashes every key. Not meant for keys an
+/// attacker chooses.
+#[derive(Clone, Debug)]
+pub(crate) struct FastHash {
+    seed: u64,
+}
+
+impl Default for FastHash {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        FastHash { seed: std::hash::RandomState::new().hash_one(0x5eed_u64) }
+    }
+}
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.seed)
+    }
+}
+
+/// The hasher of [`FastHash`].
+#[derive(Debug)]
+pub(crate) struct FastHasher(u64);
+
+impl FastHasher {
+    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn mix(&mut self, word: u64) {
+        let hash = (self.0 ^ word).wrapping_mul(Self::MULTIPLIER);
+        self.0 = hash ^ (hash >> 29);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        // The length keeps "a" and "a\0" apart.
+        self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.mix(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        let hash = self.0 ^ (self.0 >> 32);
+        hash.wrapping_mul(Self::MULTIPLIER) ^ (hash >> 31)
     }
 }
 
@@ -116,6 +254,29 @@ mod tests {
             assert_eq!(StepId::for_name(name, index).as_str(), want, "{name}:{index}");
         }
         assert_eq!(StepId::hash("complete").as_str(), "0737c22d3bfae812339732d14d8c7dbd6dc4e09c");
+        for index in [1, 9, 10, 99, 100, 12_345, u32::MAX] {
+            assert_eq!(StepId::for_name("s", index), StepId::hash(&format!("s:{index}")), "{index}");
+        }
+    }
+
+    #[test]
+    fn step_ids_serialize_as_strings() {
+        let id = StepId::for_name("a", 1);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"de89bfaf06245091a7873290a793604612302247\"");
+        assert_eq!(serde_json::from_str::<StepId>(&json).unwrap(), id);
+        assert_eq!(format!("{id:?}"), "StepId(\"de89bfaf06245091a7873290a793604612302247\")");
+    }
+
+    #[test]
+    fn fast_hash_tells_ids_apart() {
+        use std::hash::BuildHasher;
+        let hash = FastHash::default();
+        let hashes: std::collections::HashSet<u64> =
+            (0..10_000).map(|i| hash.hash_one(StepId::for_name("step", i).as_str())).collect();
+        assert_eq!(hashes.len(), 10_000);
+        assert_ne!(hash.hash_one("a"), hash.hash_one("a\0"));
+        assert_eq!(hash.hash_one("same"), hash.hash_one("same"));
     }
 
     #[test]

@@ -39,8 +39,10 @@ mod expr;
 mod function;
 mod id;
 pub mod lifecycle;
+mod op;
 mod record;
 mod runner;
+mod state;
 mod step;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -2,7 +2,7 @@
 
 use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
-use crate::id::{RunId, StepId};
+use crate::id::{FastHash, RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +23,26 @@ struct Inner {
 #[derive(Debug)]
 struct StoredRun {
     meta: RunMeta,
-    steps: HashMap<StepId, StepRecord>,
+    /// Records in commit order (so, for most runs, position order) and their index by id: a
+    /// commit and a load cost the same at step 10,000 as at step 1.
+    steps: Vec<StepRecord>,
+    by_id: HashMap<StepId, usize, FastHash>,
+}
+
+impl StoredRun {
+    fn step(&self, id: &StepId) -> Option<&StepRecord> {
+        self.by_id.get(id).map(|&index| &self.steps[index])
+    }
+
+    fn put(&mut self, record: &StepRecord) {
+        match self.by_id.get(&record.id) {
+            Some(&index) => self.steps[index] = record.clone(),
+            None => {
+                self.by_id.insert(record.id.clone(), self.steps.len());
+                self.steps.push(record.clone());
+            }
+        }
+    }
 }
 
 impl MemoryStore {
@@ -45,15 +64,20 @@ impl RunStore for MemoryStore {
         }
         let mut meta = meta;
         meta.version = 0;
-        inner.runs.insert(meta.run_id.clone(), StoredRun { meta: meta.clone(), steps: HashMap::new() });
+        inner.runs.insert(
+            meta.run_id.clone(),
+            StoredRun { meta: meta.clone(), steps: Vec::new(), by_id: HashMap::default() },
+        );
         Ok(CreateRun::Created(meta))
     }
 
     async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
         let inner = self.lock();
         Ok(inner.runs.get(run_id).map(|run| {
-            let mut steps: Vec<StepRecord> = run.steps.values().cloned().collect();
-            steps.sort_by_key(|record| record.position);
+            let mut steps = run.steps.clone();
+            if !steps.is_sorted_by_key(|record| record.position) {
+                steps.sort_by_key(|record| record.position);
+            }
             Journal { meta: run.meta.clone(), steps }
         }))
     }
@@ -73,12 +97,12 @@ impl RunStore for MemoryStore {
     async fn commit_step(&self, run_id: &RunId, record: &StepRecord) -> Result<Commit, StoreError> {
         let mut inner = self.lock();
         let run = inner.runs.get_mut(run_id).ok_or_else(|| StoreError::NotFound(run_id.clone()))?;
-        match run.steps.get(&record.id) {
+        match run.step(&record.id) {
             Some(existing) if existing.state.is_final() || existing.attempts > record.attempts => {
                 Ok(Commit::Existing(Box::new(existing.clone())))
             }
             _ => {
-                run.steps.insert(record.id.clone(), record.clone());
+                run.put(record);
                 Ok(Commit::Committed)
             }
         }
@@ -87,10 +111,10 @@ impl RunStore for MemoryStore {
     async fn commit_and_wake(&self, run_id: &RunId, record: &StepRecord, now: Millis) -> Result<Commit, StoreError> {
         let mut inner = self.lock();
         let run = inner.runs.get_mut(run_id).ok_or_else(|| StoreError::NotFound(run_id.clone()))?;
-        if let Some(existing) = run.steps.get(&record.id).filter(|existing| existing.state.is_final()) {
+        if let Some(existing) = run.step(&record.id).filter(|existing| existing.state.is_final()) {
             return Ok(Commit::Existing(Box::new(existing.clone())));
         }
-        run.steps.insert(record.id.clone(), record.clone());
+        run.put(record);
         run.meta.version += 1;
         run.meta.wake_at = Some(now);
         Ok(Commit::Committed)

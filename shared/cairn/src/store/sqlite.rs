@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS steps (
     record   TEXT NOT NULL,
     PRIMARY KEY (run_id, step_id)
 );
+-- A run's journal is read in position order: through this index, not a sort per load.
+CREATE INDEX IF NOT EXISTS steps_by_position ON steps (run_id, position);
 CREATE TABLE IF NOT EXISTS waits (
     event      TEXT NOT NULL,
     run_id     TEXT NOT NULL,
@@ -155,7 +157,9 @@ impl RunStore for SqliteStore {
     async fn load(&self, run_id: &RunId) -> Result<Option<Journal>, StoreError> {
         let connection = self.connection();
         let Some(meta) = connection
-            .query_row("SELECT meta FROM runs WHERE run_id = ?1", [run_id.as_str()], |row| row.get::<_, String>(0))
+            .prepare_cached("SELECT meta FROM runs WHERE run_id = ?1")
+            .map_err(backend)?
+            .query_row([run_id.as_str()], |row| row.get::<_, String>(0))
             .optional()
             .map_err(backend)?
         else {
@@ -176,18 +180,20 @@ impl RunStore for SqliteStore {
         let mut stored = meta.clone();
         stored.version = meta.version + 1;
         let connection = self.connection();
+        // Statements on the hot path (every step, every lease) are prepared once per connection.
         let updated = connection
-            .execute(
+            .prepare_cached(
                 "UPDATE runs SET status = ?1, version = ?2, meta = ?3, wake_at = ?6 WHERE run_id = ?4 AND version = ?5",
-                params![
-                    stored.status.as_str(),
-                    i64::try_from(stored.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
-                    encode(&stored)?,
-                    meta.run_id.as_str(),
-                    i64::try_from(meta.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
-                    stored.wake_at,
-                ],
             )
+            .map_err(backend)?
+            .execute(params![
+                stored.status.as_str(),
+                i64::try_from(stored.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
+                encode(&stored)?,
+                meta.run_id.as_str(),
+                i64::try_from(meta.version).map_err(|err| StoreError::Serialization(err.to_string()))?,
+                stored.wake_at,
+            ])
             .map_err(backend)?;
         if updated == 1 {
             return Ok(stored);
@@ -206,20 +212,21 @@ impl RunStore for SqliteStore {
         let connection = self.connection();
         // One conditional write, as DynamoDB's PutItem: replace only a non-final record.
         let written = connection
-            .execute(
+            .prepare_cached(
                 "INSERT INTO steps (run_id, step_id, position, final, record) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (run_id, step_id) DO UPDATE SET position = excluded.position, final = excluded.final,
                      record = excluded.record
                  WHERE steps.final = 0 AND json_extract(steps.record, '$.attempts') <= ?6",
-                params![
-                    run_id.as_str(),
-                    record.id.as_str(),
-                    record.position,
-                    record.state.is_final(),
-                    encode(record)?,
-                    record.attempts
-                ],
             )
+            .map_err(backend)?
+            .execute(params![
+                run_id.as_str(),
+                record.id.as_str(),
+                record.position,
+                record.state.is_final(),
+                encode(record)?,
+                record.attempts
+            ])
             .map_err(backend)?;
         if written == 1 {
             return Ok(Commit::Committed);

@@ -1,15 +1,20 @@
 //! Function definitions: id, name, triggers (events and crons), retries, an `on_failure`
 //! handler, and the handler itself, typed by the event it receives.
 
+mod failure;
+mod registry;
+mod trigger;
+
+pub use failure::FailureData;
+pub use registry::Registry;
+pub use trigger::{CronSchedule, Trigger};
+
 use crate::error::{DefinitionError, StepError};
 use crate::event::{Event, EventData, EventPayload, FAILED_EVENT, SCHEDULED_EVENT};
 use crate::expr::MatchExpr;
-use crate::record::Millis;
 use crate::step::Step;
-use chrono::{TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -23,120 +28,6 @@ pub const MAX_RETRIES: u32 = 20;
 
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send>>;
 pub(crate) type ErasedHandler = Arc<dyn Fn(&EventPayload, Step) -> HandlerFuture + Send + Sync>;
-
-/// What starts a function.
-#[derive(Clone, Debug)]
-pub enum Trigger {
-    /// An event by name, optionally filtered by a CEL condition over `event`.
-    Event {
-        /// Event name.
-        name: String,
-        /// Optional condition.
-        expression: Option<MatchExpr>,
-    },
-    /// A cron schedule.
-    Cron(Box<CronSchedule>),
-}
-
-impl Trigger {
-    /// The event name this trigger delivers (`inngest/scheduled.timer` for crons).
-    pub fn event_name(&self) -> &str {
-        match self {
-            Trigger::Event { name, .. } => name,
-            Trigger::Cron(_) => SCHEDULED_EVENT,
-        }
-    }
-}
-
-/// A parsed 5-field cron expression with an optional `TZ=Area/City ` prefix (UTC otherwise).
-#[derive(Clone)]
-pub struct CronSchedule {
-    source: String,
-    pattern: String,
-    zone: chrono_tz::Tz,
-    cron: croner::Cron,
-}
-
-impl fmt::Debug for CronSchedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CronSchedule").field(&self.source).finish()
-    }
-}
-
-impl CronSchedule {
-    /// Parses `0 3 * * *` or `TZ=Europe/Paris 0 12 * * 5`.
-    ///
-    /// ```
-    /// use cairn::CronSchedule;
-    /// let paris = CronSchedule::parse("TZ=Europe/Paris 0 12 * * 5").unwrap();
-    /// assert_eq!(paris.time_zone(), "Europe/Paris");
-    /// assert!(CronSchedule::parse("61 * * * *").is_err());
-    /// ```
-    ///
-    /// # Errors
-    /// A message naming the bad time zone or cron field.
-    pub fn parse(source: &str) -> Result<Self, String> {
-        let trimmed = source.trim();
-        let (zone, pattern) = match trimmed.strip_prefix("TZ=") {
-            Some(rest) => {
-                let (zone, pattern) =
-                    rest.split_once(char::is_whitespace).ok_or_else(|| "nothing follows the TZ= prefix".to_string())?;
-                let zone: chrono_tz::Tz = zone
-                    .parse()
-                    .map_err(|_| format!("unknown time zone `{zone}` (expected an IANA name like Europe/Paris)"))?;
-                (zone, pattern.trim())
-            }
-            None => (chrono_tz::UTC, trimmed),
-        };
-        let fields = pattern.split_whitespace().count();
-        if fields != 5 {
-            return Err(format!("expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"));
-        }
-        let parser = croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Disallowed).build();
-
-        let cron = parser.parse(pattern).map_err(|err| err.to_string())?;
-        Ok(CronSchedule { source: trimmed.to_string(), pattern: pattern.to_string(), zone, cron })
-    }
-
-    /// The expression as written.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
-    /// The five fields, without the `TZ=` prefix.
-    pub fn pattern(&self) -> &str {
-        &self.pattern
-    }
-
-    /// The IANA time zone it is evaluated in.
-    pub fn time_zone(&self) -> &str {
-        self.zone.name()
-    }
-
-    /// The first firing strictly after `after` (ms since the epoch).
-    pub fn next_after(&self, after: Millis) -> Option<Millis> {
-        let start = Utc.timestamp_millis_opt(after).single()?.with_timezone(&self.zone);
-        self.cron.find_next_occurrence(&start, false).ok().map(|next| next.timestamp_millis())
-    }
-}
-
-/// The data of the `inngest/function.failed` event an `on_failure` handler receives.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FailureData {
-    /// The function whose run failed.
-    pub function_id: String,
-    /// The failed run.
-    pub run_id: String,
-    /// The event that started it. On the bus it carries no data (see [`EventPayload::summary`]);
-    /// the runner fills in the full event from the failed run's head before the handler starts.
-    pub event: EventPayload,
-    /// The final error.
-    pub error: StepError,
-}
-
-impl EventData for FailureData {
-    const NAME: &'static str = FAILED_EVENT;
-}
 
 /// A workflow: triggers, options and an async handler. Cheap to clone.
 #[derive(Clone)]
@@ -439,55 +330,6 @@ where
     })
 }
 
-/// The functions of one app, by id. Ids must be unique; failure handlers are included.
-#[derive(Clone, Debug, Default)]
-pub struct Registry {
-    functions: Vec<Function>,
-    by_id: HashMap<String, usize>,
-}
-
-impl Registry {
-    /// Registers `functions` and their failure handlers.
-    ///
-    /// # Errors
-    /// [`DefinitionError::DuplicateFunctionId`] when two share an id.
-    pub fn new(functions: impl IntoIterator<Item = Function>) -> Result<Self, DefinitionError> {
-        let mut registry = Registry::default();
-        for function in functions {
-            let failure = function.failure_handler().cloned();
-            registry.add(function)?;
-            if let Some(failure) = failure {
-                registry.add(failure)?;
-            }
-        }
-        Ok(registry)
-    }
-
-    fn add(&mut self, function: Function) -> Result<(), DefinitionError> {
-        if self.by_id.contains_key(function.id()) {
-            return Err(DefinitionError::DuplicateFunctionId(function.id().to_string()));
-        }
-        self.by_id.insert(function.id().to_string(), self.functions.len());
-        self.functions.push(function);
-        Ok(())
-    }
-
-    /// The function with this id.
-    pub fn get(&self, id: &str) -> Option<&Function> {
-        self.by_id.get(id).map(|&index| &self.functions[index])
-    }
-
-    /// All functions, failure handlers included, in registration order.
-    pub fn functions(&self) -> &[Function] {
-        &self.functions
-    }
-
-    /// The functions `event` starts.
-    pub fn triggered_by<'a>(&'a self, event: &'a EventPayload) -> impl Iterator<Item = &'a Function> + 'a {
-        self.functions.iter().filter(move |function| function.is_triggered_by(event))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,26 +362,6 @@ mod tests {
         assert!(err.to_string().starts_with("function `f`: invalid expression `event.data.x ==`: "), "{err}");
         let err = Function::new("has space").on_event("a/b").handler(noop).unwrap_err();
         assert_eq!(err.to_string(), "function id `has space` may only contain letters, digits, '-', '_' and '.'");
-    }
-
-    #[test]
-    fn duplicate_ids_are_rejected() {
-        let a = Function::new("same").on_event("a/b").handler(noop).unwrap();
-        let b = Function::new("same").on_event("c/d").handler(noop).unwrap();
-        assert_eq!(
-            Registry::new([a, b]).unwrap_err().to_string(),
-            "duplicate function id `same`: every function of an app needs its own id"
-        );
-    }
-
-    #[test]
-    fn cron_fires_in_its_time_zone() {
-        // 2026-11-23T00:00:00Z; 03:00 in Paris (UTC+1 in winter) is 02:00Z.
-        let midnight = 1_795_392_000_000;
-        let paris = CronSchedule::parse("TZ=Europe/Paris 0 3 * * *").unwrap();
-        assert_eq!(paris.next_after(midnight), Some(midnight + 2 * 3_600_000));
-        let utc = CronSchedule::parse("0 3 * * *").unwrap();
-        assert_eq!(utc.next_after(midnight), Some(midnight + 3 * 3_600_000));
     }
 
     #[test]

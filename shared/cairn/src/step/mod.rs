@@ -5,24 +5,28 @@
 //! every step a stable name, and keep side effects and ambient time or randomness inside
 //! `step.run`. Code outside steps runs again on every replay.
 
+mod options;
+mod support;
+
+pub use options::{IntoEvents, Invoke, SendResult, StepOptions, WaitFor};
+
+/// `duration` in whole milliseconds (kept here for the drivers that import it from `step`).
+pub(crate) use crate::duration::millis;
+
 use crate::duration::IntoDuration;
-use crate::engine::{Begun, OpKind, Shared, lock};
 use crate::error::{StepError, StepResult};
-use crate::event::{Event, EventData, EventPayload};
+use crate::event::Event;
 use crate::expr::MatchExpr;
 use crate::id::{RunId, StepId};
+use crate::op::OpKind;
 use crate::record::{Millis, StepKind, StepRecord, StepState};
-use futures::FutureExt;
+use crate::state::{Attempt, Begun, SharedState};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::future::Future;
-use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::{Permit, Settled, checked_name, checked_wait, decode_event, decode_output, execute, halt};
 use tracing::Instrument;
 
 /// Longest sleep, wait or invoke timeout Inngest accepts.
@@ -31,151 +35,13 @@ pub const MAX_WAIT: Duration = Duration::from_secs(366 * 86_400);
 /// The step tools of one run. Cheap to clone; pass it into helpers freely.
 #[derive(Clone)]
 pub struct Step {
-    shared: Arc<Mutex<Shared>>,
+    state: SharedState,
 }
 
 impl std::fmt::Debug for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Step").field("run_id", &lock(&self.shared).run_id).finish()
+        f.debug_struct("Step").field("run_id", self.state.lock().run_id()).finish()
     }
-}
-
-/// A step's name and options. `&str` converts into it.
-#[derive(Clone, Debug)]
-pub struct StepOptions {
-    name: String,
-    retries: Option<u32>,
-}
-
-impl StepOptions {
-    /// Options for the step `name`.
-    pub fn new(name: impl Into<String>) -> Self {
-        StepOptions { name: name.into(), retries: None }
-    }
-
-    /// Retries for this step, overriding the function's.
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = Some(retries);
-        self
-    }
-}
-
-impl From<&str> for StepOptions {
-    fn from(name: &str) -> Self {
-        StepOptions::new(name)
-    }
-}
-
-impl From<String> for StepOptions {
-    fn from(name: String) -> Self {
-        StepOptions::new(name)
-    }
-}
-
-/// What `step.wait_for_event` waits for; `T` is the awaited event's data type.
-#[derive(Debug)]
-pub struct WaitFor<T = Value> {
-    event: String,
-    timeout: Result<Duration, String>,
-    expression: Option<String>,
-    _data: PhantomData<fn() -> T>,
-}
-
-impl WaitFor<Value> {
-    /// Waits for the event `name` (untyped data).
-    pub fn event(name: impl Into<String>) -> Self {
-        WaitFor {
-            event: name.into(),
-            timeout: Err("a timeout is required".into()),
-            expression: None,
-            _data: PhantomData,
-        }
-    }
-}
-
-impl<T: EventData> WaitFor<T> {
-    /// Waits for the typed event `T`.
-    pub fn typed() -> Self {
-        WaitFor {
-            event: T::NAME.into(),
-            timeout: Err("a timeout is required".into()),
-            expression: None,
-            _data: PhantomData,
-        }
-    }
-}
-
-impl<T> WaitFor<T> {
-    /// Gives up after `timeout` (`"1d"` or a `Duration`); the step then returns `None`.
-    pub fn timeout(mut self, timeout: impl IntoDuration) -> Self {
-        self.timeout = timeout.into_duration();
-        self
-    }
-
-    /// Only an event for which this CEL condition holds: `async.data.id == event.data.id`,
-    /// with `event` the run's trigger and `async` the candidate.
-    pub fn if_expr(mut self, expression: impl Into<String>) -> Self {
-        self.expression = Some(expression.into());
-        self
-    }
-
-    /// Inngest's `match`: the field at `path` (e.g. `data.userId`) must be equal in both events.
-    pub fn matching(self, path: &str) -> Self {
-        self.if_expr(format!("event.{path} == async.{path}"))
-    }
-}
-
-/// What `step.invoke` calls: a function by id, with the data of its triggering event.
-#[derive(Debug, Clone)]
-pub struct Invoke {
-    function_id: String,
-    data: Value,
-    timeout: Result<Duration, String>,
-}
-
-impl Invoke {
-    /// Calls the function `function_id` (in the same app) with empty data and no timeout
-    /// beyond Inngest's maximum of 366 days.
-    pub fn function(function_id: impl Into<String>) -> Self {
-        Invoke { function_id: function_id.into(), data: Value::Object(Default::default()), timeout: Ok(MAX_WAIT) }
-    }
-
-    /// The data of the invoked function's event.
-    pub fn data(mut self, data: Value) -> Self {
-        self.data = data;
-        self
-    }
-
-    /// Fails the step with `InngestInvokeTimeoutError` when the function has not finished in time.
-    pub fn timeout(mut self, timeout: impl IntoDuration) -> Self {
-        self.timeout = timeout.into_duration();
-        self
-    }
-}
-
-/// One or many events for `step.send_event`.
-pub trait IntoEvents {
-    /// The events, or a message naming what cannot be sent.
-    fn into_events(self) -> Result<Vec<EventPayload>, String>;
-}
-
-impl IntoEvents for EventPayload {
-    fn into_events(self) -> Result<Vec<EventPayload>, String> {
-        Ok(vec![self])
-    }
-}
-
-impl IntoEvents for Vec<EventPayload> {
-    fn into_events(self) -> Result<Vec<EventPayload>, String> {
-        Ok(self)
-    }
-}
-
-/// What `step.send_event` returns: the ids of the sent events, in order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct SendResult {
-    /// Event ids.
-    pub ids: Vec<String>,
 }
 
 /// The outcome of trying to start a step.
@@ -187,25 +53,25 @@ enum Begin<R> {
 }
 
 impl Step {
-    pub(crate) fn new(shared: Arc<Mutex<Shared>>) -> Self {
-        Step { shared }
+    pub(crate) fn new(state: SharedState) -> Self {
+        Step { state }
     }
 
     /// The id of the run this step belongs to.
     pub fn run_id(&self) -> RunId {
-        lock(&self.shared).run_id.clone()
+        self.state.lock().run_id().clone()
     }
 
     /// The 0-based attempt of the step running now (Inngest's `attempt`): call it inside a
     /// `run` closure, e.g. to behave differently on a retry.
     pub fn attempt(&self) -> u32 {
-        lock(&self.shared).current_attempt
+        self.state.lock().current_attempt()
     }
 
     /// True while the code is replaying steps memoized before this invocation: use it to keep
     /// logs outside steps from repeating.
     pub fn is_replaying(&self) -> bool {
-        lock(&self.shared).is_replaying()
+        self.state.lock().is_replaying()
     }
 
     /// Runs `f` once and memoizes its result (inside `f`, `?` turns any error into a retriable
@@ -234,7 +100,7 @@ impl Step {
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
         let mut attempts_made =
-            existing.as_ref().map_or_else(|| lock(&self.shared).prior_attempts, |record| record.attempts);
+            existing.as_ref().map_or_else(|| self.state.lock().prior_attempts(), |record| record.attempts);
         let mut started_at = existing.as_ref().map(|record| record.started_at);
         let kind = match &existing {
             Some(StepRecord { state: StepState::Retrying { retry_at, .. }, .. }) => {
@@ -245,12 +111,8 @@ impl Step {
         self.register(&id, name, position, kind, existing.is_none());
         let mut f = Some(f);
         loop {
-            Permit { shared: &self.shared, id: &id }.await;
-            let (now, default_retries, mock, run_id) = {
-                let mut shared = lock(&self.shared);
-                shared.current_attempt = attempts_made;
-                (shared.now, shared.default_retries, shared.mocks.get(name).cloned(), shared.run_id.clone())
-            };
+            Permit { state: &self.state, id: &id }.await;
+            let (now, mock) = self.state.lock().start_attempt(name, attempts_made);
             let attempt = attempts_made + 1;
             let span = tracing::info_span!("step", step.id = %id, step.name = name, step.kind = "run", attempt);
             let result: Result<Value, StepError> = match (mock, f.take()) {
@@ -260,33 +122,24 @@ impl Step {
                 // attempt, so the retry happens on the next replay, which builds a fresh one.
                 (None, None) => return halt().await,
             };
-            let max_attempts = options.retries.unwrap_or(default_retries) + 1;
-            let state = match result {
-                Ok(output) => StepState::Completed { output },
-                Err(error) if error.retriable && attempt < max_attempts => {
-                    let delay = crate::backoff::retry_delay(&error, attempt, &format!("{run_id}/{id}"));
-                    StepState::Retrying { error, retry_at: now.saturating_add(millis(delay)) }
-                }
-                Err(error) => StepState::Failed { error },
+            let finished = Attempt {
+                id: &id,
+                name,
+                position,
+                started_at: *started_at.get_or_insert(now),
+                number: attempt,
+                retries: options.retries,
+                now,
             };
-            span.in_scope(|| match &state {
+            // The retry policy judges the attempt: completed, retrying or failed.
+            let record = self.state.lock().attempt_record(finished, result);
+            span.in_scope(|| match &record.state {
                 StepState::Completed { .. } => tracing::info!("step completed"),
                 StepState::Retrying { error, .. } => tracing::warn!(%error, "step failed, will retry"),
                 _ => tracing::error!("step failed"),
             });
-            let record = StepRecord {
-                id: id.clone(),
-                name: name.to_string(),
-                kind: StepKind::Run,
-                position,
-                ended_at: state.is_final().then_some(now),
-                state,
-                attempts: attempt,
-                started_at: *started_at.get_or_insert(now),
-                detail: None,
-            };
-            lock(&self.shared).report = Some(record);
-            let record = Settled { shared: &self.shared, id: &id }.await;
+            self.state.lock().report(record);
+            let record = Settled { state: &self.state, id: &id }.await;
             if !matches!(record.state, StepState::Retrying { .. }) {
                 return decode_output(&record);
             }
@@ -308,7 +161,7 @@ impl Step {
         let name = checked_name(name)?;
         let at = until.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
         // Time only moves on, so a time accepted once is accepted on every replay.
-        if at.saturating_sub(lock(&self.shared).now) > millis(MAX_WAIT) {
+        if at.saturating_sub(self.state.lock().now()) > millis(MAX_WAIT) {
             return Err(StepError::non_retriable(format!(
                 "step `{name}`: sleeping until {at} ms since the epoch is more than the 366-day maximum ahead"
             )));
@@ -380,18 +233,18 @@ impl Step {
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
         let (run_id, now) = {
-            let shared = lock(&self.shared);
+            let state = self.state.lock();
             // Checked once the step is known to be unsent: a run that sent before the check
             // existed replays its memoized result.
-            if let Some(undeclared) = events.iter().find(|event| !shared.sends.contains(&event.name)) {
+            if let Some(undeclared) = state.undeclared(&events) {
                 return Err(StepError::non_retriable(format!(
                     "step `{name}`: function `{}` does not declare that it sends `{event}`: add `.sends(\"{event}\")` \
                      to its definition (its IAM policy lets it put only declared events on the bus)",
-                    shared.function_id,
+                    state.function_id(),
                     event = undeclared.name,
                 )));
             }
-            (shared.run_id.clone(), shared.now)
+            (state.run_id().clone(), state.now())
         };
         for (index, event) in events.iter_mut().enumerate() {
             if event.id.is_none() {
@@ -427,7 +280,7 @@ impl Step {
 
     /// Starts a step call; a memoized result is decoded by `decode` under the lock, uncopied.
     fn begin<R>(&self, kind: StepKind, name: &str, decode: impl FnOnce(&StepRecord) -> R) -> Begin<R> {
-        match lock(&self.shared).begin(kind, name) {
+        match self.state.lock().begin(kind, name) {
             Begun::Memoized(record) => Begin::Memoized(decode(record)),
             Begun::Pending { id, position, existing } => Begin::Pending { id, position, existing },
             Begun::Halt => Begin::Halt,
@@ -439,12 +292,12 @@ impl Step {
     fn scheduled_at(&self, existing: &Option<StepRecord>, from: impl FnOnce(Millis) -> Millis) -> Millis {
         match existing {
             Some(StepRecord { state: StepState::Scheduled { wake_at }, .. }) => *wake_at,
-            _ => from(lock(&self.shared).now),
+            _ => from(self.state.lock().now()),
         }
     }
 
     fn register(&self, id: &StepId, name: &str, position: u32, kind: OpKind, new: bool) {
-        lock(&self.shared).register(id.clone(), name, position, kind, new);
+        self.state.lock().register(id.clone(), name, position, kind, new);
     }
 
     async fn settle<T: DeserializeOwned>(&self, id: &StepId) -> StepResult<T> {
@@ -454,120 +307,10 @@ impl Step {
 
     async fn settle_record(&self, id: &StepId) -> StepRecord {
         loop {
-            let record = Settled { shared: &self.shared, id }.await;
+            let record = Settled { state: &self.state, id }.await;
             if record.state.is_final() {
                 return record;
             }
-        }
-    }
-}
-
-fn checked_name(name: &str) -> StepResult<&str> {
-    if name.trim().is_empty() {
-        return Err(StepError::non_retriable("a step name must not be empty"));
-    }
-    Ok(name)
-}
-
-fn checked_wait(name: &str, duration: Result<Duration, String>) -> StepResult<Duration> {
-    let duration = duration.map_err(|reason| StepError::non_retriable(format!("step `{name}`: {reason}")))?;
-    if duration > MAX_WAIT {
-        return Err(StepError::non_retriable(format!(
-            "step `{name}`: {} exceeds the 366-day maximum",
-            crate::duration::format_duration(duration)
-        )));
-    }
-    Ok(duration)
-}
-
-pub(crate) fn millis(duration: Duration) -> Millis {
-    Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX)
-}
-
-fn decode_output<T: DeserializeOwned>(record: &StepRecord) -> StepResult<T> {
-    match &record.state {
-        // The message names the field, never the value: step outputs may hold secrets.
-        StepState::Completed { output } => serde_path_to_error::deserialize(output).map_err(|err| {
-            let path = err.path().to_string();
-            let reason = crate::event::redact_serde_error(&err.into_inner().to_string());
-            StepError::non_retriable(format!(
-                "step `{}`: its output does not match the expected type at `{path}`: {reason}",
-                record.name
-            ))
-        }),
-        StepState::Failed { error } => Err(error.clone().into_final()),
-        other => Err(StepError::non_retriable(format!("step `{}` is not finished: {other:?}", record.name))),
-    }
-}
-
-fn decode_event<T: DeserializeOwned>(name: &str, record: &StepRecord) -> StepResult<Option<Event<T>>> {
-    match &record.state {
-        StepState::Completed { output: Value::Null } => Ok(None),
-        StepState::Completed { output } => {
-            let payload: EventPayload = serde_json::from_value(output.clone()).map_err(|err| {
-                StepError::non_retriable(format!("step `{name}`: the received event is malformed: {err}"))
-            })?;
-            Event::from_payload(&payload)
-                .map(Some)
-                .map_err(|reason| StepError::non_retriable(format!("step `{name}`: {reason}")))
-        }
-        _ => decode_output(record),
-    }
-}
-
-async fn execute<T, F, Fut>(name: &str, f: F) -> Result<Value, StepError>
-where
-    T: Serialize,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = StepResult<T>>,
-{
-    match AssertUnwindSafe(f()).catch_unwind().await {
-        Ok(Ok(value)) => serde_json::to_value(value)
-            .map_err(|err| StepError::non_retriable(format!("step `{name}`: output is not JSON: {err}"))),
-        Ok(Err(err)) => Err(err),
-        Err(panic) => Err(StepError::new(format!("step `{name}` panicked: {}", panic_message(&panic)))),
-    }
-}
-
-pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
-/// Never resolves: how a step suspends the workflow. The driver drops the future.
-async fn halt<T>() -> T {
-    futures::future::pending().await
-}
-
-/// Resolves when the engine allows this step to execute.
-struct Permit<'a> {
-    shared: &'a Mutex<Shared>,
-    id: &'a StepId,
-}
-
-impl Future for Permit<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        // The engine re-polls the workflow after every permit, so no waker is needed.
-        if lock(self.shared).permitted.as_ref() == Some(self.id) { Poll::Ready(()) } else { Poll::Pending }
-    }
-}
-
-/// Resolves with the record the driver committed for this step.
-struct Settled<'a> {
-    shared: &'a Mutex<Shared>,
-    id: &'a StepId,
-}
-
-impl Future for Settled<'_> {
-    type Output = StepRecord;
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<StepRecord> {
-        match lock(self.shared).settled.remove(self.id) {
-            Some(record) => Poll::Ready(record),
-            None => Poll::Pending,
         }
     }
 }
