@@ -408,12 +408,12 @@ fn timer_from_env(
 
 /// The store named by the environment: DynamoDB table `CAIRN_TABLE` through `aws`, its keys
 /// under `CAIRN_SCOPE` (required with it: the function's IAM policy allows only keys starting
-/// with `<scope>#`), else the SQLite file `CAIRN_SQLITE_PATH` (default `.cairn/dev.db`, its
-/// directory created).
+/// with `<scope>#`), else (feature `sqlite`) the SQLite file `CAIRN_SQLITE_PATH` (default
+/// `.cairn/dev.db`, its directory created).
 ///
 /// # Errors
 /// `CAIRN_SCOPE` missing or unusable with `CAIRN_TABLE`, or the SQLite file cannot be opened,
-/// naming it.
+/// naming it; without the `sqlite` feature, `CAIRN_TABLE` unset.
 pub fn store_from_env(aws: &aws_config::SdkConfig) -> Result<AnyStore, String> {
     Ok(match std::env::var("CAIRN_TABLE") {
         Ok(table) if !table.is_empty() => {
@@ -428,14 +428,27 @@ pub fn store_from_env(aws: &aws_config::SdkConfig) -> Result<AnyStore, String> {
                 crate::DynamoDbStore::new(client, table, scope).map_err(|err| format!("CAIRN_SCOPE: {err}"))?,
             )
         }
-        _ => {
-            let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
-            if let Some(parent) = std::path::Path::new(&path).parent() {
-                std::fs::create_dir_all(parent).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?;
-            }
-            AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?)
-        }
+        _ => local_store()?,
     })
+}
+
+/// The SQLite file `CAIRN_SQLITE_PATH` (default `.cairn/dev.db`), its directory created.
+#[cfg(feature = "sqlite")]
+fn local_store() -> Result<AnyStore, String> {
+    let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
+    if let Some(parent) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(parent).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?;
+    }
+    Ok(AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?))
+}
+
+/// Without the `sqlite` feature (Lambda builds) there is no local store.
+#[cfg(not(feature = "sqlite"))]
+fn local_store() -> Result<AnyStore, String> {
+    Err("CAIRN_TABLE is not set, and this binary was built without the local SQLite store (the `sqlite` \
+         feature of cairn-aws, off in Lambda builds): set CAIRN_TABLE, or build with `-F cairn-aws/sqlite` \
+         (`cairn dev --watch` does)"
+        .to_string())
 }
 
 /// This function's ARN for its own wake-up schedules: `CAIRN_FUNCTION_ARN`, else (under

@@ -9,7 +9,8 @@
 //! - [`Step`]: `run`, `sleep`, `sleep_until`, `wait_for_event`, `send_event`, `invoke`; parallel
 //!   steps with [`join!`](futures::join) or [`try_join_all`](futures::future::try_join_all).
 //! - [`engine`]: the sans-IO engine ([`Execution`], [`Outcome`]) every driver shares.
-//! - [`RunStore`] with [`MemoryStore`] and [`SqliteStore`]; [`Bus`] and [`Timer`]; the [`Runner`].
+//! - [`RunStore`] with [`MemoryStore`] and `SqliteStore` (feature `sqlite`, off by default so
+//!   Lambda binaries do not link SQLite); [`Bus`] and [`Timer`]; the [`Runner`].
 //! - `testing` feature: [`testing::TestRun`] and `ManualClock` for millisecond-fast workflow tests.
 //!
 //! ```
@@ -67,7 +68,9 @@ pub use runner::{
     Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError, new_event_id,
 };
 pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Step, StepOptions, WaitFor};
-pub use store::{MemoryStore, RunStore, SqliteStore, StoreError};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{MemoryStore, RunStore, StoreError};
 
 /// What a workflow file needs: `use cairn::prelude::*;`.
 pub mod prelude {

@@ -1,10 +1,13 @@
 //! Durable run state: the [`RunStore`] contract and its embedded backends, [`MemoryStore`] and
-//! [`SqliteStore`]. Every backend passes the conformance suite in `cairn::testing::conformance`.
+//! `SqliteStore` (feature `sqlite`). Every backend passes the conformance suite in
+//! `cairn::testing::conformance`.
 
 mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use crate::event::EventPayload;
