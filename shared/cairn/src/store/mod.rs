@@ -4,11 +4,13 @@
 
 mod memory;
 #[cfg(feature = "sqlite")]
+pub mod schema;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{STORE_SCHEMA, SqliteStore};
 
 use crate::event::EventPayload;
 use crate::id::{RunId, StepId};
