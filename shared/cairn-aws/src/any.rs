@@ -4,9 +4,9 @@
 use crate::dynamodb::DynamoDbStore;
 use crate::eventbridge::EventBridgeBus;
 use crate::timer::QueueTimer;
-use cairn::store::{Commit, CreateRun, RunQuery};
 #[cfg(feature = "sqlite")]
 use cairn::SqliteStore;
+use cairn::store::{Commit, CreateRun, RunQuery};
 use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord};
 use cairn::{StoreError, Timer, Wait};
 

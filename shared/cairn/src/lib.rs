@@ -65,7 +65,8 @@ pub use function::{
 pub use id::{RunId, StepId};
 pub use record::{InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
 pub use runner::{
-    Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError, new_event_id,
+    Accepted, Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError,
+    new_event_id,
 };
 pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Step, StepOptions, WaitFor};
 #[cfg(feature = "sqlite")]
