@@ -5,15 +5,13 @@
 //! before the invocation's deadline.
 
 use crate::any::{AnyBus, AnyStore, AnyTimer};
-use crate::metrics::{Metric, Metrics, Sample};
+use crate::metrics::{Metric, Metrics, Observer, sent_at, wake_ups};
 use crate::scheduler::RESUME_EVENT;
 use cairn::{
-    Drive, EventPayload, Function, Millis, Progress, Registry, RunId, RunStatus, Runner, RunnerConfig, SCHEDULED_EVENT,
-    Trigger,
+    Drive, EventPayload, Function, Millis, Progress, Registry, RunId, Runner, RunnerConfig, SCHEDULED_EVENT, Trigger,
 };
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What one invocation asks for.
@@ -239,13 +237,13 @@ impl LambdaDriver {
     ) -> Result<Value, DriverError> {
         let now = self.runner.clock().now();
         let stop_at = self.config.stop_at(deadline, now);
-        let observer = Observer { driver: self, outer: progress, functions: Mutex::new(HashMap::new()) };
+        let observer = Observer::new(&self.metrics, self.runner.clock().as_ref(), progress);
         let observed = |event: Progress| observer.progress(event);
         let progress: cairn::ProgressSink<'_> = &observed;
         let invocation = classify(&payload, self.runner.registry(), now)?;
         for (function, run_id, due) in wake_ups(&payload) {
             let delay = now.saturating_sub(due).max(0).unsigned_abs();
-            self.emit(&function, Metric::QueueDelay, delay, run_id.as_ref(), None);
+            observer.emit(&function, Metric::QueueDelay, delay, run_id.as_ref(), None);
         }
         let runs = match invocation {
             Invocation::Event(event) => {
@@ -254,10 +252,10 @@ impl LambdaDriver {
                     Ok(accepted) => {
                         let sent = sent_at(&payload, &event);
                         for (run_id, function) in &accepted.started {
-                            self.emit(function, Metric::RunsStarted, 1, Some(run_id), None);
+                            observer.emit(function, Metric::RunsStarted, 1, Some(run_id), None);
                             if let Some(sent) = sent {
                                 let delay = now.saturating_sub(sent).max(0).unsigned_abs();
-                                self.emit(function, Metric::QueueDelay, delay, Some(run_id), None);
+                                observer.emit(function, Metric::QueueDelay, delay, Some(run_id), None);
                             }
                         }
                         accepted.runs
@@ -288,11 +286,6 @@ impl LambdaDriver {
         Ok(json!({ "runs": report }))
     }
 
-    fn emit(&self, function: &str, metric: Metric, value: u64, run_id: Option<&RunId>, step_name: Option<&str>) {
-        let at = self.runner.clock().now();
-        self.metrics.emit(&Sample { function, metric, value, run_id, step_name, at });
-    }
-
     /// Drives the run of each timer message; a message whose drive failed is reported in
     /// `batchItemFailures` so SQS delivers it again (and only it).
     async fn drive_messages(&self, messages: Vec<(String, RunId)>, stop_at: Millis, observer: &Observer<'_>) -> Value {
@@ -312,83 +305,6 @@ impl LambdaDriver {
             }
         }
         json!({ "runs": report, "batchItemFailures": failures })
-    }
-}
-
-/// Turns what one invocation's drives report into metrics, passing every report on to `outer`.
-struct Observer<'a> {
-    driver: &'a LambdaDriver,
-    outer: cairn::ProgressSink<'a>,
-    /// The function of each run this invocation executes (from `RunStarted`).
-    functions: Mutex<HashMap<RunId, String>>,
-}
-
-impl Observer<'_> {
-    fn progress(&self, event: Progress) {
-        match &event {
-            Progress::RunStarted { run_id, function_id } => {
-                self.functions
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(run_id.clone(), function_id.clone());
-            }
-            Progress::StepCompleted { run_id, name, kind, duration_ms: Some(duration), .. } if kind == "run" => {
-                if let Some(function) = self.function_of(run_id) {
-                    let duration = (*duration).max(0).unsigned_abs();
-                    self.driver.emit(&function, Metric::StepDuration, duration, Some(run_id), Some(name));
-                }
-            }
-            _ => {}
-        }
-        (self.outer)(event);
-    }
-
-    /// Counts how a drive this invocation executed ended. A drive that found the run already
-    /// ended (a late wake-up) executed nothing and counts nothing.
-    fn drive_ended(&self, run_id: &RunId, drive: &Drive) {
-        let Some(function) = self.function_of(run_id) else { return };
-        let metric = match drive {
-            Drive::Completed(_) => Metric::RunsCompleted,
-            Drive::Failed(_) => Metric::RunsFailed,
-            Drive::AlreadyFinished(RunStatus::Cancelled) => Metric::RunsCancelled,
-            _ => return,
-        };
-        self.driver.emit(&function, metric, 1, Some(run_id), None);
-    }
-
-    fn function_of(&self, run_id: &RunId) -> Option<String> {
-        self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(run_id).cloned()
-    }
-}
-
-/// When the event that started runs was sent (its `ts`), or for a cron firing when it was
-/// scheduled (Scheduler's `id`, the rule's `time`): the start of its queue delay.
-fn sent_at(payload: &Value, event: &EventPayload) -> Option<Millis> {
-    let rfc3339 = |value: &Value| {
-        value.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp_millis())
-    };
-    if event.name == SCHEDULED_EVENT {
-        return rfc3339(&payload["id"]).or_else(|| rfc3339(&payload["time"]));
-    }
-    event.ts
-}
-
-/// The wake-ups in a payload that say when they were due (`at`, as the timer queue's messages
-/// carry it), with their function and run.
-fn wake_ups(payload: &Value) -> Vec<(String, Option<RunId>, Millis)> {
-    let due = |body: &Value| {
-        let function = body["function_id"].as_str()?.to_string();
-        let run_id = body["run_id"].as_str().map(RunId::new);
-        Some((function, run_id, body["at"].as_i64()?))
-    };
-    match payload.get("Records").and_then(Value::as_array) {
-        Some(records) => records
-            .iter()
-            .filter_map(|record| record["body"].as_str().and_then(|body| serde_json::from_str(body).ok()))
-            .filter_map(|body: Value| due(&body))
-            .collect(),
-        None if payload["cairn"] == "resume" || payload["cairn"] == "continue" => due(payload).into_iter().collect(),
-        None => Vec::new(),
     }
 }
 

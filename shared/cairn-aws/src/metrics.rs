@@ -14,9 +14,11 @@
 //! | `StepDuration` | Milliseconds | a `step.run` reached its final state: from its first attempt's start to its end (retries included) |
 //! | `QueueDelay` | Milliseconds | from when the event was sent, or the wake-up was due, to when the driver picked it up |
 
-use cairn::{Millis, RunId};
+use cairn::{Clock, Drive, EventPayload, Millis, Progress, ProgressSink, RunId, RunStatus, SCHEDULED_EVENT};
 use serde::Serialize;
-use std::sync::Arc;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "Cairn";
@@ -207,6 +209,95 @@ impl Metrics {
     }
 }
 
+/// Turns what one invocation's drives report into metrics, passing every report on to `outer`.
+pub(crate) struct Observer<'a> {
+    metrics: &'a Metrics,
+    clock: &'a dyn Clock,
+    outer: ProgressSink<'a>,
+    /// The function of each run this invocation executes (from `RunStarted`).
+    functions: Mutex<HashMap<RunId, String>>,
+}
+
+impl<'a> Observer<'a> {
+    pub(crate) fn new(metrics: &'a Metrics, clock: &'a dyn Clock, outer: ProgressSink<'a>) -> Self {
+        Observer { metrics, clock, outer, functions: Mutex::new(HashMap::new()) }
+    }
+
+    /// Writes one sample, dated now.
+    pub(crate) fn emit(&self, function: &str, metric: Metric, value: u64, run_id: Option<&RunId>, step: Option<&str>) {
+        let at = self.clock.now();
+        self.metrics.emit(&Sample { function, metric, value, run_id, step_name: step, at });
+    }
+
+    /// Passes `event` on, noting a run's function and a `step.run`'s duration.
+    pub(crate) fn progress(&self, event: Progress) {
+        match &event {
+            Progress::RunStarted { run_id, function_id } => {
+                self.functions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(run_id.clone(), function_id.clone());
+            }
+            Progress::StepCompleted { run_id, name, kind, duration_ms: Some(duration), .. } if kind == "run" => {
+                if let Some(function) = self.function_of(run_id) {
+                    let duration = (*duration).max(0).unsigned_abs();
+                    self.emit(&function, Metric::StepDuration, duration, Some(run_id), Some(name));
+                }
+            }
+            _ => {}
+        }
+        (self.outer)(event);
+    }
+
+    /// Counts how a drive this invocation executed ended. A drive that found the run already
+    /// ended (a late wake-up) executed nothing and counts nothing.
+    pub(crate) fn drive_ended(&self, run_id: &RunId, drive: &Drive) {
+        let Some(function) = self.function_of(run_id) else { return };
+        let metric = match drive {
+            Drive::Completed(_) => Metric::RunsCompleted,
+            Drive::Failed(_) => Metric::RunsFailed,
+            Drive::AlreadyFinished(RunStatus::Cancelled) => Metric::RunsCancelled,
+            _ => return,
+        };
+        self.emit(&function, metric, 1, Some(run_id), None);
+    }
+
+    fn function_of(&self, run_id: &RunId) -> Option<String> {
+        self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(run_id).cloned()
+    }
+}
+
+/// When the event that started runs was sent (its `ts`), or for a cron firing when it was
+/// scheduled (Scheduler's `id`, the rule's `time`): the start of its queue delay.
+pub(crate) fn sent_at(payload: &Value, event: &EventPayload) -> Option<Millis> {
+    let rfc3339 = |value: &Value| {
+        value.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp_millis())
+    };
+    if event.name == SCHEDULED_EVENT {
+        return rfc3339(&payload["id"]).or_else(|| rfc3339(&payload["time"]));
+    }
+    event.ts
+}
+
+/// The wake-ups in a payload that say when they were due (`at`, as the timer queue's messages
+/// carry it), with their function and run.
+pub(crate) fn wake_ups(payload: &Value) -> Vec<(String, Option<RunId>, Millis)> {
+    let due = |body: &Value| {
+        let function = body["function_id"].as_str()?.to_string();
+        let run_id = body["run_id"].as_str().map(RunId::new);
+        Some((function, run_id, body["at"].as_i64()?))
+    };
+    match payload.get("Records").and_then(Value::as_array) {
+        Some(records) => records
+            .iter()
+            .filter_map(|record| record["body"].as_str().and_then(|body| serde_json::from_str(body).ok()))
+            .filter_map(|body: Value| due(&body))
+            .collect(),
+        None if payload["cairn"] == "resume" || payload["cairn"] == "continue" => due(payload).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +370,6 @@ mod tests {
         use crate::{AnyBus, AnyStore, AnyTimer, DriverConfig, LambdaDriver};
         use cairn::prelude::*;
         use cairn::{ManualClock, Registry, Runner, SqliteStore};
-        use serde_json::Value;
         use std::sync::Mutex;
 
         const START: Millis = 1_795_392_000_000;
