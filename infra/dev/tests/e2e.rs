@@ -82,8 +82,12 @@ fn cairn(dev: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dev_server_drives_the_functions_like_aws_does() {
-    let tools = cairn_tests::tools::cargo_lambda().zip(cairn_tests::tools::aws_cli_venv());
-    let Some(((cargo_lambda, venv), _chromium)) = tools.zip(cairn_tests::tools::chromium()) else { return };
+    use cairn_tests::tools;
+    let (Some(cargo_lambda), Some(venv), Some(_chromium)) =
+        (tools::cargo_lambda(), tools::aws_cli_venv(), tools::chromium())
+    else {
+        return;
+    };
     let aws = format!("{venv}/bin/aws");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("dev.db").display().to_string();
