@@ -268,6 +268,7 @@ pub mod tools {
     use cairn::testing::{require_env, require_path};
 
     /// moto's endpoint (`CAIRN_TEST_AWS_ENDPOINT`).
+    #[track_caller]
     pub fn moto() -> Option<String> {
         require_env(
             "CAIRN_TEST_AWS_ENDPOINT",
@@ -277,6 +278,7 @@ pub mod tools {
     }
 
     /// The `cargo-lambda` executable (`CAIRN_CARGO_LAMBDA`).
+    #[track_caller]
     pub fn cargo_lambda() -> Option<String> {
         require_env(
             "CAIRN_CARGO_LAMBDA",
@@ -286,6 +288,7 @@ pub mod tools {
     }
 
     /// The venv holding the aws CLI (`CAIRN_TOOLS_VENV`).
+    #[track_caller]
     pub fn aws_cli_venv() -> Option<String> {
         require_env(
             "CAIRN_TOOLS_VENV",
@@ -295,6 +298,7 @@ pub mod tools {
     }
 
     /// The official `inngest` npm package under `dir` (node_modules/inngest), for node apps.
+    #[track_caller]
     pub fn inngest_npm(dir: &str) -> Option<std::path::PathBuf> {
         require_path(
             format!("{dir}/node_modules/inngest"),
@@ -304,6 +308,7 @@ pub mod tools {
     }
 
     /// Debian's headless Chromium.
+    #[track_caller]
     pub fn chromium() -> Option<std::path::PathBuf> {
         require_path(
             "/usr/bin/chromium",

@@ -49,6 +49,7 @@ pub fn missing(ci: Option<&str>, tool: &str, install: &str) -> Missing {
 ///
 /// # Panics
 /// When `found` is `None` and `CI` is set.
+#[track_caller]
 pub fn require<T>(found: Option<T>, tool: &str, install: &str) -> Option<T> {
     if found.is_some() {
         return found;
@@ -66,6 +67,7 @@ pub fn require<T>(found: Option<T>, tool: &str, install: &str) -> Option<T> {
 ///
 /// # Panics
 /// When `var` is unset or empty and `CI` is set.
+#[track_caller]
 pub fn require_env(var: &str, tool: &str, install: &str) -> Option<String> {
     let found = std::env::var(var).ok().filter(|value| !value.trim().is_empty());
     require(found, &format!("{tool} ({var} is not set)"), install)
@@ -75,6 +77,7 @@ pub fn require_env(var: &str, tool: &str, install: &str) -> Option<String> {
 ///
 /// # Panics
 /// When `path` does not exist and `CI` is set.
+#[track_caller]
 pub fn require_path(path: impl AsRef<std::path::Path>, tool: &str, install: &str) -> Option<std::path::PathBuf> {
     let path = path.as_ref();
     let found = path.exists().then(|| path.to_path_buf());
