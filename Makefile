@@ -15,8 +15,11 @@ dev:
 ## Every test: formatting, clippy, the template lint, unit, integration and doc tests.
 test: lint template unit
 
+## Formatting, clippy, and infra/local/check-lambda-deps.sh: no Lambda binary (functions/*) nor cairn-aws links
+## SQLite (cairn's `sqlite` feature is for the dev server, local runs and tests).
 lint:
 	$(CARGO) fmt --all -- --check
+	CARGO=$(CARGO) infra/local/check-lambda-deps.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Unit, integration and doc tests, with moto (DynamoDB, EventBridge, SQS, Scheduler) started
@@ -44,7 +47,7 @@ build:
 bench:
 	$(CARGO) bench -p cairn --bench engine
 	python3 infra/local/criterion-medians.py
-	$(CARGO) build --release -p hello --bin hello
+	$(CARGO) build --release -p hello --bin hello -F cairn-aws/sqlite
 	$(CARGO) build --release -p cairn-tests --bin bench-aws
 	infra/local/with-services.sh target/release/bench-aws target/release/hello
 	test -d tests/conformance-ts/node_modules/inngest || (cd tests/conformance-ts && npm install --no-audit --no-fund --silent)

@@ -208,7 +208,8 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Starts `cargo lambda watch` with `env` (passed with `--env-var` and set on the process).
+    /// Starts `cargo lambda watch` with `env` (passed with `--env-var` and set on the process),
+    /// building the functions with the local SQLite store (`-F cairn-aws/sqlite`).
     pub fn start(cargo_lambda: &str, env: &[(&str, String)]) -> Watch {
         Watch::start_on(cargo_lambda, free_port(), env)
     }
@@ -218,7 +219,9 @@ impl Watch {
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("cairn-cargo-lambda-watch-{port}.log"))).unwrap();
         let mut command = Command::new(cargo_lambda);
-        command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()]).current_dir(workspace());
+        command
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "-F", "cairn-aws/sqlite"])
+            .current_dir(workspace());
         for (name, value) in env {
             command.arg("--env-var").arg(format!("{name}={value}")).env(name, value);
         }
@@ -255,5 +258,62 @@ impl Drop for Watch {
         let group = format!("-{}", self.child.id());
         let _ = Command::new("kill").args(["--", &group]).status();
         let _ = self.child.wait();
+    }
+}
+
+/// The tools `make test` provides to the integration tests, each found through
+/// [`cairn::testing::require`]: `None` skips a test locally; under CI (`CI` set) a missing tool
+/// fails it, naming the tool and how `make test` provides it.
+pub mod tools {
+    use cairn::testing::{require_env, require_path};
+
+    /// moto's endpoint (`CAIRN_TEST_AWS_ENDPOINT`).
+    #[track_caller]
+    pub fn moto() -> Option<String> {
+        require_env(
+            "CAIRN_TEST_AWS_ENDPOINT",
+            "moto",
+            "make test runs the tests under infra/local/with-services.sh, which starts moto and sets it",
+        )
+    }
+
+    /// The `cargo-lambda` executable (`CAIRN_CARGO_LAMBDA`).
+    #[track_caller]
+    pub fn cargo_lambda() -> Option<String> {
+        require_env(
+            "CAIRN_CARGO_LAMBDA",
+            "cargo-lambda",
+            "make test runs the tests under infra/local/with-services.sh, which installs it (infra/local/ensure-tools.sh cargo-lambda) and sets it",
+        )
+    }
+
+    /// The venv holding the aws CLI (`CAIRN_TOOLS_VENV`).
+    #[track_caller]
+    pub fn aws_cli_venv() -> Option<String> {
+        require_env(
+            "CAIRN_TOOLS_VENV",
+            "the aws CLI",
+            "make test runs the tests under infra/local/with-services.sh, which installs it (infra/local/ensure-tools.sh moto) and sets it",
+        )
+    }
+
+    /// The official `inngest` npm package under `dir` (node_modules/inngest), for node apps.
+    #[track_caller]
+    pub fn inngest_npm(dir: &str) -> Option<std::path::PathBuf> {
+        require_path(
+            format!("{dir}/node_modules/inngest"),
+            "node's `inngest` package",
+            &format!("make test runs `npm install` in {dir}"),
+        )
+    }
+
+    /// Debian's headless Chromium.
+    #[track_caller]
+    pub fn chromium() -> Option<std::path::PathBuf> {
+        require_path(
+            "/usr/bin/chromium",
+            "Chromium",
+            "make test installs it with infra/local/ensure-tools.sh chromium (apt-get install -y chromium)",
+        )
     }
 }

@@ -1,5 +1,5 @@
 //! cairn-aws against moto (DynamoDB, EventBridge, SQS, Scheduler), which `make test` installs
-//! and starts (infra/local/with-services.sh). Without `CAIRN_TEST_AWS_ENDPOINT` these skip.
+//! and starts (infra/local/with-services.sh). Without `CAIRN_TEST_AWS_ENDPOINT` these skip (fail under CI).
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
 use aws_sdk_eventbridge::types::Target as RuleTarget;
@@ -14,7 +14,6 @@ use cairn_aws::{
 use serde_json::Value;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-const ENDPOINT: &str = "CAIRN_TEST_AWS_ENDPOINT";
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
 
 fn unique(prefix: &str) -> String {
@@ -31,12 +30,11 @@ async fn fresh_store() -> DynamoDbStore {
     store
 }
 
-cairn::store_conformance!(dynamodb, fresh_store, unless_env = "CAIRN_TEST_AWS_ENDPOINT");
+cairn::store_conformance!(dynamodb, fresh_store, requires = cairn_tests::tools::moto);
 
-/// Runs `body` on a runtime with sockets, or skips when no stand-in is configured.
+/// Runs `body` on a runtime with sockets, or skips when moto is missing (fails under CI).
 fn with_aws<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
-    if std::env::var(ENDPOINT).is_err() {
-        eprintln!("skipped: {ENDPOINT} is not set (make test sets it)");
+    if cairn_tests::tools::moto().is_none() {
         return;
     }
     cairn::testing::block_on(body());

@@ -49,10 +49,7 @@ fn start(mut command: Command, signed: bool, event_api: &str) -> App {
 
 fn apps(signed: bool, event_api: &str) -> Option<(App, App)> {
     let ts = format!("{}/conformance-ts", env!("CARGO_MANIFEST_DIR"));
-    if !std::path::Path::new(&format!("{ts}/node_modules/inngest")).exists() {
-        eprintln!("skipped: {ts}/node_modules/inngest is missing (make test installs it)");
-        return None;
-    }
+    cairn_tests::tools::inngest_npm(&ts)?;
     let rust = start(Command::new(env!("CARGO_BIN_EXE_conformance-app")), signed, event_api);
     let mut node = Command::new("node");
     node.arg(format!("{ts}/app.mjs")).current_dir(&ts);

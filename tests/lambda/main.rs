@@ -18,10 +18,7 @@ fn fixture(name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_run_under_cargo_lambda_watch_against_moto() {
-    let (Ok(endpoint), Ok(cargo_lambda)) =
-        (std::env::var("CAIRN_TEST_AWS_ENDPOINT"), std::env::var("CAIRN_CARGO_LAMBDA"))
-    else {
-        eprintln!("skipped: CAIRN_TEST_AWS_ENDPOINT / CAIRN_CARGO_LAMBDA are not set (make test sets them)");
+    let (Some(endpoint), Some(cargo_lambda)) = (cairn_tests::tools::moto(), cairn_tests::tools::cargo_lambda()) else {
         return;
     };
     let suffix = format!("{}", std::process::id());

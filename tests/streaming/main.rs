@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_url_call_streams_progress_and_heartbeats_until_the_run_ends() {
-    let Ok(cargo_lambda) = std::env::var("CAIRN_CARGO_LAMBDA") else {
-        eprintln!("skipped: CAIRN_CARGO_LAMBDA is not set (make test sets it)");
-        return;
-    };
+    let Some(cargo_lambda) = cairn_tests::tools::cargo_lambda() else { return };
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("CAIRN_SQLITE_PATH", dir.path().join("stream.db").display().to_string()),
@@ -99,10 +96,7 @@ async fn a_function_url_call_streams_progress_and_heartbeats_until_the_run_ends(
 /// `cargo lambda watch`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serve_binary_answers_on_its_function_url() {
-    let Ok(cargo_lambda) = std::env::var("CAIRN_CARGO_LAMBDA") else {
-        eprintln!("skipped: CAIRN_CARGO_LAMBDA is not set (make test sets it)");
-        return;
-    };
+    let Some(cargo_lambda) = cairn_tests::tools::cargo_lambda() else { return };
     let env = [("INNGEST_DEV", "1".to_string()), ("CAIRN_EVENT_KEYS", "k-1".to_string())];
     let watch = tokio::task::spawn_blocking(move || Watch::start(&cargo_lambda, &env)).await.unwrap();
     let base = format!("http://127.0.0.1:{}/lambda-url/serve/api/inngest", watch.port);

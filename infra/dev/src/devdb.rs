@@ -3,13 +3,25 @@
 //! Scheduler's schedules.
 
 use cairn::Millis;
-use rusqlite::{Connection, OptionalExtension, params};
+use cairn::store::schema::{Schema, Slot, migrate};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-const SCHEMA: &str = "
+/// The dev server's part of the file's schema: the high 16 bits of `user_version` (the run
+/// store, sharing the file, has the low 16; see `cairn::store::schema`). A change to the dev
+/// tables is a new migration at the end.
+pub const DEV_SCHEMA: Schema = Schema { name: "dev server", slot: Slot::High, migrations: &[version_1] };
+
+/// Version 1: the dev tables as they were when versioning began. Idempotent, so a file made
+/// before versioning (`user_version` 0, these tables present) is recognised as version 1.
+fn version_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(VERSION_1)
+}
+
+const VERSION_1: &str = "
 CREATE TABLE IF NOT EXISTS dev_events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT NOT NULL UNIQUE,
@@ -168,20 +180,21 @@ fn sql_err(err: rusqlite::Error) -> String {
 }
 
 impl DevDb {
-    /// Opens (creating) the dev tables in the SQLite file at `path`; invocations left running
-    /// by a previous process are queued again.
+    /// Opens (creating) the dev tables in the SQLite file at `path`, bringing them to the current
+    /// version ([`DEV_SCHEMA`]); invocations left running by a previous process are queued again.
     ///
     /// # Errors
-    /// The file cannot be opened.
+    /// The file cannot be opened or upgraded, or was written by a newer version (the message
+    /// names the file and both versions).
     pub fn open(path: &str) -> Result<DevDb, String> {
         if let Some(parent) = std::path::Path::new(path).parent() {
             std::fs::create_dir_all(parent).map_err(|err| format!("{path}: {err}"))?;
         }
-        let connection = Connection::open(path).map_err(sql_err)?;
+        let mut connection = Connection::open(path).map_err(sql_err)?;
         connection.busy_timeout(Duration::from_secs(10)).map_err(sql_err)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err)?;
-        connection.execute_batch(SCHEMA).map_err(sql_err)?;
+        migrate(&mut connection, path, &DEV_SCHEMA).map_err(|err| err.to_string())?;
         connection
             .execute("UPDATE dev_invocations SET status = 'queued' WHERE status = 'running'", [])
             .map_err(sql_err)?;
@@ -605,6 +618,83 @@ mod tests {
         // A duplicate envelope id is logged once.
         db.accept(std::slice::from_ref(&event), &[], 6).unwrap();
         assert_eq!(db.event_count(), 1);
+    }
+
+    /// A `.cairn/dev.db` as made before schema versioning: today's CREATE statements (a
+    /// fixture), one run and one logged event written as today's code writes them.
+    fn unversioned_file(path: &str) {
+        use cairn::{EventPayload, RunId, RunMeta};
+        let connection = Connection::open(path).unwrap();
+        connection.execute_batch(include_str!("../tests/fixtures/dev-db-v1.sql")).unwrap();
+        let meta = RunMeta::new(RunId::new("run_old"), "hello", EventPayload::new("app/my.event", json!({"n": 1})), 7);
+        connection
+            .execute(
+                "INSERT INTO runs (run_id, function_id, status, created_at, version, meta) VALUES ('run_old', 'hello', 'running', 7, 0, ?1)",
+                [serde_json::to_string(&meta).unwrap()],
+            )
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO dev_events (id, event_id, received_at, bus, source, name, envelope, targets) VALUES ('e-old', 'e-old', 7, 'cairn', 'tests', 'app/my.event', '{}', '[\"hello\"]')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(cairn::store::schema::user_version(&connection).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_versioning_is_version_1_and_keeps_its_data() {
+        use cairn::{RunId, RunStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.db").display().to_string();
+        unversioned_file(&path);
+        let store = cairn::SqliteStore::open(&path).unwrap();
+        let db = DevDb::open(&path).unwrap();
+        let journal = store.load(&RunId::new("run_old")).await.unwrap().expect("the old run");
+        assert_eq!(journal.meta.event.data, json!({"n": 1}));
+        assert_eq!(db.event("e-old").unwrap().expect("the old event").targets, ["hello"]);
+        let version = cairn::store::schema::user_version(&Connection::open(&path).unwrap()).unwrap();
+        let current = (DEV_SCHEMA.current() << 16) | cairn::store::STORE_SCHEMA.current();
+        assert_eq!((version, current), (0x0001_0001, 0x0001_0001));
+        // Opening again (the next `cairn dev`) changes nothing.
+        drop((store, db));
+        DevDb::open(&path).unwrap();
+        cairn::SqliteStore::open(&path).unwrap();
+        assert_eq!(cairn::store::schema::user_version(&Connection::open(&path).unwrap()).unwrap(), current);
+    }
+
+    #[test]
+    fn a_file_from_a_newer_version_is_refused_naming_it_and_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.db").display().to_string();
+        unversioned_file(&path);
+        DevDb::open(&path).unwrap();
+        cairn::SqliteStore::open(&path).unwrap();
+        let set = |version: u32| {
+            Connection::open(&path).unwrap().pragma_update(None, "user_version", version as i32).unwrap();
+        };
+        // The dev tables from a newer `cairn dev`: the dev server refuses the file; the
+        // functions, which only use the run store, still open it.
+        set(0x0002_0001);
+        assert_eq!(
+            DevDb::open(&path).unwrap_err(),
+            format!(
+                "{path}: its dev server schema is version 2, newer than version 1, the newest this build knows: the \
+                 file was written by a newer Cairn; open it with that version, or move it away to start afresh"
+            )
+        );
+        cairn::SqliteStore::open(&path).unwrap();
+        // The run store from a newer Cairn.
+        set(0x0001_0003);
+        assert_eq!(
+            cairn::SqliteStore::open(&path).unwrap_err().to_string(),
+            format!(
+                "store error: {path}: its run store schema is version 3, newer than version 1, the newest this build \
+                 knows: the file was written by a newer Cairn; open it with that version, or move it away to start \
+                 afresh"
+            )
+        );
+        assert_eq!(cairn::store::schema::user_version(&Connection::open(&path).unwrap()).unwrap(), 0x0001_0003);
     }
 
     fn claim_all(db: &DevDb, now: Millis) -> Vec<Invocation> {

@@ -412,7 +412,8 @@ async fn shutdown_signal() {
 fn start_watch(lambda_url: &str, env: &[(String, String)]) -> Result<Child, String> {
     let port = lambda_url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(9000);
     let mut command = Command::new("cargo");
-    command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()]);
+    // The functions keep their runs in the dev server's SQLite file: the store Lambda builds leave out.
+    command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "-F", "cairn-aws/sqlite"]);
     // The functions' settings from this environment (e.g. `HELLO_SLEEP=10s make dev`), then the
     // dev server's, which win.
     let forwarded = std::env::vars().filter(|(name, _)| {

@@ -432,10 +432,7 @@ fn a_template_mistake_stops_cairn_dev_with_the_resource_and_the_problem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aws_cli_shows_the_validation_error() {
-    let Ok(venv) = std::env::var("CAIRN_TOOLS_VENV") else {
-        eprintln!("skipped: CAIRN_TOOLS_VENV is not set (make test sets it)");
-        return;
-    };
+    let Some(venv) = cairn_tests::tools::aws_cli_venv() else { return };
     let server = start().await;
     let eleven: Vec<Value> = (0..11).map(|_| entry("app/my.event", "{}")).collect();
     let output = tokio::process::Command::new(format!("{venv}/bin/aws"))
@@ -456,10 +453,7 @@ async fn the_aws_cli_shows_the_validation_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_dynamodb_table_the_dashboard_api_reads_and_cancels_runs_there() {
-    let Ok(endpoint) = std::env::var("CAIRN_TEST_AWS_ENDPOINT") else {
-        eprintln!("skipped: CAIRN_TEST_AWS_ENDPOINT is not set (make test starts moto)");
-        return;
-    };
+    let Some(endpoint) = cairn_tests::tools::moto() else { return };
     let config = sdk_config(&endpoint).await;
     let table = format!("cairn-dev-{}", std::process::id());
     let store = cairn_aws::DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), &table, "dev").unwrap();

@@ -5,7 +5,7 @@
 //! hello's 2-second sleep resumes through its SQS timer queue; order-approval's wait_for_event
 //! is satisfied by a later matching event only; a cron fires and fans out through the bus;
 //! cancel and rerun; the CLI; the dashboard. Stub servers stand in for Readwise only.
-//! `make test` provides cargo-lambda, the aws CLI and Chromium; without cargo-lambda this skips.
+//! `make test` provides cargo-lambda, the aws CLI and Chromium; without them this skips (fails under CI).
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
 mod common;
@@ -82,8 +82,10 @@ fn cairn(dev: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dev_server_drives_the_functions_like_aws_does() {
-    let (Ok(cargo_lambda), Ok(venv)) = (std::env::var("CAIRN_CARGO_LAMBDA"), std::env::var("CAIRN_TOOLS_VENV")) else {
-        eprintln!("skipped: CAIRN_CARGO_LAMBDA / CAIRN_TOOLS_VENV are not set (make test sets them)");
+    use cairn_tests::tools;
+    let (Some(cargo_lambda), Some(venv), Some(_chromium)) =
+        (tools::cargo_lambda(), tools::aws_cli_venv(), tools::chromium())
+    else {
         return;
     };
     let aws = format!("{venv}/bin/aws");
@@ -263,10 +265,6 @@ async fn the_dev_server_drives_the_functions_like_aws_does() {
     // The dashboard in headless Chromium.
     let shots = format!("{}/target/dashboard-screenshots", workspace());
     let script = format!("{}/tests/dashboard", env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "Debian's chromium is missing: apt-get install -y chromium (make test installs it)"
-    );
     let waiting = get(&format!("{url}/api/runs?function=order-approval&status=waiting")).await;
     let waiting = waiting["runs"][0]["run_id"].as_str().unwrap().to_string();
     let output = Command::new("node")

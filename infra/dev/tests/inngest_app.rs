@@ -65,15 +65,9 @@ fn steps(body: &Value) -> Vec<(String, String, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
-    let Ok(cargo_lambda) = std::env::var("CAIRN_CARGO_LAMBDA") else {
-        eprintln!("skipped: CAIRN_CARGO_LAMBDA is not set (make test sets it)");
-        return;
-    };
+    let Some(cargo_lambda) = cairn_tests::tools::cargo_lambda() else { return };
     let app_dir = format!("{}/tests/conformance-ts", workspace());
-    assert!(
-        std::path::Path::new(&format!("{app_dir}/node_modules/inngest")).exists(),
-        "npm install in {app_dir} (make test does)"
-    );
+    let Some(_) = cairn_tests::tools::inngest_npm(&app_dir) else { return };
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("dev.db").display().to_string();
     let (app_port, watch_port) = (free_port(), free_port());

@@ -17,10 +17,7 @@ const EVENTS: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_events_end_in_a_thousand_completed_runs() {
-    let Ok(cargo_lambda) = std::env::var("CAIRN_CARGO_LAMBDA") else {
-        eprintln!("skipped: CAIRN_CARGO_LAMBDA is not set (make test sets it)");
-        return;
-    };
+    let Some(cargo_lambda) = cairn_tests::tools::cargo_lambda() else { return };
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("dev.db").display().to_string();
     let watch_port = free_port();

@@ -10,7 +10,7 @@
 //! - sleeps of 2 s, 10 s and 90 s through the SQS timer end within a second of their due time
 //!   (lateness printed, for README).
 //!
-//! `make test` provides cargo-lambda and the aws CLI; without them this skips.
+//! `make test` provides cargo-lambda and the aws CLI; without them this skips (fails under CI).
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
 mod common;
@@ -79,10 +79,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_recover_and_timers_fire_on_time_with_nobody_touching_a_run() {
-    let Ok(cargo_lambda) = std::env::var("CAIRN_CARGO_LAMBDA") else {
-        eprintln!("skipped: CAIRN_CARGO_LAMBDA is not set (make test sets it)");
-        return;
-    };
+    let Some(cargo_lambda) = cairn_tests::tools::cargo_lambda() else { return };
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("dev.db").display().to_string();
     let template = format!("{}/template.yaml", workspace());

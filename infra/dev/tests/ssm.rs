@@ -29,10 +29,7 @@ async fn aws(venv: &str, args: &[&str], env: &[(String, String)]) -> (Option<i32
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_put_with_the_cli_is_read_with_the_sdk_and_shown_nowhere_else() {
-    let Ok(venv) = std::env::var("CAIRN_TOOLS_VENV") else {
-        eprintln!("skipped: CAIRN_TOOLS_VENV is not set (make test sets it)");
-        return;
-    };
+    let Some(venv) = cairn_tests::tools::aws_cli_venv() else { return };
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("dev.db").display().to_string();
     let dev = DevServer::start_with(&format!("{}/template.yaml", workspace()), &db, "http://127.0.0.1:9", &[]);

@@ -4,16 +4,20 @@
 use crate::dynamodb::DynamoDbStore;
 use crate::eventbridge::EventBridgeBus;
 use crate::timer::QueueTimer;
+#[cfg(feature = "sqlite")]
+use cairn::SqliteStore;
 use cairn::store::{Commit, CreateRun, RunQuery};
-use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, SqliteStore, StepId, StepRecord};
+use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord};
 use cairn::{StoreError, Timer, Wait};
 
-/// The store a function uses: DynamoDB when `CAIRN_TABLE` is set, else a local SQLite file.
+/// The store a function uses: DynamoDB when `CAIRN_TABLE` is set, else (feature `sqlite`) a
+/// local SQLite file.
 #[derive(Clone, Debug)]
 pub enum AnyStore {
     /// DynamoDB.
     DynamoDb(DynamoDbStore),
     /// The embedded SQLite file.
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteStore),
 }
 
@@ -21,6 +25,7 @@ macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             AnyStore::DynamoDb($store) => $call.await,
+            #[cfg(feature = "sqlite")]
             AnyStore::Sqlite($store) => $call.await,
         }
     };

@@ -5,8 +5,11 @@
 //! before the invocation's deadline.
 
 use crate::any::{AnyBus, AnyStore, AnyTimer};
+use crate::metrics::{Metric, Metrics, Observer, sent_at, wake_ups};
 use crate::scheduler::RESUME_EVENT;
-use cairn::{Drive, EventPayload, Function, Millis, Registry, RunId, Runner, RunnerConfig, SCHEDULED_EVENT, Trigger};
+use cairn::{
+    Drive, EventPayload, Function, Millis, Progress, Registry, RunId, Runner, RunnerConfig, SCHEDULED_EVENT, Trigger,
+};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,12 +197,19 @@ impl DriverConfig {
 pub struct LambdaDriver {
     runner: Arc<Runner<AnyStore, AnyBus, AnyTimer>>,
     config: DriverConfig,
+    metrics: Metrics,
 }
 
 impl LambdaDriver {
-    /// A driver over `runner`.
+    /// A driver over `runner`, writing its metrics (EMF lines, see [`crate::metrics`]) to stdout.
     pub fn new(runner: Runner<AnyStore, AnyBus, AnyTimer>, config: DriverConfig) -> Self {
-        LambdaDriver { runner: Arc::new(runner), config }
+        LambdaDriver { runner: Arc::new(runner), config, metrics: Metrics::stdout() }
+    }
+
+    /// The same driver with its metrics written to `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The runner.
@@ -227,11 +237,29 @@ impl LambdaDriver {
     ) -> Result<Value, DriverError> {
         let now = self.runner.clock().now();
         let stop_at = self.config.stop_at(deadline, now);
-        let runs = match classify(&payload, self.runner.registry(), now)? {
+        let observer = Observer::new(&self.metrics, self.runner.clock().as_ref(), progress);
+        let observed = |event: Progress| observer.progress(event);
+        let progress: cairn::ProgressSink<'_> = &observed;
+        let invocation = classify(&payload, self.runner.registry(), now)?;
+        for (function, run_id, due) in wake_ups(&payload) {
+            let delay = now.saturating_sub(due).max(0).unsigned_abs();
+            observer.emit(&function, Metric::QueueDelay, delay, run_id.as_ref(), None);
+        }
+        let runs = match invocation {
             Invocation::Event(event) => {
                 tracing::info!(event.name = %event.name, event.id = event.id.as_deref().unwrap_or_default(), "event received");
-                match self.runner.accept(&event).await {
-                    Ok(runs) => runs,
+                match self.runner.accept_detailed(&event).await {
+                    Ok(accepted) => {
+                        let sent = sent_at(&payload, &event);
+                        for (run_id, function) in &accepted.started {
+                            observer.emit(function, Metric::RunsStarted, 1, Some(run_id), None);
+                            if let Some(sent) = sent {
+                                let delay = now.saturating_sub(sent).max(0).unsigned_abs();
+                                observer.emit(function, Metric::QueueDelay, delay, Some(run_id), None);
+                            }
+                        }
+                        accepted.runs
+                    }
                     // An invalid event fails the same way on every retry: it is refused once,
                     // loudly, instead of being retried into the dead-letter queue.
                     Err(cairn::RunnerError::InvalidEvent(reason)) => {
@@ -247,11 +275,12 @@ impl LambdaDriver {
                 tracing::info!(?reconciled, "reconciler pass");
                 return Ok(json!({ "reconciled": reconciled }));
             }
-            Invocation::Queue(messages) => return Ok(self.drive_messages(messages, stop_at, progress).await),
+            Invocation::Queue(messages) => return Ok(self.drive_messages(messages, stop_at, &observer).await),
         };
         let mut report = Vec::new();
         for run_id in runs {
             let drive = self.runner.drive_observed(&run_id, stop_at, progress).await?;
+            observer.drive_ended(&run_id, &drive);
             report.push(drive_report(&run_id, &drive));
         }
         Ok(json!({ "runs": report }))
@@ -259,17 +288,16 @@ impl LambdaDriver {
 
     /// Drives the run of each timer message; a message whose drive failed is reported in
     /// `batchItemFailures` so SQS delivers it again (and only it).
-    async fn drive_messages(
-        &self,
-        messages: Vec<(String, RunId)>,
-        stop_at: Millis,
-        progress: cairn::ProgressSink<'_>,
-    ) -> Value {
+    async fn drive_messages(&self, messages: Vec<(String, RunId)>, stop_at: Millis, observer: &Observer<'_>) -> Value {
         let mut report = Vec::new();
         let mut failures = Vec::new();
+        let observed = |event: Progress| observer.progress(event);
         for (message_id, run_id) in messages {
-            match self.runner.drive_observed(&run_id, stop_at, progress).await {
-                Ok(drive) => report.push(drive_report(&run_id, &drive)),
+            match self.runner.drive_observed(&run_id, stop_at, &observed).await {
+                Ok(drive) => {
+                    observer.drive_ended(&run_id, &drive);
+                    report.push(drive_report(&run_id, &drive));
+                }
                 Err(error) => {
                     tracing::error!(run_id = %run_id, %error, "wake-up failed; SQS will deliver it again");
                     failures.push(json!({ "itemIdentifier": message_id }));
@@ -408,12 +436,12 @@ fn timer_from_env(
 
 /// The store named by the environment: DynamoDB table `CAIRN_TABLE` through `aws`, its keys
 /// under `CAIRN_SCOPE` (required with it: the function's IAM policy allows only keys starting
-/// with `<scope>#`), else the SQLite file `CAIRN_SQLITE_PATH` (default `.cairn/dev.db`, its
-/// directory created).
+/// with `<scope>#`), else (feature `sqlite`) the SQLite file `CAIRN_SQLITE_PATH` (default
+/// `.cairn/dev.db`, its directory created).
 ///
 /// # Errors
 /// `CAIRN_SCOPE` missing or unusable with `CAIRN_TABLE`, or the SQLite file cannot be opened,
-/// naming it.
+/// naming it; without the `sqlite` feature, `CAIRN_TABLE` unset.
 pub fn store_from_env(aws: &aws_config::SdkConfig) -> Result<AnyStore, String> {
     Ok(match std::env::var("CAIRN_TABLE") {
         Ok(table) if !table.is_empty() => {
@@ -428,14 +456,27 @@ pub fn store_from_env(aws: &aws_config::SdkConfig) -> Result<AnyStore, String> {
                 crate::DynamoDbStore::new(client, table, scope).map_err(|err| format!("CAIRN_SCOPE: {err}"))?,
             )
         }
-        _ => {
-            let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
-            if let Some(parent) = std::path::Path::new(&path).parent() {
-                std::fs::create_dir_all(parent).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?;
-            }
-            AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?)
-        }
+        _ => local_store()?,
     })
+}
+
+/// The SQLite file `CAIRN_SQLITE_PATH` (default `.cairn/dev.db`), its directory created.
+#[cfg(feature = "sqlite")]
+fn local_store() -> Result<AnyStore, String> {
+    let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
+    if let Some(parent) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(parent).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?;
+    }
+    Ok(AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?))
+}
+
+/// Without the `sqlite` feature (Lambda builds) there is no local store.
+#[cfg(not(feature = "sqlite"))]
+fn local_store() -> Result<AnyStore, String> {
+    Err("CAIRN_TABLE is not set, and this binary was built without the local SQLite store (the `sqlite` \
+         feature of cairn-aws, off in Lambda builds): set CAIRN_TABLE, or build with `-F cairn-aws/sqlite` \
+         (`cairn dev --watch` does)"
+        .to_string())
 }
 
 /// This function's ARN for its own wake-up schedules: `CAIRN_FUNCTION_ARN`, else (under
@@ -541,7 +582,7 @@ pub fn run(functions: Vec<Function>) -> futures::future::LocalBoxFuture<'static,
     Box::pin(async move {
         crate::logging::init();
         let runner = runner_from_env(functions).await.map_err(|message| -> lambda_runtime::Error { message.into() })?;
-        let driver = LambdaDriver::new(runner, DriverConfig::from_env());
+        let driver = LambdaDriver::new(runner, DriverConfig::from_env()).with_metrics(Metrics::from_env());
         let heartbeat = Duration::from_secs(
             std::env::var("CAIRN_STREAM_HEARTBEAT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),
         );

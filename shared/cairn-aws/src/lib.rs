@@ -24,6 +24,7 @@ mod driver;
 mod dynamodb;
 mod eventbridge;
 pub mod logging;
+pub mod metrics;
 mod scheduler;
 mod timer;
 
@@ -38,5 +39,6 @@ pub use dynamodb::{
     check_scope,
 };
 pub use eventbridge::{EventBridgeBus, MAX_BATCH, MAX_ENTRY_BYTES};
+pub use metrics::{Metric, Metrics};
 pub use scheduler::{RESUME_EVENT, SchedulerTimer};
 pub use timer::{HANDOVER_MS, MAX_QUEUE_DELAY_MS, QueueTimer};

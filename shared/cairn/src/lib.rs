@@ -9,7 +9,8 @@
 //! - [`Step`]: `run`, `sleep`, `sleep_until`, `wait_for_event`, `send_event`, `invoke`; parallel
 //!   steps with [`join!`](futures::join) or [`try_join_all`](futures::future::try_join_all).
 //! - [`engine`]: the sans-IO engine ([`Execution`], [`Outcome`]) every driver shares.
-//! - [`RunStore`] with [`MemoryStore`] and [`SqliteStore`]; [`Bus`] and [`Timer`]; the [`Runner`].
+//! - [`RunStore`] with [`MemoryStore`] and `SqliteStore` (feature `sqlite`, off by default so
+//!   Lambda binaries do not link SQLite); [`Bus`] and [`Timer`]; the [`Runner`].
 //! - `testing` feature: [`testing::TestRun`] and `ManualClock` for millisecond-fast workflow tests.
 //!
 //! ```
@@ -66,9 +67,13 @@ pub use function::{
 };
 pub use id::{RunId, StepId, new_event_id};
 pub use record::{InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
-pub use runner::{Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError};
+pub use runner::{
+    Accepted, Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError,
+};
 pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Step, StepOptions, WaitFor};
-pub use store::{MemoryStore, RunStore, SqliteStore, StoreError};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{MemoryStore, RunStore, StoreError};
 
 /// What a workflow file needs: `use cairn::prelude::*;`.
 pub mod prelude {

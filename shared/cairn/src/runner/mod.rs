@@ -138,6 +138,32 @@ pub enum Drive {
     NotRegistered(String),
 }
 
+/// The engine dates a step's record when its pass began; a `step.run` that reached its final
+/// state ended when its code returned, `now`.
+fn ended_at(outcome: Outcome, now: Millis) -> Outcome {
+    let stamp = |mut record: StepRecord| {
+        if record.kind == StepKind::Run && record.ended_at.is_some() {
+            record.ended_at = Some(now.max(record.started_at));
+        }
+        record
+    };
+    match outcome {
+        Outcome::StepCompleted(record) => Outcome::StepCompleted(stamp(record)),
+        Outcome::StepFailed { record, retry_at } => Outcome::StepFailed { record: stamp(record), retry_at },
+        other => other,
+    }
+}
+
+/// What [`Runner::accept_detailed`] did with a delivered event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Accepted {
+    /// The runs to drive: those it started or found started, and those whose wait it resolved.
+    pub runs: Vec<RunId>,
+    /// The runs this delivery created, with their function ids (none for a duplicate delivery).
+    pub started: Vec<(RunId, String)>,
+}
+
 /// What a run reports while it is driven, e.g. streamed to a caller as NDJSON.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -164,6 +190,10 @@ pub enum Progress {
         state: String,
         /// Attempts made.
         attempts: u32,
+        /// From the step's start (its first attempt, or when it was scheduled) to its final
+        /// state; `None` while it is retrying.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<Millis>,
     },
     /// The run is suspended until a time or an event.
     RunSuspended {
@@ -310,6 +340,15 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// # Errors
     /// [`RunnerError::InvalidEvent`] for an event without an id or with a bad shape; store errors.
     pub async fn accept(&self, event: &EventPayload) -> Result<Vec<RunId>, RunnerError> {
+        Ok(self.accept_detailed(event).await?.runs)
+    }
+
+    /// [`Runner::accept`], also saying which runs this delivery created (for metrics: a
+    /// duplicate delivery creates none).
+    ///
+    /// # Errors
+    /// As [`Runner::accept`].
+    pub async fn accept_detailed(&self, event: &EventPayload) -> Result<Accepted, RunnerError> {
         event.validate().map_err(RunnerError::InvalidEvent)?;
         let event_id =
             event.id.clone().ok_or_else(|| RunnerError::InvalidEvent(format!("event `{}` has no id", event.name)))?;
@@ -318,8 +357,12 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             self.store.record_event(event, now).await?;
         }
         let mut runs = Vec::new();
+        let mut started = Vec::new();
         if event.name == INVOKED_EVENT {
-            if let Some(run) = self.start_invoked(event, now).await? {
+            if let Some((run, created)) = self.start_invoked(event, now).await? {
+                if let Some(function_id) = created {
+                    started.push((run.clone(), function_id));
+                }
                 runs.push(run);
             }
         } else {
@@ -341,7 +384,10 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 };
                 let meta = RunMeta::new(run_id.clone(), function.id(), trigger, now);
                 match self.store.create_run(transition::created(meta, now, self.durations())).await? {
-                    CreateRun::Created(_) => tracing::info!(function = function.id(), run_id = %run_id, "run started"),
+                    CreateRun::Created(_) => {
+                        tracing::info!(function = function.id(), run_id = %run_id, "run started");
+                        started.push((run_id.clone(), function.id().to_string()));
+                    }
                     CreateRun::Existing(_) => tracing::debug!(run_id = %run_id, "duplicate delivery, run exists"),
                 }
                 runs.push(run_id);
@@ -352,7 +398,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 runs.push(wait.run_id.clone());
             }
         }
-        Ok(runs)
+        Ok(Accepted { runs, started })
     }
 
     /// A failure event with the failed run's triggering event in full, read from the run's head
@@ -371,7 +417,12 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         Ok(event)
     }
 
-    async fn start_invoked(&self, event: &EventPayload, now: Millis) -> Result<Option<RunId>, RunnerError> {
+    /// The invoked run, with its function id if this delivery created it.
+    async fn start_invoked(
+        &self,
+        event: &EventPayload,
+        now: Millis,
+    ) -> Result<Option<(RunId, Option<String>)>, RunnerError> {
         let meta = &event.data["_inngest"];
         let (Some(function_id), Some(correlation)) =
             (meta["fn_id"].as_str(), meta["correlation_id"].as_str().and_then(|c| c.split_once('.')))
@@ -390,8 +441,11 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let run_id = RunId::for_event(function_id, &event_id);
         let mut run = RunMeta::new(run_id.clone(), function_id, event.clone(), now);
         run.invoked_by = Some(invoked_by);
-        self.store.create_run(transition::created(run, now, self.durations())).await?;
-        Ok(Some(run_id))
+        let created = matches!(
+            self.store.create_run(transition::created(run, now, self.durations())).await?,
+            CreateRun::Created(_)
+        );
+        Ok(Some((run_id, created.then(|| function_id.to_string()))))
     }
 
     /// Completes `wait` with `event` if it matches; returns the committed record. With `wake`,
@@ -618,7 +672,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     }
                 };
                 let outcome = match outcome {
-                    Ok(outcome) => outcome,
+                    Ok(outcome) => ended_at(outcome, self.clock.now()),
                     Err(error) => return self.fail_determinism(hold, error).await,
                 };
                 match outcome {
@@ -741,6 +795,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             kind: stored.kind.to_string(),
             state: state.to_string(),
             attempts: stored.attempts,
+            duration_ms: stored.ended_at.map(|ended| ended.saturating_sub(stored.started_at)),
         });
         Ok(stored)
     }

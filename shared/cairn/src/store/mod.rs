@@ -1,11 +1,16 @@
 //! Durable run state: the [`RunStore`] contract and its embedded backends, [`MemoryStore`] and
-//! [`SqliteStore`]. Every backend passes the conformance suite in `cairn::testing::conformance`.
+//! `SqliteStore` (feature `sqlite`). Every backend passes the conformance suite in
+//! `cairn::testing::conformance`.
 
 mod memory;
+#[cfg(feature = "sqlite")]
+pub mod schema;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{STORE_SCHEMA, SqliteStore};
 
 use crate::event::EventPayload;
 use crate::id::{RunId, StepId};

@@ -2,11 +2,12 @@
 //! watch` and the dev server. Tables mirror the DynamoDB design: `runs` (META), `steps`
 //! (`STEP#`), `waits` (`WAIT#`).
 
+use super::schema::{Schema, Slot, migrate};
 use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
 use crate::id::{RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -21,7 +22,25 @@ pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
 }
 
-const SCHEMA: &str = "
+/// The run store's part of the file's schema (the low 16 bits of `user_version`; see
+/// [`schema`](super::schema)). A change to the tables is a new migration at the end.
+pub const STORE_SCHEMA: Schema = Schema { name: "run store", slot: Slot::Low, migrations: &[version_1] };
+
+/// Version 1: the tables as they were when versioning began. Idempotent, so a file made before
+/// versioning (`user_version` 0, these tables present) is recognised as version 1.
+fn version_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(VERSION_1)?;
+    // Files made before the reconciler's index existed gain its column.
+    let has_wake_at: bool =
+        tx.query_row("SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = 'wake_at'", [], |row| row.get(0))?;
+    if !has_wake_at {
+        tx.execute_batch("ALTER TABLE runs ADD COLUMN wake_at INTEGER")?;
+    }
+    // The reconciler's index: only runs that need a driver have a `wake_at`.
+    tx.execute_batch("CREATE INDEX IF NOT EXISTS runs_due ON runs (function_id, wake_at) WHERE wake_at IS NOT NULL")
+}
+
+const VERSION_1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
     function_id TEXT NOT NULL,
@@ -62,15 +81,17 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events (name, received_at);
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, in WAL mode so readers (the dev
-    /// server, the CLI) never block the functions writing to it.
+    /// server, the CLI) never block the functions writing to it, and brings its schema to the
+    /// current version ([`STORE_SCHEMA`]).
     ///
     /// # Errors
-    /// When the file cannot be opened or the schema cannot be created.
+    /// When the file cannot be opened or its schema cannot be upgraded, or was written by a
+    /// newer version (`StoreError::Backend`, naming the file and both versions).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let connection = Connection::open(path.as_ref()).map_err(|err| {
             StoreError::Unavailable(format!("cannot open SQLite database {}: {err}", path.as_ref().display()))
         })?;
-        Self::init(connection)
+        Self::init(connection, &path.as_ref().display().to_string())
     }
 
     /// A private in-memory database.
@@ -78,27 +99,14 @@ impl SqliteStore {
     /// # Errors
     /// When SQLite cannot allocate it.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(backend)?)
+        Self::init(Connection::open_in_memory().map_err(backend)?, ":memory:")
     }
 
-    fn init(connection: Connection) -> Result<Self, StoreError> {
+    fn init(mut connection: Connection, path: &str) -> Result<Self, StoreError> {
         connection.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
-        connection.execute_batch(SCHEMA).map_err(backend)?;
-        // Files made before the reconciler's index existed gain its column.
-        let has_wake_at: bool = connection
-            .query_row("SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = 'wake_at'", [], |row| row.get(0))
-            .map_err(backend)?;
-        if !has_wake_at {
-            connection.execute_batch("ALTER TABLE runs ADD COLUMN wake_at INTEGER").map_err(backend)?;
-        }
-        // The reconciler's index: only runs that need a driver have a `wake_at`.
-        connection
-            .execute_batch(
-                "CREATE INDEX IF NOT EXISTS runs_due ON runs (function_id, wake_at) WHERE wake_at IS NOT NULL",
-            )
-            .map_err(backend)?;
+        migrate(&mut connection, path, &STORE_SCHEMA).map_err(|err| StoreError::Backend(err.to_string()))?;
         Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)) })
     }
 

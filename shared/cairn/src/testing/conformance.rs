@@ -442,15 +442,17 @@ pub async fn bulk_cancel_and_replay_by_filter<S: RunStore>(store: S) {
 }
 
 /// Expands to one `#[test]` per contract of [`crate::testing::conformance`] in a module
-/// named `$name`, each on a fresh store from the async `$factory`. With `unless_env = "VAR"`,
-/// the tests skip (with a message) when `VAR` is unset, for backends that need a server.
+/// named `$name`, each on a fresh store from the async `$factory`. With `requires = tool`, for
+/// backends that need a server, each test first calls `tool()` (an `Option`, from
+/// [`require_env`](crate::testing::require_env) or its kin): `None` skips the test, and under CI
+/// the call panics.
 #[macro_export]
 macro_rules! store_conformance {
-    ($name:ident, $factory:expr, unless_env = $var:literal) => {
-        $crate::store_conformance!(@module $name, $factory, Some($var));
+    ($name:ident, $factory:expr, requires = $tool:expr) => {
+        $crate::store_conformance!(@module $name, $factory, || ($tool)().is_some());
     };
     ($name:ident, $factory:expr) => {
-        $crate::store_conformance!(@module $name, $factory, None::<&str>);
+        $crate::store_conformance!(@module $name, $factory, || true);
     };
     // The one list of contracts: a new contract is added here and nowhere else.
     (@module $name:ident, $factory:expr, $guard:expr) => {
@@ -483,11 +485,8 @@ macro_rules! store_conformance {
         $(
             #[test]
             fn $contract() {
-                if let Some(var) = $guard {
-                    if std::env::var(var).is_err() {
-                        eprintln!("skipped: {var} is not set (make test sets it)");
-                        return;
-                    }
+                if !($guard)() {
+                    return;
                 }
                 $crate::testing::block_on(async {
                     let store = ($factory)().await;

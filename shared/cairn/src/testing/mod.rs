@@ -2,10 +2,12 @@
 //! the store [`conformance`] suite every [`RunStore`](crate::RunStore) backend passes.
 
 pub mod conformance;
+mod require;
 mod stub;
 mod test_run;
 
 pub use crate::clock::ManualClock;
+pub use require::{Missing, is_ci, missing, require, require_env, require_path};
 pub use stub::{StubRequest, StubServer};
 pub use test_run::TestRun;
 
