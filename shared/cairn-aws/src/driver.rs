@@ -6,6 +6,7 @@
 
 use crate::any::{AnyBus, AnyStore, AnyTimer};
 use crate::scheduler::RESUME_EVENT;
+use crate::wire::{ControlMessage, Resume};
 use cairn::{Drive, EventPayload, Function, Millis, Registry, RunId, Runner, RunnerConfig, SCHEDULED_EVENT, Trigger};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -42,22 +43,15 @@ pub enum DriverError {
 /// # Errors
 /// [`DriverError::BadPayload`] naming what is missing.
 pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Invocation, DriverError> {
-    if let Some(kind) = payload.get("cairn").and_then(Value::as_str) {
-        return match kind {
-            "resume" | "continue" => payload["run_id"]
-                .as_str()
-                .map(|id| Invocation::Resume(RunId::new(id)))
-                .ok_or_else(|| DriverError::BadPayload("a cairn resume needs `run_id`".into())),
-            "cron" => {
-                let cron = payload["cron"]
-                    .as_str()
-                    .ok_or_else(|| DriverError::BadPayload("a cairn cron needs `cron`".into()))?;
-                // `id` is Scheduler's `<aws.scheduler.scheduled-time>`: every delivery of one
-                // firing, retries included, names the same run.
-                Ok(Invocation::Event(scheduled_event(cron, payload["id"].as_str(), now)))
+    if let Some(message) = ControlMessage::parse(payload) {
+        return match message.map_err(|err| DriverError::BadPayload(err.to_string()))? {
+            ControlMessage::Resume(resume) | ControlMessage::Continue(resume) => Ok(Invocation::Resume(resume.run_id)),
+            // `id` is Scheduler's `<aws.scheduler.scheduled-time>`: every delivery of one
+            // firing, retries included, names the same run.
+            ControlMessage::Cron(firing) => {
+                Ok(Invocation::Event(scheduled_event(&firing.cron, firing.id.as_deref(), now)))
             }
-            "reconcile" => Ok(Invocation::Reconcile),
-            other => Err(DriverError::BadPayload(format!("unknown cairn payload kind `{other}`"))),
+            ControlMessage::Reconcile => Ok(Invocation::Reconcile),
         };
     }
     if let Some(records) = payload.get("Records").and_then(Value::as_array) {
@@ -68,10 +62,10 @@ pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Inv
                 .as_str()
                 .and_then(|body| serde_json::from_str(body).ok())
                 .ok_or_else(|| DriverError::BadPayload(format!("SQS message {id}: the body is not a JSON object")))?;
-            let run_id = body["run_id"]
-                .as_str()
+            // A timer-queue body is a `ControlMessage::Resume`; only its `run_id` is needed.
+            let resume = Resume::parse(&body)
                 .ok_or_else(|| DriverError::BadPayload(format!("SQS message {id}: a resume needs `run_id`")))?;
-            messages.push((id, RunId::new(run_id)));
+            messages.push((id, resume.run_id));
         }
         return Ok(Invocation::Queue(messages));
     }
@@ -99,9 +93,8 @@ pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Inv
             _ => EventPayload::new(detail_type, detail),
         };
         if detail_type == RESUME_EVENT {
-            return event.data["run_id"]
-                .as_str()
-                .map(|id| Invocation::Resume(RunId::new(id)))
+            return Resume::parse(&event.data)
+                .map(|resume| Invocation::Resume(resume.run_id))
                 .ok_or_else(|| DriverError::BadPayload(format!("`{RESUME_EVENT}` needs data.run_id")));
         }
         if event.id.is_none() {

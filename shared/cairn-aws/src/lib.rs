@@ -26,6 +26,7 @@ mod eventbridge;
 pub mod logging;
 mod scheduler;
 mod timer;
+mod wire;
 
 pub use any::{AnyBus, AnyStore, AnyTimer};
 pub use cron::schedule_expression;
@@ -40,3 +41,4 @@ pub use dynamodb::{
 pub use eventbridge::{EventBridgeBus, MAX_BATCH, MAX_ENTRY_BYTES};
 pub use scheduler::{RESUME_EVENT, SchedulerTimer};
 pub use timer::{HANDOVER_MS, MAX_QUEUE_DELAY_MS, QueueTimer};
+pub use wire::{ControlMessage, CronFiring, Resume, WireError};
