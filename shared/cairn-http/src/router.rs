@@ -141,7 +141,7 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
     };
     let request: CallRequest = match call::decode(body) {
         Ok(request) => request,
-        Err(message) => return json_response(StatusCode::BAD_REQUEST, &json!({ "message": message })),
+        Err(error) => return json_response(StatusCode::BAD_REQUEST, &json!({ "message": error.to_string() })),
     };
     if request.ctx.use_api || request.use_api {
         // Inngest left the memo out (over 4 MiB) for the SDK to fetch; running without it would
