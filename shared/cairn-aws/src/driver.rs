@@ -390,7 +390,9 @@ pub fn run(functions: Vec<Function>) -> futures::future::LocalBoxFuture<'static,
     // layout query depth in the caller's `main` otherwise.
     Box::pin(async move {
         crate::logging::init();
-        let runner = crate::runner_from_env(functions).await.map_err(|err| -> lambda_runtime::Error { err.to_string().into() })?;
+        let runner = crate::runner_from_env(functions)
+            .await
+            .map_err(|err| -> lambda_runtime::Error { err.to_string().into() })?;
         let driver = LambdaDriver::new(runner, DriverConfig::from_env());
         let heartbeat = Duration::from_secs(
             std::env::var("CAIRN_STREAM_HEARTBEAT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),

@@ -188,8 +188,7 @@ pub fn store_from_env(aws: &aws_config::SdkConfig) -> Result<AnyStore, EnvError>
         _ => {
             let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
             if let Some(parent) = std::path::Path::new(&path).parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|source| EnvError::SqliteDir { path: path.clone(), source })?;
+                std::fs::create_dir_all(parent).map_err(|source| EnvError::SqliteDir { path: path.clone(), source })?;
             }
             AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|source| EnvError::Sqlite { path, source })?)
         }

@@ -220,8 +220,14 @@ mod tests {
         assert_eq!(parse(json!({"cairn": "resume"})), Some(Err(WireError::NoRunId)));
         assert_eq!(parse(json!({"cairn": "continue", "run_id": 5})), Some(Err(WireError::NoRunId)));
         assert_eq!(parse(json!({"cairn": "cron", "id": "x"})), Some(Err(WireError::NoCron)));
-        assert_eq!(parse(json!({"cairn": "cron", "cron": "0 3 * * *", "id": 9})), Some(Ok(ControlMessage::cron("0 3 * * *", None))));
-        assert_eq!(parse(json!({"cairn": "reconcile", "at": "<aws.scheduler.scheduled-time>"})), Some(Ok(ControlMessage::Reconcile)));
+        assert_eq!(
+            parse(json!({"cairn": "cron", "cron": "0 3 * * *", "id": 9})),
+            Some(Ok(ControlMessage::cron("0 3 * * *", None)))
+        );
+        assert_eq!(
+            parse(json!({"cairn": "reconcile", "at": "<aws.scheduler.scheduled-time>"})),
+            Some(Ok(ControlMessage::Reconcile))
+        );
         assert_eq!(parse(json!({"cairn": "nap"})), Some(Err(WireError::UnknownKind("nap".into()))));
         assert_eq!(WireError::UnknownKind("nap".into()).to_string(), "unknown cairn payload kind `nap`");
         // A timer-queue body or a resume event's data: only `run_id` counts.
