@@ -8,7 +8,7 @@ pub fn run(data: &[u8]) {
             let records = cairn_http::call::journal(&request);
             assert!(records.len() <= request.steps.len());
         }
-        Err(message) => assert!(message.starts_with("malformed call request: ")),
+        Err(error) => assert!(error.to_string().starts_with("malformed call request: ")),
     }
     let _ = cairn_http::signing::canonical(data);
 }

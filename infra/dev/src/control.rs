@@ -8,8 +8,7 @@ use crate::devdb::NewInvocation;
 use crate::host::HostBus;
 use cairn::lifecycle::RunControl;
 use cairn::{BusError, Millis, RunId, RunnerConfig, Timer};
-use cairn_aws::AnyStore;
-use serde_json::json;
+use cairn_aws::{AnyStore, ControlMessage};
 use std::sync::Arc;
 
 /// Sends events as the functions do: PutEvents on the stack's bus.
@@ -53,7 +52,7 @@ pub fn queue_resume(
         function: target,
         cause: cause.into(),
         event_id: None,
-        payload: json!({"cairn": "resume", "function_id": function_id, "run_id": run_id}),
+        payload: ControlMessage::resume(function_id, run_id.clone()).to_value(),
         due_at,
     })
 }

@@ -305,7 +305,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
     // The functions' store: DynamoDB when CAIRN_TABLE is set (as in AWS; with CAIRN_SCOPE, which
     // `--watch` forwards, so every function runs under that one scope locally), else the SQLite file.
     let store = if std::env::var("CAIRN_TABLE").is_ok_and(|t| !t.is_empty()) {
-        cairn_aws::store_from_env(&aws_config::load_from_env().await)?
+        cairn_aws::store_from_env(&aws_config::load_from_env().await).map_err(|err| err.to_string())?
     } else {
         cairn_aws::AnyStore::Sqlite(cairn::SqliteStore::open(&db).map_err(|err| format!("--db {db}: {err}"))?)
     };

@@ -381,7 +381,9 @@ fn sqs_source(
 
 /// Whether a schedule's input is a reconciler tick: a JSON object with `"cairn": "reconcile"`.
 pub fn is_reconcile(input: &str) -> bool {
-    serde_json::from_str::<Value>(input).is_ok_and(|value| value["cairn"] == "reconcile")
+    serde_json::from_str::<Value>(input).is_ok_and(|value| {
+        matches!(cairn_aws::ControlMessage::parse(&value), Some(Ok(cairn_aws::ControlMessage::Reconcile)))
+    })
 }
 
 /// The function id a `cairn/run.resume` rule routes.

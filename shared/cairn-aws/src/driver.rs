@@ -7,9 +7,8 @@
 use crate::any::{AnyBus, AnyStore, AnyTimer};
 use crate::metrics::{Metric, Metrics, Observer, sent_at, wake_ups};
 use crate::scheduler::RESUME_EVENT;
-use cairn::{
-    Drive, EventPayload, Function, Millis, Progress, Registry, RunId, Runner, RunnerConfig, SCHEDULED_EVENT, Trigger,
-};
+use crate::wire::{ControlMessage, Resume};
+use cairn::{Drive, EventPayload, Function, Millis, Progress, Registry, RunId, Runner, SCHEDULED_EVENT, Trigger};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,22 +44,15 @@ pub enum DriverError {
 /// # Errors
 /// [`DriverError::BadPayload`] naming what is missing.
 pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Invocation, DriverError> {
-    if let Some(kind) = payload.get("cairn").and_then(Value::as_str) {
-        return match kind {
-            "resume" | "continue" => payload["run_id"]
-                .as_str()
-                .map(|id| Invocation::Resume(RunId::new(id)))
-                .ok_or_else(|| DriverError::BadPayload("a cairn resume needs `run_id`".into())),
-            "cron" => {
-                let cron = payload["cron"]
-                    .as_str()
-                    .ok_or_else(|| DriverError::BadPayload("a cairn cron needs `cron`".into()))?;
-                // `id` is Scheduler's `<aws.scheduler.scheduled-time>`: every delivery of one
-                // firing, retries included, names the same run.
-                Ok(Invocation::Event(scheduled_event(cron, payload["id"].as_str(), now)))
+    if let Some(message) = ControlMessage::parse(payload) {
+        return match message.map_err(|err| DriverError::BadPayload(err.to_string()))? {
+            ControlMessage::Resume(resume) | ControlMessage::Continue(resume) => Ok(Invocation::Resume(resume.run_id)),
+            // `id` is Scheduler's `<aws.scheduler.scheduled-time>`: every delivery of one
+            // firing, retries included, names the same run.
+            ControlMessage::Cron(firing) => {
+                Ok(Invocation::Event(scheduled_event(&firing.cron, firing.id.as_deref(), now)))
             }
-            "reconcile" => Ok(Invocation::Reconcile),
-            other => Err(DriverError::BadPayload(format!("unknown cairn payload kind `{other}`"))),
+            ControlMessage::Reconcile => Ok(Invocation::Reconcile),
         };
     }
     if let Some(records) = payload.get("Records").and_then(Value::as_array) {
@@ -71,10 +63,10 @@ pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Inv
                 .as_str()
                 .and_then(|body| serde_json::from_str(body).ok())
                 .ok_or_else(|| DriverError::BadPayload(format!("SQS message {id}: the body is not a JSON object")))?;
-            let run_id = body["run_id"]
-                .as_str()
+            // A timer-queue body is a `ControlMessage::Resume`; only its `run_id` is needed.
+            let resume = Resume::parse(&body)
                 .ok_or_else(|| DriverError::BadPayload(format!("SQS message {id}: a resume needs `run_id`")))?;
-            messages.push((id, RunId::new(run_id)));
+            messages.push((id, resume.run_id));
         }
         return Ok(Invocation::Queue(messages));
     }
@@ -102,9 +94,8 @@ pub fn classify(payload: &Value, registry: &Registry, now: Millis) -> Result<Inv
             _ => EventPayload::new(detail_type, detail),
         };
         if detail_type == RESUME_EVENT {
-            return event.data["run_id"]
-                .as_str()
-                .map(|id| Invocation::Resume(RunId::new(id)))
+            return Resume::parse(&event.data)
+                .map(|resume| Invocation::Resume(resume.run_id))
                 .ok_or_else(|| DriverError::BadPayload(format!("`{RESUME_EVENT}` needs data.run_id")));
         }
         if event.id.is_none() {
@@ -336,162 +327,6 @@ fn drive_report(run_id: &RunId, drive: &Drive) -> Value {
     }
 }
 
-/// Builds the runner from the environment:
-/// - `CAIRN_TABLE` + `CAIRN_SCOPE`: DynamoDB table and this Lambda's key scope (else
-///   `CAIRN_SQLITE_PATH`, default `.cairn/dev.db`);
-/// - `CAIRN_BUS`: EventBridge bus name for sent events (else logged);
-/// - the timer (see `timer_from_env`): required, the function refuses to start without one;
-/// - `CAIRN_SLEEP_THRESHOLD_SECS`: in-process sleeps up to this long (default 5);
-/// - `CAIRN_LEASE_SECS`: the lease on a run (default 60), so how soon the reconciler resumes a
-///   run whose invocation died.
-///
-/// # Errors
-/// A message naming the variable or resource that is wrong.
-pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore, AnyBus, AnyTimer>, String> {
-    let registry = Registry::new(functions).map_err(|err| err.to_string())?;
-    let wants_aws = ["CAIRN_TABLE", "CAIRN_BUS"].iter().any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()));
-    // Only load AWS configuration when something uses it: local mode needs no region or IMDS.
-    let aws = if wants_aws {
-        aws_config::load_from_env().await
-    } else {
-        aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build()
-    };
-    let store = store_from_env(&aws)?;
-    let bus = match std::env::var("CAIRN_BUS") {
-        Ok(name) if !name.is_empty() => Some(crate::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), name)),
-        _ => None,
-    };
-    let timer = timer_from_env(&aws, &registry, bus.as_ref())?;
-    let secs = |name: &str, default: u64| -> Result<u64, String> {
-        match std::env::var(name) {
-            Ok(value) => value.trim().parse().map_err(|_| format!("{name}={value:?} is not a whole number of seconds")),
-            Err(_) => Ok(default),
-        }
-    };
-    let config = RunnerConfig::default()
-        .sleep_threshold(Duration::from_secs(secs("CAIRN_SLEEP_THRESHOLD_SECS", 5)?))
-        .lease(Duration::from_secs(secs("CAIRN_LEASE_SECS", 60)?));
-    let bus = bus.map_or(AnyBus::Log, AnyBus::EventBridge);
-    Ok(Runner::new(registry, store, bus, timer).with_config(config))
-}
-
-fn non_empty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
-}
-
-/// The timer named by the environment. A function whose store keeps runs needs a way to wake
-/// them, or a sleeping run would never resume: without one it refuses to start, naming what is
-/// missing (`CAIRN_TIMER=log` opts out explicitly, for experiments without timers).
-///
-/// - `CAIRN_TIMER_QUEUE_URL` (else `CAIRN_TIMER_QUEUE_PREFIX` + the function's name, as the dev
-///   server sets it): the function's SQS timer queue;
-/// - `CAIRN_SCHEDULE_GROUP`, `CAIRN_SCHEDULER_ROLE_ARN`, `CAIRN_FUNCTION_ARN`: the Scheduler,
-///   for wake-ups more than 15 minutes ahead.
-fn timer_from_env(
-    aws: &aws_config::SdkConfig,
-    registry: &Registry,
-    bus: Option<&crate::EventBridgeBus>,
-) -> Result<AnyTimer, String> {
-    if std::env::var("CAIRN_TIMER").is_ok_and(|mode| mode == "log") {
-        tracing::warn!("CAIRN_TIMER=log: wake-ups are only logged; sleeping and waiting runs resume only by hand");
-        return Ok(AnyTimer::Log);
-    }
-    let queue = non_empty("CAIRN_TIMER_QUEUE_URL").or_else(|| {
-        let prefix = non_empty("CAIRN_TIMER_QUEUE_PREFIX")?;
-        Some(format!("{prefix}{}", non_empty("AWS_LAMBDA_FUNCTION_NAME")?))
-    });
-    let (group, role) = (non_empty("CAIRN_SCHEDULE_GROUP"), non_empty("CAIRN_SCHEDULER_ROLE_ARN"));
-    let (Some(queue), true, Some(group), Some(role)) = (&queue, bus.is_some(), &group, &role) else {
-        let missing: Vec<&str> = [
-            ("CAIRN_TIMER_QUEUE_URL", queue.is_some()),
-            ("CAIRN_BUS", bus.is_some()),
-            ("CAIRN_SCHEDULE_GROUP", group.is_some()),
-            ("CAIRN_SCHEDULER_ROLE_ARN", role.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| (!set).then_some(name))
-        .collect();
-        // DynamoDB and the SQLite file both keep runs across invocations: both need wake-ups.
-        return Err(format!(
-            "no way to wake runs: {} not set. A function that keeps runs must be able to wake them \
-             (template.yaml sets these; `cairn dev` sets them for cargo lambda watch). \
-             Set CAIRN_TIMER=log to run without timers anyway.",
-            missing.join(", ")
-        ));
-    };
-    let function_id = registry.functions().first().map(|f| f.id().to_string()).unwrap_or_default();
-    // Schedule names start with the scope, as the template's CreateSchedule grant expects.
-    let scope = non_empty("CAIRN_SCOPE").unwrap_or_else(|| function_id.clone());
-    crate::check_scope(&scope).map_err(|err| format!("CAIRN_SCOPE: {err}"))?;
-    let long = crate::SchedulerTimer::new(
-        aws_sdk_scheduler::Client::new(aws),
-        group,
-        function_arn_from_env()?,
-        role,
-        function_id,
-    )
-    .scope(scope);
-    Ok(AnyTimer::Queue(crate::QueueTimer::new(aws_sdk_sqs::Client::new(aws), queue, long)))
-}
-
-/// The store named by the environment: DynamoDB table `CAIRN_TABLE` through `aws`, its keys
-/// under `CAIRN_SCOPE` (required with it: the function's IAM policy allows only keys starting
-/// with `<scope>#`), else (feature `sqlite`) the SQLite file `CAIRN_SQLITE_PATH` (default
-/// `.cairn/dev.db`, its directory created).
-///
-/// # Errors
-/// `CAIRN_SCOPE` missing or unusable with `CAIRN_TABLE`, or the SQLite file cannot be opened,
-/// naming it; without the `sqlite` feature, `CAIRN_TABLE` unset.
-pub fn store_from_env(aws: &aws_config::SdkConfig) -> Result<AnyStore, String> {
-    Ok(match std::env::var("CAIRN_TABLE") {
-        Ok(table) if !table.is_empty() => {
-            let scope = non_empty("CAIRN_SCOPE").ok_or_else(|| {
-                format!(
-                    "CAIRN_TABLE={table} is set but CAIRN_SCOPE is not: every key this function writes starts with its \
-                     scope (template.yaml sets CAIRN_SCOPE to the binary's name, and its IAM policy allows only those keys)"
-                )
-            })?;
-            let client = aws_sdk_dynamodb::Client::new(aws);
-            AnyStore::DynamoDb(
-                crate::DynamoDbStore::new(client, table, scope).map_err(|err| format!("CAIRN_SCOPE: {err}"))?,
-            )
-        }
-        _ => local_store()?,
-    })
-}
-
-/// The SQLite file `CAIRN_SQLITE_PATH` (default `.cairn/dev.db`), its directory created.
-#[cfg(feature = "sqlite")]
-fn local_store() -> Result<AnyStore, String> {
-    let path = std::env::var("CAIRN_SQLITE_PATH").unwrap_or_else(|_| ".cairn/dev.db".into());
-    if let Some(parent) = std::path::Path::new(&path).parent() {
-        std::fs::create_dir_all(parent).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?;
-    }
-    Ok(AnyStore::Sqlite(cairn::SqliteStore::open(&path).map_err(|err| format!("CAIRN_SQLITE_PATH {path}: {err}"))?))
-}
-
-/// Without the `sqlite` feature (Lambda builds) there is no local store.
-#[cfg(not(feature = "sqlite"))]
-fn local_store() -> Result<AnyStore, String> {
-    Err("CAIRN_TABLE is not set, and this binary was built without the local SQLite store (the `sqlite` \
-         feature of cairn-aws, off in Lambda builds): set CAIRN_TABLE, or build with `-F cairn-aws/sqlite` \
-         (`cairn dev --watch` does)"
-        .to_string())
-}
-
-/// This function's ARN for its own wake-up schedules: `CAIRN_FUNCTION_ARN`, else (under
-/// `cargo lambda watch`, where the dev server routes by name) one built from
-/// `AWS_LAMBDA_FUNCTION_NAME`.
-fn function_arn_from_env() -> Result<String, String> {
-    if let Ok(arn) = std::env::var("CAIRN_FUNCTION_ARN") {
-        return Ok(arn);
-    }
-    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-        .map_err(|_| "CAIRN_FUNCTION_ARN is not set (nor AWS_LAMBDA_FUNCTION_NAME to derive it from)".to_string())?;
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    Ok(format!("arn:aws:lambda:{region}:000000000000:function:{name}"))
-}
-
 /// What one invocation answers: a JSON report, or an NDJSON progress stream for a Function URL.
 pub type DriverResponse = lambda_runtime::FunctionResponse<Value, lambda_runtime::streaming::Body>;
 
@@ -581,7 +416,9 @@ pub fn run(functions: Vec<Function>) -> futures::future::LocalBoxFuture<'static,
     // layout query depth in the caller's `main` otherwise.
     Box::pin(async move {
         crate::logging::init();
-        let runner = runner_from_env(functions).await.map_err(|message| -> lambda_runtime::Error { message.into() })?;
+        let runner = crate::runner_from_env(functions)
+            .await
+            .map_err(|err| -> lambda_runtime::Error { err.to_string().into() })?;
         let driver = LambdaDriver::new(runner, DriverConfig::from_env()).with_metrics(Metrics::from_env());
         let heartbeat = Duration::from_secs(
             std::env::var("CAIRN_STREAM_HEARTBEAT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),

@@ -4,12 +4,12 @@
 //! (crate::QueueTimer) arms it to fire early and deletes it when the run ends; the run then
 //! re-arms its exact time on the timer queue, since a schedule fires only to the minute.
 
+use crate::wire::ControlMessage;
 use aws_sdk_scheduler::Client;
 use aws_sdk_scheduler::error::DisplayErrorContext;
 use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
 use cairn::{BusError, Millis, RunId, StepId};
 use chrono::{TimeZone, Utc};
-use serde_json::json;
 
 /// The event that resumes a run at once (accepted by the driver; nothing sends it any more).
 pub const RESUME_EVENT: &str = "cairn/run.resume";
@@ -72,7 +72,7 @@ impl SchedulerTimer {
 
     /// The payload the schedule delivers to the function.
     pub fn resume_payload(&self, run_id: &RunId) -> serde_json::Value {
-        json!({"cairn": "resume", "function_id": self.function_id, "run_id": run_id})
+        ControlMessage::resume(self.function_id.clone(), run_id.clone()).to_value()
     }
 
     /// Arms the run's one long wake-up schedule to fire at `at` (replacing an earlier one):

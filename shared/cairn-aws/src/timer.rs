@@ -6,10 +6,10 @@
 //! the run ends. Messages are hints: a lost one is made good by the reconciler.
 
 use crate::scheduler::SchedulerTimer;
+use crate::wire::ControlMessage;
 use aws_sdk_sqs::Client;
 use cairn::{BusError, Millis, RunId, Timer};
 use chrono::Utc;
-use serde_json::json;
 
 /// The longest delay SQS holds a message (15 minutes).
 pub const MAX_QUEUE_DELAY_MS: Millis = 900_000;
@@ -49,7 +49,7 @@ impl QueueTimer {
 
     /// The message body: the resume payload the driver reads.
     pub fn message_body(run_id: &RunId, function_id: &str, at: Millis) -> String {
-        json!({"cairn": "resume", "function_id": function_id, "run_id": run_id, "at": at}).to_string()
+        ControlMessage::resume(function_id, run_id.clone()).at(at).to_string()
     }
 }
 

@@ -54,12 +54,17 @@ pub struct CallStack {
     pub stack: Vec<String>,
 }
 
+/// A call request body that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed call request: {0}")]
+pub struct MalformedCall(#[source] pub serde_json::Error);
+
 /// Decodes a call request body.
 ///
 /// # Errors
-/// A message naming what is malformed.
-pub fn decode(body: &[u8]) -> Result<CallRequest, String> {
-    serde_json::from_slice(body).map_err(|err| format!("malformed call request: {err}"))
+/// [`MalformedCall`], naming what is malformed.
+pub fn decode(body: &[u8]) -> Result<CallRequest, MalformedCall> {
+    serde_json::from_slice(body).map_err(MalformedCall)
 }
 
 /// Decodes the memo into records, ordered as `ctx.stack` says (else as given). The rule is the

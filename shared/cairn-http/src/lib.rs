@@ -16,11 +16,13 @@
 pub mod call;
 pub mod config;
 pub mod ingest;
+mod response;
 mod router;
 pub mod signing;
 pub mod sync;
 
 pub use config::{ConfigError, DEFAULT_MAX_BODY, ServeConfig};
 pub use ingest::{IngestConfig, ingest, ingest_with_clock};
-pub use router::{REQ_VERSION, SDK, ServeOrigin, serve, serve_with_clock};
+pub use response::{REQ_VERSION, SDK, ServeOrigin};
+pub use router::{serve, serve_with_clock};
 pub use signing::SigningKey;

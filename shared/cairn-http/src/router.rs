@@ -2,6 +2,7 @@
 
 use crate::call::{self, CallRequest};
 use crate::config::{HTTP_CONNECT_TIMEOUT, ServeConfig};
+use crate::response::{SDK, ServeOrigin, json_response};
 use crate::signing::{self, SigningKey};
 use axum::Router;
 use axum::body::Bytes;
@@ -14,16 +15,6 @@ use cairn::{
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// The SDK name and version Cairn reports in `X-Inngest-SDK`.
-pub const SDK: &str = concat!("cairn:v", env!("CARGO_PKG_VERSION"));
-/// The execution version Cairn speaks.
-pub const REQ_VERSION: &str = "2";
-/// The origin (`https://host`) the host adapter vouches for, as a request extension: e.g. a
-/// Lambda Function URL's domain from the invocation's request context, which AWS sets. A sync
-/// in cloud mode registers it when `INNGEST_SERVE_ORIGIN` is unset; the `Host` header never is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServeOrigin(pub String);
 
 struct App {
     config: ServeConfig,
@@ -48,15 +39,6 @@ pub fn serve_with_clock(config: ServeConfig, registry: Registry, clock: Arc<dyn 
         .unwrap_or_default();
     let app = Arc::new(App { config, registry, clock, http });
     Router::new().route("/", axum::routing::any(handle)).with_state(app)
-}
-
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert("x-inngest-sdk", HeaderValue::from_static(SDK));
-    headers.insert("x-inngest-req-version", HeaderValue::from_static(REQ_VERSION));
-    response
 }
 
 fn unauthorized() -> Response {
@@ -159,7 +141,7 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
     };
     let request: CallRequest = match call::decode(body) {
         Ok(request) => request,
-        Err(message) => return json_response(StatusCode::BAD_REQUEST, &json!({ "message": message })),
+        Err(error) => return json_response(StatusCode::BAD_REQUEST, &json!({ "message": error.to_string() })),
     };
     if request.ctx.use_api || request.use_api {
         // Inngest left the memo out (over 4 MiB) for the SDK to fetch; running without it would

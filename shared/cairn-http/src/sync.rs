@@ -3,7 +3,7 @@
 //! by answering with it when the request says `X-Inngest-Sync-Kind: in_band`.
 
 use crate::config::{ServeConfig, is_https_origin};
-use crate::router::{SDK, ServeOrigin, json_response};
+use crate::response::{SDK, ServeOrigin, json_response};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use cairn::{Registry, Trigger};

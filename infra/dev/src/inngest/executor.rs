@@ -13,6 +13,7 @@ use cairn::{
     EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, RunnerConfig, StepError, StepId, StepKind,
     StepRecord, StepState, Wait,
 };
+use cairn_aws::{ControlMessage, WireError};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -44,12 +45,21 @@ impl InngestApps {
         }
         let function = self.function(target).ok_or_else(|| format!("no synced Inngest function `{target}`"))?;
         let payload = &invocation.payload;
-        let run_id = match payload["cairn"].as_str() {
-            Some("resume") => RunId::new(payload["run_id"].as_str().unwrap_or_default()),
-            Some("cron") => {
+        let message = match ControlMessage::parse(payload) {
+            Some(Ok(message)) => Some(message),
+            // A malformed resume or cron keeps its kind, as the dev server always read them: a
+            // resume of no run, a firing of no cron.
+            Some(Err(WireError::NoRunId)) if payload["cairn"] == "resume" => {
+                Some(ControlMessage::resume_run(RunId::new("")))
+            }
+            Some(Err(WireError::NoCron)) => Some(ControlMessage::cron("", None)),
+            _ => None,
+        };
+        let run_id = match message {
+            Some(ControlMessage::Resume(resume)) => resume.run_id,
+            Some(ControlMessage::Cron(firing)) => {
                 let now = dev.now();
-                let cron = payload["cron"].as_str().unwrap_or_default();
-                let event = EventPayload::new(cairn::SCHEDULED_EVENT, json!({"cron": cron}))
+                let event = EventPayload::new(cairn::SCHEDULED_EVENT, json!({"cron": firing.cron}))
                     .with_id(format!("cron:{}:{}", function.id, now / 60_000))
                     .with_ts(now);
                 self.start(dev, &function, event).await?
@@ -184,7 +194,7 @@ impl InngestApps {
             expression: cairn_aws::SchedulerTimer::at_expression(at),
             time_zone: "UTC".into(),
             target_arn: format!("{INNGEST_PREFIX}{function_id}"),
-            input: json!({"cairn": "resume", "run_id": run_id}).to_string(),
+            input: ControlMessage::resume_run(run_id.clone()).to_string(),
             delete_after: true,
             created_at: dev.now(),
             next_at: Some(at),

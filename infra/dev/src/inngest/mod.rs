@@ -16,6 +16,7 @@ mod protocol;
 use crate::devdb::Schedule;
 use crate::host::Host;
 use cairn::{CronSchedule, Millis};
+use cairn_aws::ControlMessage;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,7 +227,7 @@ impl InngestApps {
                     expression,
                     time_zone,
                     target_arn: format!("{INNGEST_PREFIX}{}", function.id),
-                    input: json!({"cairn": "cron", "cron": source}).to_string(),
+                    input: ControlMessage::cron(source.as_str(), None).to_string(),
                     delete_after: false,
                     created_at: now,
                     next_at,

@@ -280,6 +280,7 @@ impl ExecutionState {
         self.declared.retries = retries;
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn mock(&mut self, name: &str, result: Result<Value, StepError>) {
         self.mocks.insert(name.to_string(), result);
     }
