@@ -1,0 +1,491 @@
+//! Driving a run: take its lease, replay and execute, commit each step as it completes, act on
+//! each [`Outcome`], and suspend or finish through the lifecycle's transitions.
+
+use super::lease::{Halt, Hold, Released};
+use super::report::ended_at;
+use super::{DRIVE_SEQUENCE, Drive, Progress, ProgressSink, Runner, RunnerError};
+use crate::bus::{Bus, Timer};
+use crate::engine::{Execution, Op, OpKind, Outcome};
+use crate::error::{EngineError, StepError};
+use crate::event::{EventPayload, INVOKED_EVENT};
+use crate::id::{RunId, StepId};
+use crate::lifecycle::RunEnd;
+use crate::lifecycle::transition;
+use crate::record::{Millis, RunStatus, StepKind, StepRecord, StepState, Wait};
+use crate::step::millis;
+use crate::store::{Commit, RunStore, StoreError};
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+use tracing::Instrument;
+
+impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
+    /// Drives a run to its next suspension (or its end).
+    ///
+    /// # Errors
+    /// Store, bus or timer failures; whatever was committed stays committed, and driving the run
+    /// again resumes it.
+    pub async fn drive(&self, run_id: &RunId) -> Result<Drive, RunnerError> {
+        self.drive_until(run_id, self.clock.now() + millis(self.config.budget)).await
+    }
+
+    /// Drives a run like [`Runner::drive`], but stops starting new steps at `deadline` (ms since
+    /// the epoch), e.g. the Lambda deadline minus a margin.
+    ///
+    /// # Errors
+    /// As [`Runner::drive`].
+    pub async fn drive_until(&self, run_id: &RunId, deadline: Millis) -> Result<Drive, RunnerError> {
+        self.drive_observed(run_id, deadline, &|_| {}).await
+    }
+
+    /// Drives a run like [`Runner::drive_until`], reporting [`Progress`] to `progress` as steps
+    /// complete and when the run suspends or ends.
+    ///
+    /// # Errors
+    /// As [`Runner::drive`].
+    pub async fn drive_observed(
+        &self,
+        run_id: &RunId,
+        deadline: Millis,
+        progress: ProgressSink<'_>,
+    ) -> Result<Drive, RunnerError> {
+        let span = tracing::info_span!("run", run_id = %run_id, function = tracing::field::Empty, attempt = tracing::field::Empty);
+        // Each drive is its own lease owner: two concurrent drives in one process exclude each
+        // other exactly as two Lambda invocations do.
+        let owner = format!("{}#{}", self.config.owner, DRIVE_SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        // Boxed: the run loop's state machine is deep, and callers nest it further (Lambda, HTTP).
+        let drive = match Box::pin(self.drive_inner(run_id, deadline, &owner, progress)).instrument(span).await {
+            Ok(drive) | Err(Halt::Stop(drive)) => drive,
+            Err(Halt::Failed(error)) => {
+                self.abandon(run_id, &owner).await;
+                return Err(error);
+            }
+        };
+        let run_id = run_id.clone();
+        match &drive {
+            Drive::Suspended { status, wake_at } => {
+                progress(Progress::RunSuspended { run_id, status: *status, wake_at: *wake_at })
+            }
+            Drive::Continued => progress(Progress::RunContinued { run_id }),
+            Drive::Completed(output) => progress(Progress::RunCompleted { run_id, output: output.clone() }),
+            Drive::Failed(error) => progress(Progress::RunFailed { run_id, error: error.clone() }),
+            Drive::Busy | Drive::AlreadyFinished(_) | Drive::NotRegistered(_) => {}
+        }
+        Ok(drive)
+    }
+
+    pub(super) async fn drive_inner(
+        &self,
+        run_id: &RunId,
+        deadline: Millis,
+        owner: &str,
+        progress: ProgressSink<'_>,
+    ) -> Result<Drive, Halt> {
+        let mut started = false;
+        let mut conflicts = 0;
+        'replay: loop {
+            let journal = self.store.load(run_id).await?.ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?;
+            let meta = journal.meta;
+            if meta.status.is_finished() {
+                if !meta.outbox.is_empty() {
+                    // The drive that finished it died before delivering: deliver now.
+                    self.deliver_outbox(meta.clone()).await?;
+                }
+                return Ok(Drive::AlreadyFinished(meta.status));
+            }
+            if self.registry.get(&meta.function_id).is_none() {
+                // Another binary's run (a misrouted resume): leave it untouched for its owner.
+                tracing::warn!(function = %meta.function_id, "run belongs to a function not registered here");
+                return Ok(Drive::NotRegistered(meta.function_id));
+            }
+            let now = self.clock.now();
+            let mut hold = match &meta.lease {
+                Some(lease) if lease.owner == owner => Hold { meta, owner: owner.to_string(), poked: false },
+                Some(lease) if lease.expires_at > now => {
+                    let until = lease.expires_at;
+                    return Err(self.busy(&meta, until).await);
+                }
+                _ => match self.take_lease(meta, owner).await? {
+                    Some(hold) => hold,
+                    None if conflicts < 5 => {
+                        conflicts += 1;
+                        continue 'replay;
+                    }
+                    None => {
+                        let lease_end = now + millis(self.config.lease);
+                        let meta =
+                            self.store.load(run_id).await?.ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?.meta;
+                        return Err(self.busy(&meta, lease_end).await);
+                    }
+                },
+            };
+            tracing::Span::current()
+                .record("function", hold.meta.function_id.as_str())
+                .record("attempt", hold.meta.attempt);
+            if !started {
+                started = true;
+                progress(Progress::RunStarted { run_id: run_id.clone(), function_id: hold.meta.function_id.clone() });
+            }
+            if let Some(retry_at) = hold.meta.retry_at.filter(|at| *at > now) {
+                match self.wait_until(&mut hold, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
+                    Some(drive) => return Ok(drive),
+                    None => continue 'replay,
+                }
+            }
+            let function = self.registry.get(&hold.meta.function_id).cloned().expect("checked before taking the lease");
+            let mut execution =
+                Execution::new(&function, run_id.clone(), &hold.meta.event, &journal.steps, hold.meta.attempt);
+            loop {
+                let now = self.clock.now();
+                if now >= deadline {
+                    // Checkpoint: the run is due now, for the fresh invocation the wake-up starts
+                    // (or the reconciler, if that wake-up is lost).
+                    match self.release(&mut hold, RunStatus::Running, Some(now)).await? {
+                        Released::Done => {
+                            self.timer.wake_at(run_id, &hold.meta.function_id, "continue", now).await?;
+                            return Ok(Drive::Continued);
+                        }
+                        Released::Replay => continue 'replay,
+                    }
+                }
+                let outcome = {
+                    // A long step keeps the lease alive; if the run is lost meanwhile, stop.
+                    let next = std::pin::pin!(execution.next(now));
+                    let beat = std::pin::pin!(self.heartbeat(&mut hold));
+                    match futures::future::select(next, beat).await {
+                        futures::future::Either::Left((outcome, _)) => outcome,
+                        futures::future::Either::Right((lost, _)) => return Err(lost),
+                    }
+                };
+                let outcome = match outcome {
+                    Ok(outcome) => ended_at(outcome, self.clock.now()),
+                    Err(error) => return self.fail_determinism(hold, error).await,
+                };
+                match outcome {
+                    Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
+                        let adopted = self.commit(&mut hold, record, progress).await?;
+                        self.forget_timed_out_wait(run_id, &adopted).await?;
+                        execution.committed(adopted);
+                    }
+                    Outcome::StepFailed { record, retry_at: Some(retry_at) } => {
+                        let adopted = self.commit(&mut hold, record, progress).await?;
+                        if adopted.state.is_final() {
+                            execution.committed(adopted);
+                            continue;
+                        }
+                        match self.wait_until(&mut hold, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Sleeping { op, until } => {
+                        if let Some(record) = self.persist_scheduled(&mut hold, &op, progress).await?
+                            && record.state.is_final()
+                        {
+                            execution.committed(record);
+                            continue;
+                        }
+                        match self
+                            .wait_until(&mut hold, until, deadline, RunStatus::Sleeping, &op.id.to_string())
+                            .await?
+                        {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Waiting { op } => {
+                        if self.handle_ops(&mut hold, std::slice::from_ref(&op), &mut execution, progress).await? {
+                            continue; // an event received just before the wait matched it
+                        }
+                        match self.suspend(&mut hold, std::slice::from_ref(&op)).await? {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Planned(ops) => {
+                        if self.handle_ops(&mut hold, &ops, &mut execution, progress).await? {
+                            continue;
+                        }
+                        let earliest = ops.iter().filter_map(Op::wake_at).min();
+                        let waits_on_others =
+                            ops.iter().any(|op| matches!(op.kind, OpKind::WaitForEvent { .. } | OpKind::Invoke { .. }));
+                        let suspended = match earliest {
+                            Some(at) if !waits_on_others => {
+                                self.wait_until(&mut hold, at, deadline, RunStatus::Sleeping, "planned").await?
+                            }
+                            _ => self.suspend(&mut hold, &ops).await?,
+                        };
+                        match suspended {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Completed(output) => return self.finish(hold, Ok(output)).await,
+                    Outcome::Failed { error, retry_at: Some(retry_at) } => {
+                        tracing::warn!(%error, "function failed, will retry");
+                        self.keep_lease(&mut hold).await?;
+                        let meta = transition::retrying(hold.meta.clone(), retry_at, now);
+                        hold.meta = match self.store.update_meta(&meta).await {
+                            Ok(stored) => stored,
+                            Err(StoreError::Conflict { .. }) => continue 'replay,
+                            Err(other) => return Err(other.into()),
+                        };
+                        match self.wait_until(&mut hold, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
+                            Some(drive) => return Ok(drive),
+                            None => continue 'replay,
+                        }
+                    }
+                    Outcome::Failed { error, retry_at: None } => return self.finish(hold, Err(error)).await,
+                }
+            }
+        }
+    }
+
+    /// Commits a step record while holding the lease (the fence: a drive that lost its run
+    /// stops here, without writing); returns the record now stored (ours, or the winner's).
+    pub(super) async fn commit(
+        &self,
+        hold: &mut Hold,
+        record: StepRecord,
+        progress: ProgressSink<'_>,
+    ) -> Result<StepRecord, Halt> {
+        self.keep_lease(hold).await?;
+        let run_id = hold.meta.run_id.clone();
+        let (record, commit) = match self.store.commit_step(&run_id, &record).await {
+            Err(too_large @ StoreError::TooLarge { .. }) => {
+                // No retry can shrink the output: the step fails for good, with the reason.
+                let mut failed = record;
+                failed.state = StepState::Failed { error: StepError::non_retriable(too_large.to_string()) };
+                let commit = self.store.commit_step(&run_id, &failed).await?;
+                (failed, commit)
+            }
+            other => (record, other?),
+        };
+        let stored = match commit {
+            Commit::Committed => record,
+            Commit::Existing(winner) => {
+                tracing::debug!(step.id = %winner.id, "step already committed by another invocation; adopting its result");
+                *winner
+            }
+        };
+        let state = match &stored.state {
+            StepState::Completed { .. } => "completed",
+            StepState::Failed { .. } => "failed",
+            StepState::Retrying { .. } => "retrying",
+            StepState::Scheduled { .. } => return Ok(stored),
+        };
+        progress(Progress::StepCompleted {
+            run_id,
+            step_id: stored.id.clone(),
+            name: stored.name.clone(),
+            kind: stored.kind.to_string(),
+            state: state.to_string(),
+            attempts: stored.attempts,
+            duration_ms: stored.ended_at.map(|ended| ended.saturating_sub(stored.started_at)),
+        });
+        Ok(stored)
+    }
+
+    /// Records a new sleep, wait or invoke as scheduled; returns what is stored (a final record
+    /// if someone resolved the step first).
+    pub(super) async fn persist_scheduled(
+        &self,
+        hold: &mut Hold,
+        op: &Op,
+        progress: ProgressSink<'_>,
+    ) -> Result<Option<StepRecord>, Halt> {
+        match op.scheduled_record() {
+            Some(record) if op.new => Ok(Some(self.commit(hold, record, progress).await?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// A wait that timed out leaves its registration behind; remove it.
+    pub(super) async fn forget_timed_out_wait(&self, run_id: &RunId, record: &StepRecord) -> Result<(), RunnerError> {
+        if record.kind == StepKind::WaitForEvent
+            && let Some(event) = record.detail.as_ref().and_then(|detail| detail["event"].as_str())
+        {
+            self.store.remove_wait(event, run_id, &record.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Performs what the driver owes planned ops; `true` if a step was committed (so the
+    /// execution can go on at once).
+    pub(super) async fn handle_ops(
+        &self,
+        hold: &mut Hold,
+        ops: &[Op],
+        execution: &mut Execution,
+        progress: ProgressSink<'_>,
+    ) -> Result<bool, Halt> {
+        let now = self.clock.now();
+        let run_id = hold.meta.run_id.clone();
+        let mut progressed = false;
+        for op in ops {
+            match &op.kind {
+                OpKind::SendEvent { events } => {
+                    let ids = self.bus.send(events).await?;
+                    let adopted = self.commit(hold, op.completed_record(json!({ "ids": ids }), now), progress).await?;
+                    execution.committed(adopted);
+                    progressed = true;
+                }
+                OpKind::WaitForEvent { event, expression, timeout_at } => {
+                    // Registered on every pass, not only the first: a crash between the
+                    // scheduled record and the wait must not leave the run deaf (idempotent).
+                    if let Some(record) = self.persist_scheduled(hold, op, progress).await?
+                        && record.state.is_final()
+                    {
+                        execution.committed(record);
+                        progressed = true;
+                        continue;
+                    }
+                    let wait = Wait {
+                        event: event.clone(),
+                        run_id: run_id.clone(),
+                        step_id: op.id.clone(),
+                        expression: expression.clone(),
+                        timeout_at: *timeout_at,
+                        created_at: now,
+                    };
+                    self.store.put_wait(&wait).await?;
+                    if !self.config.wait_lookback.is_zero() {
+                        let since = now - millis(self.config.wait_lookback);
+                        for earlier in self.store.events_since(event, since).await? {
+                            self.keep_lease(hold).await?;
+                            if let Some(record) = self.resolve_wait(&wait, &earlier, now, false).await? {
+                                tracing::info!(step.id = %op.id, "wait matched an event received before it began");
+                                execution.committed(record);
+                                progressed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                OpKind::Invoke { function_id, data, .. } => {
+                    // Sent again on later passes for the same reason; the event id (so the
+                    // child run) is derived from the step, so a resend starts nothing new.
+                    if let Some(record) = self.persist_scheduled(hold, op, progress).await?
+                        && record.state.is_final()
+                    {
+                        execution.committed(record);
+                        progressed = true;
+                        continue;
+                    }
+                    let mut payload = data.clone();
+                    if !payload.is_object() {
+                        payload = json!({});
+                    }
+                    payload["_inngest"] = json!({
+                        "fn_id": function_id,
+                        "correlation_id": format!("{}.{}", run_id, op.id),
+                        "source_fn_id": hold.meta.function_id,
+                    });
+                    let event = EventPayload::new(INVOKED_EVENT, payload)
+                        .with_id(StepId::hash(&format!("{run_id}/{}", op.id)).as_str()[..26].to_string())
+                        .with_ts(now);
+                    self.bus.send(std::slice::from_ref(&event)).await?;
+                }
+                OpKind::Sleep { .. } => {
+                    if let Some(record) = self.persist_scheduled(hold, op, progress).await?
+                        && record.state.is_final()
+                    {
+                        execution.committed(record);
+                        progressed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(progressed)
+    }
+
+    /// Sleeps in process when `until` is near and within the budget (`None`: replay now), or
+    /// gives the run up (due at `until`) and then arms the timer.
+    pub(super) async fn wait_until(
+        &self,
+        hold: &mut Hold,
+        until: Millis,
+        deadline: Millis,
+        status: RunStatus,
+        key: &str,
+    ) -> Result<Option<Drive>, Halt> {
+        let now = self.clock.now();
+        if until <= now {
+            return Ok(None);
+        }
+        if until - now <= millis(self.config.sleep_threshold) && until < deadline {
+            // Held through the sleep: renew first if the lease would lapse meanwhile.
+            if hold.meta.lease.as_ref().is_some_and(|lease| lease.expires_at < until + millis(self.config.lease) / 2) {
+                self.keep_lease(hold).await?;
+            }
+            self.clock.sleep_until(until).await;
+            return Ok(None);
+        }
+        match self.release(hold, status, Some(until)).await? {
+            Released::Replay => Ok(None),
+            Released::Done => {
+                self.timer.wake_at(&hold.meta.run_id, &hold.meta.function_id, key, until).await?;
+                Ok(Some(Drive::Suspended { status, wake_at: Some(until) }))
+            }
+        }
+    }
+
+    /// Gives a waiting run up (due at its earliest timeout), then arms the timer for it.
+    /// `None`: the run was woken meanwhile, replay it.
+    pub(super) async fn suspend(&self, hold: &mut Hold, ops: &[Op]) -> Result<Option<Drive>, Halt> {
+        let wake_at = ops.iter().filter_map(Op::wake_at).min();
+        match self.release(hold, RunStatus::Waiting, wake_at).await? {
+            Released::Replay => Ok(None),
+            Released::Done => {
+                if let Some(at) = wake_at {
+                    self.timer.wake_at(&hold.meta.run_id, &hold.meta.function_id, "timeout", at).await?;
+                }
+                Ok(Some(Drive::Suspended { status: RunStatus::Waiting, wake_at }))
+            }
+        }
+    }
+
+    pub(super) async fn fail_determinism(&self, hold: Hold, error: EngineError) -> Result<Drive, Halt> {
+        tracing::error!(%error, "the code no longer matches the run's journal");
+        self.finish(hold, Err(error.to_step_error())).await
+    }
+
+    /// Ends the run: the head records the result and, in the same write, the events owed for it
+    /// (its outbox), which are then delivered and acknowledged.
+    pub(super) async fn finish(&self, mut hold: Hold, result: Result<Value, StepError>) -> Result<Drive, Halt> {
+        self.keep_lease(&mut hold).await?;
+        let now = self.clock.now();
+        let mut result = result;
+        let mut shrunk = false;
+        // The head records the end and, in the same write, the events owed for it (its outbox).
+        let stored = loop {
+            let meta = transition::ended(hold.meta.clone(), &RunEnd::from(result.clone()), now, self.durations());
+            match self.store.update_meta(&meta).await {
+                Ok(stored) => break stored,
+                Err(too_large @ StoreError::RunTooLarge { .. }) if !shrunk => {
+                    // The run fails cleanly, naming the size, rather than never finishing.
+                    tracing::error!(error = %too_large, "run result too large to store");
+                    result = Err(StepError::non_retriable(too_large.to_string()));
+                    shrunk = true;
+                }
+                // The head moved (a late wake-up): the run ends as decided, unless it is no longer
+                // ours (cancelled, or taken over), which `reread` reports.
+                Err(StoreError::Conflict { .. }) => self.reread(&mut hold).await?,
+                Err(other) => return Err(other.into()),
+            }
+        };
+        match &result {
+            Ok(_) => tracing::info!("run completed"),
+            Err(error) => tracing::error!(%error, "run failed"),
+        }
+        let run_id = stored.run_id.clone();
+        self.deliver_outbox(stored).await?;
+        if let Err(error) = self.timer.forget(&run_id).await {
+            tracing::warn!(%error, "could not drop the ended run's pending wake-up; it will find the run ended");
+        }
+        Ok(match result {
+            Ok(output) => Drive::Completed(output),
+            Err(error) => Drive::Failed(error),
+        })
+    }
+}
