@@ -28,16 +28,11 @@
 //! record in the same round trip.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use cairn::store::{Commit, CreateRun, RunQuery};
 use cairn::{EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
 /// Outputs whose record is larger than this are split into chunk items (an item holds 400 KB,
@@ -62,6 +57,13 @@ const BATCH_GET_KEYS: usize = 100;
 pub const MAX_HEAD_BYTES: usize = CHUNK_BYTES + 30 * 1024;
 
 type Item = HashMap<String, AttributeValue>;
+
+mod items;
+mod listing;
+mod table;
+
+pub(crate) use items::sdk_error;
+use items::{build_error, decode, decode_meta, encode, meta_item, number, split_on_char_boundaries, string};
 
 /// The longest scope: it also prefixes the Scheduler schedule names (64 characters at most).
 pub const MAX_SCOPE_LEN: usize = 43;
@@ -124,87 +126,6 @@ impl DynamoDbStore {
 
     fn run_key(&self, run_id: &RunId) -> String {
         self.key("RUN", run_id)
-    }
-
-    /// Creates the table (PK/SK strings, on-demand, TTL on `expires_at`), as `template.yaml`
-    /// does in AWS; for local stand-ins and tests. An existing table is left as it is.
-    ///
-    /// # Errors
-    /// The service's error, as a [`StoreError`].
-    pub async fn create_table(&self) -> Result<(), StoreError> {
-        let key = |name: &str, kind: KeyType| {
-            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(build_error)
-        };
-        let attribute = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(build_error)
-        };
-        let due_at = AttributeDefinition::builder()
-            .attribute_name("due_at")
-            .attribute_type(ScalarAttributeType::N)
-            .build()
-            .map_err(build_error)?;
-        let number = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .map_err(build_error)
-        };
-        let runs = GlobalSecondaryIndex::builder()
-            .index_name(RUNS_INDEX)
-            .key_schema(key("fn_key", KeyType::Hash)?)
-            .key_schema(key("created_at", KeyType::Range)?)
-            .projection(
-                Projection::builder().projection_type(ProjectionType::Include).non_key_attributes("status").build(),
-            )
-            .build()
-            .map_err(build_error)?;
-        let due = GlobalSecondaryIndex::builder()
-            .index_name(DUE_INDEX)
-            .key_schema(key("due_fn", KeyType::Hash)?)
-            .key_schema(key("due_at", KeyType::Range)?)
-            .projection(Projection::builder().projection_type(ProjectionType::All).build())
-            .build()
-            .map_err(build_error)?;
-        let created = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key("PK", KeyType::Hash)?)
-            .key_schema(key("SK", KeyType::Range)?)
-            .attribute_definitions(attribute("PK")?)
-            .attribute_definitions(attribute("SK")?)
-            .attribute_definitions(attribute("due_fn")?)
-            .attribute_definitions(due_at)
-            .attribute_definitions(attribute("fn_key")?)
-            .attribute_definitions(number("created_at")?)
-            .global_secondary_indexes(due)
-            .global_secondary_indexes(runs)
-            .send()
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => return Ok(()),
-            Err(err) => return Err(sdk_error("CreateTable", err)),
-        }
-        let ttl = TimeToLiveSpecification::builder()
-            .enabled(true)
-            .attribute_name("expires_at")
-            .build()
-            .map_err(build_error)?;
-        self.client
-            .update_time_to_live()
-            .table_name(&self.table)
-            .time_to_live_specification(ttl)
-            .send()
-            .await
-            .map_err(|err| sdk_error("UpdateTimeToLive", err))?;
-        Ok(())
     }
 
     async fn load_chunks(
@@ -342,94 +263,6 @@ enum SortKey<'a> {
     Any,
     Prefix(&'a str),
     AtLeast(&'a str),
-}
-
-fn build_error(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(err.to_string())
-}
-
-/// Maps an SDK error: throttling and transport failures are retryable, the rest are not.
-pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(
-    operation: &str,
-    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> StoreError {
-    let code = err.code().unwrap_or_default().to_string();
-    let message = format!("{operation}: {}", err.message().map(str::to_string).unwrap_or_else(|| format!("{err:?}")));
-    match &err {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StoreError::Unavailable(message),
-        _ if code.contains("Throttl")
-            || code == "ProvisionedThroughputExceededException"
-            || code == "RequestLimitExceeded" =>
-        {
-            StoreError::Throttled(message)
-        }
-        SdkError::ResponseError(_) => StoreError::Unavailable(message),
-        SdkError::ServiceError(service) if service.raw().status().is_server_error() => StoreError::Unavailable(message),
-        _ => StoreError::Backend(message),
-    }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|err| StoreError::Serialization(err.to_string()))
-}
-
-fn decode<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|err| StoreError::Serialization(err.to_string()))
-}
-
-fn string(item: &Item, name: &str) -> Result<String, StoreError> {
-    match item.get(name) {
-        Some(AttributeValue::S(value)) => Ok(value.clone()),
-        _ => Err(StoreError::Serialization(format!("item attribute `{name}` is missing or not a string"))),
-    }
-}
-
-fn number(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn meta_item(store: &DynamoDbStore, meta: &RunMeta) -> Result<Item, StoreError> {
-    let encoded = encode(meta)?;
-    if encoded.len() > MAX_HEAD_BYTES {
-        return Err(StoreError::RunTooLarge {
-            run_id: meta.run_id.clone(),
-            bytes: encoded.len(),
-            limit: MAX_HEAD_BYTES,
-        });
-    }
-    let mut item = Item::from([
-        ("PK".into(), AttributeValue::S(store.run_key(&meta.run_id))),
-        ("SK".into(), AttributeValue::S("META".into())),
-        ("fn_key".into(), AttributeValue::S(store.key("FN", &meta.function_id))),
-        ("meta".into(), AttributeValue::S(encoded)),
-        ("version".into(), number(meta.version)),
-        ("status".into(), AttributeValue::S(meta.status.as_str().into())),
-        ("function_id".into(), AttributeValue::S(meta.function_id.clone())),
-        ("created_at".into(), number(meta.created_at)),
-    ]);
-    if let Some(expires_at) = meta.expires_at {
-        item.insert("expires_at".into(), number(expires_at / 1000));
-    }
-    if let Some(wake_at) = meta.wake_at {
-        item.insert("due_fn".into(), AttributeValue::S(store.key("FN", &meta.function_id)));
-        item.insert("due_at".into(), number(wake_at));
-    }
-    Ok(item)
-}
-
-/// Decodes a head item. `version` and `due_at` are read from their attributes: a wake-up
-/// ([`RunStore::commit_and_wake`]) moves them without rewriting the JSON.
-fn decode_meta(item: &Item) -> Result<RunMeta, StoreError> {
-    let mut meta: RunMeta = decode(&string(item, "meta")?)?;
-    let number_of = |name: &str| match item.get(name) {
-        Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
-        _ => None,
-    };
-    if let Some(version) = number_of("version").and_then(|v| u64::try_from(v).ok()) {
-        meta.version = version;
-    }
-    meta.wake_at = number_of("due_at");
-    Ok(meta)
 }
 
 impl RunStore for DynamoDbStore {
@@ -709,142 +542,5 @@ impl RunStore for DynamoDbStore {
         runs.retain(|meta| query.matches(meta));
         runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.run_id.cmp(&a.run_id)));
         Ok(runs)
-    }
-}
-
-impl DynamoDbStore {
-    /// Writes this scope's marker for `function` once per process (a `PutItem` of a few bytes).
-    async fn note_function(&self, function_id: &str) -> Result<(), StoreError> {
-        let noted = self.noted_functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(function_id);
-        if noted {
-            return Ok(());
-        }
-        self.put(Item::from([
-            ("PK".into(), AttributeValue::S(self.key("FUNCTIONS", "all"))),
-            ("SK".into(), AttributeValue::S(function_id.to_string())),
-        ]))
-        .await?;
-        self.noted_functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(function_id.to_string());
-        Ok(())
-    }
-
-    /// The functions that have runs in this scope.
-    pub async fn functions(&self) -> Result<Vec<String>, StoreError> {
-        let items = self.query_all(&self.key("FUNCTIONS", "all"), SortKey::Any).await?;
-        items.iter().map(|item| string(item, "SK")).collect()
-    }
-
-    /// Up to `limit` (creation time, partition key) of `function`'s runs matching `query`'s
-    /// status and time window, newest first, from the `runs` index.
-    async fn indexed_runs(
-        &self,
-        function: &str,
-        query: &RunQuery,
-        limit: usize,
-    ) -> Result<Vec<(Millis, String)>, StoreError> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(RUNS_INDEX)
-                .scan_index_forward(false)
-                .key_condition_expression("fn_key = :fn AND created_at BETWEEN :from AND :to")
-                .expression_attribute_values(":fn", AttributeValue::S(self.key("FN", function)))
-                .expression_attribute_values(":from", number(query.created_from.unwrap_or(0)))
-                .expression_attribute_values(":to", number(query.created_before.map_or(i64::MAX, |before| before - 1)))
-                .limit(i32::try_from(limit.min(1_000)).unwrap_or(1_000))
-                .set_exclusive_start_key(start.take());
-            if let Some(status) = query.status {
-                request = request
-                    .filter_expression("#status = :status")
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()));
-            }
-            let page = request.send().await.map_err(|err| sdk_error("Query", err))?;
-            for item in page.items.unwrap_or_default() {
-                let created_at = match item.get("created_at") {
-                    Some(AttributeValue::N(n)) => n.parse().unwrap_or_default(),
-                    _ => 0,
-                };
-                found.push((created_at, string(&item, "PK")?));
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() && found.len() < limit => start = Some(key),
-                _ => break,
-            }
-        }
-        found.truncate(limit);
-        Ok(found)
-    }
-
-    /// The heads under these partition keys (consistent reads, 100 keys a request).
-    async fn heads(&self, partition_keys: Vec<String>) -> Result<Vec<RunMeta>, StoreError> {
-        let mut heads = Vec::with_capacity(partition_keys.len());
-        for chunk in partition_keys.chunks(BATCH_GET_KEYS) {
-            let mut keys: Vec<Item> = chunk
-                .iter()
-                .map(|pk| {
-                    Item::from([
-                        ("PK".to_string(), AttributeValue::S(pk.clone())),
-                        ("SK".to_string(), AttributeValue::S("META".into())),
-                    ])
-                })
-                .collect();
-            while !keys.is_empty() {
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(build_error)?;
-                let answer = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|err| sdk_error("BatchGetItem", err))?;
-                for item in answer.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
-                    heads.push(decode_meta(&item)?);
-                }
-                if let Some(mut unprocessed) = answer.unprocessed_keys
-                    && let Some(left) = unprocessed.remove(&self.table)
-                {
-                    keys = left.keys;
-                }
-            }
-        }
-        Ok(heads)
-    }
-}
-
-/// Splits `text` into pieces of at most `max` bytes, never inside a UTF-8 character.
-fn split_on_char_boundaries(text: &str, max: usize) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let mut end = rest.len().min(max);
-        while !rest.is_char_boundary(end) {
-            end -= 1;
-        }
-        let (part, tail) = rest.split_at(end);
-        parts.push(part);
-        rest = tail;
-    }
-    parts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_never_cut_a_character() {
-        let text = "aé€😀".repeat(1000);
-        let parts = split_on_char_boundaries(&text, 7);
-        assert!(parts.iter().all(|p| p.len() <= 7));
-        assert_eq!(parts.concat(), text);
     }
 }
