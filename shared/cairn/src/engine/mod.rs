@@ -60,7 +60,7 @@ use crate::event::EventPayload;
 use crate::function::{Function, HandlerFuture};
 use crate::id::RunId;
 use crate::record::{Millis, StepRecord, StepState};
-use crate::state::{Declared, ExecutionState, SharedState};
+use crate::state::{Declared, ExecutionState, JournalIndex, SharedState};
 use crate::step::Step;
 use futures::FutureExt;
 use pick::{Pick, pick};
@@ -88,12 +88,27 @@ impl Execution {
     /// Prepares `function` to run over `steps` (the run's journal) for the event `event`.
     /// `attempt` is the function-level attempt (0-based) from the run's head record.
     pub fn new(function: &Function, run_id: RunId, event: &EventPayload, steps: &[StepRecord], attempt: u32) -> Self {
+        Self::start(function, run_id, event, JournalIndex::new(steps), attempt)
+    }
+
+    /// Like [`Execution::new`], taking the journal a driver loaded instead of copying it.
+    pub fn from_journal(
+        function: &Function,
+        run_id: RunId,
+        event: &EventPayload,
+        steps: Vec<StepRecord>,
+        attempt: u32,
+    ) -> Self {
+        Self::start(function, run_id, event, JournalIndex::from_vec(steps), attempt)
+    }
+
+    fn start(function: &Function, run_id: RunId, event: &EventPayload, journal: JournalIndex, attempt: u32) -> Self {
         let declared = Declared {
             function_id: function.id().to_string(),
             sends: function.sends().to_vec(),
             retries: function.retries(),
         };
-        let state = SharedState::new(ExecutionState::new(run_id, declared, steps));
+        let state = SharedState::new(ExecutionState::new(run_id, declared, journal));
         let future = function.call(event, Step::new(state.clone()));
         let future: HandlerFuture = Box::pin(AssertUnwindSafe(future).catch_unwind().map(|result| match result {
             Ok(result) => result,

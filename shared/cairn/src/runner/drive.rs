@@ -133,7 +133,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
             let function = self.registry.get(&hold.meta.function_id).cloned().expect("checked before taking the lease");
             let mut execution =
-                Execution::new(&function, run_id.clone(), &hold.meta.event, &journal.steps, hold.meta.attempt);
+                Execution::from_journal(&function, run_id.clone(), &hold.meta.event, journal.steps, hold.meta.attempt);
             loop {
                 let now = self.clock.now();
                 if now >= deadline {

@@ -28,15 +28,25 @@ pub(crate) struct JournalIndex {
 impl JournalIndex {
     /// Indexes `steps`; of records sharing an id, the last is kept (in the first one's slot).
     pub(crate) fn new(steps: &[StepRecord]) -> Self {
+        Self::from_records(steps.iter().cloned(), steps.len())
+    }
+
+    /// Indexes `steps`, taking them (a driver's loaded journal is not copied again).
+    pub(crate) fn from_vec(steps: Vec<StepRecord>) -> Self {
+        let count = steps.len();
+        Self::from_records(steps.into_iter(), count)
+    }
+
+    fn from_records(steps: impl Iterator<Item = StepRecord>, count: usize) -> Self {
         let mut journal = JournalIndex {
-            records: Vec::with_capacity(steps.len()),
-            by_id: IdIndex::with_capacity(steps.len()),
+            records: Vec::with_capacity(count),
+            by_id: IdIndex::with_capacity(count),
             by_position: PositionMap::default(),
             visited: PositionSet::default(),
             replayable: 0,
         };
         for record in steps {
-            journal.put(record.clone());
+            journal.put(record);
         }
         journal.replayable = journal.records.len();
         journal

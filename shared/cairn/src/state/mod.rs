@@ -16,13 +16,14 @@
 
 mod journal;
 
+pub(crate) use journal::JournalIndex;
+
 use crate::backoff::RetryPolicy;
 use crate::error::{EngineError, StepError};
 use crate::event::EventPayload;
 use crate::id::{FastHash, HexId, RunId, StepId};
 use crate::op::{Op, OpKind};
 use crate::record::{Millis, StepKind, StepRecord, StepState};
-use journal::JournalIndex;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -107,12 +108,12 @@ pub(crate) struct Attempt<'a> {
 
 impl ExecutionState {
     /// The state of an execution of `declared` over `steps` (the run's journal).
-    pub(crate) fn new(run_id: RunId, declared: Declared, steps: &[StepRecord]) -> Self {
+    pub(crate) fn new(run_id: RunId, declared: Declared, journal: JournalIndex) -> Self {
         ExecutionState {
             run_id,
             now: 0,
             declared,
-            journal: JournalIndex::new(steps),
+            journal,
             name_counts: HashMap::default(),
             next_position: 0,
             ops: BTreeMap::new(),
