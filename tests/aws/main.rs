@@ -204,8 +204,8 @@ fn an_oversized_event_is_refused_before_anything_is_sent() {
             EventPayload::new("test/huge", json!({"blob": "x".repeat(300 * 1024)})).with_id("big"),
         ];
         let err = bus.send(&events).await.unwrap_err();
-        assert!(err.0.starts_with("event `test/huge` is 307"), "{}", err.0);
-        assert!(err.0.ends_with("bytes, over EventBridge's 262144-byte entry limit"), "{}", err.0);
+        assert!(err.message().starts_with("event `test/huge` is 307"), "{}", err.message());
+        assert!(err.message().ends_with("bytes, over EventBridge's 262144-byte entry limit"), "{}", err.message());
         assert!(drain(&sqs, &queue_url).await.is_empty(), "the batch is all or nothing");
     });
 }

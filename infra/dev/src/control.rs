@@ -21,11 +21,11 @@ pub struct DevTimer(pub Arc<Dev>);
 impl Timer for DevTimer {
     async fn wake_at(&self, run_id: &RunId, function_id: &str, key: &str, at: Millis) -> Result<(), BusError> {
         let due_at = (at > self.0.now()).then_some(at);
-        queue_resume(&self.0, function_id, run_id, key, due_at).map_err(BusError)
+        queue_resume(&self.0, function_id, run_id, key, due_at).map_err(BusError::new)
     }
 
     async fn forget(&self, run_id: &RunId) -> Result<(), BusError> {
-        self.0.db.delete_schedules_of_run(run_id.as_str()).map(|_| ()).map_err(BusError)
+        self.0.db.delete_schedules_of_run(run_id.as_str()).map(|_| ()).map_err(BusError::new)
     }
 }
 

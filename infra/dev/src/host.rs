@@ -44,14 +44,14 @@ impl<H: Host> Bus for HostBus<H> {
                 Ok(Entry {
                     source: "cairn".into(),
                     detail_type: event.name.clone(),
-                    detail: serde_json::to_value(event).map_err(|err| BusError(err.to_string()))?,
+                    detail: serde_json::to_value(event).map_err(|err| BusError::with_source(err.to_string(), err))?,
                     bus: LOCAL_STACK_NAME.into(),
                     time: None,
                     resources: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>, BusError>>()?;
-        self.0.put_events(entries, "outbox").map_err(BusError)?;
+        self.0.put_events(entries, "outbox").map_err(BusError::new)?;
         Ok(events.iter().map(|event| event.id.clone().unwrap_or_default()).collect())
     }
 }

@@ -39,9 +39,9 @@ impl EventBridgeBus {
     }
 
     fn entry(&self, event: &EventPayload) -> Result<PutEventsRequestEntry, BusError> {
-        let detail = serde_json::to_string(event).map_err(|err| BusError(err.to_string()))?;
+        let detail = serde_json::to_string(event).map_err(|err| BusError::with_source(err.to_string(), err))?;
         if detail.len() > MAX_ENTRY_BYTES {
-            return Err(BusError(format!(
+            return Err(BusError::new(format!(
                 "event `{}` is {} bytes, over EventBridge's {MAX_ENTRY_BYTES}-byte entry limit",
                 event.name,
                 detail.len()
@@ -93,7 +93,7 @@ impl EventBridgeBus {
             tracing::warn!(failed = failed.len(), error = %last_error, "PutEvents entries failed; retrying them");
             pending = failed;
         }
-        Err(BusError(format!(
+        Err(BusError::new(format!(
             "{} of {} events not accepted after {} attempts: {last_error}",
             pending.len(),
             events.len(),

@@ -85,7 +85,7 @@ impl SchedulerTimer {
             self.delete_run_schedule(run_id).await?;
             if !self.create(run_id, at).await? {
                 let name = self.run_schedule_name(run_id);
-                return Err(BusError(format!("CreateSchedule {name}: it exists again right after its deletion")));
+                return Err(BusError::new(format!("CreateSchedule {name}: it exists again right after its deletion")));
             }
         }
         Ok(())
@@ -100,7 +100,7 @@ impl SchedulerTimer {
         match self.client.delete_schedule().name(&name).group_name(&self.group).send().await {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
-            Err(err) => Err(BusError(format!("DeleteSchedule {name}: {}", DisplayErrorContext(&err)))),
+            Err(err) => Err(BusError::with_source(format!("DeleteSchedule {name}: {}", DisplayErrorContext(&err)), err)),
         }
     }
 
@@ -110,13 +110,13 @@ impl SchedulerTimer {
         let window = FlexibleTimeWindow::builder()
             .mode(FlexibleTimeWindowMode::Off)
             .build()
-            .map_err(|err| BusError(err.to_string()))?;
+            .map_err(|err| BusError::with_source(err.to_string(), err))?;
         let target = Target::builder()
             .arn(&self.target_arn)
             .role_arn(&self.role_arn)
             .input(self.resume_payload(run_id).to_string())
             .build()
-            .map_err(|err| BusError(err.to_string()))?;
+            .map_err(|err| BusError::with_source(err.to_string(), err))?;
         let created = self
             .client
             .create_schedule()
@@ -132,7 +132,7 @@ impl SchedulerTimer {
         match created {
             Ok(_) => Ok(true),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conflict_exception()) => Ok(false),
-            Err(err) => Err(BusError(format!("CreateSchedule {name}: {}", DisplayErrorContext(&err)))),
+            Err(err) => Err(BusError::with_source(format!("CreateSchedule {name}: {}", DisplayErrorContext(&err)), err)),
         }
     }
 }

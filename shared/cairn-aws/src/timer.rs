@@ -68,11 +68,12 @@ impl Timer for QueueTimer {
             .send()
             .await
             .map_err(|err| {
-                BusError(format!(
+                let message = format!(
                     "SQS SendMessage to {} ({key}, {delay} s): {}",
                     self.queue_url,
                     aws_sdk_sqs::error::DisplayErrorContext(&err)
-                ))
+                );
+                BusError::with_source(message, err)
             })?;
         Ok(())
     }

@@ -8,10 +8,41 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A bus failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BusError(pub String);
+/// A bus or timer failure: what failed, and the error that caused it (an SDK error, a
+/// serialization error), kept as its [`source`](std::error::Error::source).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct BusError {
+    message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BusError {
+    /// A failure described by `message` alone.
+    pub fn new(message: impl Into<String>) -> Self {
+        BusError { message: message.into(), source: None }
+    }
+
+    /// A failure described by `message`, caused by `source`.
+    pub fn with_source(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BusError { message: message.into(), source: Some(Arc::new(source)) }
+    }
+
+    /// What failed.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl PartialEq for BusError {
+    /// Equal when they say the same (sources are compared by their messages only).
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for BusError {}
 
 /// Sends events to whatever routes them to functions.
 pub trait Bus: Send + Sync + 'static {
