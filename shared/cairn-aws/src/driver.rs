@@ -255,7 +255,7 @@ impl LambdaDriver {
                     // loudly, instead of being retried into the dead-letter queue.
                     Err(cairn::RunnerError::InvalidEvent(reason)) => {
                         tracing::error!(%reason, event.name = %event.name, "refused an invalid event");
-                        return Ok(json!({ "refused": reason }));
+                        return Ok(json!({ "refused": reason.message() }));
                     }
                     Err(other) => return Err(other.into()),
                 }

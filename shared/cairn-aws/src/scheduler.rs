@@ -100,7 +100,9 @@ impl SchedulerTimer {
         match self.client.delete_schedule().name(&name).group_name(&self.group).send().await {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
-            Err(err) => Err(BusError::with_source(format!("DeleteSchedule {name}: {}", DisplayErrorContext(&err)), err)),
+            Err(err) => {
+                Err(BusError::with_source(format!("DeleteSchedule {name}: {}", DisplayErrorContext(&err)), err))
+            }
         }
     }
 
@@ -132,7 +134,9 @@ impl SchedulerTimer {
         match created {
             Ok(_) => Ok(true),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conflict_exception()) => Ok(false),
-            Err(err) => Err(BusError::with_source(format!("CreateSchedule {name}: {}", DisplayErrorContext(&err)), err)),
+            Err(err) => {
+                Err(BusError::with_source(format!("CreateSchedule {name}: {}", DisplayErrorContext(&err)), err))
+            }
         }
     }
 }

@@ -18,13 +18,13 @@ impl IntoDuration for Duration {
 
 impl IntoDuration for &str {
     fn into_duration(self) -> Result<Duration, String> {
-        parse_duration(self)
+        Ok(parse_duration(self)?)
     }
 }
 
 impl IntoDuration for String {
     fn into_duration(self) -> Result<Duration, String> {
-        parse_duration(&self)
+        Ok(parse_duration(&self)?)
     }
 }
 
@@ -39,17 +39,19 @@ impl IntoDuration for String {
 ///
 /// # Errors
 /// A message that quotes the input, when it is empty or not a duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, crate::error::DurationError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err("invalid duration ``: it is empty".into());
     }
-    humantime::parse_duration(trimmed).map_err(|err| match err {
-        humantime::DurationError::NumberExpected(_) | humantime::DurationError::InvalidCharacter(_) => {
-            format!("invalid duration `{trimmed}`: expected a number like `30s`, `1h` or `2d`")
-        }
-        other => format!("invalid duration `{trimmed}`: {other}"),
-    })
+    humantime::parse_duration(trimmed)
+        .map_err(|err| match err {
+            humantime::DurationError::NumberExpected(_) | humantime::DurationError::InvalidCharacter(_) => {
+                format!("invalid duration `{trimmed}`: expected a number like `30s`, `1h` or `2d`")
+            }
+            other => format!("invalid duration `{trimmed}`: {other}"),
+        })
+        .map_err(crate::error::DurationError::from)
 }
 
 /// Formats a duration the way Inngest's `Sleep` op names it (`"1h"`, `"90m"`, `"45s"`).

@@ -235,3 +235,77 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
 }
+
+/// Declares an input error: a message that names the input and what is wrong with it, as a type
+/// of its own (so a caller can tell which parse failed) that converts to and from a `String`.
+macro_rules! input_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+        #[error("{0}")]
+        pub struct $name(String);
+
+        impl $name {
+            /// What is wrong, naming the input.
+            pub fn message(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(message: String) -> Self {
+                $name(message)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(message: &str) -> Self {
+                $name(message.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(error: $name) -> String {
+                error.0
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        /// Reads as its message (`starts_with`, `contains`, ...).
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+input_error!(
+    /// A duration that does not parse (`parse_duration`).
+    DurationError
+);
+input_error!(
+    /// A CEL expression that does not parse or evaluate (`MatchExpr`).
+    ExprError
+);
+input_error!(
+    /// A cron expression that does not parse (`CronSchedule::parse`).
+    CronError
+);
+input_error!(
+    /// An event Inngest's event API would refuse, or data that does not fit a function's type.
+    EventError
+);

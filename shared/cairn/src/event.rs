@@ -123,20 +123,22 @@ impl EventPayload {
     ///
     /// # Errors
     /// A message naming what is wrong: an empty or over-long name, or `data` that is not an object.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::error::EventError> {
         if self.name.trim().is_empty() {
             return Err("event name must not be empty".into());
         }
         if self.name.len() > MAX_EVENT_NAME_LEN {
-            return Err(format!("event name is {} bytes, the limit is {MAX_EVENT_NAME_LEN}", self.name.len()));
+            return Err(format!("event name is {} bytes, the limit is {MAX_EVENT_NAME_LEN}", self.name.len()).into());
         }
         if !self.data.is_object() {
-            return Err(format!("event `{}`: data must be a JSON object", self.name));
+            return Err(format!("event `{}`: data must be a JSON object", self.name).into());
         }
         if let Some(id) = &self.id
             && (id.is_empty() || id.len() > MAX_EVENT_ID_LEN)
         {
-            return Err(format!("event `{}`: id is {} bytes, it must be 1 to {MAX_EVENT_ID_LEN}", self.name, id.len()));
+            return Err(
+                format!("event `{}`: id is {} bytes, it must be 1 to {MAX_EVENT_ID_LEN}", self.name, id.len()).into()
+            );
         }
         Ok(())
     }
@@ -163,16 +165,18 @@ impl<T: DeserializeOwned> Event<T> {
     /// A message that names the event and the path of the offending field, never its value
     /// (event data may hold secrets, and the message lands in the run's error and the logs), e.g.
     /// ``event `app/x`: field `data.userId`: invalid type: integer, expected a string``.
-    pub fn from_payload(payload: &EventPayload) -> Result<Self, String> {
-        let data = serde_path_to_error::deserialize(&payload.data).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = redact_serde_error(&err.into_inner().to_string());
-            if path == "." {
-                format!("event `{}`: data does not match the function's type: {inner}", payload.name)
-            } else {
-                format!("event `{}`: field `data.{path}`: {inner}", payload.name)
-            }
-        })?;
+    pub fn from_payload(payload: &EventPayload) -> Result<Self, crate::error::EventError> {
+        let data = serde_path_to_error::deserialize(&payload.data)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let inner = redact_serde_error(&err.into_inner().to_string());
+                if path == "." {
+                    format!("event `{}`: data does not match the function's type: {inner}", payload.name)
+                } else {
+                    format!("event `{}`: field `data.{path}`: {inner}", payload.name)
+                }
+            })
+            .map_err(crate::error::EventError::from)?;
         Ok(Event { name: payload.name.clone(), data, id: payload.id.clone(), ts: payload.ts })
     }
 }

@@ -53,12 +53,12 @@ impl MatchExpr {
     ///
     /// # Errors
     /// The parser's message when `source` is not valid CEL (or is empty).
-    pub fn parse(source: &str) -> Result<Self, String> {
+    pub fn parse(source: &str) -> Result<Self, crate::error::ExprError> {
         if source.trim().is_empty() {
             return Err("expression is empty".into());
         }
         if source.len() > MAX_EXPRESSION_BYTES {
-            return Err(format!("expression is {} bytes, the limit is {MAX_EXPRESSION_BYTES}", source.len()));
+            return Err(format!("expression is {} bytes, the limit is {MAX_EXPRESSION_BYTES}", source.len()).into());
         }
         let program =
             on_cel_stack(|| cel::Program::compile(source))?.map_err(|err| err.to_string().trim().replace('\n', " "))?;
@@ -69,7 +69,7 @@ impl MatchExpr {
     ///
     /// # Errors
     /// As [`MatchExpr::parse`].
-    pub fn field(path: &str) -> Result<Self, String> {
+    pub fn field(path: &str) -> Result<Self, crate::error::ExprError> {
         Self::parse(&format!("event.{path} == async.{path}"))
     }
 
@@ -83,7 +83,7 @@ impl MatchExpr {
     ///
     /// # Errors
     /// When the expression does not evaluate to a boolean.
-    pub fn matches(&self, event: &Value, candidate: &Value) -> Result<bool, String> {
+    pub fn matches(&self, event: &Value, candidate: &Value) -> Result<bool, crate::error::ExprError> {
         let program = &self.program;
         let outcome = on_cel_stack(|| {
             let mut context = cel::Context::default();
@@ -93,9 +93,9 @@ impl MatchExpr {
         })??;
         match outcome {
             Ok(cel::Value::Bool(value)) => Ok(value),
-            Ok(other) => Err(format!("expression `{}` gave {other:?}, not a boolean", self.source)),
+            Ok(other) => Err(format!("expression `{}` gave {other:?}, not a boolean", self.source).into()),
             Err(cel::ExecutionError::NoSuchKey(_)) => Ok(false),
-            Err(err) => Err(format!("expression `{}`: {err}", self.source)),
+            Err(err) => Err(format!("expression `{}`: {err}", self.source).into()),
         }
     }
 }

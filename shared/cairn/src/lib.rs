@@ -56,7 +56,9 @@ pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
 pub use duration::{IntoDuration, format_duration, parse_duration};
 pub use engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
-pub use error::{DefinitionError, EngineError, ResultExt, StepError, StepResult};
+pub use error::{
+    CronError, DefinitionError, DurationError, EngineError, EventError, ExprError, ResultExt, StepError, StepResult,
+};
 pub use event::{
     CANCELLED_EVENT, Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_ID_LEN,
     MAX_EVENT_NAME_LEN, RESERVED_PREFIXES, SCHEDULED_EVENT, is_reserved_name, redact_serde_error,

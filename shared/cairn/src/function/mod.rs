@@ -289,7 +289,7 @@ impl FunctionBuilder<Value> {
             Err(reason) => self.errors.push(DefinitionError::InvalidExpression {
                 function: self.id.clone(),
                 expression: expression.to_string(),
-                reason,
+                reason: reason.to_string(),
             }),
         }
         self
@@ -302,7 +302,7 @@ impl FunctionBuilder<Value> {
             Err(reason) => self.errors.push(DefinitionError::InvalidCron {
                 function: self.id.clone(),
                 cron: expression.to_string(),
-                reason,
+                reason: reason.to_string(),
             }),
         }
         self

@@ -58,7 +58,7 @@ impl CronSchedule {
     ///
     /// # Errors
     /// A message naming the bad time zone or cron field.
-    pub fn parse(source: &str) -> Result<Self, String> {
+    pub fn parse(source: &str) -> Result<Self, crate::error::CronError> {
         let trimmed = source.trim();
         let (zone, pattern) = match trimmed.strip_prefix("TZ=") {
             Some(rest) => {
@@ -73,7 +73,9 @@ impl CronSchedule {
         };
         let fields = pattern.split_whitespace().count();
         if fields != 5 {
-            return Err(format!("expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"));
+            return Err(
+                format!("expected 5 fields (minute hour day-of-month month day-of-week), found {fields}").into()
+            );
         }
         let parser = croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Disallowed).build();
 

@@ -44,8 +44,10 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// As [`Runner::accept`].
     pub async fn accept_detailed(&self, event: &EventPayload) -> Result<Accepted, RunnerError> {
         event.validate().map_err(RunnerError::InvalidEvent)?;
-        let event_id =
-            event.id.clone().ok_or_else(|| RunnerError::InvalidEvent(format!("event `{}` has no id", event.name)))?;
+        let event_id = event
+            .id
+            .clone()
+            .ok_or_else(|| RunnerError::InvalidEvent(format!("event `{}` has no id", event.name).into()))?;
         let now = self.clock.now();
         if !self.config.wait_lookback.is_zero() {
             self.store.record_event(event, now).await?;
@@ -121,9 +123,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let (Some(function_id), Some(correlation)) =
             (meta["fn_id"].as_str(), meta["correlation_id"].as_str().and_then(|c| c.split_once('.')))
         else {
-            return Err(RunnerError::InvalidEvent(format!(
-                "`{INVOKED_EVENT}` needs data._inngest.fn_id and correlation_id"
-            )));
+            return Err(RunnerError::InvalidEvent(
+                format!("`{INVOKED_EVENT}` needs data._inngest.fn_id and correlation_id").into(),
+            ));
         };
         let invoked_by = InvokedBy { run_id: RunId::new(correlation.0), step_id: StepId::from_hashed(correlation.1) };
         if self.registry.get(function_id).is_none() {

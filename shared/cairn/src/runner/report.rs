@@ -140,7 +140,7 @@ pub enum RunnerError {
     UnknownRun(RunId),
     /// An event was rejected.
     #[error("invalid event: {0}")]
-    InvalidEvent(String),
+    InvalidEvent(#[source] crate::error::EventError),
 }
 
 impl From<ControlError> for RunnerError {
