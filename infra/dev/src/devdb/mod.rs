@@ -3,64 +3,17 @@
 //! Scheduler's schedules.
 
 use cairn::Millis;
-use cairn::store::schema::{Schema, Slot, migrate};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use cairn::store::schema::migrate;
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// The dev server's part of the file's schema: the high 16 bits of `user_version` (the run
-/// store, sharing the file, has the low 16; see `cairn::store::schema`). A change to the dev
-/// tables is a new migration at the end.
-pub const DEV_SCHEMA: Schema = Schema { name: "dev server", slot: Slot::High, migrations: &[version_1] };
+mod schedules;
+mod schema;
 
-/// Version 1: the dev tables as they were when versioning began. Idempotent, so a file made
-/// before versioning (`user_version` 0, these tables present) is recognised as version 1.
-fn version_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(VERSION_1)
-}
-
-const VERSION_1: &str = "
-CREATE TABLE IF NOT EXISTS dev_events (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT NOT NULL UNIQUE,
-    event_id    TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    bus         TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    envelope    TEXT NOT NULL,
-    targets     TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dev_invocations (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    function     TEXT NOT NULL,
-    cause        TEXT NOT NULL,
-    event_id     TEXT,
-    payload      TEXT NOT NULL,
-    status       TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    next_at      INTEGER NOT NULL,
-    created_at   INTEGER NOT NULL,
-    finished_at  INTEGER,
-    response     TEXT,
-    error        TEXT
-);
-CREATE INDEX IF NOT EXISTS dev_invocations_due ON dev_invocations (status, next_at);
-CREATE TABLE IF NOT EXISTS dev_schedules (
-    group_name  TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    expression  TEXT NOT NULL,
-    time_zone   TEXT NOT NULL,
-    target_arn  TEXT NOT NULL,
-    input       TEXT NOT NULL,
-    delete_after INTEGER NOT NULL,
-    created_at  INTEGER NOT NULL,
-    next_at     INTEGER,
-    PRIMARY KEY (group_name, name)
-);
-";
+pub use schema::DEV_SCHEMA;
 
 /// A handle on the dev tables (cheap to clone).
 #[derive(Clone, Debug)]
@@ -369,140 +322,6 @@ impl DevDb {
             )
             .unwrap_or_default()
     }
-
-    /// Creates a schedule; `Ok(false)` when one with that name exists in the group.
-    ///
-    /// # Errors
-    /// A database error.
-    pub fn create_schedule(&self, schedule: &Schedule) -> Result<bool, String> {
-        let inserted = self
-            .lock()
-            .execute(
-                "INSERT OR IGNORE INTO dev_schedules (group_name, name, expression, time_zone, target_arn, input, delete_after, created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    schedule.group_name,
-                    schedule.name,
-                    schedule.expression,
-                    schedule.time_zone,
-                    schedule.target_arn,
-                    schedule.input,
-                    schedule.delete_after,
-                    schedule.created_at,
-                    schedule.next_at
-                ],
-            )
-            .map_err(sql_err)?;
-        Ok(inserted == 1)
-    }
-
-    /// Replaces a schedule (the template's, at start-up).
-    ///
-    /// # Errors
-    /// A database error.
-    pub fn put_schedule(&self, schedule: &Schedule) -> Result<(), String> {
-        self.delete_schedule(&schedule.group_name, &schedule.name)?;
-        self.create_schedule(schedule).map(|_| ())
-    }
-
-    /// Deletes a schedule; `Ok(false)` when there was none.
-    ///
-    /// # Errors
-    /// A database error.
-    pub fn delete_schedule(&self, group: &str, name: &str) -> Result<bool, String> {
-        let deleted = self
-            .lock()
-            .execute("DELETE FROM dev_schedules WHERE group_name = ?1 AND name = ?2", params![group, name])
-            .map_err(sql_err)?;
-        Ok(deleted == 1)
-    }
-
-    /// Deletes the wake-ups of a run (their input names it); returns how many.
-    ///
-    /// # Errors
-    /// A database error.
-    pub fn delete_schedules_of_run(&self, run_id: &str) -> Result<usize, String> {
-        self.lock()
-            .execute("DELETE FROM dev_schedules WHERE input LIKE ?1", params![format!("%\"{run_id}\"%")])
-            .map_err(sql_err)
-    }
-
-    /// Schedules (of one group when given), by name.
-    ///
-    /// # Errors
-    /// A database error.
-    pub fn schedules(&self, group: Option<&str>) -> Result<Vec<Schedule>, String> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare(&format!("{SCHEDULE_COLUMNS} WHERE (?1 IS NULL OR group_name = ?1) ORDER BY group_name, name"))
-            .map_err(sql_err)?;
-        statement
-            .query_map(params![group], schedule_row)
-            .map_err(sql_err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql_err)
-    }
-
-    /// Schedules due at `now`.
-    ///
-    /// # Errors
-    /// A database error.
-    pub fn due_schedules(&self, now: Millis) -> Result<Vec<Schedule>, String> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare(&format!("{SCHEDULE_COLUMNS} WHERE next_at IS NOT NULL AND next_at <= ?1 ORDER BY next_at"))
-            .map_err(sql_err)?;
-        statement
-            .query_map(params![now], schedule_row)
-            .map_err(sql_err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql_err)
-    }
-
-    /// After a firing: the next time, or the end of a one-time schedule (deleted or kept idle).
-    /// The firing's invocation is queued in the same transaction, so a crash cannot lose or
-    /// repeat it. With `coalesce`, it is not queued while one with the same cause is still queued
-    /// or running. Returns whether it was queued.
-    ///
-    /// # Errors
-    /// A database error.
-    pub fn fired(
-        &self,
-        schedule: &Schedule,
-        next_at: Option<Millis>,
-        invocation: &NewInvocation,
-        now: Millis,
-        coalesce: bool,
-    ) -> Result<bool, String> {
-        let mut connection = self.lock();
-        let tx = connection.transaction().map_err(sql_err)?;
-        if next_at.is_none() && schedule.delete_after {
-            tx.execute(
-                "DELETE FROM dev_schedules WHERE group_name = ?1 AND name = ?2",
-                params![schedule.group_name, schedule.name],
-            )
-        } else {
-            tx.execute(
-                "UPDATE dev_schedules SET next_at = ?3 WHERE group_name = ?1 AND name = ?2",
-                params![schedule.group_name, schedule.name, next_at],
-            )
-        }
-        .map_err(sql_err)?;
-        let pending = coalesce
-            && tx
-                .query_row(
-                    "SELECT 1 FROM dev_invocations WHERE cause = ?1 AND status IN ('queued', 'running') LIMIT 1",
-                    [&invocation.cause],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(sql_err)?
-                .is_some();
-        if !pending {
-            queue(&tx, invocation, now)?;
-        }
-        tx.commit().map_err(sql_err)?;
-        Ok(!pending)
-    }
 }
 
 /// Queues one invocation, due at its `due_at` (else now), inside the caller's transaction.
@@ -625,7 +444,7 @@ mod tests {
     fn unversioned_file(path: &str) {
         use cairn::{EventPayload, RunId, RunMeta};
         let connection = Connection::open(path).unwrap();
-        connection.execute_batch(include_str!("../tests/fixtures/dev-db-v1.sql")).unwrap();
+        connection.execute_batch(include_str!("../../tests/fixtures/dev-db-v1.sql")).unwrap();
         let meta = RunMeta::new(RunId::new("run_old"), "hello", EventPayload::new("app/my.event", json!({"n": 1})), 7);
         connection
             .execute(
