@@ -152,7 +152,7 @@ async fn the_console_lists_and_acts_on_a_deployed_stacks_runs_through_its_own_bu
         .unwrap();
     let console = ConsoleProcess { child, url: format!("http://127.0.0.1:{port}") };
     let url = console.url.clone();
-    for _ in 0..100 {
+    for _ in 0..1_200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }

@@ -31,25 +31,34 @@ impl DevServer {
         more: &[&str],
         env: &[(&str, &str)],
     ) -> DevServer {
-        let port = free_port();
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("cairn-dev-{port}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["dev", "--port", &port.to_string(), "--template", template, "--db", db, "--lambda-url", lambda_url])
-            .args(more)
-            .envs(env.iter().copied())
-            .current_dir(workspace())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
+        // A port another process took meanwhile makes the server exit at once: try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let log = std::fs::File::create(std::env::temp_dir().join(format!("cairn-dev-{port}.log"))).unwrap();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+                .args(["dev", "--port", &port.to_string(), "--template", template, "--db", db])
+                .args(["--lambda-url", lambda_url])
+                .args(more)
+                .envs(env.iter().copied())
+                .current_dir(workspace())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            // Ready when it accepts connections (up to 60 s on a loaded machine).
+            for _ in 0..1_200 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return DevServer { child, url: format!("http://127.0.0.1:{port}") };
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
         }
-        DevServer { child, url }
+        panic!("cairn dev did not start listening (see the cairn-dev-<port>.log files in the temp directory)")
     }
 }
 
