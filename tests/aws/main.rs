@@ -679,3 +679,87 @@ fn order_approval_writes_only_keys_and_sends_only_events_its_template_policy_all
         }
     });
 }
+
+/// An index as compared: its name, key schema, projection type and projected attributes.
+type IndexShape = (String, Vec<(String, String)>, String, Vec<String>);
+
+/// The table `DynamoDbStore::create_table` makes on moto (the stand-in every other test here
+/// uses) is the one template.yaml declares: the same keys, attribute types and indexes (the
+/// reconciler's `due` and the console's `runs`, with their projections), so what these tests
+/// show of the stores and the console holds for a deployed stack.
+#[test]
+fn the_test_table_is_the_one_template_yaml_declares() {
+    with_aws(|| async {
+        let store = fresh_store().await;
+        let client = aws_sdk_dynamodb::Client::new(&aws().await);
+        let table = client.describe_table().table_name(store.table()).send().await.unwrap().table.unwrap();
+        let text = std::fs::read_to_string(format!("{}/template.yaml", cairn_tests::workspace())).unwrap();
+        let template: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let declared = &template["Resources"]["RunsTable"]["Properties"];
+        let yaml_str = |value: &serde_yaml::Value| value.as_str().unwrap().to_string();
+
+        let mut attributes: Vec<(String, String)> = table
+            .attribute_definitions()
+            .iter()
+            .map(|a| (a.attribute_name().to_string(), a.attribute_type().as_str().to_string()))
+            .collect();
+        attributes.sort();
+        let mut declared_attributes: Vec<(String, String)> = declared["AttributeDefinitions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| (yaml_str(&a["AttributeName"]), yaml_str(&a["AttributeType"])))
+            .collect();
+        declared_attributes.sort();
+        assert_eq!(attributes, declared_attributes);
+
+        let keys = |schema: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<(String, String)> {
+            schema.iter().map(|k| (k.attribute_name().to_string(), k.key_type().as_str().to_string())).collect()
+        };
+        let declared_keys = |schema: &serde_yaml::Value| -> Vec<(String, String)> {
+            schema
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|k| (yaml_str(&k["AttributeName"]), yaml_str(&k["KeyType"])))
+                .collect()
+        };
+        assert_eq!(keys(table.key_schema()), declared_keys(&declared["KeySchema"]));
+
+        let mut indexes: Vec<IndexShape> = table
+            .global_secondary_indexes()
+            .iter()
+            .map(|index| {
+                let projection = index.projection().unwrap();
+                (
+                    index.index_name().unwrap().to_string(),
+                    keys(index.key_schema()),
+                    projection.projection_type().unwrap().as_str().to_string(),
+                    projection.non_key_attributes().to_vec(),
+                )
+            })
+            .collect();
+        indexes.sort();
+        let mut declared_indexes: Vec<IndexShape> = declared["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|index| {
+                let projection = &index["Projection"];
+                let non_key = projection["NonKeyAttributes"]
+                    .as_sequence()
+                    .map(|names| names.iter().map(yaml_str).collect())
+                    .unwrap_or_default();
+                (
+                    yaml_str(&index["IndexName"]),
+                    declared_keys(&index["KeySchema"]),
+                    yaml_str(&projection["ProjectionType"]),
+                    non_key,
+                )
+            })
+            .collect();
+        declared_indexes.sort();
+        assert_eq!(indexes, declared_indexes);
+        assert_eq!(indexes.iter().map(|index| index.0.as_str()).collect::<Vec<_>>(), ["due", "runs"]);
+    });
+}
