@@ -277,7 +277,18 @@ pub struct InvokeRequest {
     data: Value,
     /// The event name (default: the function's first trigger).
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
+}
+
+impl InvokeRequest {
+    /// The event data: `{}` when none was given, else a JSON object or a `400`.
+    pub(crate) fn data(&mut self) -> Result<Value, Response> {
+        match std::mem::take(&mut self.data) {
+            Value::Null => Ok(json!({})),
+            data if data.is_object() => Ok(data),
+            _ => Err(error(StatusCode::BAD_REQUEST, "`data` must be a JSON object")),
+        }
+    }
 }
 
 /// `POST /api/functions/{id}/invoke`: runs the function with an event carrying `data`, logged
@@ -287,11 +298,11 @@ pub async fn invoke(
     Path(function_id): Path<String>,
     body: Option<Json<InvokeRequest>>,
 ) -> Response {
-    let request = body.map(|Json(b)| b).unwrap_or_default();
-    let data = if request.data.is_null() { json!({}) } else { request.data };
-    if !data.is_object() {
-        return error(StatusCode::BAD_REQUEST, "`data` must be a JSON object");
-    }
+    let mut request = body.map(|Json(b)| b).unwrap_or_default();
+    let data = match request.data() {
+        Ok(data) => data,
+        Err(response) => return response,
+    };
     let (target, default_name) =
         if let Some(f) = dev.template.by_function_id(&function_id).or(dev.template.function(&function_id)) {
             let name = f.event_names().into_iter().next().unwrap_or_else(|| cairn::SCHEDULED_EVENT.to_string());

@@ -20,7 +20,6 @@ use axum::routing::{get, post};
 use cairn::lifecycle::{BulkReport, ControlError, RunControl};
 use cairn::{BusError, Clock, EventPayload, Journal, Millis, RunId, RunStore, RunnerConfig, SystemClock, Timer};
 use cairn_aws::{DynamoDbStore, EventBridgeBus, QueueTimer, SchedulerTimer};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -348,27 +347,18 @@ async fn replay_matching(State(console): State<Arc<Console>>, Json(body): Json<B
     Json(merge(reports)).into_response()
 }
 
-/// Body of `POST /api/functions/{id}/invoke` on the console.
-#[derive(Debug, Default, Deserialize)]
-pub struct InvokeRequest {
-    #[serde(default)]
-    data: Value,
-    #[serde(default)]
-    name: Option<String>,
-}
-
 /// Starts a run of the function with an event carrying `data` and wakes it through the
 /// function's timer queue: the deployed function runs it.
 async fn invoke(
     State(console): State<Arc<Console>>,
     Path(function_id): Path<String>,
-    body: Option<Json<InvokeRequest>>,
+    body: Option<Json<api::InvokeRequest>>,
 ) -> Response {
-    let request = body.map(|Json(body)| body).unwrap_or_default();
-    let data = if request.data.is_null() { json!({}) } else { request.data };
-    if !data.is_object() {
-        return error(StatusCode::BAD_REQUEST, "`data` must be a JSON object");
-    }
+    let mut request = body.map(|Json(body)| body).unwrap_or_default();
+    let data = match request.data() {
+        Ok(data) => data,
+        Err(response) => return response,
+    };
     let scope = match console.scope_of(&function_id).await {
         Ok(scope) => scope,
         Err(err) => return error(StatusCode::NOT_FOUND, err.to_string()),
@@ -379,15 +369,10 @@ async fn invoke(
         .and_then(|t| t.by_function_id(&function_id))
         .and_then(|f| f.event_names().into_iter().next())
         .unwrap_or_else(|| "cairn/console.invoke".to_string());
-    let event = EventPayload::new(request.name.unwrap_or(default_name), data);
+    let event_id = cairn::new_event_id(console.clock.now());
+    let event = EventPayload::new(request.name.unwrap_or(default_name), data).with_id(event_id.clone());
     match console.control(scope).invoke(&function_id, event).await {
-        Ok(run_id) => {
-            let event_id = match console.find(&run_id).await {
-                Ok((_, journal)) => journal.meta.event.id,
-                Err(_) => None,
-            };
-            Json(json!({"run_id": run_id, "event_id": event_id})).into_response()
-        }
+        Ok(run_id) => Json(json!({"run_id": run_id, "event_id": event_id})).into_response(),
         Err(err) => control_error(err),
     }
 }

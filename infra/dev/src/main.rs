@@ -290,7 +290,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dev(args: DevArgs) -> Result<(), String> {
+/// Logs for a person at a terminal: compact lines, `RUST_LOG` to change the level.
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,cairn_dev=info".into()),
@@ -298,6 +299,10 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         .with_target(false)
         .compact()
         .init();
+}
+
+async fn dev(args: DevArgs) -> Result<(), String> {
+    init_logging();
     let db = std::path::absolute(&args.db).map_err(|err| format!("--db {}: {err}", args.db))?.display().to_string();
     if let Some(parent) = std::path::Path::new(&db).parent() {
         std::fs::create_dir_all(parent).map_err(|err| format!("--db {db}: {err}"))?;
@@ -342,13 +347,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
 }
 
 async fn console(args: ConsoleArgs) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,cairn_dev=info".into()),
-        )
-        .with_target(false)
-        .compact()
-        .init();
+    init_logging();
     let template = if std::path::Path::new(&args.template).exists() {
         Some(cairn_dev::template::Template::load(&args.template).map_err(|err| err.to_string())?)
     } else {
