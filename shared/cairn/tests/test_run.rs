@@ -151,3 +151,97 @@ fn step_spans_are_opened_for_executed_steps_only_not_for_replays() {
     });
     assert_eq!(*log.0.lock().unwrap(), vec!["step:first".to_string(), "step:second".to_string()]);
 }
+
+/// Two waits for the same event name, in parallel; each matches `data.id`.
+fn two_approvals() -> Function {
+    Function::new("two-approvals")
+        .on_event("app/pair.created")
+        .handler(|_: Event, step: Step| async move {
+            step.run("prepare", || async { Ok(1) }).await?;
+            let first = WaitFor::event("app/approved").timeout("1h").matching("data.id");
+            let second = WaitFor::event("app/approved").timeout("1h").matching("data.id");
+            let first = step.wait_for_event("first", first).await?;
+            let second = step.wait_for_event("second", second).await?;
+            Ok(json!({"first": first.map(|e| e.data["by"].clone()), "second": second.map(|e| e.data["by"].clone())}))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_sent_just_before_a_wait_begins_is_received_as_in_production() {
+    let mut run = TestRun::new(two_approvals()).event("app/pair.created", json!({"id": 4}));
+    assert!(!run.send(EventPayload::new("app/approved", json!({"id": 4, "by": "ann"}))), "nothing waits yet");
+    run.clock().advance(Duration::from_secs(30));
+    // `prepare` runs, then `first` begins 30 s after the event: within the Runner's 60 s lookback.
+    assert!(matches!(run.next().await.unwrap(), Outcome::StepCompleted(_)));
+    let Outcome::Waiting { op } = run.next().await.unwrap() else { panic!() };
+    assert_eq!(op.name, "first");
+    // The same event never resumes a second wait: `second` waits on, and times out.
+    assert_eq!(run.result().await.unwrap(), json!({"first": "ann", "second": null}));
+}
+
+#[tokio::test]
+async fn an_event_older_than_the_lookback_is_not_received() {
+    let mut run = TestRun::new(two_approvals()).event("app/pair.created", json!({"id": 4}));
+    assert!(!run.send(EventPayload::new("app/approved", json!({"id": 4, "by": "ann"}))));
+    run.clock().advance(Duration::from_secs(61));
+    assert_eq!(run.result().await.unwrap(), json!({"first": null, "second": null}));
+}
+
+#[tokio::test]
+async fn the_if_expression_decides_and_an_event_resumes_one_wait_only() {
+    let mut run = TestRun::new(two_approvals()).event("app/pair.created", json!({"id": 4}));
+    run.next().await.unwrap();
+    let Outcome::Waiting { .. } = run.next().await.unwrap() else { panic!() };
+    assert!(!run.send(EventPayload::new("app/approved", json!({"id": 5, "by": "eve"}))), "another id");
+    let approval = EventPayload::new("app/approved", json!({"id": 4, "by": "ann"})).with_id("approval-1");
+    assert!(run.send(approval.clone()));
+    // The wait's step was committed by the delivery: the run goes on to the second wait.
+    let Outcome::Waiting { op } = run.next().await.unwrap() else { panic!() };
+    assert_eq!(op.name, "second");
+    assert!(!run.send(approval), "a duplicate delivery of the same event resumes nothing more");
+    assert!(run.send(EventPayload::new("app/approved", json!({"id": 4, "by": "bob"}))));
+    assert_eq!(run.result().await.unwrap(), json!({"first": "ann", "second": "bob"}));
+}
+
+#[tokio::test]
+async fn a_run_backing_off_does_not_execute_until_its_retry_is_due() {
+    let calls = Arc::new(Mutex::new(0));
+    let counted = calls.clone();
+    let f = Function::new("flaky")
+        .on_event("app/flaky")
+        .retries(1)
+        .handler(move |_: Event, _: Step| {
+            let counted = counted.clone();
+            async move {
+                *counted.lock().unwrap() += 1;
+                Err::<Value, _>(StepError::new("boom"))
+            }
+        })
+        .unwrap();
+    let mut run = TestRun::new(f);
+    let Outcome::Failed { retry_at: Some(retry_at), .. } = run.next().await.unwrap() else { panic!() };
+    let again = run.next().await.unwrap();
+    assert_eq!(again, Outcome::Failed { error: StepError::new("boom"), retry_at: Some(retry_at) });
+    assert_eq!(*calls.lock().unwrap(), 1, "the back-off is not over: the code did not run again");
+    run.clock().set(retry_at);
+    let Outcome::Failed { error, retry_at: None } = run.next().await.unwrap() else { panic!() };
+    assert_eq!((error.message.as_str(), *calls.lock().unwrap()), ("boom", 2));
+    assert_eq!(run.result().await.unwrap_err().message, "boom");
+}
+
+#[tokio::test]
+async fn sent_events_hold_the_runs_own_events_not_the_system_events() {
+    let f = Function::new("notifier")
+        .on_event("app/start")
+        .sends("app/note")
+        .handler(|_: Event, step: Step| async move {
+            step.send_event("note", EventPayload::new("app/note", json!({"n": 1}))).await?;
+            Ok(json!("done"))
+        })
+        .unwrap();
+    let mut run = TestRun::new(f);
+    assert_eq!(run.result().await.unwrap(), json!("done"));
+    let names: Vec<&str> = run.sent_events().iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["app/note"], "inngest/function.finished went to the bus, not here");
+}

@@ -1,6 +1,6 @@
 //! The run lifecycle: every change of a run's status, and what must happen with it, in one
-//! place. Drivers (the [`Runner`](crate::Runner) behind the Lambda driver and the dev server,
-//! [`TestRun`](crate::testing::TestRun), the dev server's executor for Inngest-protocol apps) and
+//! place. Drivers (the [`Runner`](crate::Runner) behind the Lambda driver, the dev server and
+//! [`TestRun`](crate::testing::TestRun); the dev server's executor for Inngest-protocol apps) and
 //! the operators (the dashboard, `cairn runs`, the console over a deployed stack) call these
 //! functions; none of them sets a status or builds a system event itself.
 //!

@@ -1,6 +1,6 @@
 //! Whether an event resumes a pending `wait_for_event`, and what an invoke's answer says: the
-//! rules every driver applies the same way (the Runner for Rust functions, the dev server's
-//! executor for Inngest-protocol apps, `TestRun` in unit tests).
+//! rules every driver applies the same way (the Runner for Rust functions, in production and
+//! under `TestRun` in unit tests, and the dev server's executor for Inngest-protocol apps).
 
 use crate::error::StepError;
 use crate::event::EventPayload;

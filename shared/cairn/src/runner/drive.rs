@@ -3,7 +3,7 @@
 
 use super::lease::{Halt, Hold, Released};
 use super::report::ended_at;
-use super::{DRIVE_SEQUENCE, Drive, Progress, ProgressSink, Runner, RunnerError};
+use super::{DRIVE_SEQUENCE, Decision, Drive, Progress, ProgressSink, Runner, RunnerError};
 use crate::bus::{Bus, Timer};
 use crate::engine::{Execution, Op, OpKind, Outcome};
 use crate::error::{EngineError, StepError};
@@ -48,18 +48,40 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         deadline: Millis,
         progress: ProgressSink<'_>,
     ) -> Result<Drive, RunnerError> {
+        self.drive_with(run_id, deadline, progress, None).await
+    }
+
+    /// Drives a run through exactly one decision of its code, acted on as in any drive, then
+    /// checkpoints as at a deadline (how [`TestRun`](crate::testing::TestRun) steps a run).
+    /// Returns the decision too: `None` when the drive made none (a back-off not yet over).
+    #[cfg(feature = "testing")]
+    pub(crate) async fn drive_one_decision(&self, run_id: &RunId) -> Result<(Drive, Decision), RunnerError> {
+        let mut decision = None;
+        let deadline = self.clock.now() + millis(self.config.budget);
+        let drive = self.drive_with(run_id, deadline, &|_| {}, Some(&mut decision)).await?;
+        Ok((drive, decision))
+    }
+
+    async fn drive_with(
+        &self,
+        run_id: &RunId,
+        deadline: Millis,
+        progress: ProgressSink<'_>,
+        stepping: Option<&mut Decision>,
+    ) -> Result<Drive, RunnerError> {
         let span = tracing::info_span!("run", run_id = %run_id, function = tracing::field::Empty, attempt = tracing::field::Empty);
         // Each drive is its own lease owner: two concurrent drives in one process exclude each
         // other exactly as two Lambda invocations do.
         let owner = format!("{}#{}", self.config.owner, DRIVE_SEQUENCE.fetch_add(1, Ordering::Relaxed));
         // Boxed: the run loop's state machine is deep, and callers nest it further (Lambda, HTTP).
-        let drive = match Box::pin(self.drive_inner(run_id, deadline, &owner, progress)).instrument(span).await {
-            Ok(drive) | Err(Halt::Stop(drive)) => drive,
-            Err(Halt::Failed(error)) => {
-                self.abandon(run_id, &owner).await;
-                return Err(error);
-            }
-        };
+        let drive =
+            match Box::pin(self.drive_inner(run_id, deadline, &owner, progress, stepping)).instrument(span).await {
+                Ok(drive) | Err(Halt::Stop(drive)) => drive,
+                Err(Halt::Failed(error)) => {
+                    self.abandon(run_id, &owner).await;
+                    return Err(error);
+                }
+            };
         let run_id = run_id.clone();
         match &drive {
             Drive::Suspended { status, wake_at } => {
@@ -79,6 +101,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         deadline: Millis,
         owner: &str,
         progress: ProgressSink<'_>,
+        mut stepping: Option<&mut Decision>,
     ) -> Result<Drive, Halt> {
         let mut started = false;
         let mut conflicts = 0;
@@ -134,9 +157,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             let function = self.registry.get(&hold.meta.function_id).cloned().expect("checked before taking the lease");
             let mut execution =
                 Execution::from_journal(&function, run_id.clone(), &hold.meta.event, journal.steps, hold.meta.attempt);
+            #[cfg(feature = "testing")]
+            for (name, result) in &self.step_mocks {
+                execution.mock(name, result.clone());
+            }
             loop {
                 let now = self.clock.now();
-                if now >= deadline {
+                let decided = stepping.as_ref().is_some_and(|decision| decision.is_some());
+                if now >= deadline || decided {
                     // Checkpoint: the run is due now, for the fresh invocation the wake-up starts
                     // (or the reconciler, if that wake-up is lost).
                     match self.release(&mut hold, RunStatus::Running, Some(now)).await? {
@@ -158,8 +186,16 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 };
                 let outcome = match outcome {
                     Ok(outcome) => ended_at(outcome, self.clock.now()),
-                    Err(error) => return self.fail_determinism(hold, error).await,
+                    Err(error) => {
+                        if let Some(decision) = stepping.as_deref_mut() {
+                            *decision = Some(Err(error.clone()));
+                        }
+                        return self.fail_determinism(hold, error).await;
+                    }
                 };
+                if let Some(decision) = stepping.as_deref_mut() {
+                    *decision = Some(Ok(outcome.clone()));
+                }
                 match outcome {
                     Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
                         let adopted = self.commit(&mut hold, record, progress).await?;

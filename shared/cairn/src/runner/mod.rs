@@ -33,14 +33,30 @@ pub struct Runner<S, B, T> {
     timer: T,
     clock: Arc<dyn Clock>,
     config: RunnerConfig,
+    /// `run` steps answered without executing their code ([`TestRun::mock_step`](crate::testing::TestRun::mock_step)).
+    #[cfg(feature = "testing")]
+    pub(crate) step_mocks: std::collections::HashMap<String, Result<serde_json::Value, crate::error::StepError>>,
 }
+
+/// The one decision a stepped drive made ([`Runner::drive_one_decision`]): what the engine
+/// decided, or why it could not go on; `None` while the drive has made none.
+pub(crate) type Decision = Option<Result<crate::engine::Outcome, crate::error::EngineError>>;
 
 pub(super) static DRIVE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// A runner on the system clock with default configuration.
     pub fn new(registry: Registry, store: S, bus: B, timer: T) -> Self {
-        Runner { registry, store, bus, timer, clock: Arc::new(SystemClock), config: RunnerConfig::default() }
+        Runner {
+            registry,
+            store,
+            bus,
+            timer,
+            clock: Arc::new(SystemClock),
+            config: RunnerConfig::default(),
+            #[cfg(feature = "testing")]
+            step_mocks: std::collections::HashMap::new(),
+        }
     }
 
     /// Uses `clock` instead of the system clock.

@@ -1,19 +1,30 @@
-//! [`TestRun`]: one run of a function over an in-memory journal and a [`ManualClock`].
+//! [`TestRun`]: one run of a function, driven by the [`Runner`] over a [`MemoryStore`], an
+//! in-memory bus and timer, and a [`ManualClock`].
 
+use crate::bus::{MemoryBus, MemoryTimer};
 use crate::clock::{Clock, ManualClock};
-use crate::engine::{Execution, OpKind, Outcome};
+use crate::engine::Outcome;
 use crate::error::{EngineError, StepError};
-use crate::event::{EventData, EventPayload};
-use crate::function::{Function, Trigger};
-use crate::id::RunId;
-use crate::lifecycle::{WaitMatch, match_wait};
-use crate::record::{Millis, StepRecord};
-use crate::runner::RunnerConfig;
-use crate::step::millis;
+use crate::event::{CANCELLED_EVENT, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT};
+use crate::function::{Function, Registry, Trigger};
+use crate::id::{RunId, StepId, new_event_id};
+use crate::lifecycle::{RunEnd, system_events, transition};
+use crate::record::{InvokedBy, RunMeta, StepRecord};
+use crate::runner::{Drive, Runner, RunnerConfig};
+use crate::store::{MemoryStore, RunStore};
+use futures::FutureExt;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// A run of one function in a unit test: no store, no bus, no real time.
+/// A run of one function in a unit test: no server, no real time.
+///
+/// It is the production [`Runner`] underneath, over an in-memory store, bus and timer and a
+/// manual clock, stepped one decision at a time: steps are committed, waits registered and
+/// matched, invokes sent and answered, retries scheduled and runs ended by the same code (and
+/// the same lifecycle) as in Lambda, so a unit test and production cannot disagree. Each
+/// [`TestRun::next`] replays the journal, as every invocation in production does.
 ///
 /// ```
 /// use cairn::prelude::*;
@@ -37,27 +48,21 @@ use std::collections::{BTreeMap, HashMap};
 /// ```
 #[derive(Debug)]
 pub struct TestRun {
-    function: Function,
+    runner: Runner<MemoryStore, MemoryBus, MemoryTimer>,
+    function_id: String,
     run_id: RunId,
     event: EventPayload,
     clock: ManualClock,
-    journal: BTreeMap<u32, StepRecord>,
-    execution: Option<Execution>,
-    attempt: u32,
-    retry_at: Option<(Millis, StepError)>,
-    mocks: HashMap<String, Result<Value, StepError>>,
+    created: bool,
     invoke_results: HashMap<String, Result<Value, StepError>>,
     sent: Vec<EventPayload>,
-    waits: Vec<PendingWait>,
-    received: Vec<(Millis, EventPayload)>,
+    last: Option<Outcome>,
     finished: Option<Result<Value, StepError>>,
 }
 
-#[derive(Debug, Clone)]
-struct PendingWait {
-    record: StepRecord,
-    event: String,
-    expression: Option<String>,
+/// The in-memory parts answer at once; a future of theirs that does not is a bug in them.
+fn at_once<F: Future>(future: F) -> F::Output {
+    future.now_or_never().expect("the in-memory store, bus and timer answer at once")
 }
 
 impl TestRun {
@@ -74,20 +79,24 @@ impl TestRun {
             .unwrap_or_else(|| crate::event::SCHEDULED_EVENT.to_string());
         let clock = ManualClock::new();
         let event = EventPayload::new(name, json!({})).with_id("test-event").with_ts(clock.now());
+        let function_id = function.id().to_string();
+        let run_id = RunId::for_event(&function_id, "test-event");
+        let registry = Registry::new([function]).expect("a single function cannot collide with another");
+        // Sleeps and back-offs always go through the timer, so each is a decision the test sees.
+        let config = RunnerConfig::default().sleep_threshold(Duration::ZERO).owner("test-run");
+        let runner = Runner::new(registry, MemoryStore::new(), MemoryBus::new(), MemoryTimer::new())
+            .with_clock(Arc::new(clock.clone()))
+            .with_config(config);
         TestRun {
-            run_id: RunId::for_event(function.id(), "test-event"),
-            function,
+            runner,
+            function_id,
+            run_id,
             event,
             clock,
-            journal: BTreeMap::new(),
-            execution: None,
-            attempt: 0,
-            retry_at: None,
-            mocks: HashMap::new(),
+            created: false,
             invoke_results: HashMap::new(),
             sent: Vec::new(),
-            waits: Vec::new(),
-            received: Vec::new(),
+            last: None,
             finished: None,
         }
     }
@@ -109,17 +118,18 @@ impl TestRun {
 
     /// Makes the `run` step `name` return `output` without executing its code.
     pub fn mock_step(mut self, name: &str, output: Value) -> Self {
-        self.mocks.insert(name.to_string(), Ok(output));
+        self.runner.step_mocks.insert(name.to_string(), Ok(output));
         self
     }
 
     /// Makes the `run` step `name` fail with `error` without executing its code.
     pub fn mock_step_error(mut self, name: &str, error: StepError) -> Self {
-        self.mocks.insert(name.to_string(), Err(error));
+        self.runner.step_mocks.insert(name.to_string(), Err(error));
         self
     }
 
-    /// Makes the `invoke` step `name` return `result` (otherwise it waits until its timeout).
+    /// Makes the `invoke` step `name` return `result`, answered as the invoked run's
+    /// `inngest/function.finished` event would (otherwise it waits until its timeout).
     pub fn mock_invoke(mut self, name: &str, result: Result<Value, StepError>) -> Self {
         self.invoke_results.insert(name.to_string(), result);
         self
@@ -132,63 +142,54 @@ impl TestRun {
 
     /// The journal so far, in position order.
     pub fn steps(&self) -> Vec<StepRecord> {
-        self.journal.values().cloned().collect()
+        at_once(self.runner.store().load(&self.run_id))
+            .expect("the in-memory store does not fail")
+            .map(|journal| journal.steps)
+            .unwrap_or_default()
     }
 
-    /// Events the run sent with `send_event`.
+    /// Events the run sent with `send_event` (not the system events Cairn sends for it).
     pub fn sent_events(&self) -> &[EventPayload] {
         &self.sent
     }
 
-    /// Delivers `event` to a pending `wait_for_event`; `true` if one matched. The Runner's
-    /// rules apply ([`match_wait`]): the `if` expression, and an event that already resumed a
-    /// wait never resumes another. An event that matches no wait is kept for the lookback: a
-    /// wait the run begins within a minute still receives it, as in production.
-    pub fn send(&mut self, event: EventPayload) -> bool {
+    /// Delivers `event` as the bus would (an id and timestamp are added if missing); `true` if
+    /// it resumed one of this run's `wait_for_event`s. The Runner's rules apply: the `if`
+    /// expression, an event that already resumed a wait never resumes another, and an event
+    /// that matches no wait is kept for the lookback (a wait the run begins within a minute
+    /// still receives it).
+    ///
+    /// # Panics
+    /// When the event is invalid (no name, data not an object), naming the problem.
+    pub fn send(&mut self, mut event: EventPayload) -> bool {
+        self.create_run();
         let now = self.clock.now();
-        let steps = self.steps();
-        let resumed = self.waits.iter().enumerate().find_map(|(index, wait)| {
-            if wait.event != event.name {
-                return None;
-            }
-            match match_wait(&self.event, &steps, &wait.record.id, wait.expression.as_deref(), &event, now) {
-                WaitMatch::Resumes(record) => Some((index, record)),
-                WaitMatch::Stale | WaitMatch::NoMatch => None,
-            }
-        });
-        let Some((index, record)) = resumed else {
-            self.received.push((now, event));
-            return false;
-        };
-        self.waits.remove(index);
-        self.journal.insert(record.position, *record);
-        self.execution = None;
-        true
+        event.id.get_or_insert_with(|| new_event_id(now));
+        event.ts.get_or_insert(now);
+        let accepted = at_once(self.runner.accept_detailed(&event)).unwrap_or_else(|error| panic!("{error}"));
+        // A delivery that only started runs (this function's trigger, sent again) resumed nothing.
+        accepted.runs.contains(&self.run_id) && !accepted.started.iter().any(|(run, _)| *run == self.run_id)
     }
 
-    /// An event sent before the wait `record` began, within the lookback, that resumes it.
-    fn received_match(
-        &self,
-        record: &StepRecord,
-        event: &str,
-        expression: Option<&str>,
-        now: Millis,
-    ) -> Option<StepRecord> {
-        let since = now.saturating_sub(millis(RunnerConfig::default().wait_lookback));
-        let steps = self.steps();
-        self.received.iter().filter(|(at, received)| *at >= since && received.name == event).find_map(
-            |(_, received)| match match_wait(&self.event, &steps, &record.id, expression, received, now) {
-                WaitMatch::Resumes(record) => Some(*record),
-                WaitMatch::Stale | WaitMatch::NoMatch => None,
-            },
-        )
+    /// Creates the run in the store (once), as the first delivery of its event would.
+    fn create_run(&mut self) {
+        if std::mem::replace(&mut self.created, true) {
+            return;
+        }
+        let now = self.clock.now();
+        let meta = RunMeta::new(self.run_id.clone(), &self.function_id, self.event.clone(), now);
+        let meta = transition::created(meta, now, RunnerConfig::default().durations());
+        at_once(self.runner.store().create_run(meta)).expect("the in-memory store does not fail");
     }
 
-    /// Runs to the next decision and applies it as a driver would: commits steps, sends events,
-    /// registers sleeps and waits.
+    /// Runs to the next decision and acts on it as the Runner does in production: commits
+    /// steps, sends events, registers sleeps and waits, schedules retries, ends the run.
     ///
     /// # Errors
-    /// [`EngineError`] when the code does not match the journal.
+    /// [`EngineError`] when the code does not match the journal (the run then fails).
+    ///
+    /// # Panics
+    /// If the in-memory parts fail, which they do not.
     pub async fn next(&mut self) -> Result<Outcome, EngineError> {
         if let Some(finished) = &self.finished {
             return Ok(match finished {
@@ -196,139 +197,98 @@ impl TestRun {
                 Err(error) => Outcome::Failed { error: error.clone(), retry_at: None },
             });
         }
-        let now = self.clock.now();
-        if let Some((retry_at, error)) = &self.retry_at {
-            if *retry_at > now {
-                return Ok(Outcome::Failed { error: error.clone(), retry_at: Some(*retry_at) });
-            }
-            self.retry_at = None;
+        self.create_run();
+        let (drive, decision) =
+            self.runner.drive_one_decision(&self.run_id).await.unwrap_or_else(|error| panic!("{error}"));
+        self.deliver_sent().await;
+        match drive {
+            Drive::Completed(output) => self.finished = Some(Ok(output)),
+            Drive::Failed(error) => self.finished = Some(Err(error)),
+            _ => {}
         }
-        let mut execution = match self.execution.take() {
-            Some(execution) => execution,
-            None => {
-                let steps: Vec<StepRecord> = self.journal.values().cloned().collect();
-                let mut execution =
-                    Execution::new(&self.function, self.run_id.clone(), &self.event, &steps, self.attempt);
-                for (name, result) in &self.mocks {
-                    execution.mock(name, result.clone());
-                }
-                execution
-            }
+        let outcome = match decision {
+            Some(Err(error)) => return Err(error),
+            Some(Ok(outcome)) => outcome,
+            // No decision: the run is backing off after a failed attempt; the last one stands.
+            None => self.last.clone().expect("a run backs off only after a decision"),
         };
-        let outcome = execution.next(now).await?;
-        let mut keep = false;
-        match &outcome {
-            Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
-                self.waits.retain(|wait| wait.record.id != record.id);
-                self.journal.insert(record.position, record.clone());
-                execution.committed(record.clone());
-                keep = true;
-            }
-            Outcome::StepFailed { record, retry_at: Some(_) } => {
-                self.journal.insert(record.position, record.clone());
-            }
-            Outcome::Sleeping { op, .. } | Outcome::Waiting { op } => keep = self.apply_op(op, now, &mut execution),
-            Outcome::Planned(ops) => {
-                for op in ops {
-                    keep |= self.apply_op(op, now, &mut execution);
-                }
-            }
-            Outcome::Completed(output) => self.finished = Some(Ok(output.clone())),
-            Outcome::Failed { error, retry_at: None } => self.finished = Some(Err(error.clone())),
-            Outcome::Failed { error, retry_at: Some(at) } => {
-                self.attempt += 1;
-                self.retry_at = Some((*at, error.clone()));
-            }
-        }
-        if keep {
-            self.execution = Some(execution);
-        }
+        self.last = Some(outcome.clone());
         Ok(outcome)
     }
 
-    /// Applies one op; `true` when it committed a step the execution can continue past.
-    fn apply_op(&mut self, op: &crate::engine::Op, now: Millis, execution: &mut Execution) -> bool {
-        match &op.kind {
-            OpKind::SendEvent { events } => {
-                self.sent.extend(events.iter().cloned());
-                let ids: Vec<String> = events.iter().map(|event| event.id.clone().unwrap_or_default()).collect();
-                let record = op.completed_record(json!({ "ids": ids }), now);
-                self.journal.insert(record.position, record.clone());
-                execution.committed(record);
-                true
+    /// Takes what the run sent: its own events are kept for [`TestRun::sent_events`], and an
+    /// invoke with a mocked result is answered as the invoked run's end would answer it.
+    async fn deliver_sent(&mut self) {
+        for event in self.runner.bus().take_pending() {
+            match event.name.as_str() {
+                INVOKED_EVENT => self.answer_invoke(&event).await,
+                FINISHED_EVENT | FAILED_EVENT | CANCELLED_EVENT => {}
+                _ => self.sent.push(event),
             }
-            OpKind::Invoke { .. } if op.new => match self.invoke_results.get(&op.name) {
-                Some(Ok(output)) => {
-                    let record = op.completed_record(output.clone(), now);
-                    self.journal.insert(record.position, record.clone());
-                    execution.committed(record);
-                    true
-                }
-                Some(Err(error)) => {
-                    let record = op.failed_record(error.clone(), now);
-                    self.journal.insert(record.position, record.clone());
-                    execution.committed(record);
-                    true
-                }
-                None => self.schedule(op),
-            },
-            OpKind::WaitForEvent { event, expression, .. } if op.new => {
-                let Some(record) = op.scheduled_record() else { return self.schedule(op) };
-                self.journal.insert(record.position, record.clone());
-                if let Some(resumed) = self.received_match(&record, event, expression.as_deref(), now) {
-                    self.journal.insert(resumed.position, resumed.clone());
-                    execution.committed(resumed);
-                    return true;
-                }
-                self.waits.push(PendingWait { record, event: event.clone(), expression: expression.clone() });
-                false
-            }
-            _ if op.new => self.schedule(op),
-            _ => false,
         }
     }
 
-    fn schedule(&mut self, op: &crate::engine::Op) -> bool {
-        if let Some(record) = op.scheduled_record() {
-            self.journal.insert(record.position, record);
+    async fn answer_invoke(&mut self, invoked: &EventPayload) {
+        let meta = &invoked.data["_inngest"];
+        let Some((caller, step)) = meta["correlation_id"].as_str().and_then(|c| c.split_once('.')) else { return };
+        let step_id = StepId::from_hashed(step);
+        let Some(result) = self
+            .steps()
+            .iter()
+            .find(|record| record.id == step_id)
+            .and_then(|record| self.invoke_results.get(&record.name))
+            .cloned()
+        else {
+            return; // not mocked: the invoke waits until its timeout
+        };
+        let function_id = meta["fn_id"].as_str().unwrap_or_default();
+        let now = self.clock.now();
+        let child_id = RunId::for_event(function_id, invoked.id.as_deref().unwrap_or_default());
+        let mut child = RunMeta::new(child_id, function_id, invoked.clone(), now);
+        child.invoked_by = Some(InvokedBy { run_id: RunId::new(caller), step_id });
+        for event in system_events(&child, &RunEnd::from(result), now) {
+            if event.name == FINISHED_EVENT {
+                self.runner.accept(&event).await.unwrap_or_else(|error| panic!("{error}"));
+            }
         }
-        false
     }
 
-    /// Runs to the end and returns the output or the final error. Sleeps, back-offs and
-    /// timeouts pass instantly (the clock jumps); a wait with no event sent times out.
+    /// Runs to the end and returns the output or the final error, driving the run as the
+    /// Runner does in production (steps run back to back in one drive) and jumping the clock
+    /// to each wake-up the run arms: sleeps, back-offs and timeouts pass instantly, and a wait
+    /// with no event sent times out.
     ///
     /// # Errors
     /// The run's final error (a determinism mismatch becomes a `DeterminismError`).
     ///
     /// # Panics
-    /// After 100,000 decisions, which only a workflow that never ends reaches.
+    /// After 100,000 drives, which only a workflow that never ends reaches.
     pub async fn result(&mut self) -> Result<Value, StepError> {
         for _ in 0..100_000 {
-            let outcome = match self.next().await {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    let error = error.to_step_error();
-                    self.finished = Some(Err(error.clone()));
-                    return Err(error);
+            if let Some(finished) = &self.finished {
+                return finished.clone();
+            }
+            self.create_run();
+            let drive = self.runner.drive(&self.run_id).await.unwrap_or_else(|error| panic!("{error}"));
+            self.deliver_sent().await;
+            match drive {
+                Drive::Completed(output) => self.finished = Some(Ok(output)),
+                Drive::Failed(error) => self.finished = Some(Err(error)),
+                Drive::Suspended { .. } | Drive::Continued | Drive::Busy => {
+                    let timer = self.runner.timer();
+                    // Every wait and invoke has a timeout, so a suspended run always has a wake-up.
+                    let Some(at) = timer.next_due() else {
+                        panic!("TestRun::result: run `{}` is suspended with no wake-up", self.run_id);
+                    };
+                    self.clock.set(at);
+                    timer.take_due(self.clock.now());
                 }
-            };
-            match outcome {
-                Outcome::Completed(output) => return Ok(output),
-                Outcome::Failed { error, retry_at: None } => return Err(error),
-                Outcome::StepCompleted(_) | Outcome::StepFailed { retry_at: None, .. } => {}
-                Outcome::Failed { retry_at: Some(at), .. } | Outcome::StepFailed { retry_at: Some(at), .. } => {
-                    self.clock.set(at)
+                Drive::AlreadyFinished(status) => {
+                    panic!("TestRun::result: run `{}` ended {status} outside the test", self.run_id)
                 }
-                Outcome::Sleeping { until, .. } => self.clock.set(until),
-                Outcome::Waiting { op } => self.clock.set(op.wake_at().unwrap_or(0)),
-                Outcome::Planned(ops) => {
-                    if let Some(at) = ops.iter().filter_map(crate::engine::Op::wake_at).min() {
-                        self.clock.set(at);
-                    }
-                }
+                Drive::NotRegistered(function) => panic!("TestRun::result: function `{function}` is not registered"),
             }
         }
-        panic!("TestRun::result: the run made 100000 decisions without finishing");
+        panic!("TestRun::result: the run was driven 100000 times without finishing");
     }
 }
