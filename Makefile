@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test lint template unit bench fmt build fuzz
+.PHONY: dev test lint template generate unit bench fmt build fuzz
 
 ## Local development: builds the functions and the `cairn` dev server (cargo shows the progress),
 ## then runs `cairn dev --watch`: EventBridge, Scheduler and the dashboard on http://127.0.0.1:8288,
@@ -34,6 +34,11 @@ unit:
 ## template.yaml through cfn-lint and `sam validate --lint` (offline).
 template:
 	infra/local/lint-template.sh
+
+## template.yaml's function resources regenerated from the functions (functions/registry);
+## `make test` fails (infra/dev/tests/generate.rs) until the file matches.
+generate:
+	$(CARGO) run -q -p cairn-dev --bin cairn -- template
 
 ## `sam build`: every function built for arm64 Lambda with cargo-lambda (release).
 build:

@@ -19,6 +19,8 @@ err="$root/target/check-lambda-deps.err"
 status=0
 functions=()
 for manifest in functions/*/Cargo.toml; do
+  # Binaries only (functions/registry is the list of them, a library).
+  [ -f "$(dirname "$manifest")/src/main.rs" ] || continue
   functions+=("$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -1)")
 done
 for binary in "${functions[@]}"; do

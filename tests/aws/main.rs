@@ -402,6 +402,7 @@ fn the_driver_runs_hello_on_dynamodb_and_schedules_its_wake_up() {
 fn approval_waiter() -> Function {
     Function::new("approval")
         .on_event("test/request")
+        .awaits("test/approved")
         .handler(|_: Event, step: Step| async move {
             let wait = WaitFor::event("test/approved").timeout("1d").matching("data.id");
             Ok(step.wait_for_event("wait-approval", wait).await?.map(|event| event.data))

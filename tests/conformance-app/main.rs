@@ -47,13 +47,17 @@ fn functions() -> Result<Vec<Function>, cairn::DefinitionError> {
         Function::new("fatal").on_event("test/fatal").handler(|_: Event, step: Step| async move {
             step.run("fatal-step", || async { Err::<(), _>(StepError::non_retriable("nope")) }).await
         })?,
-        Function::new("waiter").on_event("test/wait").handler(|_: Event, step: Step| async move {
-            let wait = WaitFor::event("test/approved").timeout("1d").if_expr("async.data.id == event.data.id");
-            Ok(step.wait_for_event("wait-approval", wait).await?.map(|event| event.data))
-        })?,
-        Function::new("invoker").on_event("test/invoke").handler(|_: Event, step: Step| async move {
-            step.invoke::<Value>("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await
-        })?,
+        Function::new("waiter").on_event("test/wait").awaits("test/approved").handler(
+            |_: Event, step: Step| async move {
+                let wait = WaitFor::event("test/approved").timeout("1d").if_expr("async.data.id == event.data.id");
+                Ok(step.wait_for_event("wait-approval", wait).await?.map(|event| event.data))
+            },
+        )?,
+        Function::new("invoker").on_event("test/invoke").invokes("hello").handler(
+            |_: Event, step: Step| async move {
+                step.invoke::<Value>("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await
+            },
+        )?,
     ])
 }
 

@@ -59,6 +59,7 @@ fn workflow(items: Vec<Item>, attempts: Arc<Mutex<HashMap<String, u32>>>) -> Fun
     Function::new("generated")
         .on_event("test/start")
         .sends("test/sent")
+        .awaits("test/signal")
         .retries(3)
         .handler(move |event: Event, step: Step| {
             let items = Arc::clone(&items);

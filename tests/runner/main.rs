@@ -151,6 +151,7 @@ async fn a_held_lease_makes_a_second_invocation_exit_cleanly() {
 fn waiter() -> Function {
     Function::new("waiter")
         .on_event("test/wait")
+        .awaits("test/approved")
         .handler(|_: Event, step: Step| async move {
             let wait = WaitFor::event("test/approved").timeout("1d").if_expr("async.data.id == event.data.id");
             let approval = step.wait_for_event("wait-approval", wait).await?;
@@ -178,6 +179,7 @@ async fn an_event_sent_just_before_the_wait_began_still_matches_it() {
     // The approval races ahead of the wait: it arrives while the run is still in its first step.
     let waiter = Function::new("racy")
         .on_event("test/wait")
+        .awaits("test/approved")
         .handler(|_: Event, step: Step| async move {
             step.run("prepare", || async { Ok(()) }).await?;
             let wait = WaitFor::event("test/approved").timeout("1d").matching("data.id");
@@ -214,6 +216,7 @@ async fn a_wait_that_times_out_returns_none() {
 async fn invoke_calls_another_function_and_returns_its_result() {
     let invoker = Function::new("invoker")
         .on_event("test/invoke")
+        .invokes("hello")
         .handler(|_: Event, step: Step| async move {
             let result: Value =
                 step.invoke("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await?;
@@ -241,6 +244,7 @@ async fn invoke_calls_another_function_and_returns_its_result() {
 async fn invoking_an_unknown_function_fails_the_step() {
     let invoker = Function::new("invoker")
         .on_event("test/invoke")
+        .invokes("nope")
         .handler(|_: Event, step: Step| async move { step.invoke::<Value>("call", Invoke::function("nope")).await })
         .unwrap();
     let h = harness(vec![invoker]);

@@ -31,3 +31,12 @@ pub fn function_with(sleep: &str) -> Function {
         })
         .expect("the hello definition is valid")
 }
+
+/// The `hello` Lambda binary: the function (with `HELLO_SLEEP` read from the environment) and
+/// what the stack gives it.
+pub fn lambda() -> cairn_aws::Lambda {
+    let sleep = std::env::var("HELLO_SLEEP").unwrap_or_else(|_| "1h".into());
+    cairn_aws::Lambda::new("hello", vec![function_with(&sleep)])
+        .description("hello: on app/my.event, one step, a one-hour sleep, then the step result")
+        .env("HELLO_SLEEP", cairn_aws::EnvValue::literal("1h"))
+}

@@ -3,6 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let sleep = std::env::var("HELLO_SLEEP").unwrap_or_else(|_| "1h".into());
-    cairn_aws::run(vec![hello::function_with(&sleep)]).await
+    cairn_aws::run(hello::lambda().into_functions()).await
 }

@@ -53,6 +53,8 @@ pub fn function() -> Function {
     Function::new("order-approval")
         .name("Order approval")
         .on_event(PLACED)
+        .awaits(APPROVED)
+        .invokes(CHARGE)
         .on_failure(|failure: Event<FailureData>, step: Step| async move {
             let order_id = failure.data.event.data["order_id"].clone();
             let reason = failure.data.error.message.clone();
@@ -94,4 +96,10 @@ pub fn function() -> Function {
             }
         })
         .expect("the order-approval definition is valid")
+}
+
+/// The `order-approval` Lambda binary: both functions.
+pub fn lambda() -> cairn_aws::Lambda {
+    cairn_aws::Lambda::new("order-approval", functions())
+        .description("order-approval: on app/order.placed, reserve stock, then wait up to a day for app/order.approved")
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    cairn_aws::run(order_approval::functions()).await
+    cairn_aws::run(order_approval::lambda().into_functions()).await
 }

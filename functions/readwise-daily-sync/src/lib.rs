@@ -59,3 +59,10 @@ pub fn function_with(users_url: Option<String>) -> Function {
         })
         .expect("the readwise-daily-sync definition is valid")
 }
+
+/// The `readwise-daily-sync` Lambda binary: the function, reading `READWISE_USERS_URL`.
+pub fn lambda() -> cairn_aws::Lambda {
+    cairn_aws::Lambda::new("readwise-daily-sync", vec![function()])
+        .description("readwise-daily-sync: daily at 03:00 UTC, fan out one readwise/fetch-books event per user")
+        .env("READWISE_USERS_URL", cairn_aws::EnvValue::parameter("ReadwiseUsersUrl"))
+}

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    cairn_aws::run(vec![readwise_daily_sync::function()]).await
+    cairn_aws::run(readwise_daily_sync::lambda().into_functions()).await
 }

@@ -184,6 +184,18 @@ pub fn function_with(config: Config) -> Function {
         .expect("the readwise-fetch-books definition is valid")
 }
 
+/// The `readwise-fetch-books` Lambda binary: the function, configured from the environment;
+/// it reads each user's key under the stack's `/readwise/users/` parameters, and nothing else
+/// of SSM.
+pub fn lambda() -> cairn_aws::Lambda {
+    cairn_aws::Lambda::new("readwise-fetch-books", vec![function()])
+        .description("readwise-fetch-books: one step per page of the Readwise books API, then post the count")
+        .env("READWISE_BASE_URL", cairn_aws::EnvValue::literal("https://readwise.io"))
+        .env("READWISE_CALLBACK_URL", cairn_aws::EnvValue::parameter("ReadwiseCallbackUrl"))
+        .env("READWISE_KEY_PARAMETER_PREFIX", cairn_aws::EnvValue::sub("/${AWS::StackName}/readwise/users/"))
+        .reads_parameters("/${AWS::StackName}/readwise/users/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

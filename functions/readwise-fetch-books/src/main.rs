@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    cairn_aws::run(vec![readwise_fetch_books::function()]).await
+    cairn_aws::run(readwise_fetch_books::lambda().into_functions()).await
 }

@@ -1,4 +1,4 @@
-//! `serve`: every workflow of functions/ over the Inngest SDK protocol at `/api/inngest` (app id
+//! `serve`: every workflow of the project's one list (`cairn_functions`) over the Inngest SDK protocol at `/api/inngest` (app id
 //! `cairn`), with event ingest at `/api/inngest/send` and `/api/inngest/e/{key}`.
 //!
 //! Under Lambda (a Function URL in `RESPONSE_STREAM` mode) it runs on `lambda_http`; anywhere
@@ -10,12 +10,8 @@
 
 use cairn_aws::{AnyBus, EventBridgeBus};
 
-fn functions() -> Vec<cairn::Function> {
-    vec![hello::function(), readwise_fetch_books::function(), readwise_daily_sync::function()]
-}
-
 async fn app() -> anyhow::Result<axum::Router> {
-    let registry = cairn::Registry::new(functions())?;
+    let registry = cairn::Registry::new(cairn_functions::functions())?;
     let config = cairn_http::ServeConfig::from_env("cairn")?;
     let bus = match std::env::var("CAIRN_BUS") {
         Ok(name) if !name.is_empty() => {

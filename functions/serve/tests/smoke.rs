@@ -47,7 +47,10 @@ fn serves_every_function_at_api_inngest_and_guards_ingest() {
     let _ = child.wait();
     assert!(get.starts_with("HTTP/1.1 200"), "{get}");
     assert!(get.contains("x-inngest-sdk: cairn:v0.1.0"), "{get}");
-    assert!(get.contains("\"function_count\":3"), "{get}");
+    // Every function of the one list, failure handlers included: order-approval's too.
+    let count = cairn::Registry::new(cairn_functions::functions()).unwrap().functions().len();
+    assert_eq!(count, 6, "hello, order-approval and its failure handler, order-charge, the two readwise");
+    assert!(get.contains(&format!("\"function_count\":{count}")), "{get}");
     assert!(ingest.starts_with("HTTP/1.1 401"), "{ingest}");
     assert!(sent.starts_with("HTTP/1.1 200") && sent.contains("\"ids\":[\"ext-x\"]"), "{sent}");
 }

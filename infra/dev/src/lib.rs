@@ -13,6 +13,7 @@ pub mod console;
 pub mod control;
 pub mod dev;
 pub mod devdb;
+pub mod generate;
 pub mod host;
 pub mod inngest;
 pub mod loopback;

@@ -59,6 +59,16 @@ enum Commands {
         #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
         url: String,
     },
+    /// Regenerate template.yaml's function resources from the project's functions
+    /// (functions/registry); `--check` only says whether it is up to date.
+    Template {
+        /// The template.
+        #[arg(long, default_value = "template.yaml")]
+        path: String,
+        /// Fail, without writing, when the file differs from what the code generates.
+        #[arg(long)]
+        check: bool,
+    },
     /// List runs, newest first; `cairn runs show ID` shows one run's timeline, `cancel`,
     /// `rerun` and `replay` act on runs.
     Runs {
@@ -274,6 +284,7 @@ fn main() -> ExitCode {
                 cli::invoke(&url, &function, &data, name.as_deref()).await.map(|text| println!("{text}"))
             }
             Commands::Console(args) => console(args).await,
+            Commands::Template { path, check } => template(&path, check),
             Commands::Runs { action: None, function, status, limit, json, url } => {
                 cli::runs(&url, function.as_deref(), status.as_deref(), limit, json)
                     .await
@@ -288,6 +299,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cairn template`: rewrites the generated parts of `path`, or with `check` fails if they are
+/// out of date.
+fn template(path: &str, check: bool) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {path}: {err}"))?;
+    let generated =
+        cairn_dev::generate::regenerate(&text, &cairn_functions::lambdas()).map_err(|err| format!("{path}: {err}"))?;
+    if generated == text {
+        println!("{path} is up to date with the functions");
+        return Ok(());
+    }
+    if check {
+        return Err(format!(
+            "{path} differs from what the functions generate; run `make generate` (target/debug/cairn template) and commit it"
+        ));
+    }
+    std::fs::write(path, generated).map_err(|err| format!("cannot write {path}: {err}"))?;
+    println!("{path}: function resources regenerated");
+    Ok(())
 }
 
 /// Logs for a person at a terminal: compact lines, `RUST_LOG` to change the level.
@@ -331,8 +362,12 @@ async fn dev(args: DevArgs) -> Result<(), String> {
         .map_err(|err| format!("cannot listen on {}:{}: {err}", args.host, args.port))?;
     let url = format!("http://{}:{}", client_host(&args.host), args.port);
     let bus = dev.template.buses().into_iter().find(|b| b != "default").unwrap_or_else(|| "default".into());
-    let watch =
-        if args.watch { Some(start_watch(&args.lambda_url, &cli::function_env(&url, &db, &bus))?) } else { None };
+    let declared: Vec<String> = dev.template.functions.iter().flat_map(|f| f.environment.iter().cloned()).collect();
+    let watch = if args.watch {
+        Some(start_watch(&args.lambda_url, &cli::function_env(&url, &db, &bus), &declared)?)
+    } else {
+        None
+    };
     dev.spawn_background();
     print_banner(&dev, &url, &args.lambda_url, &bus);
     let server = axum::serve(listener, cairn_dev::server::router(dev));
@@ -408,15 +443,17 @@ async fn shutdown_signal() {
     }
 }
 
-fn start_watch(lambda_url: &str, env: &[(String, String)]) -> Result<Child, String> {
+/// Starts `cargo lambda watch` with the dev server's settings (`env`), and the variables the
+/// template declares for the functions (`declared`, e.g. `HELLO_SLEEP=10s make dev`), `CAIRN_*`
+/// and `RUST_LOG` taken from this environment.
+fn start_watch(lambda_url: &str, env: &[(String, String)], declared: &[String]) -> Result<Child, String> {
     let port = lambda_url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(9000);
     let mut command = Command::new("cargo");
     // The functions keep their runs in the dev server's SQLite file: the store Lambda builds leave out.
     command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "-F", "cairn-aws/sqlite"]);
-    // The functions' settings from this environment (e.g. `HELLO_SLEEP=10s make dev`), then the
-    // dev server's, which win.
+    // The functions' settings from this environment, then the dev server's, which win.
     let forwarded = std::env::vars().filter(|(name, _)| {
-        ["CAIRN_", "HELLO_", "READWISE_", "RUST_LOG"].iter().any(|prefix| name.starts_with(prefix))
+        (declared.contains(name) || name.starts_with("CAIRN_") || name == "RUST_LOG")
             && !env.iter().any(|(set, _)| set == name)
     });
     for (name, value) in forwarded.chain(env.iter().cloned()) {

@@ -35,6 +35,9 @@ pub struct TemplateFunction {
     pub schedules: Vec<TemplateSchedule>,
     /// Its SQS event sources.
     pub queues: Vec<SqsSource>,
+    /// The names of its `Environment.Variables` (the dev server forwards these from its own
+    /// environment to the functions).
+    pub environment: Vec<String>,
 }
 
 /// The stack name the dev server gives `${AWS::StackName}` (so `!Sub '${AWS::StackName}-hello'`
@@ -180,6 +183,14 @@ impl Template {
                 Some(value) => resolver.name(value).map_err(|message| fail("FunctionName", message))?,
             };
             let description = properties.get("Description").and_then(Yaml::as_str).unwrap_or_default().to_string();
+            let environment = properties
+                .get("Environment")
+                .and_then(|e| e.get("Variables"))
+                .and_then(Yaml::as_mapping)
+                .into_iter()
+                .flatten()
+                .filter_map(|(name, _)| name.as_str().map(str::to_string))
+                .collect();
             let mut function = TemplateFunction {
                 resource: logical_id.clone(),
                 function_id: binary.clone(),
@@ -189,6 +200,7 @@ impl Template {
                 rules: Vec::new(),
                 schedules: Vec::new(),
                 queues: Vec::new(),
+                environment,
             };
             for (event_name, event) in properties.get("Events").and_then(Yaml::as_mapping).into_iter().flatten() {
                 let event_name = event_name.as_str().unwrap_or_default().to_string();
@@ -521,7 +533,8 @@ mod tests {
             ("HelloFunction", "cairn-hello", "hello")
         );
         assert_eq!(hello.rules[0].bus, "cairn");
-        assert_eq!(hello.event_names(), ["app/my.event"]);
+        // Its trigger, and calls from `step.invoke` or `cairn invoke`.
+        assert_eq!(hello.event_names(), ["app/my.event", "inngest/function.invoked"]);
         // Its timer queue, through an AWS::Lambda::EventSourceMapping resource.
         let timer = &hello.queues[0];
         assert_eq!(
@@ -533,7 +546,7 @@ mod tests {
         let daily = template.function("readwise-daily-sync").unwrap();
         assert!(daily.schedules.iter().any(|s| s.expression_text == "cron(0 3 * * ? *)"));
         let cron = daily.schedules.iter().find(|s| s.expression_text.starts_with("cron(")).unwrap();
-        assert_eq!(cron.input, r#"{"cairn": "cron", "cron": "0 3 * * *", "id": "<aws.scheduler.scheduled-time>"}"#);
+        assert_eq!(cron.input, r#"{"cairn":"cron","cron":"0 3 * * *","id":"<aws.scheduler.scheduled-time>"}"#);
         let envelope = json!({"source": "app", "detail-type": "app/my.event", "detail": {}});
         let routed: Vec<&str> = template.route("cairn", &envelope).iter().map(|f| f.binary.as_str()).collect();
         assert_eq!(routed, ["hello"]);

@@ -296,7 +296,7 @@ async fn bad_schedules_get_aws_shaped_errors() {
         [
             "HelloFunction.Reconcile",
             "OrderApprovalFunction.Reconcile",
-            "ReadwiseDailySyncFunction.Daily",
+            "ReadwiseDailySyncFunction.Cron1",
             "ReadwiseDailySyncFunction.Reconcile",
             "ReadwiseFetchBooksFunction.Reconcile"
         ]
@@ -424,7 +424,7 @@ fn a_template_mistake_stops_cairn_dev_with_the_resource_and_the_problem() {
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).trim(),
         format!(
-            "cairn: {}: HelloFunction.Events.AppMyEvent.Pattern: detail-type must be a list of values (e.g. [\"app/my.event\"]), found a string",
+            "cairn: {}: HelloFunction.Events.OnAppMyEvent.Pattern: detail-type must be a list of values (e.g. [\"app/my.event\"]), found a string",
             path.display()
         )
     );

@@ -20,6 +20,7 @@
 
 mod any;
 mod cron;
+mod deploy;
 mod driver;
 mod dynamodb;
 mod env;
@@ -32,6 +33,7 @@ mod wire;
 
 pub use any::{AnyBus, AnyStore, AnyTimer};
 pub use cron::schedule_expression;
+pub use deploy::{EnvValue, Lambda};
 pub use driver::{DriverConfig, DriverError, DriverResponse, Invocation, LambdaDriver, NDJSON, classify, run};
 pub use dynamodb::{
     CHUNK_BYTES, DUE_INDEX, DynamoDbStore, InvalidScope, MAX_HEAD_BYTES, MAX_OUTPUT_BYTES, MAX_SCOPE_LEN, RUNS_INDEX,

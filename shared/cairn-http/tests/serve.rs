@@ -56,6 +56,7 @@ fn functions(calls: Arc<AtomicU32>) -> Registry {
         .unwrap();
     let waiter = Function::new("waiter")
         .on_event("test/wait")
+        .awaits("test/approved")
         .handler(|_: Event, step: Step| async move {
             let wait = WaitFor::event("test/approved").timeout("1d").if_expr("async.data.id == event.data.id");
             Ok(step.wait_for_event("wait-approval", wait).await?.map(|e| e.data))
@@ -63,6 +64,7 @@ fn functions(calls: Arc<AtomicU32>) -> Registry {
         .unwrap();
     let invoker = Function::new("invoker")
         .on_event("test/invoke")
+        .invokes("hello")
         .handler(|_: Event, step: Step| async move {
             step.invoke::<Value>("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await
         })

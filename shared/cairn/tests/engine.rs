@@ -418,6 +418,7 @@ async fn a_sleep_is_scheduled_then_completes_when_due() {
 fn waiter() -> Function {
     Function::new("waiter")
         .on_event("app/my.event")
+        .awaits("test/approved")
         .handler(|_: Event, step: Step| async move {
             let approval = step
                 .wait_for_event(
@@ -512,6 +513,37 @@ async fn an_undeclared_send_fails_naming_the_event_and_the_declaration() {
     assert_eq!(exec(&undeclared, &[sent]).next(NOW).await.unwrap(), Outcome::Completed(Value::Null));
 }
 
+/// A wait or an invoke the function does not declare fails for good, naming the declaration
+/// (`cairn template` routes only declared events and calls to the function).
+#[tokio::test]
+async fn an_undeclared_wait_or_invoke_fails_naming_the_declaration() {
+    let waits = Function::new("waiter")
+        .on_event("app/my.event")
+        .handler(|_: Event, step: Step| async move {
+            step.wait_for_event("approval", WaitFor::event("app/approved").timeout("1h")).await?;
+            Ok(())
+        })
+        .unwrap();
+    let Outcome::Failed { error, retry_at: None } = exec(&waits, &[]).next(NOW).await.unwrap() else { panic!() };
+    assert_eq!(
+        error.message,
+        "step `approval`: function `waiter` does not declare that it waits for `app/approved`: add \
+         `.awaits(\"app/approved\")` to its definition (its deployment routes only declared events to it)"
+    );
+    let invokes = Function::new("caller")
+        .on_event("app/my.event")
+        .invokes("other")
+        .handler(|_: Event, step: Step| async move { step.invoke::<Value>("call", Invoke::function("scorer")).await })
+        .unwrap();
+    assert_eq!(invokes.invokes(), ["other"]);
+    let Outcome::Failed { error, retry_at: None } = exec(&invokes, &[]).next(NOW).await.unwrap() else { panic!() };
+    assert_eq!(
+        error.message,
+        "step `call`: function `caller` does not declare that it invokes `scorer`: add `.invokes(\"scorer\")` \
+         to its definition (its deployment routes only declared calls and their results)"
+    );
+}
+
 #[test]
 fn sends_declarations_are_checked() {
     let noop = |_: Event, _: Step| async { Ok(()) };
@@ -530,6 +562,7 @@ fn sends_declarations_are_checked() {
 async fn invoke_plans_a_call_and_times_out_with_inngests_error() {
     let f = Function::new("invoker")
         .on_event("app/my.event")
+        .invokes("hello")
         .handler(|_: Event, step: Step| async move {
             let call = Invoke::function("hello").data(json!({"userId": "x"})).timeout("1h");
             let result: Value = step.invoke("call-hello", call).await?;

@@ -13,6 +13,8 @@ fn approval_flow() -> Function {
     Function::new("approval")
         .on_event("app/request.created")
         .sends("app/request.done")
+        .awaits("app/request.approved")
+        .invokes("scorer")
         .handler(|event: Event, step: Step| async move {
             let id = event.data["id"].clone();
             step.sleep("cool-off", "1h").await?;
@@ -156,6 +158,7 @@ fn step_spans_are_opened_for_executed_steps_only_not_for_replays() {
 fn two_approvals() -> Function {
     Function::new("two-approvals")
         .on_event("app/pair.created")
+        .awaits("app/approved")
         .handler(|_: Event, step: Step| async move {
             step.run("prepare", || async { Ok(1) }).await?;
             let first = WaitFor::event("app/approved").timeout("1h").matching("data.id");

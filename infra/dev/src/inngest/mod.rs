@@ -209,29 +209,40 @@ impl InngestApps {
             for (index, source) in function.crons.iter().enumerate() {
                 let cron =
                     CronSchedule::parse(source).map_err(|err| format!("{}: cron `{source}`: {err}", function.id))?;
-                let (expression, time_zone) = cairn_aws::schedule_expression(&cron);
-                let exists = dev
-                    .db()
-                    .schedules(Some("inngest"))?
-                    .iter()
-                    .any(|s| s.name == format!("{}.{index}", function.id) && s.expression == expression);
-                if exists {
-                    continue;
+                let expressions = cairn_aws::schedule_expression(&cron)
+                    .map_err(|err| format!("{}: cron `{source}`: {err}", function.id))?;
+                let time_zone = cron.time_zone().to_string();
+                let count = expressions.len();
+                for (part, expression) in expressions.into_iter().enumerate() {
+                    // A cron restricting both days is two schedules (see `schedule_expression`).
+                    let name = if count == 1 {
+                        format!("{}.{index}", function.id)
+                    } else {
+                        format!("{}.{index}.{part}", function.id)
+                    };
+                    let exists = dev
+                        .db()
+                        .schedules(Some("inngest"))?
+                        .iter()
+                        .any(|s| s.name == name && s.expression == expression);
+                    if exists {
+                        continue;
+                    }
+                    let next_at = crate::schedule::Expression::parse(&expression, &time_zone)
+                        .ok()
+                        .and_then(|e| e.next_after(now, now, &time_zone));
+                    dev.db().put_schedule(&Schedule {
+                        group_name: "inngest".into(),
+                        name,
+                        expression,
+                        time_zone: time_zone.clone(),
+                        target_arn: format!("{INNGEST_PREFIX}{}", function.id),
+                        input: ControlMessage::cron(source.as_str(), None).to_string(),
+                        delete_after: false,
+                        created_at: now,
+                        next_at,
+                    })?;
                 }
-                let next_at = crate::schedule::Expression::parse(&expression, &time_zone)
-                    .ok()
-                    .and_then(|e| e.next_after(now, now, &time_zone));
-                dev.db().put_schedule(&Schedule {
-                    group_name: "inngest".into(),
-                    name: format!("{}.{index}", function.id),
-                    expression,
-                    time_zone,
-                    target_arn: format!("{INNGEST_PREFIX}{}", function.id),
-                    input: ControlMessage::cron(source.as_str(), None).to_string(),
-                    delete_after: false,
-                    created_at: now,
-                    next_at,
-                })?;
             }
         }
         let mut functions = self.functions.write().unwrap_or_else(std::sync::PoisonError::into_inner);

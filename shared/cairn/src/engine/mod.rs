@@ -106,6 +106,8 @@ impl Execution {
         let declared = Declared {
             function_id: function.id().to_string(),
             sends: function.sends().to_vec(),
+            awaits: function.awaits().to_vec(),
+            invokes: function.invokes().to_vec(),
             retries: function.retries(),
         };
         let state = SharedState::new(ExecutionState::new(run_id, declared, journal));

@@ -43,6 +43,8 @@ struct FunctionInner {
     handler: ErasedHandler,
     on_failure: Option<Function>,
     sends: Vec<String>,
+    awaits: Vec<String>,
+    invokes: Vec<String>,
 }
 
 impl fmt::Debug for Function {
@@ -52,6 +54,8 @@ impl fmt::Debug for Function {
             .field("triggers", &self.inner.triggers)
             .field("retries", &self.inner.retries)
             .field("sends", &self.inner.sends)
+            .field("awaits", &self.inner.awaits)
+            .field("invokes", &self.inner.invokes)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +109,17 @@ impl Function {
         &self.inner.sends
     }
 
+    /// The event names its steps may wait for with `step.wait_for_event`
+    /// ([`FunctionBuilder::awaits`]): what the deployment must route to it.
+    pub fn awaits(&self) -> &[String] {
+        &self.inner.awaits
+    }
+
+    /// The function ids its steps may call with `step.invoke` ([`FunctionBuilder::invokes`]).
+    pub fn invokes(&self) -> &[String] {
+        &self.inner.invokes
+    }
+
     /// The generated failure handler function (`<id>-failure`), if `on_failure` was set.
     pub fn failure_handler(&self) -> Option<&Function> {
         self.inner.on_failure.as_ref()
@@ -139,6 +154,8 @@ pub struct FunctionBuilder<T> {
     retries: u32,
     on_failure: Option<ErasedHandler>,
     sends: Vec<String>,
+    awaits: Vec<String>,
+    invokes: Vec<String>,
     errors: Vec<DefinitionError>,
     _event: PhantomData<fn() -> T>,
 }
@@ -164,6 +181,8 @@ impl<T> FunctionBuilder<T> {
             retries: DEFAULT_RETRIES,
             on_failure: None,
             sends: Vec::new(),
+            awaits: Vec::new(),
+            invokes: Vec::new(),
             errors,
             _event: PhantomData,
         }
@@ -206,6 +225,33 @@ impl<T> FunctionBuilder<T> {
             }),
             None if !self.sends.contains(&event) => self.sends.push(event),
             None => {}
+        }
+        self
+    }
+
+    /// Declares an event this function's steps wait for with `step.wait_for_event` (once per
+    /// name). Waiting for an undeclared name fails the step, naming the event: the
+    /// declarations are what `cairn template` routes to the function, so a waiting run hears
+    /// of the event in AWS too.
+    pub fn awaits(mut self, event: impl Into<String>) -> Self {
+        let event = event.into();
+        if event.trim().is_empty() {
+            self.errors.push(DefinitionError::EmptyEventName { function: self.id.clone() });
+        } else if !self.awaits.contains(&event) {
+            self.awaits.push(event);
+        }
+        self
+    }
+
+    /// Declares a function this function's steps call with `step.invoke` (once per id).
+    /// Invoking an undeclared id fails the step, naming it: the declarations are what
+    /// `cairn template` routes (the call out, its result back).
+    pub fn invokes(mut self, function_id: impl Into<String>) -> Self {
+        let function_id = function_id.into();
+        if function_id.trim().is_empty() {
+            self.errors.push(DefinitionError::EmptyFunctionId);
+        } else if !self.invokes.contains(&function_id) {
+            self.invokes.push(function_id);
         }
         self
     }
@@ -253,6 +299,8 @@ impl<T> FunctionBuilder<T> {
                     handler: failure_handler,
                     on_failure: None,
                     sends: self.sends.clone(),
+                    awaits: self.awaits.clone(),
+                    invokes: self.invokes.clone(),
                 }),
             }
         });
@@ -265,6 +313,8 @@ impl<T> FunctionBuilder<T> {
                 handler: erase(handler),
                 on_failure,
                 sends: self.sends,
+                awaits: self.awaits,
+                invokes: self.invokes,
             }),
         })
     }

@@ -51,6 +51,10 @@ pub(crate) struct Declared {
     pub(crate) function_id: String,
     /// The events it declared it sends (`step.send_event` checks them).
     pub(crate) sends: Vec<String>,
+    /// The events it declared it waits for (`step.wait_for_event` checks them).
+    pub(crate) awaits: Vec<String>,
+    /// The functions it declared it invokes (`step.invoke` checks them).
+    pub(crate) invokes: Vec<String>,
     /// Retries after the first attempt, for steps without their own and for the function.
     pub(crate) retries: u32,
 }
@@ -145,6 +149,16 @@ impl ExecutionState {
     /// The first of `events` the function did not declare it sends.
     pub(crate) fn undeclared<'e>(&self, events: &'e [EventPayload]) -> Option<&'e EventPayload> {
         events.iter().find(|event| !self.declared.sends.contains(&event.name))
+    }
+
+    /// Whether the function declared that it waits for `event`.
+    pub(crate) fn awaits(&self, event: &str) -> bool {
+        self.declared.awaits.iter().any(|declared| declared == event)
+    }
+
+    /// Whether the function declared that it invokes `function_id`.
+    pub(crate) fn invokes(&self, function_id: &str) -> bool {
+        self.declared.invokes.iter().any(|declared| declared == function_id)
     }
 
     /// The 0-based attempt of the `run` step executing now.

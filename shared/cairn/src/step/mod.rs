@@ -212,6 +212,18 @@ impl Step {
                 Begin::Halt => return halt().await,
                 Begin::Pending { id, position, existing } => (id, position, existing),
             };
+        {
+            // Checked once the step is known to be unresolved (as `send_event`'s declarations).
+            let state = self.state.lock();
+            if !state.awaits(&wait.event) {
+                return Err(StepError::non_retriable(format!(
+                    "step `{name}`: function `{}` does not declare that it waits for `{event}`: add `.awaits(\"{event}\")` \
+                     to its definition (its deployment routes only declared events to it)",
+                    state.function_id(),
+                    event = wait.event,
+                )));
+            }
+        }
         let timeout_at = self.scheduled_at(&existing, |now| now.saturating_add(millis(timeout)));
         let kind = OpKind::WaitForEvent { event: wait.event, expression: wait.expression, timeout_at };
         self.register(&id, name, position, kind, existing.is_none());
@@ -272,6 +284,17 @@ impl Step {
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (id, position, existing),
         };
+        {
+            let state = self.state.lock();
+            if !state.invokes(&invoke.function_id) {
+                return Err(StepError::non_retriable(format!(
+                    "step `{name}`: function `{}` does not declare that it invokes `{target}`: add `.invokes(\"{target}\")` \
+                     to its definition (its deployment routes only declared calls and their results)",
+                    state.function_id(),
+                    target = invoke.function_id,
+                )));
+            }
+        }
         let timeout_at = self.scheduled_at(&existing, |now| now.saturating_add(millis(timeout)));
         let kind = OpKind::Invoke { function_id: invoke.function_id, data: invoke.data, timeout_at };
         self.register(&id, name, position, kind, existing.is_none());

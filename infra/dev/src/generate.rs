@@ -1,0 +1,523 @@
+//! `cairn template`: template.yaml's function resources derived from the code. For each
+//! [`Lambda`] of the project's one list it writes the timer queue and its event source
+//! mapping, the Scheduler role, and the function with its environment, least-privilege policy,
+//! rules (its triggers, the events it awaits, invokes out and back, failures), schedules (its
+//! crons, converted for EventBridge) and reconciler tick; then the `TimerQueues` output.
+//!
+//! Everything else in template.yaml (parameters, shared resources, the serve function, other
+//! outputs) is the user's: the generated parts sit between `# BEGIN cairn template` and
+//! `# END cairn template` lines, and only they are rewritten.
+
+use cairn::{FAILED_EVENT, FINISHED_EVENT, Function, INVOKED_EVENT, Trigger};
+use cairn_aws::{ControlMessage, EnvValue, Lambda};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+/// The line that opens a generated part.
+pub const BEGIN: &str = "# BEGIN cairn template";
+/// The line that closes it.
+pub const END: &str = "# END cairn template";
+
+/// Why the template cannot be generated.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GenerateError {
+    /// A cron EventBridge cannot express.
+    #[error("function `{function}`: {reason}")]
+    Cron {
+        /// The function.
+        function: String,
+        /// What EventBridge cannot express.
+        reason: String,
+    },
+    /// Two binaries, or a binary and a hand-written resource, share a name.
+    #[error("binary `{0}` appears twice in the list of functions")]
+    DuplicateBinary(String),
+    /// The template lacks the markers of a generated part.
+    #[error(
+        "template.yaml has no `{BEGIN} ({part})` ... `{END} ({part})` lines; add them (indented two spaces) where the generated {part} go"
+    )]
+    MissingMarkers {
+        /// `resources` or `outputs`.
+        part: &'static str,
+    },
+    /// An environment variable names a parameter the template does not declare.
+    #[error(
+        "binary `{binary}`: {variable} reads parameter `{parameter}`, which template.yaml's Parameters do not declare"
+    )]
+    UnknownParameter {
+        /// The binary.
+        binary: String,
+        /// The variable.
+        variable: String,
+        /// The parameter.
+        parameter: String,
+    },
+}
+
+/// `hello-world` as `HelloWorld`: the logical-id prefix of a binary's resources.
+pub fn logical_id(binary: &str) -> String {
+    binary
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|first| first.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A YAML single-quoted string.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Every function a binary runs, failure handlers included.
+fn all_functions(lambda: &Lambda) -> Vec<Function> {
+    let mut functions = Vec::new();
+    for function in lambda.functions() {
+        functions.push(function.clone());
+        if let Some(failure) = function.failure_handler() {
+            functions.push(failure.clone());
+        }
+    }
+    functions
+}
+
+/// The generated resources and outputs for `lambdas`, and the parameters they reference.
+#[derive(Debug, Default)]
+pub struct Generated {
+    /// The resources, indented under `Resources:`.
+    pub resources: String,
+    /// The outputs, indented under `Outputs:`.
+    pub outputs: String,
+    /// Template parameters the environment references.
+    pub parameters: BTreeSet<(String, String, String)>,
+}
+
+/// The function resources of `lambdas`.
+///
+/// # Errors
+/// A cron EventBridge cannot express, or a binary listed twice.
+pub fn generate(lambdas: &[Lambda]) -> Result<Generated, GenerateError> {
+    let mut generated = Generated::default();
+    let mut seen = BTreeSet::new();
+    for lambda in lambdas {
+        if !seen.insert(lambda.binary().to_string()) {
+            return Err(GenerateError::DuplicateBinary(lambda.binary().to_string()));
+        }
+        generated.resources.push_str(&resources(lambda)?);
+        for (variable, value) in lambda.env_vars() {
+            if let EnvValue::Parameter(parameter) = value {
+                generated.parameters.insert((lambda.binary().to_string(), variable.clone(), parameter.clone()));
+            }
+        }
+    }
+    let queues: Vec<String> =
+        lambdas.iter().map(|l| format!("{}=${{{}TimerQueue}}", l.binary(), logical_id(l.binary()))).collect();
+    let _ = write!(
+        generated.outputs,
+        "  TimerQueues:\n    Description: Each function binary's timer queue, for `cairn console --timer-queues`\n    Value: !Sub {}\n",
+        quoted(&queues.join(","))
+    );
+    Ok(generated)
+}
+
+/// `template` with its generated parts replaced by what `lambdas` generate.
+///
+/// # Errors
+/// As [`generate`], missing markers, or an environment variable reading an undeclared parameter.
+pub fn regenerate(template: &str, lambdas: &[Lambda]) -> Result<String, GenerateError> {
+    let generated = generate(lambdas)?;
+    let declared = declared_parameters(template);
+    for (binary, variable, parameter) in &generated.parameters {
+        if !declared.contains(parameter) {
+            return Err(GenerateError::UnknownParameter {
+                binary: binary.clone(),
+                variable: variable.clone(),
+                parameter: parameter.clone(),
+            });
+        }
+    }
+    let text = replace_part(template, "resources", &generated.resources)?;
+    replace_part(&text, "outputs", &generated.outputs)
+}
+
+/// The names under the template's top-level `Parameters:`.
+fn declared_parameters(template: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut inside = false;
+    for line in template.lines() {
+        if !line.starts_with(' ') && !line.trim().is_empty() && !line.starts_with('#') {
+            inside = line.trim_end() == "Parameters:";
+            continue;
+        }
+        if inside
+            && let Some(name) = line.strip_prefix("  ").and_then(|rest| rest.strip_suffix(':'))
+            && !name.starts_with([' ', '#'])
+        {
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
+
+fn replace_part(template: &str, part: &'static str, body: &str) -> Result<String, GenerateError> {
+    let begin = format!("  {BEGIN} ({part})");
+    let end = format!("  {END} ({part})");
+    let missing = || GenerateError::MissingMarkers { part };
+    let start = template.find(&begin).ok_or_else(missing)?;
+    let after_begin = template[start..].find('\n').map(|i| start + i + 1).ok_or_else(missing)?;
+    let stop = template[after_begin..].find(&end).map(|i| after_begin + i).ok_or_else(missing)?;
+    let note =
+        "  # Generated by `cairn template` from functions/registry: edit the functions, then run `make generate`.\n";
+    Ok(format!("{}{note}{body}{}", &template[..after_begin], &template[stop..]))
+}
+
+/// The resources of one binary.
+fn resources(lambda: &Lambda) -> Result<String, GenerateError> {
+    let binary = lambda.binary();
+    let id = logical_id(binary);
+    let functions = all_functions(lambda);
+    let mut out = String::new();
+    let function_arn = format!(
+        "!Sub 'arn:${{AWS::Partition}}:lambda:${{AWS::Region}}:${{AWS::AccountId}}:function:${{AWS::StackName}}-{binary}'"
+    );
+    let _ = write!(
+        out,
+        r#"
+  # {binary}'s wake-ups: SendMessage with DelaySeconds (up to 15 minutes), delivered to it on time.
+  {id}TimerQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 960
+      RedrivePolicy:
+        deadLetterTargetArn: !GetAtt DeadLetterQueue.Arn
+        maxReceiveCount: 5
+
+  # A resource rather than SAM's `SQS` event, which would let it receive from every queue of
+  # the account (AWSLambdaSQSQueueExecutionRole); its Policies allow its own queue only.
+  {id}Timer:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      FunctionName: !Ref {id}Function
+      EventSourceArn: !GetAtt {id}TimerQueue.Arn
+      BatchSize: 10
+      FunctionResponseTypes: [ReportBatchItemFailures]
+
+  # What Scheduler assumes for {binary}'s schedules (its long wake-ups, crons, reconciler tick):
+  # it can invoke {binary} and nothing else, and only for this stack's schedule group.
+  {id}SchedulerRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: '2012-10-17'
+        Statement:
+          - Effect: Allow
+            Principal:
+              Service: scheduler.amazonaws.com
+            Action: sts:AssumeRole
+            Condition:
+              StringEquals:
+                aws:SourceAccount: !Ref AWS::AccountId
+                aws:SourceArn: !GetAtt ScheduleGroup.Arn
+      Policies:
+        - PolicyName: invoke-{binary}
+          PolicyDocument:
+            Version: '2012-10-17'
+            Statement:
+              - Effect: Allow
+                Action: lambda:InvokeFunction
+                Resource: {function_arn}
+              - Effect: Allow
+                Action: sqs:SendMessage
+                Resource: !GetAtt DeadLetterQueue.Arn
+
+  {id}Function:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildMethod: rust-cargolambda
+      BuildProperties:
+        Binary: {binary}
+    Properties:
+      FunctionName: !Sub '${{AWS::StackName}}-{binary}'
+      # POST an event to the function's URL to run it and watch its progress as NDJSON.
+      FunctionUrlConfig:
+        AuthType: AWS_IAM
+        InvokeMode: RESPONSE_STREAM
+      Description: {description}
+      Environment:
+        Variables:
+          # Every key it writes in the table starts with `{binary}#` (its Policies allow no other).
+          CAIRN_SCOPE: {binary}
+          CAIRN_FUNCTION_ARN: {function_arn}
+          CAIRN_SCHEDULER_ROLE_ARN: !GetAtt {id}SchedulerRole.Arn
+          CAIRN_TIMER_QUEUE_URL: !Ref {id}TimerQueue
+"#,
+        description = quoted(lambda.description_text()),
+    );
+    for (name, value) in lambda.env_vars() {
+        let value = match value {
+            EnvValue::Literal(text) => quoted(text),
+            EnvValue::Parameter(parameter) => format!("!Ref {parameter}"),
+            EnvValue::Sub(text) => format!("!Sub {}", quoted(text)),
+        };
+        let _ = writeln!(out, "          {name}: {value}");
+    }
+    out.push_str(&policies(lambda, &id, &functions));
+    out.push_str("      Events:\n");
+    out.push_str(&events(lambda, &id, &functions)?);
+    Ok(out)
+}
+
+/// The events a binary may put on the bus: its declared sends and the runtime's own.
+fn detail_types(functions: &[Function]) -> BTreeSet<String> {
+    let mut types: BTreeSet<String> = functions.iter().flat_map(|f| f.sends().iter().cloned()).collect();
+    types.insert(FAILED_EVENT.to_string());
+    types.insert(FINISHED_EVENT.to_string());
+    if functions.iter().any(|f| !f.invokes().is_empty()) {
+        types.insert(INVOKED_EVENT.to_string());
+    }
+    types
+}
+
+fn policies(lambda: &Lambda, id: &str, functions: &[Function]) -> String {
+    let binary = lambda.binary();
+    let detail_types = detail_types(functions).into_iter().collect::<Vec<_>>().join(", ");
+    let mut out = format!(
+        r#"      Policies:
+        - SQSSendMessagePolicy:
+            QueueName: !GetAtt {id}TimerQueue.QueueName
+        - Statement:
+            # Its own items: the store's calls (Query on the table and the `due` index, Get, Put,
+            # Update inside TransactWriteItems, Delete), on partition keys of its scope only.
+            - Sid: OwnItems
+              Effect: Allow
+              Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:DeleteItem, dynamodb:Query]
+              Resource:
+                - !GetAtt RunsTable.Arn
+                - !Sub '${{RunsTable.Arn}}/index/due'
+              Condition:
+                ForAllValues:StringLike:
+                  dynamodb:LeadingKeys: ['{binary}#*']
+            # Its timer queue, as its event source mapping reads it.
+            - Sid: OwnTimerQueue
+              Effect: Allow
+              Action: [sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes]
+              Resource: !GetAtt {id}TimerQueue.Arn
+            # The events its functions declare (`.sends`) and the runtime's own it emits.
+            - Sid: DeclaredEvents
+              Effect: Allow
+              Action: events:PutEvents
+              Resource: !GetAtt EventBus.Arn
+              Condition:
+                StringEquals:
+                  events:source: cairn
+                  events:detail-type: [{detail_types}]
+            # Its own long wake-ups: schedules named `{binary}.*` in this stack's group, which can
+            # only run as its own Scheduler role.
+            - Sid: OwnSchedules
+              Effect: Allow
+              Action: [scheduler:CreateSchedule, scheduler:DeleteSchedule]
+              Resource: !Sub 'arn:${{AWS::Partition}}:scheduler:${{AWS::Region}}:${{AWS::AccountId}}:schedule/${{ScheduleGroup}}/{binary}.*'
+            - Sid: PassOwnSchedulerRole
+              Effect: Allow
+              Action: iam:PassRole
+              Resource: !GetAtt {id}SchedulerRole.Arn
+              Condition:
+                StringEquals:
+                  iam:PassedToService: scheduler.amazonaws.com
+"#
+    );
+    for (index, path) in lambda.parameter_paths().iter().enumerate() {
+        let suffix = if index == 0 { String::new() } else { (index + 1).to_string() };
+        let arn = quoted(&format!(
+            "arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{}*",
+            path.trim_end_matches('/').to_string() + "/"
+        ));
+        let _ = write!(
+            out,
+            r#"            # The SSM parameters it reads (`.reads_parameters`), and their KMS decryption only through SSM.
+            - Sid: ReadParameters{suffix}
+              Effect: Allow
+              Action: ssm:GetParameter
+              Resource: !Sub {arn}
+            - Sid: DecryptParameters{suffix}
+              Effect: Allow
+              Action: kms:Decrypt
+              Resource: !Sub 'arn:${{AWS::Partition}}:kms:${{AWS::Region}}:${{AWS::AccountId}}:key/*'
+              Condition:
+                StringEquals:
+                  kms:ViaService: !Sub 'ssm.${{AWS::Region}}.amazonaws.com'
+                StringLike:
+                  kms:EncryptionContext:PARAMETER_ARN: !Sub {arn}
+"#
+        );
+    }
+    out.push_str(
+        r#"            - !If
+              - HasTableKey
+              - Sid: TableKey
+                Effect: Allow
+                Action: [kms:Decrypt, kms:Encrypt, kms:GenerateDataKey]
+                Resource: !Ref TableKmsKeyArn
+                Condition:
+                  StringEquals:
+                    kms:ViaService: !Sub 'dynamodb.${AWS::Region}.amazonaws.com'
+              - !Ref AWS::NoValue
+"#,
+    );
+    out
+}
+
+/// An EventBridge rule on the stack's bus: `detail-type` `name`, with `detail` below it if any.
+fn rule(title: &str, comment: &str, name: &str, detail: &str, retry: bool) -> String {
+    let retry = if retry {
+        "            RetryPolicy:\n              MaximumRetryAttempts: 185\n              MaximumEventAgeInSeconds: 86400\n"
+    } else {
+        ""
+    };
+    format!(
+        "        # {comment}\n        {title}:\n          Type: EventBridgeRule\n          Properties:\n            EventBusName: !Ref EventBus\n            Pattern:\n              detail-type: [{name}]\n{detail}{retry}            DeadLetterConfig:\n              Arn: !GetAtt DeadLetterQueue.Arn\n"
+    )
+}
+
+fn list(items: &BTreeSet<String>) -> String {
+    items.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+fn events(lambda: &Lambda, id: &str, functions: &[Function]) -> Result<String, GenerateError> {
+    let mut out = String::new();
+    let mut routed = BTreeSet::new();
+    let mut crons = Vec::new();
+    for function in functions {
+        for trigger in function.triggers() {
+            match trigger {
+                // Failures reach failure handlers through one rule below.
+                Trigger::Event { name, .. } if name == FAILED_EVENT => {}
+                Trigger::Event { name, .. } => {
+                    if routed.insert(name.clone()) {
+                        // The `if` condition, if any, is applied by the runtime on delivery.
+                        let comment = format!("Triggers {}.", function.id());
+                        out.push_str(&rule(&format!("On{}", logical_id(name)), &comment, name, "", true));
+                    }
+                }
+                Trigger::Cron(cron) => crons.push((function.id().to_string(), cron.clone())),
+            }
+        }
+    }
+    for function in functions {
+        for awaited in function.awaits() {
+            if routed.insert(awaited.clone()) {
+                let comment = format!("Awaited by {}'s wait_for_event: it must reach the waiting run.", function.id());
+                out.push_str(&rule(&format!("Awaits{}", logical_id(awaited)), &comment, awaited, "", true));
+            }
+        }
+    }
+    let callable: BTreeSet<String> = lambda.functions().iter().map(|f| f.id().to_string()).collect();
+    out.push_str(&rule(
+        "Invoked",
+        "Its functions called by step.invoke or `cairn invoke`.",
+        INVOKED_EVENT,
+        &format!("              detail:\n                data:\n                  _inngest:\n                    fn_id: [{}]\n", list(&callable)),
+        false,
+    ));
+    let invokers: BTreeSet<String> =
+        functions.iter().filter(|f| !f.invokes().is_empty()).map(|f| f.id().to_string()).collect();
+    if !invokers.is_empty() {
+        out.push_str(&rule(
+            "InvokeResults",
+            "The results of the functions its step.invoke calls.",
+            FINISHED_EVENT,
+            &format!(
+                "              detail:\n                data:\n                  event:\n                    data:\n                      _inngest:\n                        source_fn_id: [{}]\n",
+                list(&invokers)
+            ),
+            false,
+        ));
+    }
+    let failing: BTreeSet<String> =
+        lambda.functions().iter().filter(|f| f.failure_handler().is_some()).map(|f| f.id().to_string()).collect();
+    if !failing.is_empty() {
+        out.push_str(&rule(
+            "Failures",
+            "Failed runs, for the on_failure handlers.",
+            FAILED_EVENT,
+            &format!(
+                "              detail:\n                data:\n                  function_id: [{}]\n",
+                list(&failing)
+            ),
+            false,
+        ));
+    }
+    for (index, (function, cron)) in crons.iter().enumerate() {
+        let expressions = cairn_aws::schedule_expression(cron)
+            .map_err(|reason| GenerateError::Cron { function: function.clone(), reason })?;
+        let input = ControlMessage::cron(cron.source(), Some("<aws.scheduler.scheduled-time>".into())).to_string();
+        for (part, expression) in expressions.iter().enumerate() {
+            let title = match expressions.len() {
+                1 => format!("Cron{}", index + 1),
+                _ => format!("Cron{}Part{}", index + 1, part + 1),
+            };
+            let _ = write!(
+                out,
+                r#"        # {function}'s cron `{source}`; the firing time names the run, so a retried or
+        # duplicated firing (or both parts of a split cron on one day) starts it once.
+        {title}:
+          Type: ScheduleV2
+          Properties:
+            GroupName: !Ref ScheduleGroup
+            RoleArn: !GetAtt {id}SchedulerRole.Arn
+            ScheduleExpression: {expression}
+            ScheduleExpressionTimezone: {zone}
+            FlexibleTimeWindow:
+              Mode: 'OFF'
+            Input: {input}
+            RetryPolicy:
+              MaximumRetryAttempts: 185
+              MaximumEventAgeInSeconds: 86400
+            DeadLetterConfig:
+              Arn: !GetAtt DeadLetterQueue.Arn
+"#,
+                source = cron.source(),
+                zone = cron.time_zone(),
+                input = quoted(&input),
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        r#"        # Finds and resumes runs nothing woke (a crashed invocation, a lost wake-up, an
+        # undelivered outbox), through the table's `due` index.
+        Reconcile:
+          Type: ScheduleV2
+          Properties:
+            GroupName: !Ref ScheduleGroup
+            RoleArn: !GetAtt {id}SchedulerRole.Arn
+            ScheduleExpression: rate(1 minute)
+            FlexibleTimeWindow:
+              Mode: 'OFF'
+            Input: '{reconcile}'
+"#,
+        reconcile = ControlMessage::Reconcile,
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logical_ids_are_camel_case() {
+        assert_eq!(logical_id("order-approval"), "OrderApproval");
+        assert_eq!(logical_id("app/my.event"), "AppMyEvent");
+        assert_eq!(logical_id("hello"), "Hello");
+    }
+
+    #[test]
+    fn parameters_are_read_from_the_template() {
+        let template =
+            "Parameters:\n  One:\n    Type: String\n  # note\n  Two:\n    Type: String\nResources:\n  Three:\n";
+        assert_eq!(declared_parameters(template), BTreeSet::from(["One".to_string(), "Two".to_string()]));
+    }
+}
