@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test lint template generate unit bench fmt build fuzz
+.PHONY: dev test lint template generate scaffold unit bench fmt build build-test fuzz
 
 ## Local development: builds the functions and the `cairn` dev server (cargo shows the progress),
 ## then runs `cairn dev --watch`: EventBridge, Scheduler and the dashboard on http://127.0.0.1:8288,
@@ -12,8 +12,9 @@ dev:
 	  $(CARGO) build --workspace --exclude cairn-tests --bins && \
 	  exec target/debug/cairn dev --watch --port $${CAIRN_DEV_PORT:-8288}
 
-## Every test: formatting, clippy, the template lint, unit, integration and doc tests.
-test: lint template unit
+## Every test: formatting, clippy, the template lint, unit, integration and doc tests, then
+## `cairn new` end to end on a scratch copy of the project.
+test: lint template unit scaffold
 
 ## Formatting, clippy, and infra/local/check-lambda-deps.sh: no Lambda binary (functions/*) nor cairn-aws links
 ## SQLite (cairn's `sqlite` feature is for the dev server, local runs and tests).
@@ -31,6 +32,10 @@ unit:
 	infra/local/with-services.sh $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
+## `cairn new nightly-report` on a scratch copy: its test, the template check, a run under `cairn dev`.
+scaffold:
+	CARGO=$(CARGO) infra/local/test-scaffold.sh
+
 ## template.yaml through cfn-lint and `sam validate --lint` (offline).
 template:
 	infra/local/lint-template.sh
@@ -40,11 +45,22 @@ template:
 generate:
 	$(CARGO) run -q -p cairn-dev --bin cairn -- template
 
-## `sam build`: every function built for arm64 Lambda with cargo-lambda (release).
+## `sam build`: every function built with cargo-lambda (release) for ARCH (x86_64 unless
+## ARCH=arm64, which needs the aarch64-unknown-linux-gnu Rust target); deploy with the same
+## `--parameter-overrides Architecture=$(ARCH)`.
+ARCH ?= x86_64
 build:
-	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || \
-	  { echo "make build: the functions are arm64 Lambdas and need the aarch64-unknown-linux-gnu Rust target; run: rustup target add aarch64-unknown-linux-gnu" >&2; exit 1; }
-	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" "$$(infra/local/ensure-tools.sh sam)/bin/sam" build
+	@if [ "$(ARCH)" = arm64 ] && ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then \
+	  echo "make build ARCH=arm64 needs the aarch64-unknown-linux-gnu Rust target: rustup target add aarch64-unknown-linux-gnu (or build x86_64: make build)" >&2; exit 1; fi
+	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" "$$(infra/local/ensure-tools.sh sam)/bin/sam" build \
+	  --parameter-overrides Architecture=$(ARCH)
+
+## `sam build` checked (slow: release builds): each bootstrap exists, is an ARCH ELF, and starts
+## against a local Lambda Runtime API with its state in moto. CAIRN_BUILD_FUNCTIONS picks the
+## functions (HelloFunction by default, `all` for every one).
+build-test:
+	PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH" CAIRN_SAM="$$(infra/local/ensure-tools.sh sam)/bin/sam" ARCH=$(ARCH) \
+	  infra/local/with-services.sh $(CARGO) test -p cairn-tests --test build -- --nocapture
 
 ## The benchmarks of README's Performance section: the engine (criterion), then DynamoDB
 ## traffic per step, commit overhead and cold start against moto (release build), the Inngest

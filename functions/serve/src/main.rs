@@ -8,21 +8,16 @@
 //! INNGEST_EVENT_KEY (what `send_event` sends with), CAIRN_EVENT_KEYS (what ingest accepts),
 //! CAIRN_BUS (where ingested events go; logged when unset).
 
-use cairn_aws::{AnyBus, EventBridgeBus};
-
 async fn app() -> anyhow::Result<axum::Router> {
     let registry = cairn::Registry::new(cairn_functions::functions())?;
     let config = cairn_http::ServeConfig::from_env("cairn")?;
-    let bus = match std::env::var("CAIRN_BUS") {
-        Ok(name) if !name.is_empty() => {
-            let aws = aws_config::load_from_env().await;
-            AnyBus::EventBridge(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), name))
-        }
-        _ => AnyBus::Log,
-    };
-    let endpoint =
-        cairn_http::serve(config, registry).merge(cairn_http::ingest(cairn_http::IngestConfig::from_env(), bus));
-    Ok(axum::Router::new().nest("/api/inngest", endpoint).layer(axum::middleware::from_fn(vouch_function_url)))
+    let endpoint = cairn_http::endpoint(
+        config,
+        registry,
+        cairn_http::IngestConfig::from_env(),
+        cairn_aws::AnyBus::from_env().await,
+    );
+    Ok(endpoint.layer(axum::middleware::from_fn(vouch_function_url)))
 }
 
 /// On a Lambda Function URL, the URL's own domain as AWS reports it in the request context

@@ -381,29 +381,106 @@ fn rule(title: &str, comment: &str, name: &str, detail: &str, retry: bool) -> St
     )
 }
 
+/// The EventBridge pre-filter for an `if` condition of the common form, equalities on the
+/// event's data joined by `&&` (`event.data.plan == 'pro' && event.data.seats == 5`): a
+/// `$or` of the two shapes an event's `detail` takes (the data itself, from `put-events`, or
+/// the whole event, from Cairn's bus). `None` for any other condition: the rule routes by name
+/// and the runtime applies the condition (it always does; the filter only saves invocations).
+pub fn detail_filter(expression: &str) -> Option<String> {
+    let mut clauses: Vec<(Vec<String>, String)> = Vec::new();
+    for clause in expression.split("&&") {
+        let (left, right) = clause.split_once("==")?;
+        let path = left.trim().strip_prefix("event.data.")?;
+        let path: Vec<String> = path.split('.').map(str::to_string).collect();
+        let identifier = |part: &String| {
+            part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !path.iter().all(identifier)
+            || clauses.iter().any(|(other, _)| other.starts_with(&path) || path.starts_with(other))
+        {
+            return None;
+        }
+        let right = right.trim();
+        let quoted_with = |q: char| right.len() >= 2 && right.starts_with(q) && right.ends_with(q);
+        let literal = if quoted_with('\'') || quoted_with('"') {
+            let inner = &right[1..right.len() - 1];
+            if inner.contains(['\'', '"', '\\']) {
+                return None;
+            }
+            quoted(inner)
+        } else if right == "true" || right == "false" || right.parse::<f64>().is_ok_and(f64::is_finite) {
+            right.to_string()
+        } else {
+            return None;
+        };
+        clauses.push((path, literal));
+    }
+    let tree = |indent: usize| {
+        let mut out = String::new();
+        let mut sorted = clauses.clone();
+        sorted.sort();
+        let mut open: Vec<String> = Vec::new();
+        for (path, literal) in sorted {
+            let common = open.iter().zip(&path).take_while(|(a, b)| a == b).count();
+            open.truncate(common);
+            for part in &path[common..path.len() - 1] {
+                let _ = writeln!(out, "{}{part}:", " ".repeat(indent + 2 * open.len()));
+                open.push(part.clone());
+            }
+            let _ = writeln!(out, "{}{}: [{literal}]", " ".repeat(indent + 2 * open.len()), path[path.len() - 1]);
+        }
+        out
+    };
+    Some(format!(
+        "              $or:\n                - detail:\n{}                - detail:\n                    data:\n{}",
+        tree(20),
+        tree(22)
+    ))
+}
+
 fn list(items: &BTreeSet<String>) -> String {
     items.iter().cloned().collect::<Vec<_>>().join(", ")
 }
+
+/// A function an event triggers, with its `if` condition's source if any.
+type Triggering = (String, Option<String>);
 
 fn events(lambda: &Lambda, id: &str, functions: &[Function]) -> Result<String, GenerateError> {
     let mut out = String::new();
     let mut routed = BTreeSet::new();
     let mut crons = Vec::new();
+    // Each event trigger's rule: filtered by its `if` when that is the common equality form and
+    // it is the only trigger of its event here (else by name; the runtime applies every `if`).
+    let mut triggered: Vec<(String, Vec<Triggering>)> = Vec::new();
     for function in functions {
         for trigger in function.triggers() {
             match trigger {
                 // Failures reach failure handlers through one rule below.
                 Trigger::Event { name, .. } if name == FAILED_EVENT => {}
-                Trigger::Event { name, .. } => {
-                    if routed.insert(name.clone()) {
-                        // The `if` condition, if any, is applied by the runtime on delivery.
-                        let comment = format!("Triggers {}.", function.id());
-                        out.push_str(&rule(&format!("On{}", logical_id(name)), &comment, name, "", true));
+                Trigger::Event { name, expression } => {
+                    let filter = expression.as_ref().map(|e| e.source().to_string());
+                    match triggered.iter_mut().find(|(event, _)| event == name) {
+                        Some((_, by)) => by.push((function.id().to_string(), filter)),
+                        None => triggered.push((name.clone(), vec![(function.id().to_string(), filter)])),
                     }
                 }
                 Trigger::Cron(cron) => crons.push((function.id().to_string(), cron.clone())),
             }
         }
+    }
+    for (name, by) in &triggered {
+        routed.insert(name.clone());
+        let ids: Vec<&str> = by.iter().map(|(id, _)| id.as_str()).collect();
+        let filter = match by.as_slice() {
+            [(_, Some(expression))] => detail_filter(expression),
+            _ => None,
+        };
+        let comment = match (&filter, by.as_slice()) {
+            (Some(_), [(_, Some(expression))]) => format!("Triggers {} when {expression}.", ids.join(", ")),
+            _ => format!("Triggers {}.", ids.join(", ")),
+        };
+        out.push_str(&rule(&format!("On{}", logical_id(name)), &comment, name, filter.as_deref().unwrap_or(""), true));
     }
     for function in functions {
         for awaited in function.awaits() {
@@ -512,6 +589,25 @@ mod tests {
         assert_eq!(logical_id("order-approval"), "OrderApproval");
         assert_eq!(logical_id("app/my.event"), "AppMyEvent");
         assert_eq!(logical_id("hello"), "Hello");
+    }
+
+    #[test]
+    fn equalities_on_the_data_become_detail_filters_of_both_shapes() {
+        assert_eq!(
+            detail_filter("event.data.plan == 'pro' && event.data.account.seats == 5").unwrap(),
+            "              $or:\n                - detail:\n                    account:\n                      seats: [5]\n                    plan: ['pro']\n                - detail:\n                    data:\n                      account:\n                        seats: [5]\n                      plan: ['pro']\n"
+        );
+        assert_eq!(detail_filter("event.data.vip == true").unwrap().matches("vip: [true]").count(), 2);
+        for general in [
+            "event.data.plan != 'pro'",
+            "event.data.plan == 'pro' || event.data.plan == 'team'",
+            "event.user.id == 'u1'",
+            "event.data.plan == event.data.other",
+            "event.data.a == 1 && event.data.a.b == 2",
+            "size(event.data.items) == 2",
+        ] {
+            assert_eq!(detail_filter(general), None, "{general}");
+        }
     }
 
     #[test]

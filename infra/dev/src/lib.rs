@@ -18,6 +18,7 @@ pub mod host;
 pub mod inngest;
 pub mod loopback;
 pub mod pattern;
+pub mod scaffold;
 pub mod schedule;
 pub mod server;
 pub mod sqs;

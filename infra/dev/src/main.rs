@@ -59,6 +59,15 @@ enum Commands {
         #[arg(long, env = "CAIRN_DEV_URL", default_value = "http://127.0.0.1:8288")]
         url: String,
     },
+    /// Scaffold a workflow: functions/NAME (a typed event, the function, a TestRun test), its
+    /// entry in functions/registry, and its resources in template.yaml.
+    New {
+        /// The workflow's name, kebab-case (its crate, binary and function id).
+        name: String,
+        /// Do not regenerate template.yaml (run `make generate` later).
+        #[arg(long)]
+        no_template: bool,
+    },
     /// Regenerate template.yaml's function resources from the project's functions
     /// (functions/registry); `--check` only says whether it is up to date.
     Template {
@@ -285,6 +294,7 @@ fn main() -> ExitCode {
             }
             Commands::Console(args) => console(args).await,
             Commands::Template { path, check } => template(&path, check),
+            Commands::New { name, no_template } => new_workflow(&name, no_template),
             Commands::Runs { action: None, function, status, limit, json, url } => {
                 cli::runs(&url, function.as_deref(), status.as_deref(), limit, json)
                     .await
@@ -299,6 +309,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cairn new`: scaffolds the workflow, then regenerates template.yaml through cargo (this
+/// binary was built without the new crate, so it cannot generate its resources itself).
+fn new_workflow(name: &str, no_template: bool) -> Result<(), String> {
+    let here = std::env::current_dir().map_err(|err| format!("cannot read the current directory: {err}"))?;
+    let root = cairn_dev::scaffold::project_root(&here).map_err(|err| err.to_string())?;
+    let written = cairn_dev::scaffold::scaffold(&root, name).map_err(|err| err.to_string())?;
+    for path in &written {
+        println!("  wrote {}", path.strip_prefix(&root).unwrap_or(path).display());
+    }
+    if !no_template {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(&cargo)
+            .current_dir(&root)
+            .args(["run", "-q", "-p", "cairn-dev", "--bin", "cairn", "--", "template"])
+            .status()
+            .map_err(|err| format!("cannot run {cargo}: {err}"))?;
+        if !status.success() {
+            return Err(format!(
+                "functions/{name} is written, but `cairn template` failed; fix it, then run `make generate`"
+            ));
+        }
+    }
+    println!(
+        "\n  next: cargo test -p {name}   make dev   then: target/debug/cairn send app/{name}.requested --data '{{\"userId\": \"u1\"}}'"
+    );
+    Ok(())
 }
 
 /// `cairn template`: rewrites the generated parts of `path`, or with `check` fails if they are

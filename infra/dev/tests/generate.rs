@@ -70,3 +70,33 @@ fn refusals_name_what_is_wrong() {
         "function `nightly`: cron `0 3 * * 1#2,3`: EventBridge allows `#` in the day of the week only alone"
     );
 }
+
+/// An `if` of the common equality form becomes an EventBridge filter that the generated
+/// template's rules apply (here through the dev server's matcher, as EventBridge would): both
+/// shapes of an event's detail pass when the condition holds, and neither when it does not.
+#[test]
+fn a_trigger_condition_filters_its_rule_for_both_event_shapes() {
+    let pro = Function::new("pro-welcome")
+        .on_event_if("app/user.created", "event.data.plan == 'pro' && event.data.seats == 5")
+        .handler(|_: Event, _: Step| async move { Ok(()) })
+        .unwrap();
+    let text = std::fs::read_to_string(template_path()).unwrap();
+    let generated = regenerate(&text, &[Lambda::new("pro-welcome", vec![pro])]).unwrap();
+    assert!(
+        generated.contains("        # Triggers pro-welcome when event.data.plan == 'pro' && event.data.seats == 5.\n")
+    );
+    let template = cairn_dev::template::Template::parse("template.yaml", &generated).unwrap();
+    let routed = |detail: serde_json::Value| {
+        let envelope = serde_json::json!({"source": "app", "detail-type": "app/user.created", "detail": detail});
+        template.route("cairn", &envelope).iter().map(|f| f.binary.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        routed(serde_json::json!({"plan": "pro", "seats": 5})),
+        ["pro-welcome"],
+        "put-events: detail is the data"
+    );
+    let from_cairn = serde_json::json!({"name": "app/user.created", "data": {"plan": "pro", "seats": 5}, "id": "e1"});
+    assert_eq!(routed(from_cairn), ["pro-welcome"], "Cairn's bus: detail is the whole event");
+    assert!(routed(serde_json::json!({"plan": "free", "seats": 5})).is_empty());
+    assert!(routed(serde_json::json!({"name": "app/user.created", "data": {"plan": "pro", "seats": 4}})).is_empty());
+}

@@ -79,6 +79,20 @@ pub enum AnyBus {
     Log,
 }
 
+impl AnyBus {
+    /// The EventBridge bus `CAIRN_BUS` names (with the default AWS configuration), or
+    /// [`AnyBus::Log`] when it is unset or empty.
+    pub async fn from_env() -> Self {
+        match std::env::var("CAIRN_BUS") {
+            Ok(name) if !name.is_empty() => {
+                let aws = aws_config::load_from_env().await;
+                AnyBus::EventBridge(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), name))
+            }
+            _ => AnyBus::Log,
+        }
+    }
+}
+
 impl Bus for AnyBus {
     async fn send(&self, events: &[EventPayload]) -> Result<Vec<String>, BusError> {
         match self {

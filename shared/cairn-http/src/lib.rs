@@ -24,5 +24,5 @@ pub mod sync;
 pub use config::{ConfigError, DEFAULT_MAX_BODY, ServeConfig};
 pub use ingest::{IngestConfig, ingest, ingest_with_clock};
 pub use response::{REQ_VERSION, SDK, ServeOrigin};
-pub use router::{serve, serve_with_clock};
+pub use router::{endpoint, serve, serve_with_clock};
 pub use signing::SigningKey;

@@ -29,6 +29,17 @@ pub fn serve(config: ServeConfig, registry: Registry) -> Router {
     serve_with_clock(config, registry, Arc::new(SystemClock))
 }
 
+/// The whole Inngest endpoint at `/api/inngest`: [`serve`] (introspection, sync, calls) and
+/// [`ingest`](crate::ingest()) (events in at `/api/inngest/send` and `/api/inngest/e/{key}`, onto `bus`).
+pub fn endpoint<B: cairn::Bus + 'static>(
+    config: ServeConfig,
+    registry: Registry,
+    ingest: crate::IngestConfig,
+    bus: B,
+) -> Router {
+    Router::new().nest("/api/inngest", serve(config, registry).merge(crate::ingest(ingest, bus)))
+}
+
 /// [`serve`] on a given clock (tests pin time to check signatures' windows).
 pub fn serve_with_clock(config: ServeConfig, registry: Registry, clock: Arc<dyn Clock>) -> Router {
     // Bounded calls: a hung event API or Inngest API cannot hold a call past its deadline.
