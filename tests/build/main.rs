@@ -99,17 +99,29 @@ async fn sam_build_gives_bootstraps_that_start_against_a_runtime_api() {
     let architecture = std::env::var("ARCH").unwrap_or_else(|_| "x86_64".into());
     let functions =
         built_functions(&template, &std::env::var("CAIRN_BUILD_FUNCTIONS").unwrap_or_else(|_| "HelloFunction".into()));
-    let build_dir = format!("{root}/target/sam-build");
+    // `sam build` takes one resource or none (all of them): one build directory per call.
+    let every = std::env::var("CAIRN_BUILD_FUNCTIONS").is_ok_and(|wanted| wanted == "all");
+    let builds: Vec<(Option<&str>, String)> = if every {
+        vec![(None, format!("{root}/target/sam-build"))]
+    } else {
+        functions.iter().map(|(id, _)| (Some(id.as_str()), format!("{root}/target/sam-build-{id}"))).collect()
+    };
     let started = Instant::now();
-    let status = std::process::Command::new(&sam)
-        .current_dir(&root)
-        .arg("build")
-        .args(functions.iter().map(|(id, _)| id.as_str()))
-        .args(["--build-dir", &build_dir, "--parameter-overrides", &format!("Architecture={architecture}")])
-        .status()
-        .unwrap();
-    assert!(status.success(), "sam build failed");
+    for (resource, build_dir) in &builds {
+        let status = std::process::Command::new(&sam)
+            .current_dir(&root)
+            .arg("build")
+            .args(resource)
+            .args(["--build-dir", build_dir, "--parameter-overrides", &format!("Architecture={architecture}")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "sam build {resource:?} failed");
+    }
     eprintln!("sam build of {} function(s): {:.0} s", functions.len(), started.elapsed().as_secs_f64());
+    let build_dir_of = |id: &str| match &builds[..] {
+        [(None, dir)] => dir.clone(),
+        _ => format!("{root}/target/sam-build-{id}"),
+    };
 
     let config = aws_config::load_from_env().await;
     let table = format!("cairn-build-{}", std::process::id());
@@ -134,7 +146,7 @@ async fn sam_build_gives_bootstraps_that_start_against_a_runtime_api() {
     ];
     let machine = if architecture == "arm64" { EM_AARCH64 } else { EM_X86_64 };
     for (id, binary) in &functions {
-        let bootstrap = std::path::Path::new(&build_dir).join(id).join("bootstrap");
+        let bootstrap = std::path::Path::new(&build_dir_of(id)).join(id).join("bootstrap");
         let bytes = std::fs::read(&bootstrap).unwrap_or_else(|err| panic!("{id}: {}: {err}", bootstrap.display()));
         assert_eq!(&bytes[..4], b"\x7fELF", "{id}: bootstrap is not an ELF file");
         assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), machine, "{id}: bootstrap is not {architecture}");
@@ -148,7 +160,7 @@ async fn sam_build_gives_bootstraps_that_start_against_a_runtime_api() {
     }
     // hello end to end: an EventBridge event starts a run whose step lands in DynamoDB.
     if let Some((id, binary)) = functions.iter().find(|(_, binary)| binary == "hello") {
-        let bootstrap = std::path::Path::new(&build_dir).join(id).join("bootstrap");
+        let bootstrap = std::path::Path::new(&build_dir_of(id)).join(id).join("bootstrap");
         let event = serde_json::from_str(
             &std::fs::read_to_string(format!("{root}/tests/fixtures/eventbridge-my-event.json")).unwrap(),
         )

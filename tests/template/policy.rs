@@ -98,8 +98,19 @@ pub(crate) fn sendable(functions: &[Function], invokes: bool) -> BTreeSet<String
     names
 }
 
+/// The SSM parameters a binary reads (`Lambda::reads_parameters`): the path prefixes, as the
+/// `!Sub` strings its policy must name.
+pub(crate) fn parameter_paths(binary: &str) -> Vec<String> {
+    cairn_functions::lambdas()
+        .into_iter()
+        .find(|lambda| lambda.binary() == binary)
+        .map(|lambda| lambda.parameter_paths().to_vec())
+        .unwrap_or_default()
+}
+
 /// The problems with the permissions of `binary`'s function (`name`, e.g. `HelloFunction`).
 pub(crate) fn check(template: &Value, name: &str, binary: &str, functions: &[Function], invokes: bool) -> Vec<String> {
+    let paths = parameter_paths(binary);
     let resource = &template["Resources"][name];
     let properties = &resource["Properties"];
     let env = &properties["Environment"]["Variables"];
@@ -208,17 +219,18 @@ pub(crate) fn check(template: &Value, name: &str, binary: &str, functions: &[Fun
                 }
             }
             "ssm" => {
-                let prefix = text(&env["READWISE_KEY_PARAMETER_PREFIX"]);
-                let wanted = format!(
-                    "Sub arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{}*",
-                    prefix.trim_start_matches("Sub ")
-                );
-                if prefix.is_empty()
-                    || actions != BTreeSet::from(["ssm:GetParameter".to_string()])
-                    || resources != BTreeSet::from([wanted.clone()])
+                let wanted: BTreeSet<String> = paths
+                    .iter()
+                    .map(|path| {
+                        format!("Sub arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{path}*")
+                    })
+                    .collect();
+                if actions != BTreeSet::from(["ssm:GetParameter".to_string()])
+                    || resources.len() != 1
+                    || !resources.is_subset(&wanted)
                 {
                     problem(format!(
-                        "statement {sid} should be ssm:GetParameter on !{wanted} (READWISE_KEY_PARAMETER_PREFIX) only"
+                        "statement {sid} should be ssm:GetParameter on one of {wanted:?} (its .reads_parameters) only"
                     ));
                 }
             }
@@ -245,8 +257,8 @@ pub(crate) fn check(template: &Value, name: &str, binary: &str, functions: &[Fun
             problem(format!("no {needed} statement: the code needs one"));
         }
     }
-    if env["READWISE_KEY_PARAMETER_PREFIX"].is_null() == seen.contains("ssm") {
-        problem("ssm:GetParameter belongs exactly to the function reading READWISE_KEY_PARAMETER_PREFIX".to_string());
+    if paths.is_empty() == seen.contains("ssm") {
+        problem("ssm:GetParameter belongs exactly to the functions that declare .reads_parameters".to_string());
     }
     for (event_name, event) in untag(&properties["Events"]).as_mapping().into_iter().flatten() {
         let event_name = event_name.as_str().unwrap_or_default();

@@ -404,6 +404,12 @@ mod tests {
             err.to_string(),
             "function `f`: invalid cron `TZ=Mars/Olympus 0 3 * * *`: unknown time zone `Mars/Olympus` (expected an IANA name like Europe/Paris)"
         );
+        let err = Function::new("f").cron("0 3 * * 1#2,5").handler(noop).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "function `f`: invalid cron `0 3 * * 1#2,5`: day of the week `1#2,5`: `#` and `L` must stand alone (EventBridge Scheduler allows them in no list, range or step)"
+        );
+        assert!(Function::new("f").cron("0 3 * * 5L").handler(noop).is_ok(), "alone, EventBridge takes it");
         let err = Function::new("f").on_event("").handler(noop).unwrap_err();
         assert_eq!(err.to_string(), "function `f`: event trigger name must not be empty");
         let err = Function::new("f").on_event("a/b").retries(21).handler(noop).unwrap_err();

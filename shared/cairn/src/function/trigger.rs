@@ -80,6 +80,15 @@ impl CronSchedule {
         let parser = croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Disallowed).build();
 
         let cron = parser.parse(pattern).map_err(|err| err.to_string())?;
+        // Crons deploy as EventBridge Scheduler expressions, which take `#` and `L` in the day
+        // of the week only alone: refuse what could never be deployed, at definition time.
+        let day_of_week = pattern.split_whitespace().nth(4).unwrap_or_default();
+        if day_of_week.contains(['#', 'L']) && day_of_week.contains([',', '-', '/']) {
+            return Err(format!(
+                "day of the week `{day_of_week}`: `#` and `L` must stand alone (EventBridge Scheduler allows them in no list, range or step)"
+            )
+            .into());
+        }
         Ok(CronSchedule { source: trimmed.to_string(), pattern: pattern.to_string(), zone, cron })
     }
 
