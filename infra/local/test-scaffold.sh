@@ -3,7 +3,7 @@
 # itself is never touched): `cairn new nightly-report` regenerates template.yaml, the new
 # crate's own test passes, the template check and the template tests pass with it, clippy is
 # clean, and `cairn dev --watch` runs it: an event sent to the dev server completes a run.
-# The scratch copy builds into this project's target directory, so only workspace crates rebuild.
+# The scratch copy builds into target/scaffold: its first run compiles the dependencies once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cargo="${CARGO:-cargo}"
@@ -26,7 +26,10 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 cd "$root"
 git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$scratch"
-export CARGO_TARGET_DIR="$root/target"
+# A target directory of its own: the scratch crates get the same artifact names as this
+# project's (cargo hashes workspace paths relatively), and sharing one directory would leave this
+# project's test binaries built from the scratch copy, with its paths compiled in.
+export CARGO_TARGET_DIR="$root/target/scaffold"
 cd "$scratch"
 echo "test-scaffold: cairn new nightly-report in $scratch"
 $cargo run -q -p cairn-dev --bin cairn -- new nightly-report
