@@ -67,20 +67,10 @@ fn check_name(name: &str) -> Result<(), ScaffoldError> {
     if valid { Ok(()) } else { Err(ScaffoldError::InvalidName(name.to_string())) }
 }
 
-/// `nightly-report` as `NightlyReport`.
-fn camel(name: &str) -> String {
-    name.split('-')
-        .map(|part| {
-            let mut chars = part.chars();
-            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
-        })
-        .collect()
-}
-
 /// The files of a new workflow crate, relative to `functions/NAME`.
 pub fn crate_files(name: &str) -> Vec<(String, String)> {
     let ident = name.replace('-', "_");
-    let event = format!("{}Requested", camel(name));
+    let event = format!("{}Requested", crate::generate::logical_id(name));
     let cargo = format!(
         r#"[package]
 name = "{name}"

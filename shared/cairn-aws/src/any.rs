@@ -83,12 +83,12 @@ impl AnyBus {
     /// The EventBridge bus `CAIRN_BUS` names (with the default AWS configuration), or
     /// [`AnyBus::Log`] when it is unset or empty.
     pub async fn from_env() -> Self {
-        match std::env::var("CAIRN_BUS") {
-            Ok(name) if !name.is_empty() => {
-                let aws = aws_config::load_from_env().await;
-                AnyBus::EventBridge(EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), name))
-            }
-            _ => AnyBus::Log,
+        // AWS configuration is loaded only when a bus is named (local mode needs no region).
+        if std::env::var("CAIRN_BUS").is_ok_and(|name| !name.trim().is_empty()) {
+            let aws = aws_config::load_from_env().await;
+            crate::env::bus_from_env(&aws).map_or(AnyBus::Log, AnyBus::EventBridge)
+        } else {
+            AnyBus::Log
         }
     }
 }

@@ -60,11 +60,9 @@ fn unix_day(text: &str) -> Option<u8> {
 /// in ascending lists and ranges (`5-7`, Friday to Sunday, is `1,6,7`). `n#k` and `nL` are
 /// kept (renumbered) when they stand alone, as EventBridge allows them only so.
 fn weekdays(field: &str, source: &str) -> Result<String, String> {
-    let special = |suffix: &str, day: &str| {
-        unix_day(day)
-            .map(|d| format!("{}{suffix}", d + 1))
-            .ok_or_else(|| format!("cron `{source}`: unknown day of the week `{day}`"))
-    };
+    let day_of =
+        |text: &str| unix_day(text).ok_or_else(|| format!("cron `{source}`: unknown day of the week `{text}`"));
+    let special = |suffix: &str, day: &str| day_of(day).map(|d| format!("{}{suffix}", d + 1));
     if let Some((day, nth)) = field.split_once('#') {
         if field.contains(',') {
             return Err(format!("cron `{source}`: EventBridge allows `#` in the day of the week only alone"));
@@ -92,23 +90,11 @@ fn weekdays(field: &str, source: &str) -> Result<String, String> {
         let (first, last) = match range {
             "*" => (0, 6),
             _ => match range.split_once('-') {
-                Some((a, b)) => {
-                    let a = unix_day(a).ok_or_else(|| format!("cron `{source}`: unknown day of the week `{a}`"))?;
-                    // `7` ends a range as Sunday after Saturday.
-                    let b = match b.parse::<u8>() {
-                        Ok(7) => 7,
-                        _ => unix_day(b).ok_or_else(|| format!("cron `{source}`: unknown day of the week `{b}`"))?,
-                    };
-                    (a, b)
-                }
-                None if step > 1 => {
-                    (unix_day(range).ok_or_else(|| format!("cron `{source}`: unknown day `{range}`"))?, 6)
-                }
-                None => {
-                    let day =
-                        unix_day(range).ok_or_else(|| format!("cron `{source}`: unknown day of the week `{range}`"))?;
-                    (day, day)
-                }
+                // `7` ends a range as Sunday after Saturday.
+                Some((a, "7")) => (day_of(a)?, 7),
+                Some((a, b)) => (day_of(a)?, day_of(b)?),
+                None if step > 1 => (day_of(range)?, 6),
+                None => (day_of(range)?, day_of(range)?),
             },
         };
         let mut day = first;

@@ -99,10 +99,7 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
         aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build()
     };
     let store = store_from_env(&aws)?;
-    let bus = match std::env::var("CAIRN_BUS") {
-        Ok(name) if !name.is_empty() => Some(crate::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), name)),
-        _ => None,
-    };
+    let bus = bus_from_env(&aws);
     let timer = timer_from_env(&aws, &registry, bus.as_ref())?;
     let secs = |name: &str, default: u64| -> Result<u64, EnvError> {
         match std::env::var(name) {
@@ -119,6 +116,11 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
         .lease(Duration::from_secs(secs("CAIRN_LEASE_SECS", 60)?));
     let bus = bus.map_or(AnyBus::Log, AnyBus::EventBridge);
     Ok(Runner::new(registry, store, bus, timer).with_config(config))
+}
+
+/// The EventBridge bus `CAIRN_BUS` names, if it names one.
+pub(crate) fn bus_from_env(aws: &aws_config::SdkConfig) -> Option<crate::EventBridgeBus> {
+    non_empty("CAIRN_BUS").map(|name| crate::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(aws), name))
 }
 
 fn non_empty(name: &str) -> Option<String> {
