@@ -9,8 +9,8 @@ CARGO ?= cargo
 ## every function under `cargo lambda watch` on :9000, state in .cairn/dev.db. Ctrl-C stops both.
 dev:
 	@PATH="$$(infra/local/ensure-tools.sh cargo-lambda)/bin:$$PATH"; export PATH; \
-	  $(CARGO) build --workspace --exclude cairn-tests --bins && \
-	  exec target/debug/cairn dev --watch --port $${CAIRN_DEV_PORT:-8288}
+	  $(CARGO) build --workspace --bins -F cairn-tests/watch && \
+	  CAIRN_WATCH_FEATURES=cairn-tests/watch exec target/debug/cairn dev --watch --port $${CAIRN_DEV_PORT:-8288}
 
 ## Every test: formatting, clippy, the template lint, unit, integration and doc tests, then
 ## `cairn new` end to end on a scratch copy of the project.

@@ -217,7 +217,8 @@ pub struct Watch {
 
 impl Watch {
     /// Starts `cargo lambda watch` with `env` (passed with `--env-var` and set on the process),
-    /// building the functions with the local SQLite store (`-F cairn-aws/sqlite`).
+    /// building the functions with the local SQLite store and the test build's dependency
+    /// features (`-F cairn-tests/watch`, see tests/Cargo.toml).
     pub fn start(cargo_lambda: &str, env: &[(&str, String)]) -> Watch {
         Watch::start_on(cargo_lambda, free_port(), env)
     }
@@ -228,7 +229,7 @@ impl Watch {
             std::fs::File::create(std::env::temp_dir().join(format!("cairn-cargo-lambda-watch-{port}.log"))).unwrap();
         let mut command = Command::new(cargo_lambda);
         command
-            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "-F", "cairn-aws/sqlite"])
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "-F", "cairn-tests/watch"])
             .current_dir(workspace());
         for (name, value) in env {
             command.arg("--env-var").arg(format!("{name}={value}")).env(name, value);
@@ -241,6 +242,12 @@ impl Watch {
             std::thread::sleep(Duration::from_millis(100));
         }
         Watch { child, port, cargo_lambda: cargo_lambda.to_string() }
+    }
+
+    /// An HTTP client for calls through the watch: its first call compiles the function, so it
+    /// waits up to 20 minutes, and then fails (with the watch's log) instead of hanging the suite.
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::builder().timeout(Duration::from_secs(20 * 60)).build().unwrap()
     }
 
     /// `cargo lambda invoke FUNCTION --data-ascii PAYLOAD`: the function's JSON answer.
@@ -263,6 +270,16 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        // A failed test shows why: a build error or a crashed function is only in this log.
+        if std::thread::panicking() {
+            let log = std::env::temp_dir().join(format!("cairn-cargo-lambda-watch-{}.log", self.port));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("cargo lambda watch's log ({}), last lines:", log.display());
+            for line in tail.iter().rev() {
+                eprintln!("  {line}");
+            }
+        }
         let group = format!("-{}", self.child.id());
         let _ = Command::new("kill").args(["--", &group]).status();
         let _ = self.child.wait();

@@ -31,11 +31,16 @@ git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$
 # project's test binaries built from the scratch copy, with its paths compiled in.
 export CARGO_TARGET_DIR="$root/target/scaffold"
 cd "$scratch"
+# Every build here resolves the same dependency features (`--workspace -F cairn-tests/watch`, which
+# `cargo lambda watch` gets too through CAIRN_WATCH_FEATURES), so the dependencies compile once.
+features=(--workspace -F cairn-tests/watch)
+export CAIRN_WATCH_FEATURES=cairn-tests/watch
 echo "test-scaffold: cairn new nightly-report in $scratch"
-$cargo run -q -p cairn-dev --bin cairn -- new nightly-report
-$cargo test -q -p nightly-report
-$cargo run -q -p cairn-dev --bin cairn -- template --check
-$cargo test -q -p cairn-tests --test template
+$cargo build -q "${features[@]}" --bins
+"$CARGO_TARGET_DIR/debug/cairn" new nightly-report
+$cargo build -q "${features[@]}" --bins
+"$CARGO_TARGET_DIR/debug/cairn" template --check
+$cargo test -q "${features[@]}" --test nightly_report --test template
 $cargo clippy -q -p nightly-report -p cairn-functions --all-targets -- -D warnings
 grep -q "NightlyReportFunction:" template.yaml
 

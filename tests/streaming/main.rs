@@ -20,7 +20,7 @@ async fn a_function_url_call_streams_progress_and_heartbeats_until_the_run_ends(
     ];
     let watch = tokio::task::spawn_blocking(move || Watch::start(&cargo_lambda, &env)).await.unwrap();
     let url = format!("http://127.0.0.1:{}/lambda-url/stream-probe/", watch.port);
-    let client = reqwest::Client::new();
+    let client = cairn_tests::Watch::client();
     // The first call compiles and starts the binary; time the second, on a warm function.
     let warm = client
         .post(&url)
@@ -100,7 +100,7 @@ async fn the_serve_binary_answers_on_its_function_url() {
     let env = [("INNGEST_DEV", "1".to_string()), ("CAIRN_EVENT_KEYS", "k-1".to_string())];
     let watch = tokio::task::spawn_blocking(move || Watch::start(&cargo_lambda, &env)).await.unwrap();
     let base = format!("http://127.0.0.1:{}/lambda-url/serve/api/inngest", watch.port);
-    let client = reqwest::Client::new();
+    let client = cairn_tests::Watch::client();
     let introspection: Value = client.get(&base).send().await.unwrap().json().await.unwrap();
     // Every function of the project's one list (functions/registry), failure handlers included.
     let count = cairn::Registry::new(cairn_functions::functions()).unwrap().functions().len();

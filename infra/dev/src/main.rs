@@ -487,8 +487,11 @@ async fn shutdown_signal() {
 fn start_watch(lambda_url: &str, env: &[(String, String)], declared: &[String]) -> Result<Child, String> {
     let port = lambda_url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(9000);
     let mut command = Command::new("cargo");
-    // The functions keep their runs in the dev server's SQLite file: the store Lambda builds leave out.
-    command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "-F", "cairn-aws/sqlite"]);
+    // The functions keep their runs in the dev server's SQLite file: the store Lambda builds leave
+    // out. CAIRN_WATCH_FEATURES replaces the features (make dev and the tests name a set that
+    // matches their own build, so cargo reuses its artifacts).
+    let features = std::env::var("CAIRN_WATCH_FEATURES").unwrap_or_else(|_| "cairn-aws/sqlite".to_string());
+    command.args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "-F", &features]);
     // The functions' settings from this environment, then the dev server's, which win.
     let forwarded = std::env::vars().filter(|(name, _)| {
         (declared.contains(name) || name.starts_with("CAIRN_") || name == "RUST_LOG")
