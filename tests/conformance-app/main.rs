@@ -2,6 +2,7 @@
 //! functions the differential tests compare with their TypeScript twins
 //! (tests/conformance-ts/app.mjs). Honours INNGEST_DEV and INNGEST_SIGNING_KEY(_FALLBACK).
 
+use cairn::flow::ConcurrencyScope;
 use cairn::prelude::*;
 use serde_json::Value;
 
@@ -58,6 +59,28 @@ fn functions() -> Result<Vec<Function>, cairn::DefinitionError> {
                 step.invoke::<Value>("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await
             },
         )?,
+        // Flow control: the sync must register these options exactly as the SDK does.
+        Function::new("flow-sync")
+            .on_event("test/sync")
+            .concurrency(Concurrency::new(1).key("event.data.userId"))
+            .concurrency(Concurrency::new(20).key("\"readwise-api\"").scope(ConcurrencyScope::Account))
+            .throttle(Throttle::new(2, "10s").burst(1).key("event.data.userId"))
+            .priority("event.data.plan == 'pro' ? 120 : 0")
+            .singleton(Singleton::skip().key("event.data.userId"))
+            .cancel_on(CancelOn::event("test/user.deleted").matching("data.userId").timeout("1h"))
+            .cancel_on(CancelOn::event("test/sync.cancelled").when("async.data.id == event.data.id"))
+            .timeouts(Timeouts::new().start("10m").finish("1h"))
+            .handler(|_: Event, _: Step| async move { Ok("synced") })?,
+        Function::new("flow-charge")
+            .on_event("test/charge")
+            .idempotency("event.data.cartId")
+            .handler(|_: Event, _: Step| async move { Ok("charged") })?,
+        Function::new("flow-limited")
+            .on_event("test/limited")
+            .rate_limit(RateLimit::new(10, "1m").key("event.data.userId"))
+            .concurrency(Concurrency::new(5))
+            .singleton(Singleton::cancel())
+            .handler(|_: Event, _: Step| async move { Ok("limited") })?,
     ])
 }
 

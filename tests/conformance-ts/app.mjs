@@ -55,6 +55,38 @@ const invoker = inngest.createFunction({ id: "invoker", triggers: [{ event: "tes
   return await step.invoke("call-hello", { function: hello, data: { userId: "x" } });
 });
 
+// Flow control: the sync must register these options exactly as the Rust twins do.
+const flowSync = inngest.createFunction(
+  {
+    id: "flow-sync",
+    triggers: [{ event: "test/sync" }],
+    concurrency: [{ limit: 1, key: "event.data.userId" }, { limit: 20, key: '"readwise-api"', scope: "account" }],
+    throttle: { limit: 2, period: "10s", burst: 1, key: "event.data.userId" },
+    priority: { run: "event.data.plan == 'pro' ? 120 : 0" },
+    singleton: { mode: "skip", key: "event.data.userId" },
+    cancelOn: [
+      { event: "test/user.deleted", match: "data.userId", timeout: "1h" },
+      { event: "test/sync.cancelled", if: "async.data.id == event.data.id" },
+    ],
+    timeouts: { start: "10m", finish: "1h" },
+  },
+  async () => "synced",
+);
+const flowCharge = inngest.createFunction(
+  { id: "flow-charge", triggers: [{ event: "test/charge" }], idempotency: "event.data.cartId" },
+  async () => "charged",
+);
+const flowLimited = inngest.createFunction(
+  {
+    id: "flow-limited",
+    triggers: [{ event: "test/limited" }],
+    rateLimit: { limit: 10, period: "1m", key: "event.data.userId" },
+    concurrency: { limit: 5 },
+    singleton: { mode: "cancel" },
+  },
+  async () => "limited",
+);
+
 // Only for the serve benchmark (CAIRN_BENCH_FUNCTION=1): 100 `run` steps and one more.
 const benchHundred = inngest.createFunction({ id: "bench-hundred", triggers: [{ event: "bench/hundred" }] }, async ({ step }) => {
   let total = 0;
@@ -62,7 +94,7 @@ const benchHundred = inngest.createFunction({ id: "bench-hundred", triggers: [{ 
   return total;
 });
 
-const functions = [hello, repeated, fanOut, parallel, flaky, fatal, waiter, invoker];
+const functions = [hello, repeated, fanOut, parallel, flaky, fatal, waiter, invoker, flowSync, flowCharge, flowLimited];
 if (process.env.CAIRN_BENCH_FUNCTION) functions.push(benchHundred);
 const handler = serve({ client: inngest, functions });
 http.createServer(handler).listen(Number(process.env.PORT || 3000), "127.0.0.1");

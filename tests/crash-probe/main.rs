@@ -15,6 +15,17 @@ use std::time::Duration;
 struct AbortAfterCommit(DynamoDbStore, bool);
 
 impl RunStore for AbortAfterCommit {
+    async fn admit_run(
+        &self,
+        meta: RunMeta,
+        claims: &[cairn::flow::Claim],
+        now: cairn::Millis,
+    ) -> Result<cairn::store::Admission, StoreError> {
+        self.0.admit_run(meta, claims, now).await
+    }
+    async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
+        self.0.release_lock(key, holder).await
+    }
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         self.0.create_run(meta).await
     }

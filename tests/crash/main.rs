@@ -11,8 +11,9 @@
 //! may be committed twice.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
+use cairn::flow::Claim;
 use cairn::prelude::*;
-use cairn::store::{Commit, CreateRun, MemoryStore, RunQuery, RunStore, StoreError};
+use cairn::store::{Admission, Commit, CreateRun, MemoryStore, RunQuery, RunStore, StoreError};
 use cairn::testing::ManualClock;
 use cairn::{
     Bus, Journal, MemoryBus, MemoryTimer, Registry, RunId, RunMeta, RunStatus, Runner, RunnerConfig, StepId,
@@ -169,6 +170,20 @@ impl CrashingStore {
 }
 
 impl RunStore for CrashingStore {
+    async fn admit_run(&self, meta: RunMeta, claims: &[Claim], now: cairn::Millis) -> Result<Admission, StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.admit_run(meta, claims, now).await.and(Err(Self::crashed())),
+            None => self.inner.admit_run(meta, claims, now).await,
+        }
+    }
+    async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.release_lock(key, holder).await.and(Err(Self::crashed())),
+            None => self.inner.release_lock(key, holder).await,
+        }
+    }
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         match self.crash() {
             Some(false) => Err(Self::crashed()),

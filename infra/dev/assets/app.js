@@ -92,7 +92,7 @@ async function renderRuns(selected) {
   if (state.filter.status) q.set("status", state.filter.status);
   const [{ runs }, detail] = await Promise.all([api(`/api/runs?${q}`), selected ? api(`/api/runs/${encodeURIComponent(selected)}`).catch((e) => ({ error: e.message })) : null]);
   const options = (values, current, all) => values.map((v) => `<option value="${esc(v)}" ${v === current ? "selected" : ""}>${esc(v || all)}</option>`).join("");
-  const duration = (r) => ms(["completed", "failed", "cancelled"].includes(r.status) ? r.duration_ms : Date.now() - r.created_at);
+  const duration = (r) => ms(["completed", "failed", "cancelled", "skipped"].includes(r.status) ? r.duration_ms : Date.now() - r.created_at);
   const rows = runs.map((r) => `
     <tr data-run="${esc(r.run_id)}" data-testid="run-row" class="${r.run_id === selected ? "selected" : ""}">
       <td>${pill(r.status)}</td>
@@ -106,7 +106,7 @@ async function renderRuns(selected) {
       <div class="head">Runs <span class="muted">${runs.length}</span></div>
       <div class="toolbar">
         <select id="filter-function" data-testid="filter-function">${options(["", ...functions.map((f) => f.id)], state.filter.function, "all functions")}</select>
-        <select id="filter-status" data-testid="filter-status">${options(["", "running", "sleeping", "waiting", "completed", "failed", "cancelled"], state.filter.status, "any status")}</select>
+        <select id="filter-status" data-testid="filter-status">${options(["", "running", "sleeping", "waiting", "completed", "failed", "cancelled", "skipped"], state.filter.status, "any status")}</select>
         <span class="spacer"></span>
         <button data-bulk="cancel" data-testid="bulk-cancel" class="danger" title="Cancel every unfinished run this filter shows">Cancel matching</button>
         <button data-bulk="replay" data-testid="bulk-replay" title="Rerun every run this filter shows, from the start">Replay matching</button>
@@ -145,7 +145,7 @@ function runDetail(detail) {
   }
   if (detail.error) return `<div class="card"><div class="errbox">${esc(detail.error)}</div></div>`;
   const { run, steps } = detail;
-  const finished = ["completed", "failed", "cancelled"].includes(run.status);
+  const finished = ["completed", "failed", "cancelled", "skipped"].includes(run.status);
   const hasFailedStep = steps.some((s) => s.status === "failed");
   const start = run.created_at;
   // A finished run spans to its end; a live one to now (a pending sleep's bar grows with it).
@@ -189,6 +189,7 @@ function runDetail(detail) {
         <dt>Started</dt><dd>${esc(new Date(run.created_at).toLocaleString())}</dd>
         <dt>Duration</dt><dd>${finished ? ms(run.duration_ms) : ms(Date.now() - run.created_at) + " so far"}</dd>
         ${run.attempt ? `<dt>Attempt</dt><dd>${run.attempt + 1}</dd>` : ""}
+        ${run.reason ? `<dt>Why</dt><dd data-testid="run-reason">${esc(run.reason)}</dd>` : ""}
       </dl>
       <div class="section">Timeline</div>
       <div class="timeline" data-testid="timeline">${timeline || `<div class="empty">No steps yet.</div>`}</div>

@@ -38,6 +38,8 @@ pub fn run_summary(meta: &RunMeta) -> Value {
         "duration_ms": end - meta.created_at,
         "output": meta.output,
         "error": meta.error,
+        // Why a run is not running, when flow control decided it.
+        "reason": meta.skipped.as_ref().map(cairn::Skipped::describe).or_else(|| meta.cancelled_by.clone()),
     })
 }
 

@@ -489,6 +489,12 @@ fn events(lambda: &Lambda, id: &str, functions: &[Function]) -> Result<String, G
                 out.push_str(&rule(&format!("Awaits{}", logical_id(awaited)), &comment, awaited, "", true));
             }
         }
+        for cancelling in function.flow().cancel_events() {
+            if routed.insert(cancelling.to_string()) {
+                let comment = format!("Cancels {}'s runs (cancel_on): it must reach them.", function.id());
+                out.push_str(&rule(&format!("CancelOn{}", logical_id(cancelling)), &comment, cancelling, "", true));
+            }
+        }
     }
     let callable: BTreeSet<String> = lambda.functions().iter().map(|f| f.id().to_string()).collect();
     out.push_str(&rule(
@@ -608,6 +614,23 @@ mod tests {
         ] {
             assert_eq!(detail_filter(general), None, "{general}");
         }
+    }
+
+    #[test]
+    fn cancel_on_events_are_routed_to_the_function() {
+        use cairn::prelude::*;
+        let function = Function::new("sync")
+            .on_event("app/sync.requested")
+            .cancel_on(CancelOn::event("app/user.deleted").matching("data.userId"))
+            .handler(|_: Event, _: Step| async { Ok(()) })
+            .unwrap();
+        let generated = generate(&[cairn_aws::Lambda::new("sync", vec![function])]).unwrap();
+        assert!(
+            generated.resources.contains("Cancels sync's runs (cancel_on): it must reach them."),
+            "{}",
+            generated.resources
+        );
+        assert!(generated.resources.contains("detail-type: [app/user.deleted]"), "{}", generated.resources);
     }
 
     #[test]

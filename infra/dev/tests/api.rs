@@ -761,3 +761,28 @@ async fn with_reconcile_secs_the_reconciler_ticks_every_second_with_its_schedule
     let schedules = get(&format!("{}/api/schedules", server.url)).await;
     assert_eq!(schedules["schedules"][0]["expression"], "rate(1 second)");
 }
+
+/// A run flow control skipped says why, in the API the dashboard reads, in its status filter,
+/// and in `cairn runs show`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_run_says_which_option_skipped_it_and_for_which_key() {
+    let server = start().await;
+    let event = EventPayload::new("app/my.event", json!({"user": "ann"})).with_id("ev-s").with_ts(1_000);
+    let meta = RunMeta::new(RunId::new("run_skipped"), "hello", event, 1_000);
+    // The head the runner writes when a singleton's key is held (flow_conformance tests that).
+    let skipped = cairn::Skipped {
+        reason: cairn::SkipReason::Singleton,
+        key: Some("ann".into()),
+        by: Some(RunId::new("run_active")),
+        error: None,
+    };
+    let durations = cairn::lifecycle::transition::Durations { lease: 60_000, retention: 86_400_000 };
+    server.store.create_run(cairn::lifecycle::transition::skipped(meta, skipped, 1_000, durations)).await.unwrap();
+    let reason = "skipped by singleton: run `run_active` is active for key `ann`";
+    let body = get(&format!("{}/api/runs/run_skipped", server.url)).await;
+    assert_eq!((body["run"]["status"].as_str(), body["run"]["reason"].as_str()), (Some("skipped"), Some(reason)));
+    let listed = get(&format!("{}/api/runs?status=skipped", server.url)).await;
+    assert_eq!(listed["runs"][0]["run_id"], "run_skipped");
+    let shown = cairn_dev::cli::render_timeline(&body, cairn_dev::cli::Style::plain());
+    assert!(shown.ends_with(&format!("why      {reason}")), "{shown}");
+}

@@ -113,7 +113,10 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
             "conformance-flaky",
             "conformance-fatal",
             "conformance-waiter",
-            "conformance-invoker"
+            "conformance-invoker",
+            "conformance-flow-sync",
+            "conformance-flow-charge",
+            "conformance-flow-limited"
         ]
     );
 

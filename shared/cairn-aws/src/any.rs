@@ -6,7 +6,8 @@ use crate::eventbridge::EventBridgeBus;
 use crate::timer::QueueTimer;
 #[cfg(feature = "sqlite")]
 use cairn::SqliteStore;
-use cairn::store::{Commit, CreateRun, RunQuery};
+use cairn::flow::Claim;
+use cairn::store::{Admission, Commit, CreateRun, RunQuery};
 use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord};
 use cairn::{StoreError, Timer, Wait};
 
@@ -32,6 +33,12 @@ macro_rules! dispatch {
 }
 
 impl RunStore for AnyStore {
+    async fn admit_run(&self, meta: RunMeta, claims: &[Claim], now: Millis) -> Result<Admission, StoreError> {
+        dispatch!(self, s => s.admit_run(meta, claims, now))
+    }
+    async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release_lock(key, holder))
+    }
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         dispatch!(self, s => s.create_run(meta))
     }

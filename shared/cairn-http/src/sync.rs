@@ -59,7 +59,12 @@ pub fn functions(config: &ServeConfig, registry: &Registry, url: &str) -> Vec<Va
             if function.retries() != cairn::DEFAULT_RETRIES {
                 step["retries"] = json!({"attempts": function.retries()});
             }
-            json!({"id": id, "name": function.name(), "triggers": triggers, "steps": {"step": step}})
+            let mut config = json!({"id": id, "name": function.name(), "triggers": triggers, "steps": {"step": step}});
+            // Flow control in the TypeScript SDK's shape, so Inngest enforces it when it drives us.
+            if let Value::Object(fields) = &mut config {
+                fields.extend(function.flow().wire());
+            }
+            config
         })
         .collect()
 }

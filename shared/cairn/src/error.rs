@@ -174,6 +174,16 @@ pub enum DefinitionError {
         /// Why not.
         reason: String,
     },
+    /// A flow-control option Inngest would refuse (a bad period, too many limits, a bad key).
+    #[error("function `{function}`: invalid `{option}`: {reason}")]
+    InvalidFlowControl {
+        /// The function.
+        function: String,
+        /// The option, as the builder names it (`throttle`, `rate_limit`, ...).
+        option: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// The builder was finished without a handler.
     #[error("function `{0}` has no handler")]
     NoHandler(String),

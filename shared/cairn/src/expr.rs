@@ -27,7 +27,31 @@ fn on_cel_stack<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
     })
 }
 
-/// A compiled CEL condition.
+/// What an expression gave for one event, as flow-control keys use it (Inngest's rules, section
+/// 1.2 of the flow-control reference): text for every scalar, `false` kept apart (it turns a rate
+/// limit, idempotency or singleton off for that event), null for a missing field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprValue {
+    /// A string as is; numbers and `true` formatted as text.
+    Text(String),
+    /// The boolean `false`.
+    False,
+    /// `null`, or a field the event does not have.
+    Null,
+}
+
+impl ExprValue {
+    /// The value as a key: its text, `"false"`, or Inngest's shared `<nil>` bucket.
+    pub fn key_text(&self) -> &str {
+        match self {
+            ExprValue::Text(text) => text,
+            ExprValue::False => "false",
+            ExprValue::Null => "<nil>",
+        }
+    }
+}
+
+/// A compiled CEL expression: a condition, or a key or priority over the event.
 #[derive(Clone)]
 pub struct MatchExpr {
     source: String,
@@ -100,6 +124,32 @@ impl MatchExpr {
     }
 }
 
+impl MatchExpr {
+    /// Evaluates the expression over `event` alone (a flow-control key or priority).
+    ///
+    /// # Errors
+    /// When evaluation fails for another reason than a missing field.
+    pub fn value(&self, event: &Value) -> Result<ExprValue, crate::error::ExprError> {
+        let program = &self.program;
+        let outcome = on_cel_stack(|| {
+            let mut context = cel::Context::default();
+            context.add_variable("event", event).map_err(|err| err.to_string())?;
+            Ok::<_, String>(program.execute(&context))
+        })??;
+        Ok(match outcome {
+            Ok(cel::Value::Bool(false)) => ExprValue::False,
+            Ok(cel::Value::Bool(true)) => ExprValue::Text("true".into()),
+            Ok(cel::Value::Null) | Err(cel::ExecutionError::NoSuchKey(_)) => ExprValue::Null,
+            Ok(cel::Value::String(text)) => ExprValue::Text(text.to_string()),
+            Ok(cel::Value::Int(n)) => ExprValue::Text(n.to_string()),
+            Ok(cel::Value::UInt(n)) => ExprValue::Text(n.to_string()),
+            Ok(cel::Value::Float(n)) => ExprValue::Text(n.to_string()),
+            Ok(other) => ExprValue::Text(format!("{other:?}")),
+            Err(err) => return Err(format!("expression `{}`: {err}", self.source).into()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +189,21 @@ mod tests {
             MatchExpr::parse(&"1 == 1 && ".repeat(103)).unwrap_err(),
             "expression is 1030 bytes, the limit is 1024"
         );
+    }
+
+    #[test]
+    fn values_follow_inngests_key_rules() {
+        let event = json!({"data": {"user": "u1", "n": 7, "off": false, "on": true, "none": null}});
+        let value = |source: &str| MatchExpr::parse(source).unwrap().value(&event).unwrap();
+        assert_eq!(value("event.data.user"), ExprValue::Text("u1".into()));
+        assert_eq!(value("event.data.n"), ExprValue::Text("7".into()));
+        assert_eq!(value("event.data.on"), ExprValue::Text("true".into()));
+        assert_eq!(value("event.data.off"), ExprValue::False);
+        assert_eq!(value("event.data.none"), ExprValue::Null);
+        assert_eq!(value("event.data.missing"), ExprValue::Null);
+        assert_eq!(value("event.data.missing").key_text(), "<nil>");
+        assert_eq!(value("\"openai\""), ExprValue::Text("openai".into()));
+        assert_eq!(value("event.data.n > 5 ? 120 : 0"), ExprValue::Text("120".into()));
     }
 
     #[test]

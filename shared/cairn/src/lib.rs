@@ -37,6 +37,7 @@ pub mod engine;
 mod error;
 mod event;
 mod expr;
+pub mod flow;
 mod function;
 mod id;
 pub mod lifecycle;
@@ -63,12 +64,14 @@ pub use event::{
     CANCELLED_EVENT, Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_ID_LEN,
     MAX_EVENT_NAME_LEN, RESERVED_PREFIXES, SCHEDULED_EVENT, is_reserved_name, redact_serde_error,
 };
-pub use expr::{MAX_EXPRESSION_BYTES, MatchExpr};
+pub use expr::{ExprValue, MAX_EXPRESSION_BYTES, MatchExpr};
 pub use function::{
     CronSchedule, DEFAULT_RETRIES, FailureData, Function, FunctionBuilder, MAX_RETRIES, Registry, Trigger,
 };
 pub use id::{RunId, StepId, new_event_id};
-pub use record::{InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
+pub use record::{
+    InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, SkipReason, Skipped, StepKind, StepRecord, StepState, Wait,
+};
 pub use runner::{
     Accepted, Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError,
 };
@@ -79,6 +82,7 @@ pub use store::{MemoryStore, RunStore, StoreError};
 
 /// What a workflow file needs: `use cairn::prelude::*;`.
 pub mod prelude {
+    pub use crate::flow::{CancelOn, Concurrency, RateLimit, Singleton, Throttle, Timeouts};
     pub use crate::{
         Event, EventData, EventPayload, FailureData, Function, Invoke, ResultExt, SendResult, Step, StepError,
         StepOptions, StepResult, WaitFor,

@@ -134,6 +134,8 @@ pub enum RunStatus {
     Failed,
     /// Cancelled by a user.
     Cancelled,
+    /// Never started: flow control turned the event away (see [`RunMeta::skipped`]).
+    Skipped,
 }
 
 impl RunStatus {
@@ -146,6 +148,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
         }
     }
 
@@ -158,13 +161,14 @@ impl RunStatus {
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
+            "skipped" => RunStatus::Skipped,
             _ => return None,
         })
     }
 
-    /// Completed, failed or cancelled.
+    /// Completed, failed, cancelled or skipped.
     pub fn is_finished(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Skipped)
     }
 }
 
@@ -192,6 +196,64 @@ pub struct InvokedBy {
     pub run_id: RunId,
     /// The caller's invoke step.
     pub step_id: StepId,
+}
+
+/// Which flow-control option turned an event away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// `rate_limit`: the key's limit for the period is used up.
+    RateLimit,
+    /// `idempotency`: a run for the key started in the last 24 hours.
+    Idempotency,
+    /// `singleton` in skip mode: a run for the key is active.
+    Singleton,
+}
+
+impl SkipReason {
+    /// The option's name as the builder spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::RateLimit => "rate_limit",
+            SkipReason::Idempotency => "idempotency",
+            SkipReason::Singleton => "singleton",
+        }
+    }
+}
+
+/// Why a run is [`RunStatus::Skipped`], for the dashboard and `cairn runs show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The option.
+    pub reason: SkipReason,
+    /// The key's value (its first 256 characters), when the option has a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The active run that holds the key (singleton).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<RunId>,
+    /// What went wrong evaluating the key, when that is why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Skipped {
+    /// One line for the dashboard and the CLI, e.g. ``skipped by singleton: run `r1` is active
+    /// for key `u1` ``.
+    pub fn describe(&self) -> String {
+        let mut text = format!("skipped by {}", self.reason.as_str());
+        if let Some(error) = &self.error {
+            text.push_str(&format!(": its key failed to evaluate: {error}"));
+            return text;
+        }
+        match (&self.by, &self.key) {
+            (Some(by), Some(key)) => text.push_str(&format!(": run `{by}` is active for key `{key}`")),
+            (Some(by), None) => text.push_str(&format!(": run `{by}` is active")),
+            (None, Some(key)) => text.push_str(&format!(" for key `{key}`")),
+            (None, None) => {}
+        }
+        text
+    }
 }
 
 /// The head record of a run (DynamoDB `SK = META`).
@@ -245,6 +307,17 @@ pub struct RunMeta {
     /// fixed ids until acknowledged (cleared), so a crash after the write never loses them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<EventPayload>,
+    /// Flow-control locks the run holds until it ends (a singleton key), released with its
+    /// outbox ([`deliver_outbox`](crate::lifecycle::deliver_outbox)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
+    /// Why flow control skipped the run (status [`RunStatus::Skipped`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Skipped>,
+    /// What cancelled the run, when not an operator: a `cancel_on` event, a timeout, a
+    /// singleton's newer run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 impl RunMeta {
@@ -268,6 +341,9 @@ impl RunMeta {
             expires_at: None,
             wake_at: None,
             outbox: Vec::new(),
+            holds: Vec::new(),
+            skipped: None,
+            cancelled_by: None,
         }
     }
 
@@ -309,4 +385,9 @@ pub struct Wait {
     pub timeout_at: Millis,
     /// When the wait was registered (events received since this minus the lookback still match).
     pub created_at: Millis,
+    /// A `cancel_on` listener: a matching event cancels the run instead of resuming a step
+    /// (`step_id` names the rule, `cancel-<n>`), and no event from before it was registered
+    /// counts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancels: bool,
 }

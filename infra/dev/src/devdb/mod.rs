@@ -462,7 +462,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_from_before_versioning_is_version_1_and_keeps_its_data() {
+    async fn a_file_from_before_versioning_is_upgraded_and_keeps_its_data() {
         use cairn::{RunId, RunStore};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dev.db").display().to_string();
@@ -474,7 +474,11 @@ mod tests {
         assert_eq!(db.event("e-old").unwrap().expect("the old event").targets, ["hello"]);
         let version = cairn::store::schema::user_version(&Connection::open(&path).unwrap()).unwrap();
         let current = (DEV_SCHEMA.current() << 16) | cairn::store::STORE_SCHEMA.current();
-        assert_eq!((version, current), (0x0001_0001, 0x0001_0001));
+        // The run store's version 1 (the tables before versioning), then 2 (flow control).
+        assert_eq!((version, current), (0x0001_0002, 0x0001_0002));
+        let flow_items: i64 =
+            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM flow", [], |row| row.get(0)).unwrap();
+        assert_eq!(flow_items, 0);
         // Opening again (the next `cairn dev`) changes nothing.
         drop((store, db));
         DevDb::open(&path).unwrap();
@@ -494,7 +498,7 @@ mod tests {
         };
         // The dev tables from a newer `cairn dev`: the dev server refuses the file; the
         // functions, which only use the run store, still open it.
-        set(0x0002_0001);
+        set(0x0002_0002);
         assert_eq!(
             DevDb::open(&path).unwrap_err(),
             format!(
@@ -508,7 +512,7 @@ mod tests {
         assert_eq!(
             cairn::SqliteStore::open(&path).unwrap_err().to_string(),
             format!(
-                "store error: {path}: its run store schema is version 3, newer than version 1, the newest this build \
+                "store error: {path}: its run store schema is version 3, newer than version 2, the newest this build \
                  knows: the file was written by a newer Cairn; open it with that version, or move it away to start \
                  afresh"
             )

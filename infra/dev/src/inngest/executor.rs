@@ -322,6 +322,7 @@ impl InngestApps {
                         expression,
                         timeout_at,
                         created_at: now,
+                        cancels: false,
                     };
                     dev.store().put_wait(&wait).await.map_err(store_err)?;
                     self.has_waiters.store(true, Ordering::Relaxed);

@@ -11,6 +11,7 @@
 //! | `<scope>#RUN#<run>` | `STEP#<step>#<nonce>#<n>` | chunk `n` of an output too large for one 400 KB item |
 //! | `<scope>#WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
 //! | `<scope>#EVENTS#<event>` | `<received ms, 13 digits>#<id>` | a received event, for the wait lookback (TTL 1 day) |
+//! | `<scope>#FLOW#<key>` | `FLOW` | a flow-control item: a rate-limit or idempotency bucket's `tat`, a singleton lock's `holder` (see `flow.rs`) |
 //! | `<scope>#FUNCTIONS#all` | `<function>` | a function that has runs in this scope (written once per process and function), so runs can be listed without naming one |
 //!
 //! The `due` global secondary index (hash `due_fn`, range `due_at`, projection ALL) holds only
@@ -31,7 +32,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
-use cairn::store::{Commit, CreateRun, RunQuery};
+use cairn::flow::Claim;
+use cairn::store::{Admission, Commit, CreateRun, RunQuery};
 use cairn::{EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
 use std::collections::HashMap;
 
@@ -58,6 +60,7 @@ pub const MAX_HEAD_BYTES: usize = CHUNK_BYTES + 30 * 1024;
 
 type Item = HashMap<String, AttributeValue>;
 
+mod flow;
 mod items;
 mod listing;
 mod table;
@@ -266,6 +269,14 @@ enum SortKey<'a> {
 }
 
 impl RunStore for DynamoDbStore {
+    async fn admit_run(&self, meta: RunMeta, claims: &[Claim], now: Millis) -> Result<Admission, StoreError> {
+        self.admit(meta, claims, now).await
+    }
+
+    async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
+        self.release(key, holder).await
+    }
+
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         self.note_function(&meta.function_id).await?;
         let mut meta = meta;

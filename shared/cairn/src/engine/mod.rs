@@ -134,6 +134,12 @@ impl Execution {
         self
     }
 
+    /// Changes the policy from the next call of `next` on (a drive past its finish timeout
+    /// plans instead of executing).
+    pub fn set_policy(&mut self, policy: ExecutionPolicy) {
+        self.policy = policy;
+    }
+
     /// Sets which `run` steps the engine executes itself (default [`ExecutionPolicy::Eager`]).
     pub fn policy(mut self, policy: ExecutionPolicy) -> Self {
         self.policy = policy;

@@ -2,6 +2,7 @@
 //! handler, and the handler itself, typed by the event it receives.
 
 mod failure;
+mod flow;
 mod registry;
 mod trigger;
 
@@ -12,6 +13,7 @@ pub use trigger::{CronSchedule, Trigger};
 use crate::error::{DefinitionError, StepError};
 use crate::event::{Event, EventData, EventPayload, FAILED_EVENT, SCHEDULED_EVENT};
 use crate::expr::MatchExpr;
+use crate::flow::FlowControl;
 use crate::step::Step;
 use serde::Serialize;
 use serde_json::Value;
@@ -45,6 +47,7 @@ struct FunctionInner {
     sends: Vec<String>,
     awaits: Vec<String>,
     invokes: Vec<String>,
+    flow: FlowControl,
 }
 
 impl fmt::Debug for Function {
@@ -56,6 +59,7 @@ impl fmt::Debug for Function {
             .field("sends", &self.inner.sends)
             .field("awaits", &self.inner.awaits)
             .field("invokes", &self.inner.invokes)
+            .field("flow", &self.inner.flow)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +124,11 @@ impl Function {
         &self.inner.invokes
     }
 
+    /// Its flow-control options ([`FunctionBuilder::concurrency`], [`FunctionBuilder::throttle`], ...).
+    pub fn flow(&self) -> &FlowControl {
+        &self.inner.flow
+    }
+
     /// The generated failure handler function (`<id>-failure`), if `on_failure` was set.
     pub fn failure_handler(&self) -> Option<&Function> {
         self.inner.on_failure.as_ref()
@@ -156,6 +165,7 @@ pub struct FunctionBuilder<T> {
     sends: Vec<String>,
     awaits: Vec<String>,
     invokes: Vec<String>,
+    flow: FlowControl,
     errors: Vec<DefinitionError>,
     _event: PhantomData<fn() -> T>,
 }
@@ -183,6 +193,7 @@ impl<T> FunctionBuilder<T> {
             sends: Vec::new(),
             awaits: Vec::new(),
             invokes: Vec::new(),
+            flow: FlowControl::default(),
             errors,
             _event: PhantomData,
         }
@@ -286,6 +297,9 @@ impl<T> FunctionBuilder<T> {
         if self.triggers.is_empty() {
             return Err(DefinitionError::NoTrigger(self.id));
         }
+        if let Err((option, reason)) = self.flow.validate() {
+            return Err(DefinitionError::InvalidFlowControl { function: self.id, option, reason });
+        }
         let on_failure = self.on_failure.map(|failure_handler| {
             let failure_id = format!("{}-failure", self.id);
             let expression = MatchExpr::parse(&format!("event.data.function_id == '{}'", self.id))
@@ -301,6 +315,7 @@ impl<T> FunctionBuilder<T> {
                     sends: self.sends.clone(),
                     awaits: self.awaits.clone(),
                     invokes: self.invokes.clone(),
+                    flow: FlowControl::default(),
                 }),
             }
         });
@@ -315,6 +330,7 @@ impl<T> FunctionBuilder<T> {
                 sends: self.sends,
                 awaits: self.awaits,
                 invokes: self.invokes,
+                flow: self.flow,
             }),
         })
     }

@@ -115,19 +115,29 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
     /// [`ControlError::NotFound`], [`ControlError::AlreadyEnded`], [`ControlError::Contended`],
     /// or the store's error (nothing written).
     pub async fn cancel(&self, run_id: &RunId) -> Result<RunMeta, ControlError> {
+        self.cancel_because(run_id, None).await
+    }
+
+    /// [`RunControl::cancel`], recording what cancelled the run ([`RunMeta::cancelled_by`]):
+    /// flow control's `cancel_on`, `timeouts` and `singleton` say which event, timeout or run.
+    ///
+    /// # Errors
+    /// As [`RunControl::cancel`].
+    pub async fn cancel_because(&self, run_id: &RunId, because: Option<String>) -> Result<RunMeta, ControlError> {
         for _ in 0..CONFLICT_ATTEMPTS {
             let journal = self.store.load(run_id).await?.ok_or_else(|| ControlError::NotFound(run_id.clone()))?;
             let meta = journal.meta;
             if meta.status.is_finished() {
                 return Err(ControlError::AlreadyEnded { run_id: run_id.clone(), status: meta.status });
             }
-            let cancelled = transition::ended(meta, &RunEnd::Cancelled, self.now, self.durations);
+            let mut cancelled = transition::ended(meta, &RunEnd::Cancelled, self.now, self.durations);
+            cancelled.cancelled_by.clone_from(&because);
             let stored = match self.store.update_meta(&cancelled).await {
                 Ok(stored) => stored,
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(other) => return Err(other.into()),
             };
-            tracing::info!(run_id = %run_id, function = %stored.function_id, "run cancelled");
+            tracing::info!(run_id = %run_id, function = %stored.function_id, because = ?because, "run cancelled");
             for step in journal.steps.iter().filter(|step| step.kind == StepKind::WaitForEvent) {
                 if let (StepState::Scheduled { .. }, Some(event)) =
                     (&step.state, step.detail.as_ref().and_then(|detail| detail["event"].as_str()))
@@ -238,14 +248,21 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
     }
 }
 
-/// Sends an ended run's outbox, then acknowledges it (clears it and takes the run out of the
-/// reconciler's index). Sending twice is harmless: the events keep their ids.
+/// Sends an ended run's outbox and releases its flow-control locks ([`RunMeta::holds`]: a
+/// singleton key), then acknowledges it (clears both and takes the run out of the reconciler's
+/// index). Sending or releasing twice is harmless: the events keep their ids, and a lock is
+/// released only by its holder.
 ///
 /// # Errors
 /// The bus's or the store's error; the outbox stays, and the reconciler delivers it.
 pub async fn deliver_outbox<S: RunStore, B: Bus>(store: &S, bus: &B, mut meta: RunMeta) -> Result<(), ControlError> {
     if !meta.outbox.is_empty() {
         bus.send(&meta.outbox).await?;
+    }
+    if meta.status.is_finished() {
+        for key in &meta.holds {
+            store.release_lock(key, &meta.run_id).await?;
+        }
     }
     loop {
         match store.update_meta(&transition::acknowledged(meta.clone())).await {

@@ -4,7 +4,7 @@
 //! I/O. Every transition also moves `wake_at` (the reconciler's index) and the retention TTL.
 
 use super::events::{RunEnd, system_events};
-use crate::record::{Lease, Millis, RunMeta, RunStatus};
+use crate::record::{Lease, Millis, RunMeta, RunStatus, Skipped};
 
 /// How long things last, in milliseconds: what the transitions need from the driver's
 /// configuration.
@@ -100,9 +100,24 @@ pub fn ended(mut meta: RunMeta, end: &RunEnd, now: Millis, durations: Durations)
     meta
 }
 
-/// An ended run whose outbox was delivered: cleared, and out of the reconciler's index.
+/// Turned away by flow control before it started: `skipped`, saying why, with nothing owed (an
+/// event Inngest skips starts no run, so no system event is sent) and no lock held.
+pub fn skipped(mut meta: RunMeta, skipped: Skipped, now: Millis, durations: Durations) -> RunMeta {
+    meta.status = RunStatus::Skipped;
+    meta.skipped = Some(skipped);
+    meta.holds.clear();
+    meta.updated_at = now;
+    meta.ended_at = Some(now);
+    meta.wake_at = None;
+    meta.retain_for(durations.retention);
+    meta
+}
+
+/// An ended run whose outbox was delivered and locks released: both cleared, and out of the
+/// reconciler's index.
 pub fn acknowledged(mut meta: RunMeta) -> RunMeta {
     meta.outbox.clear();
+    meta.holds.clear();
     meta.wake_at = None;
     meta
 }

@@ -1,6 +1,7 @@
 //! Events in: a delivery starts the runs its triggers match (invoked runs and failure
 //! handlers included), resumes the waits it matches and answers the invokes it finishes.
 
+use super::admission::Admitted;
 use super::{Accepted, Runner, RunnerError};
 use crate::bus::{Bus, Timer};
 use crate::error::StepError;
@@ -79,17 +80,25 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     event.clone()
                 };
                 let meta = RunMeta::new(run_id.clone(), function.id(), trigger, now);
-                match self.store.create_run(transition::created(meta, now, self.durations())).await? {
-                    CreateRun::Created(_) => {
+                match self.admit(function, meta, now).await? {
+                    Admitted::Started(_) => {
                         tracing::info!(function = function.id(), run_id = %run_id, "run started");
                         started.push((run_id.clone(), function.id().to_string()));
+                        runs.push(run_id);
                     }
-                    CreateRun::Existing(_) => tracing::debug!(run_id = %run_id, "duplicate delivery, run exists"),
+                    Admitted::Existing(_) => {
+                        tracing::debug!(run_id = %run_id, "duplicate delivery, run exists");
+                        runs.push(run_id);
+                    }
+                    Admitted::Skipped(_) => {}
                 }
-                runs.push(run_id);
             }
         }
         for wait in self.store.waits_for(&event.name).await? {
+            if wait.cancels {
+                self.hear_cancel(&wait, event, now).await?;
+                continue;
+            }
             if self.resolve_wait(&wait, event, now, true).await?.is_some() && !runs.contains(&wait.run_id) {
                 runs.push(wait.run_id.clone());
             }

@@ -5,12 +5,12 @@ use super::lease::{Halt, Hold, Released};
 use super::report::ended_at;
 use super::{DRIVE_SEQUENCE, Decision, Drive, Progress, ProgressSink, Runner, RunnerError};
 use crate::bus::{Bus, Timer};
-use crate::engine::{Execution, Op, OpKind, Outcome};
+use crate::engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
 use crate::error::{EngineError, StepError};
 use crate::event::{EventPayload, INVOKED_EVENT};
 use crate::id::{RunId, StepId};
-use crate::lifecycle::RunEnd;
 use crate::lifecycle::transition;
+use crate::lifecycle::{ControlError, RunEnd};
 use crate::record::{Millis, RunStatus, StepKind, StepRecord, StepState, Wait};
 use crate::step::millis;
 use crate::store::{Commit, RunStore, StoreError};
@@ -122,7 +122,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
             let now = self.clock.now();
             let mut hold = match &meta.lease {
-                Some(lease) if lease.owner == owner => Hold { meta, owner: owner.to_string(), poked: false },
+                Some(lease) if lease.owner == owner => {
+                    Hold { meta, owner: owner.to_string(), poked: false, finish_at: None }
+                }
                 Some(lease) if lease.expires_at > now => {
                     let until = lease.expires_at;
                     return Err(self.busy(&meta, until).await);
@@ -148,13 +150,33 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 started = true;
                 progress(Progress::RunStarted { run_id: run_id.clone(), function_id: hold.meta.function_id.clone() });
             }
+            let function = self.registry.get(&hold.meta.function_id).cloned().expect("checked before taking the lease");
+            // Timeouts (flow-control reference, 4.10): `start` until the first step starts,
+            // `finish` from then on, checked before anything runs.
+            let first_started = journal.steps.iter().map(|step| step.started_at).min();
+            if first_started.is_none()
+                && hold.meta.attempt == 0
+                && let Some(start) = function.flow().start_timeout()
+                && now >= hold.meta.created_at.saturating_add(start)
+            {
+                return self
+                    .cancel_overdue(
+                        &hold,
+                        format!("timeouts.start: not started {}s after it was created", start / 1000),
+                    )
+                    .await;
+            }
+            let finish = function.flow().finish_timeout();
+            hold.finish_at = finish.map(|finish| first_started.unwrap_or(now).saturating_add(finish));
             if let Some(retry_at) = hold.meta.retry_at.filter(|at| *at > now) {
+                if hold.finish_at.is_some_and(|at| now >= at) {
+                    return self.cancel_overdue(&hold, finish_reason(finish)).await;
+                }
                 match self.wait_until(&mut hold, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
                     Some(drive) => return Ok(drive),
                     None => continue 'replay,
                 }
             }
-            let function = self.registry.get(&hold.meta.function_id).cloned().expect("checked before taking the lease");
             let mut execution =
                 Execution::from_journal(&function, run_id.clone(), &hold.meta.event, journal.steps, hold.meta.attempt);
             #[cfg(feature = "testing")]
@@ -163,6 +185,11 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
             loop {
                 let now = self.clock.now();
+                // Past the finish timeout, nothing new starts: the code may only report its end.
+                let overdue = hold.finish_at.is_some_and(|at| now >= at);
+                if overdue {
+                    execution.set_policy(ExecutionPolicy::Plan);
+                }
                 let decided = stepping.as_ref().is_some_and(|decision| decision.is_some());
                 if now >= deadline || decided {
                     // Checkpoint: the run is due now, for the fresh invocation the wake-up starts
@@ -195,6 +222,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 };
                 if let Some(decision) = stepping.as_deref_mut() {
                     *decision = Some(Ok(outcome.clone()));
+                }
+                if overdue && !matches!(outcome, Outcome::Completed(_) | Outcome::Failed { retry_at: None, .. }) {
+                    return self.cancel_overdue(&hold, finish_reason(finish)).await;
                 }
                 match outcome {
                     Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
@@ -382,6 +412,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         expression: expression.clone(),
                         timeout_at: *timeout_at,
                         created_at: now,
+                        cancels: false,
                     };
                     self.store.put_wait(&wait).await?;
                     if !self.config.wait_lookback.is_zero() {
@@ -446,6 +477,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         key: &str,
     ) -> Result<Option<Drive>, Halt> {
         let now = self.clock.now();
+        // Woken at the finish timeout at the latest, to be cancelled then.
+        let until = hold.finish_at.map_or(until, |finish_at| until.min(finish_at));
         if until <= now {
             return Ok(None);
         }
@@ -469,7 +502,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// Gives a waiting run up (due at its earliest timeout), then arms the timer for it.
     /// `None`: the run was woken meanwhile, replay it.
     pub(super) async fn suspend(&self, hold: &mut Hold, ops: &[Op]) -> Result<Option<Drive>, Halt> {
-        let wake_at = ops.iter().filter_map(Op::wake_at).min();
+        let wake_at = ops.iter().filter_map(Op::wake_at).chain(hold.finish_at).min();
         match self.release(hold, RunStatus::Waiting, wake_at).await? {
             Released::Replay => Ok(None),
             Released::Done => {
@@ -478,6 +511,15 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 }
                 Ok(Some(Drive::Suspended { status: RunStatus::Waiting, wake_at }))
             }
+        }
+    }
+
+    /// Ends a run a timeout caught, saying which (`because`).
+    async fn cancel_overdue(&self, hold: &Hold, because: String) -> Result<Drive, Halt> {
+        tracing::info!(run_id = %hold.meta.run_id, because, "run timed out");
+        match self.control().cancel_because(&hold.meta.run_id, Some(because)).await {
+            Ok(_) | Err(ControlError::AlreadyEnded { .. }) => Ok(Drive::AlreadyFinished(RunStatus::Cancelled)),
+            Err(other) => Err(Halt::Failed(other.into())),
         }
     }
 
@@ -524,4 +566,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             Err(error) => Drive::Failed(error),
         })
     }
+}
+
+fn finish_reason(finish: Option<Millis>) -> String {
+    format!("timeouts.finish: not finished {}s after its first step started", finish.unwrap_or(0) / 1000)
 }

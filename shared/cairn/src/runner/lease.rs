@@ -22,6 +22,8 @@ pub(super) struct Hold {
     pub(super) meta: RunMeta,
     pub(super) owner: String,
     pub(super) poked: bool,
+    /// When `timeouts.finish` cancels the run: no sleep or wait of this drive lasts past it.
+    pub(super) finish_at: Option<Millis>,
 }
 
 /// Why a drive stops early: the run is no longer its own (`Stop`, a normal answer), or a
@@ -75,7 +77,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     pub(super) async fn take_lease(&self, meta: RunMeta, owner: &str) -> Result<Option<Hold>, RunnerError> {
         let meta = transition::started(meta, owner, self.clock.now(), self.durations());
         match self.store.update_meta(&meta).await {
-            Ok(stored) => Ok(Some(Hold { meta: stored, owner: owner.to_string(), poked: false })),
+            Ok(stored) => Ok(Some(Hold { meta: stored, owner: owner.to_string(), poked: false, finish_at: None })),
             Err(StoreError::Conflict { .. }) => Ok(None),
             Err(other) => Err(other.into()),
         }

@@ -1,7 +1,8 @@
 //! An in-process store: fast, for tests, benchmarks and `TestRun`.
 
-use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
+use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
+use crate::flow::{Claim, FlowItem, decide};
 use crate::id::{FastHash, RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,7 @@ struct Inner {
     runs: HashMap<RunId, StoredRun>,
     waits: BTreeMap<(String, RunId, StepId), Wait>,
     events: BTreeMap<(String, Millis, String), EventPayload>,
+    flow: HashMap<String, FlowItem>,
 }
 
 #[derive(Debug)]
@@ -57,6 +59,34 @@ impl MemoryStore {
 }
 
 impl RunStore for MemoryStore {
+    async fn admit_run(&self, meta: RunMeta, claims: &[Claim], now: Millis) -> Result<Admission, StoreError> {
+        let mut inner = self.lock();
+        if let Some(existing) = inner.runs.get(&meta.run_id) {
+            return Ok(Admission::Existing(existing.meta.clone()));
+        }
+        let stored: Vec<Option<FlowItem>> = claims.iter().map(|claim| inner.flow.get(claim.key()).cloned()).collect();
+        let items = match decide(claims, &stored, &meta.run_id, now) {
+            Ok(items) => items,
+            Err((claim, holder)) => return Ok(Admission::Refused { claim, holder }),
+        };
+        for (claim, item) in claims.iter().zip(items) {
+            inner.flow.insert(claim.key().to_string(), item);
+        }
+        let mut meta = meta;
+        meta.version = 0;
+        let run = StoredRun { meta: meta.clone(), steps: Vec::new(), by_id: HashMap::default() };
+        inner.runs.insert(meta.run_id.clone(), run);
+        Ok(Admission::Created(meta))
+    }
+
+    async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.flow.get(key).and_then(|item| item.holder.as_ref()) == Some(holder) {
+            inner.flow.remove(key);
+        }
+        Ok(())
+    }
+
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         let mut inner = self.lock();
         if let Some(existing) = inner.runs.get(&meta.run_id) {

@@ -13,6 +13,7 @@ pub use memory::MemoryStore;
 pub use sqlite::{STORE_SCHEMA, SqliteStore};
 
 use crate::event::EventPayload;
+use crate::flow::Claim;
 use crate::id::{RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, RunStatus, StepRecord, Wait};
 use std::future::Future;
@@ -83,6 +84,23 @@ pub enum CreateRun {
     Existing(RunMeta),
 }
 
+/// What [`RunStore::admit_run`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Every claim was granted and the run is new.
+    Created(RunMeta),
+    /// A run with this id already exists (a duplicate delivery): nothing was written and no
+    /// claim spent.
+    Existing(RunMeta),
+    /// The claim at this index (in the order given) was refused: nothing was written.
+    Refused {
+        /// Which claim.
+        claim: usize,
+        /// For a lock, the run holding it.
+        holder: Option<RunId>,
+    },
+}
+
 /// What [`RunStore::commit_step`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Commit {
@@ -128,6 +146,27 @@ pub trait RunStore: Send + Sync + 'static {
     /// - New id: stores `meta` (version 0) and returns `Created`.
     /// - Existing id: writes nothing and returns `Existing` with the stored head.
     fn create_run(&self, meta: RunMeta) -> impl Future<Output = Result<CreateRun, StoreError>> + Send;
+
+    /// Creates a run together with its flow-control claims ([`Claim`]), all or nothing.
+    ///
+    /// # Behavior
+    /// - Existing id: writes nothing, spends nothing, returns `Existing`.
+    /// - Every claim granted at `now`: each bucket's `tat` moves on ([`Gcra::admit`]), each lock
+    ///   names the run, the head is stored (version 0): `Created`.
+    /// - A bucket that does not admit now, or a lock held by another run than the claim's
+    ///   `replaces`: nothing written, `Refused` naming the first such claim (and the lock's
+    ///   holder).
+    ///
+    /// [`Gcra::admit`]: crate::flow::Gcra::admit
+    fn admit_run(
+        &self,
+        meta: RunMeta,
+        claims: &[Claim],
+        now: Millis,
+    ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
+
+    /// Releases a lock `holder` holds; a lock held by another run, or none, is left alone.
+    fn release_lock(&self, key: &str, holder: &RunId) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Loads a run's head and all its steps, ordered by position.
     ///

@@ -1,13 +1,14 @@
 //! An embedded SQLite store (bundled SQLite, one file): the local-mode store of `cargo lambda
 //! watch` and the dev server. Tables mirror the DynamoDB design: `runs` (META), `steps`
-//! (`STEP#`), `waits` (`WAIT#`).
+//! (`STEP#`), `waits` (`WAIT#`), `flow` (`FLOW#`).
 
 use super::schema::{Schema, Slot, migrate};
-use super::{Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
+use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
+use crate::flow::{Claim, FlowItem, decide};
 use crate::id::{RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -24,7 +25,12 @@ pub struct SqliteStore {
 
 /// The run store's part of the file's schema (the low 16 bits of `user_version`; see
 /// [`schema`](super::schema)). A change to the tables is a new migration at the end.
-pub const STORE_SCHEMA: Schema = Schema { name: "run store", slot: Slot::Low, migrations: &[version_1] };
+pub const STORE_SCHEMA: Schema = Schema { name: "run store", slot: Slot::Low, migrations: &[version_1, version_2] };
+
+/// Version 2: flow-control items (rate-limit and idempotency buckets, singleton locks).
+fn version_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS flow (key TEXT PRIMARY KEY, tat INTEGER, holder TEXT)")
+}
 
 /// Version 1: the tables as they were when versioning began. Idempotent, so a file made before
 /// versioning (`user_version` 0, these tables present) is recognised as version 1.
@@ -135,6 +141,68 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
 }
 
 impl RunStore for SqliteStore {
+    async fn admit_run(&self, meta: RunMeta, claims: &[Claim], now: Millis) -> Result<Admission, StoreError> {
+        let mut meta = meta;
+        meta.version = 0;
+        let mut connection = self.connection();
+        // IMMEDIATE: the dev server and the functions under `cargo lambda watch` share the file,
+        // and a claim is read and then written.
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let existing = transaction
+            .query_row("SELECT meta FROM runs WHERE run_id = ?1", [meta.run_id.as_str()], |row| row.get::<_, String>(0))
+            .optional()
+            .map_err(backend)?;
+        if let Some(existing) = existing {
+            return Ok(Admission::Existing(decode(&existing)?));
+        }
+        let mut stored = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let item = transaction
+                .query_row("SELECT tat, holder FROM flow WHERE key = ?1", [claim.key()], |row| {
+                    Ok(FlowItem { tat: row.get(0)?, holder: row.get::<_, Option<String>>(1)?.map(RunId::new) })
+                })
+                .optional()
+                .map_err(backend)?;
+            stored.push(item);
+        }
+        let items = match decide(claims, &stored, &meta.run_id, now) {
+            Ok(items) => items,
+            Err((claim, holder)) => return Ok(Admission::Refused { claim, holder }),
+        };
+        for (claim, item) in claims.iter().zip(items) {
+            transaction
+                .execute(
+                    "INSERT INTO flow (key, tat, holder) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, holder = excluded.holder",
+                    params![claim.key(), item.tat, item.holder.as_ref().map(RunId::as_str)],
+                )
+                .map_err(backend)?;
+        }
+        transaction
+            .execute(
+                "INSERT INTO runs (run_id, function_id, status, created_at, version, meta, wake_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+                params![
+                    meta.run_id.as_str(),
+                    meta.function_id,
+                    meta.status.as_str(),
+                    meta.created_at,
+                    encode(&meta)?,
+                    meta.wake_at
+                ],
+            )
+            .map_err(backend)?;
+        transaction.commit().map_err(backend)?;
+        Ok(Admission::Created(meta))
+    }
+
+    async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
+        self.connection()
+            .execute("DELETE FROM flow WHERE key = ?1 AND holder = ?2", params![key, holder.as_str()])
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         let mut meta = meta;
         meta.version = 0;

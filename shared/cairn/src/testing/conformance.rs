@@ -19,6 +19,14 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use super::flow_conformance::{
+    admit_run_spends_claims_with_the_head, cancel_on_ends_sleeping_and_waiting_runs,
+    cancel_on_ignores_earlier_events_its_own_trigger_and_expired_rules, idempotency_allows_one_run_per_key_per_day,
+    rate_limit_has_inngests_hidden_burst, rate_limit_skips_events_over_the_limit,
+    singleton_cancel_mode_replaces_the_active_run, singleton_skips_while_a_run_for_the_key_is_active,
+    timeouts_cancel_runs_that_start_or_finish_late,
+};
+
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 fn run_id(tag: &str) -> RunId {
@@ -278,6 +286,7 @@ pub async fn waits_are_listed_and_removed_once<S: RunStore>(store: S) {
         expression: Some("async.data.id == event.data.id".into()),
         timeout_at: 9_000,
         created_at,
+        cancels: false,
     };
     let (a, b) = (run_id("wait-a"), run_id("wait-b"));
     let late = wait(&a, "approval", 20);
@@ -352,6 +361,7 @@ async fn run_with_history<S: RunStore>(store: &S, function: &str) -> RunId {
         expression: None,
         timeout_at: 90_000,
         created_at: 1_000,
+        cancels: false,
     };
     store.put_wait(&pending).await.unwrap();
     id
@@ -477,7 +487,16 @@ macro_rules! store_conformance {
                 list_runs_filters_and_orders,
                 cancel_ends_the_run_and_sends_its_events,
                 rerun_starts_a_new_run_from_the_start_or_the_failed_step,
-                bulk_cancel_and_replay_by_filter
+                bulk_cancel_and_replay_by_filter,
+                admit_run_spends_claims_with_the_head,
+                rate_limit_skips_events_over_the_limit,
+                rate_limit_has_inngests_hidden_burst,
+                idempotency_allows_one_run_per_key_per_day,
+                singleton_skips_while_a_run_for_the_key_is_active,
+                singleton_cancel_mode_replaces_the_active_run,
+                cancel_on_ends_sleeping_and_waiting_runs,
+                cancel_on_ignores_earlier_events_its_own_trigger_and_expired_rules,
+                timeouts_cancel_runs_that_start_or_finish_late
             );
         }
     };

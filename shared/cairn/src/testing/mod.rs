@@ -2,6 +2,7 @@
 //! the store [`conformance`] suite every [`RunStore`](crate::RunStore) backend passes.
 
 pub mod conformance;
+mod flow_conformance;
 mod require;
 mod stub;
 mod test_run;

@@ -8,8 +8,8 @@ use crate::error::{EngineError, StepError};
 use crate::event::{CANCELLED_EVENT, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT};
 use crate::function::{Function, Registry, Trigger};
 use crate::id::{RunId, StepId, new_event_id};
-use crate::lifecycle::{RunEnd, system_events, transition};
-use crate::record::{InvokedBy, RunMeta, StepRecord};
+use crate::lifecycle::{RunEnd, system_events};
+use crate::record::{InvokedBy, RunMeta, RunStatus, StepRecord};
 use crate::runner::{Drive, Runner, RunnerConfig};
 use crate::store::{MemoryStore, RunStore};
 use futures::FutureExt;
@@ -171,15 +171,16 @@ impl TestRun {
         accepted.runs.contains(&self.run_id) && !accepted.started.iter().any(|(run, _)| *run == self.run_id)
     }
 
-    /// Creates the run in the store (once), as the first delivery of its event would.
+    /// Creates the run in the store (once), as the first delivery of its event would: through
+    /// the Runner's admission, so its flow-control claims are made as in production.
     fn create_run(&mut self) {
         if std::mem::replace(&mut self.created, true) {
             return;
         }
         let now = self.clock.now();
         let meta = RunMeta::new(self.run_id.clone(), &self.function_id, self.event.clone(), now);
-        let meta = transition::created(meta, now, RunnerConfig::default().durations());
-        at_once(self.runner.store().create_run(meta)).expect("the in-memory store does not fail");
+        let function = self.runner.registry().get(&self.function_id).expect("the registry holds the function").clone();
+        at_once(self.runner.admit(&function, meta, now)).expect("the in-memory store does not fail");
     }
 
     /// Runs to the next decision and acts on it as the Runner does in production: commits
@@ -282,6 +283,15 @@ impl TestRun {
                     };
                     self.clock.set(at);
                     timer.take_due(self.clock.now());
+                }
+                Drive::AlreadyFinished(RunStatus::Cancelled) => {
+                    // A timeout or `cancel_on` ended it: the result is the cancellation.
+                    let head =
+                        at_once(self.runner.store().load(&self.run_id)).ok().flatten().map(|journal| journal.meta);
+                    let error = head
+                        .and_then(|meta| meta.error)
+                        .unwrap_or_else(|| StepError::non_retriable(crate::lifecycle::CANCELLED_MESSAGE));
+                    self.finished = Some(Err(error));
                 }
                 Drive::AlreadyFinished(status) => {
                     panic!("TestRun::result: run `{}` ended {status} outside the test", self.run_id)

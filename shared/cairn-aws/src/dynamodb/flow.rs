@@ -1,0 +1,155 @@
+//! Flow-control items: `<scope>#FLOW#<key>` / `FLOW`, a GCRA bucket's `tat` (rate limit,
+//! idempotency) or a lock's `holder` (singleton). A run's head and its claims are written in one
+//! `TransactWriteItems`, each claim conditioned on the item as it was read, so two admissions
+//! racing for one key cannot both spend its last token, and a duplicate delivery spends none.
+
+use super::items::{build_error, decode_meta, meta_item, number, sdk_error};
+use super::{DynamoDbStore, Item};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use cairn::flow::{Claim, FlowItem, decide};
+use cairn::store::Admission;
+use cairn::{Millis, RunId, RunMeta, StoreError};
+
+/// Reads and conditional writes retried before a contended key is reported unavailable.
+const ADMIT_ATTEMPTS: usize = 8;
+/// A bucket is forgotten (TTL) this long after its `tat`: by then it is idle again.
+const BUCKET_TTL_SECS: i64 = 86_400;
+
+impl DynamoDbStore {
+    fn flow_key(&self, key: &str) -> String {
+        self.key("FLOW", key)
+    }
+
+    async fn flow_item(&self, key: &str) -> Result<Option<FlowItem>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("PK", AttributeValue::S(self.flow_key(key)))
+            .key("SK", AttributeValue::S("FLOW".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| sdk_error("GetItem", err))?
+            .item;
+        Ok(item.map(|item| FlowItem {
+            tat: item.get("tat").and_then(|value| value.as_n().ok()).and_then(|n| n.parse().ok()),
+            holder: item.get("holder").and_then(|value| value.as_s().ok()).map(RunId::new),
+        }))
+    }
+
+    async fn existing_head(&self, run_id: &RunId) -> Result<Option<RunMeta>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("PK", AttributeValue::S(self.run_key(run_id)))
+            .key("SK", AttributeValue::S("META".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| sdk_error("GetItem", err))?
+            .item;
+        item.as_ref().map(decode_meta).transpose()
+    }
+
+    /// The claim's item written as decided, conditioned on it being as read.
+    fn flow_put(&self, claim: &Claim, read: Option<&FlowItem>, item: &FlowItem) -> Result<Put, StoreError> {
+        let mut written: Item = Item::new();
+        written.insert("PK".into(), AttributeValue::S(self.flow_key(claim.key())));
+        written.insert("SK".into(), AttributeValue::S("FLOW".into()));
+        if let Some(tat) = item.tat {
+            written.insert("tat".into(), number(tat));
+            written.insert("expires_at".into(), number(tat / 1000 + BUCKET_TTL_SECS));
+        }
+        if let Some(holder) = &item.holder {
+            written.insert("holder".into(), AttributeValue::S(holder.to_string()));
+        }
+        let put = Put::builder().table_name(&self.table).set_item(Some(written));
+        let put = match read {
+            None => put.condition_expression("attribute_not_exists(PK)"),
+            Some(FlowItem { tat: Some(tat), .. }) => {
+                put.condition_expression("tat = :read").expression_attribute_values(":read", number(*tat))
+            }
+            Some(FlowItem { holder: Some(holder), .. }) => put
+                .condition_expression("holder = :read")
+                .expression_attribute_values(":read", AttributeValue::S(holder.to_string())),
+            Some(_) => put.condition_expression("attribute_exists(PK)"),
+        };
+        put.build().map_err(build_error)
+    }
+
+    pub(super) async fn admit(&self, meta: RunMeta, claims: &[Claim], now: Millis) -> Result<Admission, StoreError> {
+        self.note_function(&meta.function_id).await?;
+        let mut meta = meta;
+        meta.version = 0;
+        for _ in 0..ADMIT_ATTEMPTS {
+            let mut read = Vec::with_capacity(claims.len());
+            for claim in claims {
+                read.push(self.flow_item(claim.key()).await?);
+            }
+            let items = match decide(claims, &read, &meta.run_id, now) {
+                Ok(items) => items,
+                Err((claim, holder)) => {
+                    // A duplicate delivery is a duplicate, whatever its claims say now.
+                    if let Some(existing) = self.existing_head(&meta.run_id).await? {
+                        return Ok(Admission::Existing(existing));
+                    }
+                    return Ok(Admission::Refused { claim, holder });
+                }
+            };
+            let head = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(meta_item(self, &meta)?))
+                .condition_expression("attribute_not_exists(PK)")
+                .build()
+                .map_err(build_error)?;
+            let mut transaction =
+                self.client.transact_write_items().transact_items(TransactWriteItem::builder().put(head).build());
+            for ((claim, read), item) in claims.iter().zip(&read).zip(&items) {
+                let put = self.flow_put(claim, read.as_ref(), item)?;
+                transaction = transaction.transact_items(TransactWriteItem::builder().put(put).build());
+            }
+            let err = match transaction.send().await {
+                Ok(_) => return Ok(Admission::Created(meta)),
+                Err(err) => err,
+            };
+            let reasons: Vec<String> = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(canceled)) => {
+                    canceled.cancellation_reasons().iter().map(|r| r.code().unwrap_or_default().to_string()).collect()
+                }
+                _ => return Err(sdk_error("TransactWriteItems", err)),
+            };
+            if reasons.first().is_some_and(|code| code == "ConditionalCheckFailed") {
+                let existing = self.existing_head(&meta.run_id).await?;
+                return existing
+                    .map(Admission::Existing)
+                    .ok_or_else(|| StoreError::Backend("head condition failed but no head is stored".into()));
+            }
+            // A claim's item moved since it was read (another admission): read it again.
+        }
+        Err(StoreError::Unavailable(format!(
+            "run {}: its flow-control keys stayed contended over {ADMIT_ATTEMPTS} attempts",
+            meta.run_id
+        )))
+    }
+
+    pub(super) async fn release(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("PK", AttributeValue::S(self.flow_key(key)))
+            .key("SK", AttributeValue::S("FLOW".into()))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_string()))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(err) => Err(sdk_error("DeleteItem", err)),
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Flow-control scenarios every [`RunStore`] backend must pass, with the exact times of
+//! `reference/flow-control.md` (section 4) on a manual clock: the production [`Runner`] over
+//! the store under test, an in-memory bus and timer. They join the store conformance suite
+//! (`store_conformance!`), so each runs against memory, SQLite and DynamoDB alike.
+#![allow(clippy::unwrap_used)] // Test support: a failed unwrap is a failed contract.
+
+use crate::bus::{MemoryBus, MemoryTimer};
+use crate::clock::ManualClock;
+use crate::event::{CANCELLED_EVENT, FAILED_EVENT};
+use crate::event::{Event, EventPayload};
+use crate::flow::{CancelOn, Claim, Gcra, RateLimit, Singleton, Timeouts};
+use crate::function::{Function, Registry};
+use crate::id::RunId;
+use crate::record::{RunMeta, RunStatus, SkipReason};
+use crate::runner::{Runner, RunnerConfig};
+use crate::step::Step;
+use crate::step::WaitFor;
+use crate::store::{Admission, RunStore};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// Event ids (and so run ids) unique per process and call, so suites may share one table.
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}-{}", std::process::id(), UNIQUE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A runner over `store` with functions, on a manual clock; sleeps always go to the timer.
+struct Scenario<S: RunStore> {
+    runner: Runner<S, MemoryBus, MemoryTimer>,
+    clock: ManualClock,
+    /// Makes function ids unique per scenario: a shared table keeps flow keys apart.
+    prefix: String,
+}
+
+impl<S: RunStore> Scenario<S> {
+    fn new(store: S, functions: impl FnOnce(&str) -> Vec<Function>) -> Self {
+        Self::with_clock(store, |prefix, _| functions(prefix))
+    }
+
+    /// Like [`Scenario::new`], the functions given the clock (a step that "takes" 40 s
+    /// advances it).
+    fn with_clock(store: S, functions: impl FnOnce(&str, &ManualClock) -> Vec<Function>) -> Self {
+        let prefix = unique("fc");
+        let clock = ManualClock::at(0);
+        let registry = Registry::new(functions(&prefix, &clock)).unwrap();
+        let runner = Runner::new(registry, store, MemoryBus::new(), MemoryTimer::new())
+            .with_clock(Arc::new(clock.clone()))
+            .with_config(RunnerConfig::default().sleep_threshold(Duration::ZERO));
+        Scenario { runner, clock, prefix }
+    }
+
+    /// Sets the clock to `secs`, wakes what is due, sends `name` with `data` (its id returned)
+    /// and drives everything until idle.
+    async fn send_at(&self, secs: i64, name: &str, data: Value) -> String {
+        self.at(secs).await;
+        let id = unique("e");
+        self.runner.send(EventPayload::new(name, data).with_id(&id)).await.unwrap();
+        self.runner.run_until_idle().await.unwrap();
+        id
+    }
+
+    /// Sets the clock to `secs` and drives what is due.
+    async fn at(&self, secs: i64) {
+        self.clock.set(secs * 1_000);
+        self.runner.run_until_idle().await.unwrap();
+    }
+
+    async fn head(&self, function: &str, event_id: &str) -> RunMeta {
+        let run = RunId::for_event(&format!("{}-{function}", self.prefix), event_id);
+        self.runner.store().load(&run).await.unwrap().unwrap_or_else(|| panic!("no run for {event_id}")).meta
+    }
+
+    async fn steps(&self, function: &str, event_id: &str) -> Vec<String> {
+        let run = self.head(function, event_id).await.run_id;
+        let journal = self.runner.store().load(&run).await.unwrap().unwrap();
+        journal.steps.iter().map(|step| step.name.clone()).collect()
+    }
+
+    /// The system events named `name` sent for the run of `function` for `event_id`.
+    async fn system_events(&self, function: &str, event_id: &str, name: &str) -> usize {
+        let run = self.head(function, event_id).await.run_id;
+        self.runner.bus().sent().iter().filter(|e| e.name == name && e.data["run_id"] == run.as_str()).count()
+    }
+
+    async fn status(&self, function: &str, event_id: &str) -> (RunStatus, Option<SkipReason>) {
+        let head = self.head(function, event_id).await;
+        (head.status, head.skipped.map(|skipped| skipped.reason))
+    }
+}
+
+async fn done(_: Event, _: Step) -> Result<&'static str, crate::StepError> {
+    Ok("done")
+}
+
+/// Sleeps `data.secs` seconds (staying active), then completes.
+async fn sleep_then_finish(event: Event, step: Step) -> Result<&'static str, crate::StepError> {
+    let secs = event.data["secs"].as_u64().unwrap_or(30);
+    step.sleep("hold", Duration::from_secs(secs)).await?;
+    Ok("done")
+}
+
+const COMPLETED: (RunStatus, Option<SkipReason>) = (RunStatus::Completed, None);
+
+/// The store's admission contract: claims are spent with the head, all or nothing, and never
+/// by a duplicate.
+pub async fn admit_run_spends_claims_with_the_head<S: RunStore>(store: S) {
+    let bucket = Claim::Bucket { key: unique("bucket"), limiter: Gcra::rate_limit(1, 60_000) };
+    let lock_key = unique("lock");
+    let lock = Claim::Lock { key: lock_key.clone(), replaces: None };
+    let event = EventPayload::new("fc/x", json!({})).with_id("e");
+    let head = |tag: &str| RunMeta::new(RunId::new(unique(tag)), "f", event.clone(), 0);
+    let first = head("first");
+    let created = store.admit_run(first.clone(), &[bucket.clone(), lock.clone()], 0).await.unwrap();
+    assert_eq!(created, Admission::Created(first.clone()));
+    // The same run again (a duplicate delivery): found, nothing spent.
+    assert_eq!(
+        store.admit_run(first.clone(), std::slice::from_ref(&bucket), 0).await.unwrap(),
+        Admission::Existing(first.clone())
+    );
+    // Another run: the bucket is empty until 60 s, and nothing of it is written.
+    let second = head("second");
+    let refused = store.admit_run(second.clone(), std::slice::from_ref(&bucket), 30_000).await.unwrap();
+    assert_eq!(refused, Admission::Refused { claim: 0, holder: None });
+    assert_eq!(store.load(&second.run_id).await.unwrap(), None);
+    // A free bucket but a held lock: refused at the lock, naming its holder; the bucket unspent.
+    let refused = store.admit_run(second.clone(), &[bucket.clone(), lock.clone()], 60_000).await.unwrap();
+    assert_eq!(refused, Admission::Refused { claim: 1, holder: Some(first.run_id.clone()) });
+    // Replacing the holder by name takes the lock, and the bucket admits (it was not spent).
+    let replacing = Claim::Lock { key: lock_key.clone(), replaces: Some(first.run_id.clone()) };
+    let created = store.admit_run(second.clone(), &[bucket.clone(), replacing], 60_000).await.unwrap();
+    assert_eq!(created, Admission::Created(second.clone()));
+    // Only the holder releases: the first run's release leaves the second's lock.
+    store.release_lock(&lock_key, &first.run_id).await.unwrap();
+    let third = head("third");
+    let refused = store.admit_run(third.clone(), std::slice::from_ref(&lock), 60_000).await.unwrap();
+    assert_eq!(refused, Admission::Refused { claim: 0, holder: Some(second.run_id.clone()) });
+    store.release_lock(&lock_key, &second.run_id).await.unwrap();
+    assert_eq!(store.admit_run(third.clone(), &[lock], 60_000).await.unwrap(), Admission::Created(third));
+}
+
+/// R1, R4, R5: `rate_limit {limit: 1, period: "4h", key: company}`; a duplicate spends nothing;
+/// a `false` key exempts the event.
+pub async fn rate_limit_skips_events_over_the_limit<S: RunStore>(store: S) {
+    let scenario = Scenario::new(store, |prefix| {
+        let limited = Function::new(format!("{prefix}-sync"))
+            .on_event("fc/company")
+            .rate_limit(RateLimit::new(1, "4h").key("event.data.company_id"))
+            .handler(done)
+            .unwrap();
+        let exempt = Function::new(format!("{prefix}-exempt"))
+            .on_event("fc/maybe")
+            .rate_limit(RateLimit::new(1, "1h").key("event.data.limited"))
+            .handler(done)
+            .unwrap();
+        vec![limited, exempt]
+    });
+    let hour = 3_600;
+    let c1_first = scenario.send_at(0, "fc/company", json!({"company_id": "c1"})).await;
+    // R4: the same event delivered again finds its run and spends no token.
+    let event = EventPayload::new("fc/company", json!({"company_id": "c1"})).with_id(&c1_first);
+    scenario.runner.accept(&event).await.unwrap();
+    let c1_later = scenario.send_at(hour, "fc/company", json!({"company_id": "c1"})).await;
+    let c2 = scenario.send_at(hour, "fc/company", json!({"company_id": "c2"})).await;
+    let c1_after = scenario.send_at(4 * hour, "fc/company", json!({"company_id": "c1"})).await;
+    assert_eq!(scenario.status("sync", &c1_first).await, COMPLETED);
+    assert_eq!(scenario.status("sync", &c1_later).await, (RunStatus::Skipped, Some(SkipReason::RateLimit)));
+    assert_eq!(scenario.status("sync", &c2).await, COMPLETED);
+    assert_eq!(scenario.status("sync", &c1_after).await, COMPLETED);
+    let skipped = scenario.head("sync", &c1_later).await;
+    assert_eq!(skipped.skipped.unwrap().key.as_deref(), Some("c1"));
+    assert_eq!((skipped.ended_at, skipped.outbox.len(), skipped.wake_at), (Some(hour * 1_000), 0, None));
+    // R5: `false` turns the limit off for the event.
+    for _ in 0..5 {
+        let id = scenario.send_at(5 * hour, "fc/maybe", json!({"limited": false})).await;
+        assert_eq!(scenario.status("exempt", &id).await, COMPLETED);
+    }
+}
+
+/// R2: `{limit: 10, period: "60s"}` admits its hidden burst of 2 at once, then one per 6 s.
+pub async fn rate_limit_has_inngests_hidden_burst<S: RunStore>(store: S) {
+    let scenario = Scenario::new(store, |prefix| {
+        vec![
+            Function::new(format!("{prefix}-burst"))
+                .on_event("fc/burst")
+                .rate_limit(RateLimit::new(10, "60s"))
+                .handler(done)
+                .unwrap(),
+        ]
+    });
+    let mut at_zero = Vec::new();
+    for _ in 0..10 {
+        at_zero.push(scenario.send_at(0, "fc/burst", json!({})).await);
+    }
+    let mut ran = 0;
+    for id in &at_zero {
+        if scenario.status("burst", id).await == COMPLETED {
+            ran += 1;
+        }
+    }
+    assert_eq!(ran, 2);
+    let mut later = Vec::new();
+    for at in [6, 7, 12] {
+        let id = scenario.send_at(at, "fc/burst", json!({})).await;
+        later.push(scenario.status("burst", &id).await.0);
+    }
+    assert_eq!(later, [RunStatus::Completed, RunStatus::Skipped, RunStatus::Completed]);
+}
+
+/// I1, I2, I5: one run per key per 24 h; a skipped event does not extend the window; `false`
+/// exempts.
+pub async fn idempotency_allows_one_run_per_key_per_day<S: RunStore>(store: S) {
+    let scenario = Scenario::new(store, |prefix| {
+        vec![
+            Function::new(format!("{prefix}-charge"))
+                .on_event("fc/cart")
+                .idempotency("event.data.cartId")
+                .handler(done)
+                .unwrap(),
+        ]
+    });
+    let (hour, day) = (3_600, 86_400);
+    let a0 = scenario.send_at(0, "fc/cart", json!({"cartId": "A"})).await;
+    let a1h = scenario.send_at(hour, "fc/cart", json!({"cartId": "A"})).await;
+    let b1h = scenario.send_at(hour, "fc/cart", json!({"cartId": "B"})).await;
+    let a23h = scenario.send_at(23 * hour, "fc/cart", json!({"cartId": "A"})).await;
+    let a_before = scenario.send_at(day - 1, "fc/cart", json!({"cartId": "A"})).await;
+    let a_day = scenario.send_at(day, "fc/cart", json!({"cartId": "A"})).await;
+    let skipped = (RunStatus::Skipped, Some(SkipReason::Idempotency));
+    assert_eq!(scenario.status("charge", &a0).await, COMPLETED);
+    assert_eq!(scenario.status("charge", &a1h).await, skipped);
+    assert_eq!(scenario.status("charge", &b1h).await, COMPLETED);
+    assert_eq!(scenario.status("charge", &a23h).await, skipped);
+    assert_eq!(scenario.status("charge", &a_before).await, skipped);
+    assert_eq!(scenario.status("charge", &a_day).await, COMPLETED);
+    for _ in 0..3 {
+        let id = scenario.send_at(day + 1, "fc/cart", json!({"cartId": false})).await;
+        assert_eq!(scenario.status("charge", &id).await, COMPLETED);
+    }
+}
+
+/// S1, S3, S8: skip mode keeps one active run per key (sleeping counts), other keys and
+/// `false` keys run, and the key is free again once the run ends.
+pub async fn singleton_skips_while_a_run_for_the_key_is_active<S: RunStore>(store: S) {
+    let scenario = Scenario::new(store, |prefix| {
+        vec![
+            Function::new(format!("{prefix}-solo"))
+                .on_event("fc/work")
+                .singleton(Singleton::skip().key("event.data.user"))
+                .handler(sleep_then_finish)
+                .unwrap(),
+        ]
+    });
+    let a1 = scenario.send_at(0, "fc/work", json!({"user": "A", "secs": 30})).await;
+    let b1 = scenario.send_at(1, "fc/work", json!({"user": "B", "secs": 30})).await;
+    let a2 = scenario.send_at(5, "fc/work", json!({"user": "A", "secs": 30})).await;
+    assert_eq!(scenario.status("solo", &a1).await.0, RunStatus::Sleeping);
+    assert_eq!(scenario.status("solo", &b1).await.0, RunStatus::Sleeping);
+    assert_eq!(scenario.status("solo", &a2).await, (RunStatus::Skipped, Some(SkipReason::Singleton)));
+    let a1_run = scenario.head("solo", &a1).await.run_id;
+    assert_eq!(scenario.head("solo", &a2).await.skipped.unwrap().by, Some(a1_run));
+    scenario.at(30).await;
+    assert_eq!(scenario.status("solo", &a1).await, COMPLETED);
+    let a3 = scenario.send_at(31, "fc/work", json!({"user": "A", "secs": 1})).await;
+    assert_eq!(scenario.status("solo", &a3).await.0, RunStatus::Sleeping);
+    // S8: `false` keys are not singletons.
+    let solo1 = scenario.send_at(40, "fc/work", json!({"user": false, "secs": 5})).await;
+    let solo2 = scenario.send_at(40, "fc/work", json!({"user": false, "secs": 5})).await;
+    assert_eq!(scenario.status("solo", &solo1).await.0, RunStatus::Sleeping);
+    assert_eq!(scenario.status("solo", &solo2).await.0, RunStatus::Sleeping);
+}
+
+/// S2 and S6: cancel mode cancels the active run (with `inngest/function.cancelled`) and starts
+/// the new one; a lock whose holder ended without releasing it (a lost release) is taken over.
+pub async fn singleton_cancel_mode_replaces_the_active_run<S: RunStore>(store: S) {
+    let scenario = Scenario::new(store, |prefix| {
+        vec![
+            Function::new(format!("{prefix}-latest"))
+                .on_event("fc/work")
+                .singleton(Singleton::cancel().key("event.data.user"))
+                .handler(sleep_then_finish)
+                .unwrap(),
+        ]
+    });
+    let a1 = scenario.send_at(0, "fc/work", json!({"user": "A", "secs": 3_600})).await;
+    let a2 = scenario.send_at(5, "fc/work", json!({"user": "A", "secs": 3_600})).await;
+    let first = scenario.head("latest", &a1).await;
+    assert_eq!((first.status, first.ended_at), (RunStatus::Cancelled, Some(5_000)));
+    assert_eq!(scenario.status("latest", &a2).await.0, RunStatus::Sleeping);
+    let cancelled: Vec<EventPayload> = scenario
+        .runner
+        .bus()
+        .sent()
+        .into_iter()
+        .filter(|event| event.name == crate::event::CANCELLED_EVENT && event.data["run_id"] == first.run_id.as_str())
+        .collect();
+    assert_eq!(cancelled.len(), 1);
+    // a2 ends and releases the key.
+    scenario.at(3_605).await;
+    let second = scenario.head("latest", &a2).await;
+    assert_eq!((second.status, second.holds.len()), (RunStatus::Completed, 0));
+    // S6: a run for the key ended without releasing it (a crash lost its release): made here
+    // by taking the lock for a run and ending that run's head without the release.
+    let store = scenario.runner.store();
+    let key = singleton_key(&scenario, &a2).await;
+    let ghost = RunMeta::new(RunId::new(unique("ghost")), &second.function_id, second.event.clone(), 3_605_000);
+    let taken = store.admit_run(ghost.clone(), &[Claim::Lock { key, replaces: None }], 3_605_000).await.unwrap();
+    assert_eq!(taken, Admission::Created(ghost.clone()));
+    let mut ended = store.load(&ghost.run_id).await.unwrap().unwrap().meta;
+    ended.status = RunStatus::Completed;
+    store.update_meta(&ended).await.unwrap();
+    // The next run finds the holder ended and takes the key over.
+    let a3 = scenario.send_at(3_700, "fc/work", json!({"user": "A", "secs": 1})).await;
+    assert_eq!(scenario.status("latest", &a3).await.0, RunStatus::Sleeping);
+}
+
+/// The singleton lock key `event_id`'s run of `latest` held (recomputed as admission does).
+async fn singleton_key<S: RunStore>(scenario: &Scenario<S>, event_id: &str) -> String {
+    let head = scenario.head("latest", event_id).await;
+    let function = scenario.runner.registry().get(&head.function_id).unwrap().clone();
+    let claims = function.flow().claims(function.id(), &head.event).unwrap();
+    claims[0].claim.key().to_string()
+}
+
+/// X1, X2, X7, X8, X11: a matching event cancels every sleeping or waiting run it matches,
+/// with `inngest/function.cancelled` and no `function.failed`; their next step never runs; a
+/// later event does not resume a cancelled wait; others go on.
+pub async fn cancel_on_ends_sleeping_and_waiting_runs<S: RunStore>(store: S) {
+    let scenario = Scenario::new(store, |prefix| {
+        let reminder = Function::new(format!("{prefix}-reminder"))
+            .on_event("fc/reminder.created")
+            .cancel_on(CancelOn::event("fc/reminder.deleted").when("async.data.id == event.data.id"))
+            .handler(|_: Event, step: Step| async move {
+                step.run("first", || async { Ok(1) }).await?;
+                step.sleep("wait", Duration::from_secs(3_600)).await?;
+                step.run("second", || async { Ok(2) }).await
+            })
+            .unwrap();
+        let order = Function::new(format!("{prefix}-order"))
+            .on_event("fc/order")
+            .awaits("fc/approved")
+            .cancel_on(CancelOn::event("fc/order.void").matching("data.id"))
+            .handler(|_: Event, step: Step| async move {
+                let wait = WaitFor::event("fc/approved").timeout("1d").if_expr("async.data.id == event.data.id");
+                Ok(step.wait_for_event("approval", wait).await?.is_some())
+            })
+            .unwrap();
+        vec![reminder, order]
+    });
+    let mut r1 = Vec::new();
+    for _ in 0..3 {
+        r1.push(scenario.send_at(0, "fc/reminder.created", json!({"id": "r1"})).await);
+    }
+    let r2 = scenario.send_at(0, "fc/reminder.created", json!({"id": "r2"})).await;
+    let deleted = scenario.send_at(600, "fc/reminder.deleted", json!({"id": "r1"})).await;
+    for event in &r1 {
+        let head = scenario.head("reminder", event).await;
+        assert_eq!((head.status, head.ended_at), (RunStatus::Cancelled, Some(600_000)));
+        assert_eq!(head.cancelled_by, Some(format!("cancel_on: event `fc/reminder.deleted` ({deleted})")));
+        assert_eq!(scenario.system_events("reminder", event, CANCELLED_EVENT).await, 1);
+        assert_eq!(scenario.system_events("reminder", event, FAILED_EVENT).await, 0);
+    }
+    scenario.at(3_600).await;
+    assert_eq!(scenario.status("reminder", &r2).await, COMPLETED);
+    assert_eq!(scenario.steps("reminder", &r2).await, ["first", "wait", "second"]);
+    assert_eq!(scenario.steps("reminder", &r1[0]).await, ["first", "wait"]);
+    // X7 and X8 (`matching`): a waiting run is cancelled; the awaited event then resumes nothing.
+    let o1 = scenario.send_at(4_000, "fc/order", json!({"id": "o1"})).await;
+    assert_eq!(scenario.status("order", &o1).await.0, RunStatus::Waiting);
+    scenario.send_at(4_010, "fc/order.void", json!({"id": "o1"})).await;
+    scenario.send_at(4_020, "fc/approved", json!({"id": "o1"})).await;
+    let head = scenario.head("order", &o1).await;
+    assert_eq!((head.status, head.ended_at), (RunStatus::Cancelled, Some(4_010_000)));
+    // The wait step is still the scheduled one: the approval resumed nothing.
+    assert!(!scenario.runner.store().load(&head.run_id).await.unwrap().unwrap().steps[0].state.is_final());
+}
+
+/// X3, X4, X9: an event from before the run, the run's own trigger, and an event after the
+/// rule's timeout cancel nothing.
+pub async fn cancel_on_ignores_earlier_events_its_own_trigger_and_expired_rules<S: RunStore>(store: S) {
+    let scenario = Scenario::new(store, |prefix| {
+        let sleeps = |id: String, rule: CancelOn, trigger: &str| {
+            Function::new(id).on_event(trigger).cancel_on(rule).handler(sleep_then_finish).unwrap()
+        };
+        vec![
+            sleeps(format!("{prefix}-matched"), CancelOn::event("fc/stop").matching("data.id"), "fc/start"),
+            sleeps(format!("{prefix}-brief"), CancelOn::event("fc/brief.stop").timeout("1h"), "fc/brief"),
+            sleeps(format!("{prefix}-same"), CancelOn::event("fc/x"), "fc/x"),
+        ]
+    });
+    // X3: the cancel event came first.
+    scenario.send_at(0, "fc/stop", json!({"id": "r3"})).await;
+    let r3 = scenario.send_at(1, "fc/start", json!({"id": "r3", "secs": 60})).await;
+    // X4: the rule listens for an hour; the event comes at two.
+    let brief = scenario.send_at(1, "fc/brief", json!({"secs": 3 * 3_600})).await;
+    scenario.send_at(2 * 3_600, "fc/brief.stop", json!({})).await;
+    assert_eq!(scenario.status("matched", &r3).await, COMPLETED);
+    assert_eq!(scenario.status("brief", &brief).await.0, RunStatus::Sleeping);
+    scenario.at(3 * 3_600 + 1).await;
+    assert_eq!(scenario.status("brief", &brief).await, COMPLETED);
+    // X9: triggered by the event that also cancels it: x#1 starts R1, x#2 cancels R1 and starts R2.
+    let x1 = scenario.send_at(20_000, "fc/x", json!({"secs": 3_600})).await;
+    assert_eq!(scenario.status("same", &x1).await.0, RunStatus::Sleeping);
+    let x2 = scenario.send_at(20_010, "fc/x", json!({"secs": 3_600})).await;
+    assert_eq!(scenario.status("same", &x1).await.0, RunStatus::Cancelled);
+    assert_eq!(scenario.status("same", &x2).await.0, RunStatus::Sleeping);
+}
+
+/// A step that takes `secs` on the scenario's clock.
+async fn takes(clock: ManualClock, secs: u64) -> crate::StepResult<u64> {
+    clock.advance(Duration::from_secs(secs));
+    Ok(secs)
+}
+
+/// TO2, TO3, TO4, TO5, and the start timeout of a run first driven late: timeouts cancel, and
+/// only before something new would start.
+pub async fn timeouts_cancel_runs_that_start_or_finish_late<S: RunStore>(store: S) {
+    let scenario = Scenario::with_clock(store, |prefix, clock| {
+        let finish = || Timeouts::new().finish("30s");
+        let (c2, c3, c4, c5) = (clock.clone(), clock.clone(), clock.clone(), clock.clone());
+        vec![
+            Function::new(format!("{prefix}-to2"))
+                .on_event("fc/to2")
+                .timeouts(finish())
+                .handler(move |_: Event, step: Step| {
+                    let clock = c2.clone();
+                    async move {
+                        step.run("one", || takes(clock, 10)).await?;
+                        step.sleep("nap", Duration::from_secs(3_600)).await?;
+                        step.run("two", || async { Ok(0) }).await
+                    }
+                })
+                .unwrap(),
+            Function::new(format!("{prefix}-to3"))
+                .on_event("fc/to3")
+                .timeouts(finish())
+                .handler(move |_: Event, step: Step| {
+                    let clock = c3.clone();
+                    async move { step.run("long", || takes(clock, 40)).await }
+                })
+                .unwrap(),
+            Function::new(format!("{prefix}-to4"))
+                .on_event("fc/to4")
+                .timeouts(finish())
+                .handler(move |_: Event, step: Step| {
+                    let clock = c4.clone();
+                    async move {
+                        step.run("long", || takes(clock, 40)).await?;
+                        step.run("short", || async { Ok(1) }).await
+                    }
+                })
+                .unwrap(),
+            Function::new(format!("{prefix}-to5"))
+                .on_event("fc/to5")
+                .timeouts(Timeouts::new().start("10s"))
+                .handler(move |_: Event, step: Step| {
+                    let clock = c5.clone();
+                    async move {
+                        step.run("a", || takes(clock, 5)).await?;
+                        step.sleep("nap", Duration::from_secs(20)).await?;
+                        step.run("b", || async { Ok(5) }).await
+                    }
+                })
+                .unwrap(),
+        ]
+    });
+    let finish_reason = "timeouts.finish: not finished 30s after its first step started";
+    // TO2: cancelled at 30 while sleeping.
+    let to2 = scenario.send_at(0, "fc/to2", json!({})).await;
+    scenario.at(30).await;
+    let head = scenario.head("to2", &to2).await;
+    assert_eq!(
+        (head.status, head.ended_at, head.cancelled_by.as_deref()),
+        (RunStatus::Cancelled, Some(30_000), Some(finish_reason))
+    );
+    assert_eq!(scenario.steps("to2", &to2).await, ["one", "nap"]);
+    // TO3: its last step ends past the deadline, and the run still completes.
+    let to3 = scenario.send_at(100, "fc/to3", json!({})).await;
+    let head = scenario.head("to3", &to3).await;
+    assert_eq!((head.status, head.ended_at), (RunStatus::Completed, Some(140_000)));
+    // TO4: the long step is kept; the next never starts.
+    let to4 = scenario.send_at(200, "fc/to4", json!({})).await;
+    let head = scenario.head("to4", &to4).await;
+    assert_eq!((head.status, head.ended_at), (RunStatus::Cancelled, Some(240_000)));
+    assert_eq!(scenario.steps("to4", &to4).await, ["long"]);
+    // TO5: a start timeout no longer applies once the first step started.
+    let to5 = scenario.send_at(300, "fc/to5", json!({})).await;
+    scenario.at(325).await;
+    assert_eq!(scenario.status("to5", &to5).await, COMPLETED);
+    // A run whose first drive comes after its start timeout (its invocation died after
+    // accepting the event) is cancelled by the start-timeout wake-up, and never runs.
+    scenario.at(400).await;
+    let late = unique("late");
+    scenario.runner.accept(&EventPayload::new("fc/to5", json!({})).with_id(&late).with_ts(400_000)).await.unwrap();
+    scenario.at(411).await;
+    let head = scenario.head("to5", &late).await;
+    assert_eq!(
+        (head.status, head.ended_at, head.cancelled_by.as_deref()),
+        (RunStatus::Cancelled, Some(411_000), Some("timeouts.start: not started 10s after it was created"))
+    );
+    assert!(scenario.steps("to5", &late).await.is_empty());
+}
