@@ -23,6 +23,36 @@ impl RunStore for AbortAfterCommit {
     ) -> Result<cairn::store::Admission, StoreError> {
         self.0.admit_run(meta, claims, now).await
     }
+    async fn acquire_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[cairn::flow::Slot],
+        now: cairn::Millis,
+        hold_until: cairn::Millis,
+    ) -> Result<cairn::flow::Acquired, StoreError> {
+        self.0.acquire_slots(run_id, slots, now, hold_until).await
+    }
+    async fn release_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[cairn::flow::Slot],
+        now: cairn::Millis,
+    ) -> Result<Vec<RunId>, StoreError> {
+        self.0.release_slots(run_id, slots, now).await
+    }
+    async fn throttle_start(
+        &self,
+        run_id: &RunId,
+        key: &str,
+        limiter: cairn::flow::Gcra,
+        score: cairn::Millis,
+        now: cairn::Millis,
+    ) -> Result<cairn::flow::Throttled, StoreError> {
+        self.0.throttle_start(run_id, key, limiter, score, now).await
+    }
+    async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
+        self.0.leave_throttle(run_id, key).await
+    }
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
         self.0.release_lock(key, holder).await
     }

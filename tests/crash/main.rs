@@ -177,6 +177,44 @@ impl RunStore for CrashingStore {
             None => self.inner.admit_run(meta, claims, now).await,
         }
     }
+    async fn acquire_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[cairn::flow::Slot],
+        now: cairn::Millis,
+        hold_until: cairn::Millis,
+    ) -> Result<cairn::flow::Acquired, StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.acquire_slots(run_id, slots, now, hold_until).await.and(Err(Self::crashed())),
+            None => self.inner.acquire_slots(run_id, slots, now, hold_until).await,
+        }
+    }
+    async fn release_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[cairn::flow::Slot],
+        now: cairn::Millis,
+    ) -> Result<Vec<RunId>, StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.release_slots(run_id, slots, now).await.and(Err(Self::crashed())),
+            None => self.inner.release_slots(run_id, slots, now).await,
+        }
+    }
+    async fn throttle_start(
+        &self,
+        run_id: &RunId,
+        key: &str,
+        limiter: cairn::flow::Gcra,
+        score: cairn::Millis,
+        now: cairn::Millis,
+    ) -> Result<cairn::flow::Throttled, StoreError> {
+        self.inner.throttle_start(run_id, key, limiter, score, now).await
+    }
+    async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
+        self.inner.leave_throttle(run_id, key).await
+    }
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
         match self.crash() {
             Some(false) => Err(Self::crashed()),

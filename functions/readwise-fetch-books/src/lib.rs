@@ -132,6 +132,10 @@ pub fn function() -> Function {
 pub fn function_with(config: Config) -> Function {
     Function::on::<FetchBooks>("readwise-fetch-books")
         .name("Fetch Readwise books")
+        // Readwise allows 20 list requests a minute per token: start at most 20 fetches a
+        // minute per user, and run one fetch per user at a time.
+        .throttle(Throttle::new(20, "1m").key("event.data.userId"))
+        .concurrency(Concurrency::new(1).key("event.data.userId"))
         .handler(move |event: Event<FetchBooks>, step: Step| {
             let config = config.clone();
             async move {

@@ -106,7 +106,7 @@ async function renderRuns(selected) {
       <div class="head">Runs <span class="muted">${runs.length}</span></div>
       <div class="toolbar">
         <select id="filter-function" data-testid="filter-function">${options(["", ...functions.map((f) => f.id)], state.filter.function, "all functions")}</select>
-        <select id="filter-status" data-testid="filter-status">${options(["", "running", "sleeping", "waiting", "completed", "failed", "cancelled", "skipped"], state.filter.status, "any status")}</select>
+        <select id="filter-status" data-testid="filter-status">${options(["", "queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled", "skipped"], state.filter.status, "any status")}</select>
         <span class="spacer"></span>
         <button data-bulk="cancel" data-testid="bulk-cancel" class="danger" title="Cancel every unfinished run this filter shows">Cancel matching</button>
         <button data-bulk="replay" data-testid="bulk-replay" title="Rerun every run this filter shows, from the start">Replay matching</button>

@@ -39,7 +39,12 @@ pub fn run_summary(meta: &RunMeta) -> Value {
         "output": meta.output,
         "error": meta.error,
         // Why a run is not running, when flow control decided it.
-        "reason": meta.skipped.as_ref().map(cairn::Skipped::describe).or_else(|| meta.cancelled_by.clone()),
+        "reason": meta
+            .skipped
+            .as_ref()
+            .map(cairn::Skipped::describe)
+            .or_else(|| meta.cancelled_by.clone())
+            .or_else(|| meta.queued.as_ref().filter(|_| meta.status == cairn::RunStatus::Queued).map(cairn::Queued::describe)),
     })
 }
 

@@ -6,7 +6,7 @@ use crate::eventbridge::EventBridgeBus;
 use crate::timer::QueueTimer;
 #[cfg(feature = "sqlite")]
 use cairn::SqliteStore;
-use cairn::flow::Claim;
+use cairn::flow::{Acquired, Claim, Gcra, Slot, Throttled};
 use cairn::store::{Admission, Commit, CreateRun, RunQuery};
 use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord};
 use cairn::{StoreError, Timer, Wait};
@@ -38,6 +38,31 @@ impl RunStore for AnyStore {
     }
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
         dispatch!(self, s => s.release_lock(key, holder))
+    }
+    async fn acquire_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[Slot],
+        now: Millis,
+        hold_until: Millis,
+    ) -> Result<Acquired, StoreError> {
+        dispatch!(self, s => s.acquire_slots(run_id, slots, now, hold_until))
+    }
+    async fn release_slots(&self, run_id: &RunId, slots: &[Slot], now: Millis) -> Result<Vec<RunId>, StoreError> {
+        dispatch!(self, s => s.release_slots(run_id, slots, now))
+    }
+    async fn throttle_start(
+        &self,
+        run_id: &RunId,
+        key: &str,
+        limiter: Gcra,
+        score: Millis,
+        now: Millis,
+    ) -> Result<Throttled, StoreError> {
+        dispatch!(self, s => s.throttle_start(run_id, key, limiter, score, now))
+    }
+    async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.leave_throttle(run_id, key))
     }
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         dispatch!(self, s => s.create_run(meta))

@@ -70,7 +70,8 @@ pub use function::{
 };
 pub use id::{RunId, StepId, new_event_id};
 pub use record::{
-    InvokedBy, Journal, Lease, Millis, RunMeta, RunStatus, SkipReason, Skipped, StepKind, StepRecord, StepState, Wait,
+    InvokedBy, Journal, Lease, Millis, Queued, RunMeta, RunStatus, SkipReason, Skipped, StepKind, StepRecord,
+    StepState, Wait,
 };
 pub use runner::{
     Accepted, Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError,

@@ -136,6 +136,8 @@ pub enum RunStatus {
     Cancelled,
     /// Never started: flow control turned the event away (see [`RunMeta::skipped`]).
     Skipped,
+    /// Waiting for a concurrency slot (see [`RunMeta::queued`]).
+    Queued,
 }
 
 impl RunStatus {
@@ -149,6 +151,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Skipped => "skipped",
+            RunStatus::Queued => "queued",
         }
     }
 
@@ -162,6 +165,7 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
             "skipped" => RunStatus::Skipped,
+            "queued" => RunStatus::Queued,
             _ => return None,
         })
     }
@@ -256,6 +260,37 @@ impl Skipped {
     }
 }
 
+/// Why a run is [`RunStatus::Queued`]: the option and key it waits for, and its place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// `concurrency` or `throttle`.
+    pub option: String,
+    /// The key's value (its first 256 characters), or none for a keyless limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Its place in the key's queue when it last tried (0: next).
+    pub position: usize,
+    /// When a throttled run's turn comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Millis>,
+}
+
+impl Queued {
+    /// One line for the dashboard and the CLI, e.g. ``queued by throttle for key `u1`, 2
+    /// ahead, until 2026-12-06T10:00:15Z``.
+    pub fn describe(&self) -> String {
+        let mut text = format!("queued by {}", self.option);
+        if let Some(key) = &self.key {
+            text.push_str(&format!(" for key `{key}`"));
+        }
+        text.push_str(&format!(", {} ahead", self.position));
+        if let Some(until) = self.until.and_then(chrono::DateTime::from_timestamp_millis) {
+            text.push_str(&format!(", until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+        }
+        text
+    }
+}
+
 /// The head record of a run (DynamoDB `SK = META`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
@@ -318,6 +353,12 @@ pub struct RunMeta {
     /// singleton's newer run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<String>,
+    /// Why the run waits (status [`RunStatus::Queued`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<Queued>,
+    /// Its throttle let it start (once: a run queued by concurrency afterwards keeps it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub throttle_passed: bool,
 }
 
 impl RunMeta {
@@ -344,6 +385,8 @@ impl RunMeta {
             holds: Vec::new(),
             skipped: None,
             cancelled_by: None,
+            queued: None,
+            throttle_passed: false,
         }
     }
 

@@ -2,12 +2,20 @@
 //! idempotency) or a lock's `holder` (singleton). A run's head and its claims are written in one
 //! `TransactWriteItems`, each claim conditioned on the item as it was read, so two admissions
 //! racing for one key cannot both spend its last token, and a duplicate delivery spends none.
+//!
+//! Concurrency slots (`<scope>#SLOT#<key>` / `SLOT`) and throttle queues
+//! (`<scope>#THROTTLE#<key>` / `THROTTLE`): the key's state as JSON (`state`) with a version
+//! (`ver`); every change reads the keys (strongly consistent) and writes them back conditioned on
+//! the versions read, all keys in one transaction.
 
-use super::items::{build_error, decode_meta, meta_item, number, sdk_error};
+use super::items::{build_error, decode, decode_meta, encode, meta_item, number, sdk_error, string};
 use super::{DynamoDbStore, Item};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
-use cairn::flow::{Claim, FlowItem, decide};
+use cairn::flow::{
+    Acquired, Claim, FlowItem, Gcra, Slot, SlotState, ThrottleState, Throttled, acquire, decide, leave, release,
+    throttle,
+};
 use cairn::store::Admission;
 use cairn::{Millis, RunId, RunMeta, StoreError};
 
@@ -151,5 +159,118 @@ impl DynamoDbStore {
             Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
             Err(err) => Err(sdk_error("DeleteItem", err)),
         }
+    }
+
+    /// The JSON states of `keys` under `kind` (`SLOT`, `THROTTLE`), with their versions.
+    async fn states<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        kind: &str,
+        keys: &[&str],
+    ) -> Result<Vec<(T, Option<i64>)>, StoreError> {
+        let mut states = Vec::with_capacity(keys.len());
+        for key in keys {
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("PK", AttributeValue::S(self.key(kind, key)))
+                .key("SK", AttributeValue::S(kind.into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|err| sdk_error("GetItem", err))?
+                .item;
+            states.push(match item {
+                Some(item) => (
+                    decode(&string(&item, "state")?)?,
+                    item.get("ver").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()),
+                ),
+                None => (T::default(), None),
+            });
+        }
+        Ok(states)
+    }
+
+    /// Reads the keys' states, applies `decide`, writes them back conditioned on the versions
+    /// read, all in one transaction; again if another writer came first.
+    async fn update_states<T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone, R>(
+        &self,
+        kind: &str,
+        keys: &[&str],
+        decide: impl Fn(&[T]) -> (Vec<T>, R),
+    ) -> Result<R, StoreError> {
+        for _ in 0..ADMIT_ATTEMPTS {
+            let read: Vec<(T, Option<i64>)> = self.states(kind, keys).await?;
+            let states: Vec<T> = read.iter().map(|(state, _)| state.clone()).collect();
+            let (next, outcome) = decide(&states);
+            let mut transaction = self.client.transact_write_items();
+            for ((key, (_, version)), state) in keys.iter().zip(&read).zip(&next) {
+                let item = Item::from([
+                    ("PK".into(), AttributeValue::S(self.key(kind, key))),
+                    ("SK".into(), AttributeValue::S(kind.into())),
+                    ("state".into(), AttributeValue::S(encode(state)?)),
+                    ("ver".into(), number(version.unwrap_or(0) + 1)),
+                ]);
+                let put = Put::builder().table_name(&self.table).set_item(Some(item));
+                let put = match version {
+                    None => put.condition_expression("attribute_not_exists(PK)"),
+                    Some(version) => {
+                        put.condition_expression("ver = :read").expression_attribute_values(":read", number(*version))
+                    }
+                };
+                transaction = transaction
+                    .transact_items(TransactWriteItem::builder().put(put.build().map_err(build_error)?).build());
+            }
+            match transaction.send().await {
+                Ok(_) => return Ok(outcome),
+                Err(err) => match err.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(_)) => continue,
+                    _ => return Err(sdk_error("TransactWriteItems", err)),
+                },
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "flow-control keys {keys:?} stayed contended over {ADMIT_ATTEMPTS} attempts"
+        )))
+    }
+
+    pub(super) async fn acquire(
+        &self,
+        run_id: &RunId,
+        slots: &[Slot],
+        now: Millis,
+        hold_until: Millis,
+    ) -> Result<Acquired, StoreError> {
+        let keys: Vec<&str> = slots.iter().map(|slot| slot.key.as_str()).collect();
+        self.update_states("SLOT", &keys, |states: &[SlotState]| acquire(slots, states, run_id, now, hold_until)).await
+    }
+
+    pub(super) async fn release_held(
+        &self,
+        run_id: &RunId,
+        slots: &[Slot],
+        now: Millis,
+    ) -> Result<Vec<RunId>, StoreError> {
+        let keys: Vec<&str> = slots.iter().map(|slot| slot.key.as_str()).collect();
+        self.update_states("SLOT", &keys, |states: &[SlotState]| release(slots, states, run_id, now)).await
+    }
+
+    pub(super) async fn throttle(
+        &self,
+        run_id: &RunId,
+        key: &str,
+        limiter: Gcra,
+        score: Millis,
+        now: Millis,
+    ) -> Result<Throttled, StoreError> {
+        self.update_states("THROTTLE", &[key], |states: &[ThrottleState]| {
+            let (next, throttled) = throttle(limiter, &states[0], run_id, score, now);
+            (vec![next], throttled)
+        })
+        .await
+    }
+
+    pub(super) async fn leave_throttle_queue(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
+        self.update_states("THROTTLE", &[key], |states: &[ThrottleState]| (vec![leave(&states[0], run_id)], ())).await
     }
 }

@@ -12,6 +12,8 @@
 //! | `<scope>#WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
 //! | `<scope>#EVENTS#<event>` | `<received ms, 13 digits>#<id>` | a received event, for the wait lookback (TTL 1 day) |
 //! | `<scope>#FLOW#<key>` | `FLOW` | a flow-control item: a rate-limit or idempotency bucket's `tat`, a singleton lock's `holder` (see `flow.rs`) |
+//! | `<scope>#SLOT#<key>` | `SLOT` | a concurrency key's holders and queue (JSON `state`, version `ver`; see `flow.rs`) |
+//! | `<scope>#THROTTLE#<key>` | `THROTTLE` | a throttle key's `tat` and queue (JSON `state`, version `ver`) |
 //! | `<scope>#FUNCTIONS#all` | `<function>` | a function that has runs in this scope (written once per process and function), so runs can be listed without naming one |
 //!
 //! The `due` global secondary index (hash `due_fn`, range `due_at`, projection ALL) holds only
@@ -32,7 +34,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
-use cairn::flow::Claim;
+use cairn::flow::{Acquired, Claim, Gcra, Slot, Throttled};
 use cairn::store::{Admission, Commit, CreateRun, RunQuery};
 use cairn::{EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
 use std::collections::HashMap;
@@ -275,6 +277,35 @@ impl RunStore for DynamoDbStore {
 
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
         self.release(key, holder).await
+    }
+
+    async fn acquire_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[Slot],
+        now: Millis,
+        hold_until: Millis,
+    ) -> Result<Acquired, StoreError> {
+        self.acquire(run_id, slots, now, hold_until).await
+    }
+
+    async fn release_slots(&self, run_id: &RunId, slots: &[Slot], now: Millis) -> Result<Vec<RunId>, StoreError> {
+        self.release_held(run_id, slots, now).await
+    }
+
+    async fn throttle_start(
+        &self,
+        run_id: &RunId,
+        key: &str,
+        limiter: Gcra,
+        score: Millis,
+        now: Millis,
+    ) -> Result<Throttled, StoreError> {
+        self.throttle(run_id, key, limiter, score, now).await
+    }
+
+    async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
+        self.leave_throttle_queue(run_id, key).await
     }
 
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {

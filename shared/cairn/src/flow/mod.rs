@@ -14,6 +14,8 @@
 
 mod gcra;
 mod options;
+mod slots;
+mod throttle;
 
 pub use gcra::Gcra;
 pub(crate) use options::Expr;
@@ -21,6 +23,8 @@ pub use options::{
     CancelOn, Concurrency, ConcurrencyScope, FlowControl, MAX_PRIORITY_SECS, RateLimit, Singleton, SingletonMode,
     Throttle, Timeouts,
 };
+pub use slots::{Acquired, Slot, SlotState, acquire, release};
+pub use throttle::{ThrottleState, Throttled, leave, throttle};
 
 use crate::event::EventPayload;
 use crate::expr::ExprValue;
@@ -226,6 +230,74 @@ impl FlowControl {
                 cancels: true,
             })
             .collect()
+    }
+
+    /// The concurrency slots a run of `function_id` for `event` needs, with each key's text:
+    /// none for a limit of 0. The run's queue score is its creation time minus its priority.
+    pub(crate) fn slots(
+        &self,
+        function_id: &str,
+        event: &EventPayload,
+        created_at: Millis,
+    ) -> Vec<(Slot, Option<String>)> {
+        if self.concurrency.iter().all(|limit| limit.limit == 0) {
+            return Vec::new();
+        }
+        let event_json = serde_json::to_value(event).unwrap_or(Value::Null);
+        let score = self.queue_score(event, created_at);
+        self.concurrency
+            .iter()
+            .filter(|limit| limit.limit > 0)
+            .map(|limit| {
+                // Inngest: a key that fails to evaluate, like a null one, is the shared `<nil>` bucket.
+                let value = limit.key.as_ref().map(|key| key.compiled.value(&event_json).unwrap_or(ExprValue::Null));
+                let text = value.as_ref().map_or("", ExprValue::key_text);
+                let scope = match limit.scope {
+                    ConcurrencyScope::Function => function_id,
+                    ConcurrencyScope::Environment => "env",
+                    ConcurrencyScope::Account => "account",
+                };
+                let key = store_key("concurrency", scope, limit.key.as_ref().map(Expr::source), text);
+                (Slot { key, limit: limit.limit, score }, value.map(|v| truncated(v.key_text())))
+            })
+            .collect()
+    }
+
+    /// The throttle key a run of `function_id` for `event` starts under: its store key, its
+    /// limiter, and the key's text (none for a keyless throttle).
+    pub(crate) fn throttle_key(
+        &self,
+        function_id: &str,
+        event: &EventPayload,
+    ) -> Option<(String, Gcra, Option<String>)> {
+        let throttle = self.throttle.as_ref()?;
+        let period = throttle.period.as_ref().map_or(1_000, |period| i64::try_from(period.millis).unwrap_or(i64::MAX));
+        let limiter = Gcra::throttle(throttle.limit, period, throttle.burst);
+        let event_json = serde_json::to_value(event).unwrap_or(Value::Null);
+        // Inngest: a key that fails to evaluate, like a null one, is the shared `<nil>` bucket.
+        let value = throttle.key.as_ref().map(|key| key.compiled.value(&event_json).unwrap_or(ExprValue::Null));
+        let text = value.as_ref().map_or("", ExprValue::key_text);
+        let key = store_key("throttle", function_id, throttle.key.as_ref().map(Expr::source), text);
+        Some((key, limiter, value.map(|value| truncated(value.key_text()))))
+    }
+
+    /// A run's place in flow-control queues: its creation time minus its priority.
+    pub(crate) fn queue_score(&self, event: &EventPayload, created_at: Millis) -> Millis {
+        let event_json = serde_json::to_value(event).unwrap_or(Value::Null);
+        created_at.saturating_sub(self.priority_secs(&event_json) * 1_000)
+    }
+
+    /// `priority.run` for an event, in seconds within +-[`MAX_PRIORITY_SECS`]; 0 when unset,
+    /// not a number, or failing (Inngest's rules).
+    fn priority_secs(&self, event: &Value) -> i64 {
+        let Some(run) = &self.priority else { return 0 };
+        match run.compiled.value(event) {
+            Ok(ExprValue::Text(text)) => text.parse::<f64>().map_or(0, |n| {
+                // Whole seconds, clamped: the cast saturates, then the clamp bounds it.
+                (n.trunc() as i64).clamp(-MAX_PRIORITY_SECS, MAX_PRIORITY_SECS)
+            }),
+            _ => 0,
+        }
     }
 
     /// The singleton mode, if the function is a singleton.

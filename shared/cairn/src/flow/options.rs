@@ -423,22 +423,6 @@ impl FlowControl {
             && self.timeouts.is_none()
     }
 
-    /// The options set here that Cairn's own drivers (the [`Runner`](crate::Runner) on every
-    /// store) do not enforce yet; Inngest enforces them when it drives the function.
-    pub fn not_enforced_here(&self) -> Vec<&'static str> {
-        let mut options = Vec::new();
-        if !self.concurrency.is_empty() {
-            options.push("concurrency");
-        }
-        if self.throttle.is_some() {
-            options.push("throttle");
-        }
-        if self.priority.is_some() {
-            options.push("priority");
-        }
-        options
-    }
-
     /// The event names `cancel_on` listens for (what the deployment must route to the function).
     pub fn cancel_events(&self) -> Vec<&str> {
         self.cancel.iter().map(|rule| rule.event.as_str()).collect()

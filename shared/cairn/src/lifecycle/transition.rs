@@ -31,6 +31,7 @@ pub fn started(mut meta: RunMeta, owner: &str, now: Millis, durations: Durations
     meta.lease = Some(Lease { owner: owner.to_string(), expires_at });
     meta.wake_at = Some(expires_at);
     meta.status = RunStatus::Running;
+    meta.queued = None;
     meta.updated_at = now;
     meta.retain_for(durations.retention);
     meta

@@ -8,10 +8,11 @@ use crate::bus::{Bus, Timer};
 use crate::engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
 use crate::error::{EngineError, StepError};
 use crate::event::{EventPayload, INVOKED_EVENT};
+use crate::flow::{Acquired, Slot, Throttled};
 use crate::id::{RunId, StepId};
 use crate::lifecycle::transition;
 use crate::lifecycle::{ControlError, RunEnd};
-use crate::record::{Millis, RunStatus, StepKind, StepRecord, StepState, Wait};
+use crate::record::{Millis, Queued, RunStatus, StepKind, StepRecord, StepState, Wait};
 use crate::step::millis;
 use crate::store::{Commit, RunStore, StoreError};
 use serde_json::{Value, json};
@@ -74,14 +75,20 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         // other exactly as two Lambda invocations do.
         let owner = format!("{}#{}", self.config.owner, DRIVE_SEQUENCE.fetch_add(1, Ordering::Relaxed));
         // Boxed: the run loop's state machine is deep, and callers nest it further (Lambda, HTTP).
-        let drive =
-            match Box::pin(self.drive_inner(run_id, deadline, &owner, progress, stepping)).instrument(span).await {
-                Ok(drive) | Err(Halt::Stop(drive)) => drive,
-                Err(Halt::Failed(error)) => {
-                    self.abandon(run_id, &owner).await;
-                    return Err(error);
-                }
-            };
+        let mut held = None;
+        let outcome =
+            Box::pin(self.drive_inner(run_id, deadline, &owner, progress, stepping, &mut held)).instrument(span).await;
+        // Concurrency slots are held while code executes: given back however the drive ended.
+        if let Some((function_id, slots)) = held {
+            self.give_back_slots(run_id, &function_id, &slots).await;
+        }
+        let drive = match outcome {
+            Ok(drive) | Err(Halt::Stop(drive)) => drive,
+            Err(Halt::Failed(error)) => {
+                self.abandon(run_id, &owner).await;
+                return Err(error);
+            }
+        };
         let run_id = run_id.clone();
         match &drive {
             Drive::Suspended { status, wake_at } => {
@@ -102,6 +109,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         owner: &str,
         progress: ProgressSink<'_>,
         mut stepping: Option<&mut Decision>,
+        held: &mut Option<(String, Vec<Slot>)>,
     ) -> Result<Drive, Halt> {
         let mut started = false;
         let mut conflicts = 0;
@@ -113,6 +121,17 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     // The drive that finished it died before delivering: deliver now.
                     self.deliver_outbox(meta.clone()).await?;
                 }
+                // Woken from a concurrency queue after it ended (cancelled while queued): it
+                // leaves the queue, and the next run is woken.
+                if let Some(function) = self.registry.get(&meta.function_id) {
+                    if let Some((key, _, _)) = function.flow().throttle_key(function.id(), &meta.event) {
+                        self.store.leave_throttle(run_id, &key).await?;
+                    }
+                    let slots = function.flow().slots(function.id(), &meta.event, meta.created_at);
+                    if !slots.is_empty() && held.is_none() {
+                        *held = Some((function.id().to_string(), slots.into_iter().map(|(slot, _)| slot).collect()));
+                    }
+                }
                 return Ok(Drive::AlreadyFinished(meta.status));
             }
             if self.registry.get(&meta.function_id).is_none() {
@@ -123,7 +142,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             let now = self.clock.now();
             let mut hold = match &meta.lease {
                 Some(lease) if lease.owner == owner => {
-                    Hold { meta, owner: owner.to_string(), poked: false, finish_at: None }
+                    Hold { meta, owner: owner.to_string(), poked: false, finish_at: None, holds_slots: false }
                 }
                 Some(lease) if lease.expires_at > now => {
                     let until = lease.expires_at;
@@ -177,6 +196,56 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     None => continue 'replay,
                 }
             }
+            // Throttle: a run starts when its key's limiter lets it, or waits in the key's queue
+            // until its turn (once: its first step, or the head's flag, says it passed).
+            if first_started.is_none()
+                && hold.meta.attempt == 0
+                && !hold.meta.throttle_passed
+                && let Some((key, limiter, key_text)) = function.flow().throttle_key(function.id(), &hold.meta.event)
+            {
+                let score = function.flow().queue_score(&hold.meta.event, hold.meta.created_at);
+                match self.store.throttle_start(run_id, &key, limiter, score, now).await? {
+                    Throttled::Admitted => hold.meta.throttle_passed = true,
+                    Throttled::Queued { position, at } => {
+                        hold.meta.queued =
+                            Some(Queued { option: "throttle".into(), key: key_text, position, until: Some(at) });
+                        match self.release(&mut hold, RunStatus::Queued, Some(at)).await? {
+                            Released::Done => {
+                                self.timer.wake_at(run_id, function.id(), "throttle", at).await?;
+                                return Ok(Drive::Suspended { status: RunStatus::Queued, wake_at: Some(at) });
+                            }
+                            Released::Replay => continue 'replay,
+                        }
+                    }
+                }
+            }
+            // Concurrency: a slot of every key before any code runs, or wait in the queue.
+            if held.is_none() {
+                let slots = function.flow().slots(function.id(), &hold.meta.event, hold.meta.created_at);
+                if !slots.is_empty() {
+                    let plain: Vec<Slot> = slots.iter().map(|(slot, _)| slot.clone()).collect();
+                    let hold_until = deadline.max(now).saturating_add(millis(self.config.lease));
+                    match self.store.acquire_slots(run_id, &plain, now, hold_until).await? {
+                        Acquired::Granted => *held = Some((function.id().to_string(), plain)),
+                        Acquired::Queued { slot, position } => {
+                            hold.meta.queued = Some(Queued {
+                                option: "concurrency".into(),
+                                key: slots[slot].1.clone(),
+                                position,
+                                until: None,
+                            });
+                            let recheck = now.saturating_add(QUEUE_RECHECK);
+                            match self.release(&mut hold, RunStatus::Queued, Some(recheck)).await? {
+                                Released::Done => {
+                                    return Ok(Drive::Suspended { status: RunStatus::Queued, wake_at: Some(recheck) });
+                                }
+                                Released::Replay => continue 'replay,
+                            }
+                        }
+                    }
+                }
+            }
+            hold.holds_slots = held.is_some();
             let mut execution =
                 Execution::from_journal(&function, run_id.clone(), &hold.meta.event, journal.steps, hold.meta.attempt);
             #[cfg(feature = "testing")]
@@ -482,7 +551,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         if until <= now {
             return Ok(None);
         }
-        if until - now <= millis(self.config.sleep_threshold) && until < deadline {
+        // A run holding concurrency slots never sleeps in process: sleeping holds no slot.
+        if until - now <= millis(self.config.sleep_threshold) && until < deadline && !hold.holds_slots {
             // Held through the sleep: renew first if the lease would lapse meanwhile.
             if hold.meta.lease.as_ref().is_some_and(|lease| lease.expires_at < until + millis(self.config.lease) / 2) {
                 self.keep_lease(hold).await?;
@@ -511,6 +581,23 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 }
                 Ok(Some(Drive::Suspended { status: RunStatus::Waiting, wake_at }))
             }
+        }
+    }
+
+    /// Gives a drive's concurrency slots back and wakes the queued runs that now have room
+    /// (best effort: a lost release lapses with the hold, a lost wake-up is found by the
+    /// reconciler at the queued run's recheck).
+    async fn give_back_slots(&self, run_id: &RunId, function_id: &str, slots: &[Slot]) {
+        let now = self.clock.now();
+        match self.store.release_slots(run_id, slots, now).await {
+            Ok(wake) => {
+                for queued in wake.iter().filter(|queued| *queued != run_id) {
+                    if let Err(error) = self.timer.wake_at(queued, function_id, "slot", now).await {
+                        tracing::warn!(%error, run_id = %queued, "could not wake a queued run; the reconciler will");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not give concurrency slots back; they lapse with the hold"),
         }
     }
 
@@ -567,6 +654,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         })
     }
 }
+
+/// When a queued run tries for a slot again if no release woke it (the reconciler drives it).
+const QUEUE_RECHECK: Millis = 60_000;
 
 fn finish_reason(finish: Option<Millis>) -> String {
     format!("timeouts.finish: not finished {}s after its first step started", finish.unwrap_or(0) / 1000)

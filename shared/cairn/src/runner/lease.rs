@@ -24,6 +24,8 @@ pub(super) struct Hold {
     pub(super) poked: bool,
     /// When `timeouts.finish` cancels the run: no sleep or wait of this drive lasts past it.
     pub(super) finish_at: Option<Millis>,
+    /// Whether this drive holds concurrency slots (it then never sleeps in process).
+    pub(super) holds_slots: bool,
 }
 
 /// Why a drive stops early: the run is no longer its own (`Stop`, a normal answer), or a
@@ -77,7 +79,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     pub(super) async fn take_lease(&self, meta: RunMeta, owner: &str) -> Result<Option<Hold>, RunnerError> {
         let meta = transition::started(meta, owner, self.clock.now(), self.durations());
         match self.store.update_meta(&meta).await {
-            Ok(stored) => Ok(Some(Hold { meta: stored, owner: owner.to_string(), poked: false, finish_at: None })),
+            Ok(stored) => Ok(Some(Hold {
+                meta: stored,
+                owner: owner.to_string(),
+                poked: false,
+                finish_at: None,
+                holds_slots: false,
+            })),
             Err(StoreError::Conflict { .. }) => Ok(None),
             Err(other) => Err(other.into()),
         }

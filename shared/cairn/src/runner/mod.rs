@@ -49,17 +49,6 @@ pub(super) static DRIVE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// A runner on the system clock with default configuration.
     pub fn new(registry: Registry, store: S, bus: B, timer: T) -> Self {
-        for function in registry.functions() {
-            let pending = function.flow().not_enforced_here();
-            if !pending.is_empty() {
-                tracing::warn!(
-                    function = function.id(),
-                    options = ?pending,
-                    "these flow-control options are registered with Inngest (enforced when Inngest drives the \
-                     function) but not yet enforced by Cairn's own drivers"
-                );
-            }
-        }
         Runner {
             registry,
             store,

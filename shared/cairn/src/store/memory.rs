@@ -2,7 +2,10 @@
 
 use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
-use crate::flow::{Claim, FlowItem, decide};
+use crate::flow::{
+    Acquired, Claim, FlowItem, Gcra, Slot, SlotState, ThrottleState, Throttled, acquire, decide, leave, release,
+    throttle,
+};
 use crate::id::{FastHash, RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +23,8 @@ struct Inner {
     waits: BTreeMap<(String, RunId, StepId), Wait>,
     events: BTreeMap<(String, Millis, String), EventPayload>,
     flow: HashMap<String, FlowItem>,
+    slots: HashMap<String, SlotState>,
+    throttles: HashMap<String, ThrottleState>,
 }
 
 #[derive(Debug)]
@@ -77,6 +82,58 @@ impl RunStore for MemoryStore {
         let run = StoredRun { meta: meta.clone(), steps: Vec::new(), by_id: HashMap::default() };
         inner.runs.insert(meta.run_id.clone(), run);
         Ok(Admission::Created(meta))
+    }
+
+    async fn acquire_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[Slot],
+        now: Millis,
+        hold_until: Millis,
+    ) -> Result<Acquired, StoreError> {
+        let mut inner = self.lock();
+        let states: Vec<SlotState> =
+            slots.iter().map(|slot| inner.slots.get(&slot.key).cloned().unwrap_or_default()).collect();
+        let (next, acquired) = acquire(slots, &states, run_id, now, hold_until);
+        for (slot, state) in slots.iter().zip(next) {
+            inner.slots.insert(slot.key.clone(), state);
+        }
+        Ok(acquired)
+    }
+
+    async fn release_slots(&self, run_id: &RunId, slots: &[Slot], now: Millis) -> Result<Vec<RunId>, StoreError> {
+        let mut inner = self.lock();
+        let states: Vec<SlotState> =
+            slots.iter().map(|slot| inner.slots.get(&slot.key).cloned().unwrap_or_default()).collect();
+        let (next, wake) = release(slots, &states, run_id, now);
+        for (slot, state) in slots.iter().zip(next) {
+            inner.slots.insert(slot.key.clone(), state);
+        }
+        Ok(wake)
+    }
+
+    async fn throttle_start(
+        &self,
+        run_id: &RunId,
+        key: &str,
+        limiter: Gcra,
+        score: Millis,
+        now: Millis,
+    ) -> Result<Throttled, StoreError> {
+        let mut inner = self.lock();
+        let state = inner.throttles.get(key).cloned().unwrap_or_default();
+        let (next, throttled) = throttle(limiter, &state, run_id, score, now);
+        inner.throttles.insert(key.to_string(), next);
+        Ok(throttled)
+    }
+
+    async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(state) = inner.throttles.get(key) {
+            let next = leave(state, run_id);
+            inner.throttles.insert(key.to_string(), next);
+        }
+        Ok(())
     }
 
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ pub use memory::MemoryStore;
 pub use sqlite::{STORE_SCHEMA, SqliteStore};
 
 use crate::event::EventPayload;
-use crate::flow::Claim;
+use crate::flow::{Acquired, Claim, Gcra, Slot, Throttled};
 use crate::id::{RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, RunStatus, StepRecord, Wait};
 use std::future::Future;
@@ -167,6 +167,49 @@ pub trait RunStore: Send + Sync + 'static {
 
     /// Releases a lock `holder` holds; a lock held by another run, or none, is left alone.
     fn release_lock(&self, key: &str, holder: &RunId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes a concurrency slot of every key in `slots` for `run_id`, held until `hold_until`,
+    /// or queues it ([`flow::acquire`](crate::flow::acquire): room counts only live holds, and
+    /// queued runs go first, by score), in one atomic write over the keys.
+    ///
+    /// # Behavior
+    /// - Room in every key, nobody queued ahead: the run holds a slot of each (a run already
+    ///   holding one just extends it), `Granted`.
+    /// - Otherwise: the run holds none, waits in the refusing key's queue (once), `Queued`.
+    fn acquire_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[Slot],
+        now: Millis,
+        hold_until: Millis,
+    ) -> impl Future<Output = Result<Acquired, StoreError>> + Send;
+
+    /// Gives back `run_id`'s slots and leaves any queue it is in; returns the queued runs at
+    /// the heads of the queues that now have room, to wake.
+    fn release_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[Slot],
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send;
+
+    /// Lets `run_id` (queue score `score`) start under the throttle `key` at `now`, or queues
+    /// it ([`flow::throttle`](crate::flow::throttle)), atomically.
+    ///
+    /// # Behavior
+    /// - Nobody queued ahead and the limiter admits now: its `tat` moves on, `Admitted`.
+    /// - Otherwise: the run waits in the key's queue (once), `Queued` with its turn's time.
+    fn throttle_start(
+        &self,
+        run_id: &RunId,
+        key: &str,
+        limiter: Gcra,
+        score: Millis,
+        now: Millis,
+    ) -> impl Future<Output = Result<Throttled, StoreError>> + Send;
+
+    /// `run_id` leaves the throttle `key`'s queue (it ended while waiting).
+    fn leave_throttle(&self, run_id: &RunId, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Loads a run's head and all its steps, ordered by position.
     ///

@@ -5,7 +5,9 @@
 use super::schema::{Schema, Slot, migrate};
 use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
-use crate::flow::{Claim, FlowItem, decide};
+use crate::flow::{
+    Acquired, Claim, FlowItem, Gcra, SlotState, ThrottleState, Throttled, acquire, decide, leave, release, throttle,
+};
 use crate::id::{RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -27,9 +29,49 @@ pub struct SqliteStore {
 /// [`schema`](super::schema)). A change to the tables is a new migration at the end.
 pub const STORE_SCHEMA: Schema = Schema { name: "run store", slot: Slot::Low, migrations: &[version_1, version_2] };
 
-/// Version 2: flow-control items (rate-limit and idempotency buckets, singleton locks).
+/// Version 2: flow-control items (rate-limit and idempotency buckets, singleton locks) and
+/// concurrency slots and throttle queues (each key's state, as JSON).
 fn version_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch("CREATE TABLE IF NOT EXISTS flow (key TEXT PRIMARY KEY, tat INTEGER, holder TEXT)")
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS flow (key TEXT PRIMARY KEY, tat INTEGER, holder TEXT);
+         CREATE TABLE IF NOT EXISTS slots (key TEXT PRIMARY KEY, state TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS throttles (key TEXT PRIMARY KEY, state TEXT NOT NULL);",
+    )
+}
+
+impl SqliteStore {
+    /// Reads the JSON states of `keys` in `table` (`slots` or `throttles`), applies `decide`
+    /// and writes them back, in one IMMEDIATE transaction.
+    fn update_states<T: Serialize + DeserializeOwned + Default, R>(
+        &self,
+        table: &str,
+        keys: &[&str],
+        decide: impl FnOnce(&[T]) -> (Vec<T>, R),
+    ) -> Result<R, StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let mut states = Vec::with_capacity(keys.len());
+        for key in keys {
+            let state = transaction
+                .query_row(&format!("SELECT state FROM {table} WHERE key = ?1"), [key], |row| row.get::<_, String>(0))
+                .optional()
+                .map_err(backend)?;
+            states.push(state.map(|state| decode(&state)).transpose()?.unwrap_or_default());
+        }
+        let (next, outcome) = decide(&states);
+        for (key, state) in keys.iter().zip(next) {
+            transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} (key, state) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET state = excluded.state"
+                    ),
+                    params![key, encode(&state)?],
+                )
+                .map_err(backend)?;
+        }
+        transaction.commit().map_err(backend)?;
+        Ok(outcome)
+    }
 }
 
 /// Version 1: the tables as they were when versioning began. Idempotent, so a file made before
@@ -194,6 +236,45 @@ impl RunStore for SqliteStore {
             .map_err(backend)?;
         transaction.commit().map_err(backend)?;
         Ok(Admission::Created(meta))
+    }
+
+    async fn acquire_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[crate::flow::Slot],
+        now: Millis,
+        hold_until: Millis,
+    ) -> Result<Acquired, StoreError> {
+        let keys: Vec<&str> = slots.iter().map(|slot| slot.key.as_str()).collect();
+        self.update_states("slots", &keys, |states: &[SlotState]| acquire(slots, states, run_id, now, hold_until))
+    }
+
+    async fn release_slots(
+        &self,
+        run_id: &RunId,
+        slots: &[crate::flow::Slot],
+        now: Millis,
+    ) -> Result<Vec<RunId>, StoreError> {
+        let keys: Vec<&str> = slots.iter().map(|slot| slot.key.as_str()).collect();
+        self.update_states("slots", &keys, |states: &[SlotState]| release(slots, states, run_id, now))
+    }
+
+    async fn throttle_start(
+        &self,
+        run_id: &RunId,
+        key: &str,
+        limiter: Gcra,
+        score: Millis,
+        now: Millis,
+    ) -> Result<Throttled, StoreError> {
+        self.update_states("throttles", &[key], |states: &[ThrottleState]| {
+            let (next, throttled) = throttle(limiter, &states[0], run_id, score, now);
+            (vec![next], throttled)
+        })
+    }
+
+    async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
+        self.update_states("throttles", &[key], |states: &[ThrottleState]| (vec![leave(&states[0], run_id)], ()))
     }
 
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
