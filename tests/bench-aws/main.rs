@@ -2,7 +2,9 @@
 //! 1. DynamoDB requests and bytes per step of a 100-step run (counted by a proxy);
 //! 2. the commit of a step against a bare PutItem of the same item size, side by side;
 //!    and the reconciler's cost: an idle pass, and a pass over 100 runs whose invocations died;
-//! 3. a function binary's cold start, from exec to its first event handled, against a local
+//! 3. flow control: the DynamoDB requests a run costs with each option, and admissions per
+//!    second on one concurrency key and one throttle key;
+//! 4. a function binary's cold start, from exec to its first event handled, against a local
 //!    Lambda Runtime API, and its stripped size.
 //!
 //! Usage: bench-aws [PATH-TO-RELEASE-FUNCTION-BINARY]
@@ -72,6 +74,80 @@ async fn requests_per_step(endpoint: &str) -> anyhow::Result<()> {
         writes - 100,
         total.requests,
         (total.sent + total.received) / 100
+    );
+    Ok(())
+}
+
+/// A flow-control option applied to a function builder.
+type WithOption = Box<dyn Fn(cairn::FunctionBuilder<serde_json::Value>) -> cairn::FunctionBuilder<serde_json::Value>>;
+
+/// Flow control on DynamoDB: the requests of a one-step run with each option (20 runs, each
+/// with its own key, so every one is admitted at once), beside the same run with none; and how
+/// many admissions one key takes per second (acquire + release of a concurrency slot; throttle
+/// starts), one client after the other.
+async fn flow_control_cost(endpoint: &str) -> anyhow::Result<()> {
+    use cairn::flow::{CancelOn, Concurrency, Gcra, RateLimit, Singleton, Slot, Throttle, Timeouts};
+    let proxy = FaultProxy::start(endpoint, |_, _| Fault::None).await;
+    let store = store(proxy.url(), &format!("bench-flow-{}", std::process::id())).await;
+    let options: Vec<(&str, WithOption)> = vec![
+        ("none", Box::new(|f| f)),
+        ("idempotency", Box::new(|f| f.idempotency("event.data.n"))),
+        ("rate_limit", Box::new(|f| f.rate_limit(RateLimit::new(1_000, "1m").key("event.data.n")))),
+        ("singleton", Box::new(|f| f.singleton(Singleton::skip().key("event.data.n")))),
+        ("concurrency", Box::new(|f| f.concurrency(Concurrency::new(10).key("event.data.n")))),
+        ("throttle", Box::new(|f| f.throttle(Throttle::new(1_000, "1m").key("event.data.n")))),
+        ("cancel_on", Box::new(|f| f.cancel_on(CancelOn::event("bench/cancel").matching("data.n")))),
+        ("timeouts", Box::new(|f| f.timeouts(Timeouts::new().finish("1h")))),
+    ];
+    let functions = options
+        .iter()
+        .map(|(name, with)| {
+            with(Function::new(format!("flow-{name}")).on_event(format!("bench/{name}")))
+                .handler(|_: Event, step: Step| async move { step.run("one", || async { Ok(1) }).await })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let runner = Runner::new(Registry::new(functions)?, store.clone(), MemoryBus::new(), MemoryTimer::new());
+    println!("## Flow control on DynamoDB: requests per one-step run (20 runs each)");
+    println!("| option | reads | writes | all requests | writes over none |");
+    println!("|---|---|---|---|---|");
+    let mut baseline = 0.0;
+    for (name, _) in &options {
+        proxy.reset();
+        for n in 0..20 {
+            let event = EventPayload::new(format!("bench/{name}"), json!({"n": n})).with_id(format!("{name}-{n}"));
+            for run in runner.accept(&event).await? {
+                runner.drive(&run).await?;
+            }
+        }
+        let traffic = proxy.traffic();
+        let count =
+            |ops: &[&str]| ops.iter().map(|op| traffic.get(*op).map_or(0, |t| t.requests)).sum::<usize>() as f64 / 20.0;
+        let reads = count(&["GetItem", "Query", "BatchGetItem"]);
+        let writes = count(&["PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"]);
+        let all = traffic.values().map(|t| t.requests).sum::<usize>() as f64 / 20.0;
+        if *name == "none" {
+            baseline = writes;
+        }
+        println!("| {name} | {reads:.1} | {writes:.1} | {all:.1} | {:+.1} |", writes - baseline);
+    }
+    let samples = 200;
+    let slot = [Slot { key: format!("bench-key-{}", std::process::id()), limit: 1, score: 0 }];
+    let started = Instant::now();
+    for n in 0..samples {
+        let run = RunId::new(format!("slot-{n}"));
+        store.acquire_slots(&run, &slot, 0, 60_000).await?;
+        store.release_slots(&run, &slot, 0).await?;
+    }
+    let concurrency = f64::from(samples) / started.elapsed().as_secs_f64();
+    let limiter = Gcra::throttle(1_000_000, 1_000, 0);
+    let key = format!("bench-throttle-{}", std::process::id());
+    let started = Instant::now();
+    for n in 0..samples {
+        store.throttle_start(&RunId::new(format!("t-{n}")), &key, limiter, 0, 0).await?;
+    }
+    let throttle = f64::from(samples) / started.elapsed().as_secs_f64();
+    println!(
+        "\nadmissions per second on one key, one client (moto): concurrency (acquire + release) {concurrency:.0}, throttle {throttle:.0}\n"
     );
     Ok(())
 }
@@ -244,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
     requests_per_step(&endpoint).await?;
     reconciler_cost(&endpoint).await?;
     commit_overhead(&endpoint).await?;
+    flow_control_cost(&endpoint).await?;
     if let Some(binary) = std::env::args().nth(1) {
         cold_start(&binary).await?;
     }

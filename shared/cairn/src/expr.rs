@@ -9,6 +9,9 @@ use std::sync::Arc;
 /// recurse once per nesting level or operator, so the length bounds their depth.
 pub const MAX_EXPRESSION_BYTES: usize = 1024;
 
+/// Compiled conditions kept by [`MatchExpr::cached`].
+const EXPRESSION_CACHE_ENTRIES: usize = 4_096;
+
 /// The stack CEL runs on. Its parser takes about 200 KB per nesting level in a debug build,
 /// so ten parentheses overflowed a 2 MB tokio worker and aborted the process; 64 MB holds
 /// the deepest expression of [`MAX_EXPRESSION_BYTES`] (only touched pages are committed).
@@ -87,6 +90,26 @@ impl MatchExpr {
         let program =
             on_cel_stack(|| cel::Program::compile(source))?.map_err(|err| err.to_string().trim().replace('\n', " "))?;
         Ok(MatchExpr { source: source.to_string(), program: Arc::new(program) })
+    }
+
+    /// [`MatchExpr::parse`] through a process-wide cache: matching an event against many
+    /// waits or cancel listeners compiles each distinct condition once, not once per wait.
+    ///
+    /// # Errors
+    /// As [`MatchExpr::parse`].
+    pub fn cached(source: &str) -> Result<Self, crate::error::ExprError> {
+        static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, MatchExpr>>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(expr) = cache.get(source) {
+            return Ok(expr.clone());
+        }
+        let expr = MatchExpr::parse(source)?;
+        if cache.len() >= EXPRESSION_CACHE_ENTRIES {
+            cache.clear(); // bounded: a flood of distinct conditions cannot grow it without end
+        }
+        cache.insert(source.to_string(), expr.clone());
+        Ok(expr)
     }
 
     /// Inngest's `match: "data.id"` shorthand: `event.data.id == async.data.id`.

@@ -52,7 +52,7 @@ pub fn match_wait(
     let candidate = serde_json::to_value(event).unwrap_or(Value::Null);
     if let Some(expression) = expression {
         let trigger = serde_json::to_value(trigger).unwrap_or(Value::Null);
-        let matched = MatchExpr::parse(expression).and_then(|expr| expr.matches(&trigger, &candidate));
+        let matched = MatchExpr::cached(expression).and_then(|expr| expr.matches(&trigger, &candidate));
         if !matched.unwrap_or(false) {
             return WaitMatch::NoMatch;
         }

@@ -34,7 +34,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         if let Some(source) = &listener.expression {
             let trigger = serde_json::to_value(&meta.event).unwrap_or(Value::Null);
             let incoming = serde_json::to_value(event).unwrap_or(Value::Null);
-            match MatchExpr::parse(source).and_then(|expr| expr.matches(&trigger, &incoming)) {
+            match MatchExpr::cached(source).and_then(|expr| expr.matches(&trigger, &incoming)) {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
                 Err(error) => {
