@@ -6,6 +6,9 @@
 //!
 //! ```text
 //!              create (event, cron, invoke, rerun, replay)
+//!                                |   \--> skipped   (flow control: rate limit, idempotency, singleton)
+//!                                v
+//!                  queued  (throttle, concurrency: woken at its turn, or when a slot is freed)
 //!                                |
 //!                                v
 //!   +----------------------->  running  <-------------------------------+
@@ -27,6 +30,14 @@
 //! | finish | `completed` / `failed`, output or error, `outbox` | deliver the outbox ([`events::system_events`]): `inngest/function.finished` (answers a parent's `step.invoke`), `inngest/function.failed`; forget timers |
 //! | cancel | `cancelled`, lease dropped, `outbox` | remove pending waits, forget timers, deliver `inngest/function.cancelled` and `finished`; a drive in flight loses its lease at its next commit |
 //! | rerun / replay | a new run of the same function and event | copy the steps before the failed one (from the failed step), wake it through the timer |
+//! | skip | `skipped` with the reason ([`transition::skipped`]), written at admission instead of the run | none: no system event is owed |
+//! | queue | `queued` with the reason, due at its turn or a recheck | a throttle arms the timer for its turn; a freed concurrency slot wakes the queue's head |
+//!
+//! Flow control around these transitions (`crate::flow`): admission writes the head with its
+//! claims (buckets, a singleton's lock) in one atomic write and registers `cancel_on` listeners;
+//! the Runner's drive checks the timeouts, the throttle and the concurrency slots before any
+//! code runs, and gives the slots back when it stops; finishing releases the singleton lock with
+//! the outbox ([`deliver_outbox`]).
 //!
 //! Matching an event against a pending wait, and reading an invoke's answer, live in
 //! [`waits`]; the operations an operator performs on runs in any [`RunStore`](crate::RunStore)

@@ -112,6 +112,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         held: &mut Option<(String, Vec<Slot>)>,
     ) -> Result<Drive, Halt> {
         let mut started = false;
+        // Admitted by its throttle in this drive: a replay (a reload after a conflict) must not
+        // spend a second token before the flag reaches the head.
+        let mut throttle_passed = false;
         let mut conflicts = 0;
         'replay: loop {
             let journal = self.store.load(run_id).await?.ok_or_else(|| RunnerError::UnknownRun(run_id.clone()))?;
@@ -201,11 +204,12 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             if first_started.is_none()
                 && hold.meta.attempt == 0
                 && !hold.meta.throttle_passed
+                && !throttle_passed
                 && let Some((key, limiter, key_text)) = function.flow().throttle_key(function.id(), &hold.meta.event)
             {
                 let score = function.flow().queue_score(&hold.meta.event, hold.meta.created_at);
                 match self.store.throttle_start(run_id, &key, limiter, score, now).await? {
-                    Throttled::Admitted => hold.meta.throttle_passed = true,
+                    Throttled::Admitted => throttle_passed = true,
                     Throttled::Queued { position, at } => {
                         hold.meta.queued =
                             Some(Queued { option: "throttle".into(), key: key_text, position, until: Some(at) });
@@ -219,6 +223,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     }
                 }
             }
+            hold.meta.throttle_passed |= throttle_passed;
             // Concurrency: a slot of every key before any code runs, or wait in the queue.
             if held.is_none() {
                 let slots = function.flow().slots(function.id(), &hold.meta.event, hold.meta.created_at);
