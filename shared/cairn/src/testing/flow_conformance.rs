@@ -4,15 +4,16 @@
 //! (`store_conformance!`), so each runs against memory, SQLite and DynamoDB alike.
 #![allow(clippy::unwrap_used)] // Test support: a failed unwrap is a failed contract.
 
+use super::TestRuns;
 use crate::bus::{MemoryBus, MemoryTimer};
 use crate::clock::ManualClock;
 use crate::event::{CANCELLED_EVENT, FAILED_EVENT};
 use crate::event::{Event, EventPayload};
 use crate::flow::{Acquired, CancelOn, Claim, Concurrency, Gcra, RateLimit, Singleton, Slot, Throttle, Timeouts};
-use crate::function::{Function, Registry};
+use crate::function::Function;
 use crate::id::RunId;
 use crate::record::{RunMeta, RunStatus, SkipReason};
-use crate::runner::{Runner, RunnerConfig};
+use crate::runner::Runner;
 use crate::step::Step;
 use crate::step::WaitFor;
 use crate::store::{Admission, RunStore};
@@ -28,11 +29,10 @@ fn unique(tag: &str) -> String {
     format!("{tag}-{}-{}", std::process::id(), UNIQUE.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A runner over `store` with functions, on a manual clock; sleeps always go to the timer.
+/// [`TestRuns`] over the store under test, with function ids unique per scenario (a shared
+/// table keeps flow keys apart) and event ids unique per process.
 struct Scenario<S: RunStore> {
-    runner: Runner<S, MemoryBus, MemoryTimer>,
-    clock: ManualClock,
-    /// Makes function ids unique per scenario: a shared table keeps flow keys apart.
+    runs: TestRuns<S>,
     prefix: String,
 }
 
@@ -46,44 +46,40 @@ impl<S: RunStore> Scenario<S> {
     fn with_clock(store: S, functions: impl FnOnce(&str, &ManualClock) -> Vec<Function>) -> Self {
         let prefix = unique("fc");
         let clock = ManualClock::at(0);
-        let registry = Registry::new(functions(&prefix, &clock)).unwrap();
-        let runner = Runner::new(registry, store, MemoryBus::new(), MemoryTimer::new())
-            .with_clock(Arc::new(clock.clone()))
-            .with_config(RunnerConfig::default().sleep_threshold(Duration::ZERO));
-        Scenario { runner, clock, prefix }
+        let functions = functions(&prefix, &clock);
+        Scenario { runs: TestRuns::with_store(store, functions, clock), prefix }
+    }
+
+    fn runner(&self) -> &Runner<S, MemoryBus, MemoryTimer> {
+        self.runs.runner()
     }
 
     /// Sets the clock to `secs`, wakes what is due, sends `name` with `data` (its id returned)
     /// and drives everything until idle.
     async fn send_at(&self, secs: i64, name: &str, data: Value) -> String {
-        self.at(secs).await;
-        let id = unique("e");
-        self.runner.send(EventPayload::new(name, data).with_id(&id)).await.unwrap();
-        self.runner.run_until_idle().await.unwrap();
-        id
+        self.runs.send_at(secs, name, data).await
     }
 
-    /// Sets the clock to `secs` and drives what is due.
+    /// Moves the clock to `secs`, waking what is due on the way.
     async fn at(&self, secs: i64) {
-        self.clock.set(secs * 1_000);
-        self.runner.run_until_idle().await.unwrap();
+        self.runs.at(secs).await;
     }
 
     async fn head(&self, function: &str, event_id: &str) -> RunMeta {
         let run = RunId::for_event(&format!("{}-{function}", self.prefix), event_id);
-        self.runner.store().load(&run).await.unwrap().unwrap_or_else(|| panic!("no run for {event_id}")).meta
+        self.runner().store().load(&run).await.unwrap().unwrap_or_else(|| panic!("no run for {event_id}")).meta
     }
 
     async fn steps(&self, function: &str, event_id: &str) -> Vec<String> {
         let run = self.head(function, event_id).await.run_id;
-        let journal = self.runner.store().load(&run).await.unwrap().unwrap();
+        let journal = self.runner().store().load(&run).await.unwrap().unwrap();
         journal.steps.iter().map(|step| step.name.clone()).collect()
     }
 
     /// The system events named `name` sent for the run of `function` for `event_id`.
     async fn system_events(&self, function: &str, event_id: &str, name: &str) -> usize {
         let run = self.head(function, event_id).await.run_id;
-        self.runner.bus().sent().iter().filter(|e| e.name == name && e.data["run_id"] == run.as_str()).count()
+        self.runner().bus().sent().iter().filter(|e| e.name == name && e.data["run_id"] == run.as_str()).count()
     }
 
     async fn status(&self, function: &str, event_id: &str) -> (RunStatus, Option<SkipReason>) {
@@ -162,7 +158,7 @@ pub async fn rate_limit_skips_events_over_the_limit<S: RunStore>(store: S) {
     let c1_first = scenario.send_at(0, "fc/company", json!({"company_id": "c1"})).await;
     // R4: the same event delivered again finds its run and spends no token.
     let event = EventPayload::new("fc/company", json!({"company_id": "c1"})).with_id(&c1_first);
-    scenario.runner.accept(&event).await.unwrap();
+    scenario.runner().accept(&event).await.unwrap();
     let c1_later = scenario.send_at(hour, "fc/company", json!({"company_id": "c1"})).await;
     let c2 = scenario.send_at(hour, "fc/company", json!({"company_id": "c2"})).await;
     let c1_after = scenario.send_at(4 * hour, "fc/company", json!({"company_id": "c1"})).await;
@@ -291,7 +287,7 @@ pub async fn singleton_cancel_mode_replaces_the_active_run<S: RunStore>(store: S
     assert_eq!((first.status, first.ended_at), (RunStatus::Cancelled, Some(5_000)));
     assert_eq!(scenario.status("latest", &a2).await.0, RunStatus::Sleeping);
     let cancelled: Vec<EventPayload> = scenario
-        .runner
+        .runner()
         .bus()
         .sent()
         .into_iter()
@@ -304,7 +300,7 @@ pub async fn singleton_cancel_mode_replaces_the_active_run<S: RunStore>(store: S
     assert_eq!((second.status, second.holds.len()), (RunStatus::Completed, 0));
     // S6: a run for the key ended without releasing it (a crash lost its release): made here
     // by taking the lock for a run and ending that run's head without the release.
-    let store = scenario.runner.store();
+    let store = scenario.runner().store();
     let key = singleton_key(&scenario, &a2).await;
     let ghost = RunMeta::new(RunId::new(unique("ghost")), &second.function_id, second.event.clone(), 3_605_000);
     let taken = store.admit_run(ghost.clone(), &[Claim::Lock { key, replaces: None }], 3_605_000).await.unwrap();
@@ -320,7 +316,7 @@ pub async fn singleton_cancel_mode_replaces_the_active_run<S: RunStore>(store: S
 /// The singleton lock key `event_id`'s run of `latest` held (recomputed as admission does).
 async fn singleton_key<S: RunStore>(scenario: &Scenario<S>, event_id: &str) -> String {
     let head = scenario.head("latest", event_id).await;
-    let function = scenario.runner.registry().get(&head.function_id).unwrap().clone();
+    let function = scenario.runner().registry().get(&head.function_id).unwrap().clone();
     let claims = function.flow().claims(function.id(), &head.event).unwrap();
     claims[0].claim.key().to_string()
 }
@@ -375,7 +371,7 @@ pub async fn cancel_on_ends_sleeping_and_waiting_runs<S: RunStore>(store: S) {
     let head = scenario.head("order", &o1).await;
     assert_eq!((head.status, head.ended_at), (RunStatus::Cancelled, Some(4_010_000)));
     // The wait step is still the scheduled one: the approval resumed nothing.
-    assert!(!scenario.runner.store().load(&head.run_id).await.unwrap().unwrap().steps[0].state.is_final());
+    assert!(!scenario.runner().store().load(&head.run_id).await.unwrap().unwrap().steps[0].state.is_final());
 }
 
 /// X3, X4, X9: an event from before the run, the run's own trigger, and an event after the
@@ -491,15 +487,16 @@ pub async fn timeouts_cancel_runs_that_start_or_finish_late<S: RunStore>(store: 
     scenario.at(325).await;
     assert_eq!(scenario.status("to5", &to5).await, COMPLETED);
     // A run whose first drive comes after its start timeout (its invocation died after
-    // accepting the event) is cancelled by the start-timeout wake-up, and never runs.
+    // accepting the event) is cancelled by the start-timeout wake-up, at 410 exactly, and never
+    // runs.
     scenario.at(400).await;
     let late = unique("late");
-    scenario.runner.accept(&EventPayload::new("fc/to5", json!({})).with_id(&late).with_ts(400_000)).await.unwrap();
+    scenario.runner().accept(&EventPayload::new("fc/to5", json!({})).with_id(&late).with_ts(400_000)).await.unwrap();
     scenario.at(411).await;
     let head = scenario.head("to5", &late).await;
     assert_eq!(
         (head.status, head.ended_at, head.cancelled_by.as_deref()),
-        (RunStatus::Cancelled, Some(411_000), Some("timeouts.start: not started 10s after it was created"))
+        (RunStatus::Cancelled, Some(410_000), Some("timeouts.start: not started 10s after it was created"))
     );
     assert!(scenario.steps("to5", &late).await.is_empty());
 }
@@ -581,9 +578,9 @@ pub async fn concurrency_queues_runs_while_a_slot_is_held<S: RunStore>(store: S)
     let function = format!("{}-one", scenario.prefix);
     let run_of = |event: &EventPayload| RunId::for_event(&function, event.id.as_deref().unwrap());
     for event in [&first, &second, &third] {
-        scenario.runner.accept(event).await.unwrap();
+        scenario.runner().accept(event).await.unwrap();
     }
-    let runner = &scenario.runner;
+    let runner = scenario.runner();
     let (first_run, second_run, third_run) = (run_of(&first), run_of(&second), run_of(&third));
     let blocked = runner.drive(&first_run);
     let others = async {
@@ -669,8 +666,8 @@ pub async fn throttle_starts_runs_on_schedule_and_queues_the_rest<S: RunStore>(s
         ids.push(scenario.send_at(0, "fc/t", json!({"name": name})).await);
     }
     let duplicate = EventPayload::new("fc/t", json!({"name": "e1"})).with_id(&ids[0]);
-    scenario.runner.accept(&duplicate).await.unwrap();
-    scenario.runner.run_until_idle().await.unwrap();
+    scenario.runner().accept(&duplicate).await.unwrap();
+    scenario.runner().run_until_idle().await.unwrap();
     let fourth = scenario.head("spaced", &ids[3]).await;
     assert_eq!(fourth.status, RunStatus::Queued);
     assert_eq!(
