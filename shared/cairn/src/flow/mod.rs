@@ -110,6 +110,16 @@ pub fn decide(
         .collect()
 }
 
+/// A run's throttle: the key's store key, its limiter, the key's text (none for a keyless
+/// throttle) and the run's place in the key's queue.
+#[derive(Debug, Clone)]
+pub(crate) struct ThrottleKey {
+    pub(crate) key: String,
+    pub(crate) limiter: Gcra,
+    pub(crate) text: Option<String>,
+    pub(crate) score: Millis,
+}
+
 /// A claim with what a refusal means for the run.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedClaim {
@@ -244,7 +254,7 @@ impl FlowControl {
             return Vec::new();
         }
         let event_json = serde_json::to_value(event).unwrap_or(Value::Null);
-        let score = self.queue_score(event, created_at);
+        let score = self.queue_score(&event_json, created_at);
         self.concurrency
             .iter()
             .filter(|limit| limit.limit > 0)
@@ -263,28 +273,31 @@ impl FlowControl {
             .collect()
     }
 
-    /// The throttle key a run of `function_id` for `event` starts under: its store key, its
-    /// limiter, and the key's text (none for a keyless throttle).
+    /// The throttle key a run of `function_id` for `event` (created at `created_at`) starts
+    /// under, or `None` for a function without a throttle.
     pub(crate) fn throttle_key(
         &self,
         function_id: &str,
         event: &EventPayload,
-    ) -> Option<(String, Gcra, Option<String>)> {
+        created_at: Millis,
+    ) -> Option<ThrottleKey> {
         let throttle = self.throttle.as_ref()?;
         let period = throttle.period.as_ref().map_or(1_000, |period| i64::try_from(period.millis).unwrap_or(i64::MAX));
-        let limiter = Gcra::throttle(throttle.limit, period, throttle.burst);
         let event_json = serde_json::to_value(event).unwrap_or(Value::Null);
         // Inngest: a key that fails to evaluate, like a null one, is the shared `<nil>` bucket.
         let value = throttle.key.as_ref().map(|key| key.compiled.value(&event_json).unwrap_or(ExprValue::Null));
         let text = value.as_ref().map_or("", ExprValue::key_text);
-        let key = store_key("throttle", function_id, throttle.key.as_ref().map(Expr::source), text);
-        Some((key, limiter, value.map(|value| truncated(value.key_text()))))
+        Some(ThrottleKey {
+            key: store_key("throttle", function_id, throttle.key.as_ref().map(Expr::source), text),
+            limiter: Gcra::throttle(throttle.limit, period, throttle.burst),
+            text: value.map(|value| truncated(value.key_text())),
+            score: self.queue_score(&event_json, created_at),
+        })
     }
 
     /// A run's place in flow-control queues: its creation time minus its priority.
-    pub(crate) fn queue_score(&self, event: &EventPayload, created_at: Millis) -> Millis {
-        let event_json = serde_json::to_value(event).unwrap_or(Value::Null);
-        created_at.saturating_sub(self.priority_secs(&event_json) * 1_000)
+    fn queue_score(&self, event: &Value, created_at: Millis) -> Millis {
+        created_at.saturating_sub(self.priority_secs(event) * 1_000)
     }
 
     /// `priority.run` for an event, in seconds within +-[`MAX_PRIORITY_SECS`]; 0 when unset,

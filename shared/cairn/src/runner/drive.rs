@@ -124,11 +124,17 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     // The drive that finished it died before delivering: deliver now.
                     self.deliver_outbox(meta.clone()).await?;
                 }
-                // Woken from a concurrency queue after it ended (cancelled while queued): it
-                // leaves the queue, and the next run is woken.
-                if let Some(function) = self.registry.get(&meta.function_id) {
-                    if let Some((key, _, _)) = function.flow().throttle_key(function.id(), &meta.event) {
-                        self.store.leave_throttle(run_id, &key).await?;
+                // Woken from a queue after it was cancelled there (a run that completed or
+                // failed gave its slots back in its own drive): it leaves the queues, and the
+                // next run is woken.
+                if meta.status == RunStatus::Cancelled
+                    && let Some(function) = self.registry.get(&meta.function_id)
+                {
+                    if !meta.throttle_passed
+                        && let Some(throttle) =
+                            function.flow().throttle_key(function.id(), &meta.event, meta.created_at)
+                    {
+                        self.store.leave_throttle(run_id, &throttle.key).await?;
                     }
                     let slots = function.flow().slots(function.id(), &meta.event, meta.created_at);
                     if !slots.is_empty() && held.is_none() {
@@ -205,14 +211,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 && hold.meta.attempt == 0
                 && !hold.meta.throttle_passed
                 && !throttle_passed
-                && let Some((key, limiter, key_text)) = function.flow().throttle_key(function.id(), &hold.meta.event)
+                && let Some(throttle) =
+                    function.flow().throttle_key(function.id(), &hold.meta.event, hold.meta.created_at)
             {
-                let score = function.flow().queue_score(&hold.meta.event, hold.meta.created_at);
-                match self.store.throttle_start(run_id, &key, limiter, score, now).await? {
+                match self.store.throttle_start(run_id, &throttle.key, throttle.limiter, throttle.score, now).await? {
                     Throttled::Admitted => throttle_passed = true,
                     Throttled::Queued { position, at } => {
                         hold.meta.queued =
-                            Some(Queued { option: "throttle".into(), key: key_text, position, until: Some(at) });
+                            Some(Queued { option: "throttle".into(), key: throttle.text, position, until: Some(at) });
                         match self.release(&mut hold, RunStatus::Queued, Some(at)).await? {
                             Released::Done => {
                                 self.timer.wake_at(run_id, function.id(), "throttle", at).await?;
