@@ -4,10 +4,11 @@
 //!    and the reconciler's cost: an idle pass, and a pass over 100 runs whose invocations died;
 //! 3. flow control: the DynamoDB requests a run costs with each option, and admissions per
 //!    second on one concurrency key and one throttle key;
-//! 4. a function binary's cold start, from exec to its first event handled, against a local
+//! 4. one event against 10,000 pending waits, filed by value and of the general form;
+//! 5. a function binary's cold start, from exec to its first event handled, against a local
 //!    Lambda Runtime API, and its stripped size.
 //!
-//! Usage: bench-aws [PATH-TO-RELEASE-FUNCTION-BINARY]
+//! Usage: bench-aws [PATH-TO-RELEASE-FUNCTION-BINARY]; `CAIRN_BENCH_ONLY=waits` runs only 4.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use cairn::prelude::*;
@@ -149,6 +150,105 @@ async fn flow_control_cost(endpoint: &str) -> anyhow::Result<()> {
     println!(
         "\nadmissions per second on one key, one client (moto): concurrency (acquire + release) {concurrency:.0}, throttle {throttle:.0}\n"
     );
+    Ok(())
+}
+
+/// One event against 10,000 pending waits: the waits of a name are filed under the value their
+/// condition requires (`async.data.id == event.data.id`), so an event reads its own value's
+/// partition; waits of the general form (`async.data.total > event.data.min`) are all read, in
+/// pages, and evaluated against the trigger fields they carry, without loading their runs.
+/// Each set has 10,000 registered waits plus 5 real waiting runs; 5 events each resume one.
+async fn wait_matching(endpoint: &str) -> anyhow::Result<()> {
+    const PENDING: usize = 10_000;
+    let proxy = FaultProxy::start(endpoint, |_, _| Fault::None).await;
+    let store = store(proxy.url(), &format!("bench-waits-{}", std::process::id())).await;
+    let waiter = |name: &str, awaited: &'static str, condition: &'static str| {
+        Function::new(name).on_event(format!("bench/{name}")).awaits(awaited).handler(
+            move |_: Event, step: Step| async move {
+                let wait = WaitFor::event(awaited).timeout("1d").if_expr(condition);
+                step.wait_for_event("approval", wait).await
+            },
+        )
+    };
+    let forms = [
+        ("filed", "bench/approved", "async.data.id == event.data.id"),
+        ("general", "bench/scored", "async.data.total > event.data.min"),
+    ];
+    let functions = forms
+        .iter()
+        .map(|(name, awaited, condition)| waiter(name, awaited, condition))
+        .collect::<Result<Vec<_>, _>>()?;
+    let runner = Runner::new(Registry::new(functions)?, store.clone(), MemoryBus::new(), MemoryTimer::new());
+    println!("## One event against {PENDING} pending waits (moto)");
+    println!(
+        "| condition | reads per event | writes per event | median time per event | one Query in the same table (moto's floor) | registering {PENDING} waits |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, awaited, condition) in forms {
+        let started = Instant::now();
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in 0..8 {
+            let store = store.clone();
+            workers.spawn(async move {
+                for n in (worker..PENDING).step_by(8) {
+                    let trigger =
+                        EventPayload::new(format!("bench/{name}"), json!({"id": format!("o-{n}"), "min": 1_000_000}));
+                    let run = RunId::new(format!("{name}-pending-{n}"));
+                    let step = StepId::for_name("approval", 0);
+                    let wait =
+                        cairn::Wait::new(awaited, &run, &step, Some(condition.into()), &trigger, i64::MAX / 2, 0);
+                    store.put_wait(&wait).await?;
+                }
+                Ok::<_, cairn::StoreError>(())
+            });
+        }
+        while let Some(done) = workers.join_next().await {
+            done??;
+        }
+        let registering = started.elapsed();
+        for n in 0..5 {
+            let trigger = EventPayload::new(format!("bench/{name}"), json!({"id": format!("real-{n}"), "min": n}))
+                .with_id(format!("{name}-real-{n}"));
+            for run in runner.accept(&trigger).await? {
+                runner.drive(&run).await?;
+            }
+        }
+        proxy.reset();
+        let mut samples = Vec::new();
+        for n in 0..5 {
+            let event = EventPayload::new(awaited, json!({"id": format!("real-{n}"), "total": n + 1}))
+                .with_id(format!("{name}-answer-{n}"));
+            let started = Instant::now();
+            let resumed = runner.accept(&event).await?;
+            samples.push(started.elapsed());
+            if resumed.len() != 1 {
+                let run = RunId::for_event(name, &format!("{name}-real-{n}"));
+                let status = store.load(&run).await?.map(|journal| (journal.meta.status, journal.meta.error));
+                let found = store.waits_for(&event).await?;
+                anyhow::bail!("{name}: event {n} resumed {resumed:?}; run {run} is {status:?}; waits found: {found:?}");
+            }
+        }
+        let traffic = proxy.traffic();
+        let count =
+            |ops: &[&str]| ops.iter().map(|op| traffic.get(*op).map_or(0, |t| t.requests)).sum::<usize>() as f64 / 5.0;
+        // Moto answers a Query in time that grows with the table, not the partition: a one-item
+        // Query beside it shows that floor (DynamoDB's time depends on the items returned).
+        let mut floor = Vec::new();
+        for n in 0..5 {
+            let started = Instant::now();
+            store.load(&RunId::new(format!("absent-{n}"))).await?;
+            floor.push(started.elapsed());
+        }
+        println!(
+            "| {name}: `{condition}` | {:.1} | {:.1} | {:.1} ms | {:.1} ms | {:.1} s |",
+            count(&["GetItem", "Query", "BatchGetItem"]),
+            count(&["PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"]),
+            median(samples).as_secs_f64() * 1000.0,
+            median(floor).as_secs_f64() * 1000.0,
+            registering.as_secs_f64()
+        );
+    }
+    println!();
     Ok(())
 }
 
@@ -317,10 +417,14 @@ async fn cold_start(binary: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let endpoint = std::env::var("CAIRN_TEST_AWS_ENDPOINT")
         .map_err(|_| anyhow::anyhow!("run under infra/local/with-services.sh"))?;
+    if std::env::var("CAIRN_BENCH_ONLY").as_deref() == Ok("waits") {
+        return wait_matching(&endpoint).await;
+    }
     requests_per_step(&endpoint).await?;
     reconciler_cost(&endpoint).await?;
     commit_overhead(&endpoint).await?;
     flow_control_cost(&endpoint).await?;
+    wait_matching(&endpoint).await?;
     if let Some(binary) = std::env::args().nth(1) {
         cold_start(&binary).await?;
     }

@@ -5,7 +5,7 @@
 
 use cairn::prelude::*;
 use cairn::store::{Commit, CreateRun, RunQuery};
-use cairn::{Journal, RunId, RunMeta, RunStore, StepId, StepRecord, StoreError, Wait};
+use cairn::{Journal, RunId, RunMeta, RunStore, StepRecord, StoreError, Wait};
 use cairn_aws::DynamoDbStore;
 use std::io::Write;
 use std::time::Duration;
@@ -86,11 +86,11 @@ impl RunStore for AbortAfterCommit {
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
         self.0.put_wait(wait).await
     }
-    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+    async fn waits_for(&self, event: &EventPayload) -> Result<Vec<Wait>, StoreError> {
         self.0.waits_for(event).await
     }
-    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
-        self.0.remove_wait(event, run_id, step_id).await
+    async fn remove_wait(&self, wait: &Wait) -> Result<bool, StoreError> {
+        self.0.remove_wait(wait).await
     }
     async fn record_event(&self, event: &EventPayload, received_at: cairn::Millis) -> Result<(), StoreError> {
         self.0.record_event(event, received_at).await

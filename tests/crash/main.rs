@@ -278,17 +278,17 @@ impl RunStore for CrashingStore {
             None => self.inner.put_wait(wait).await,
         }
     }
-    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+    async fn waits_for(&self, event: &EventPayload) -> Result<Vec<Wait>, StoreError> {
         match self.crash() {
             Some(_) => Err(Self::crashed()),
             None => self.inner.waits_for(event).await,
         }
     }
-    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
+    async fn remove_wait(&self, wait: &Wait) -> Result<bool, StoreError> {
         match self.crash() {
             Some(false) => Err(Self::crashed()),
-            Some(true) => self.inner.remove_wait(event, run_id, step_id).await.and(Err(Self::crashed())),
-            None => self.inner.remove_wait(event, run_id, step_id).await,
+            Some(true) => self.inner.remove_wait(wait).await.and(Err(Self::crashed())),
+            None => self.inner.remove_wait(wait).await,
         }
     }
     async fn record_event(&self, event: &EventPayload, received_at: cairn::Millis) -> Result<(), StoreError> {
@@ -391,7 +391,7 @@ async fn drive(items: &[Item], crash_points: &[(i64, bool)]) -> Outcome {
             };
         }
         // Deliver the signal a pending wait expects, if the workflow says it arrives.
-        let pending = store.inner.waits_for("test/signal").await.unwrap();
+        let pending = store.inner.waits_for(&EventPayload::new("test/signal", json!({"run": "r1"}))).await.unwrap();
         // The signal a waiting step expects; redelivered (same id) until the wait is gone, as
         // EventBridge redelivers, so a duplicate must never satisfy a later wait of the run.
         let expected = pending.iter().find_map(|wait| {

@@ -160,6 +160,35 @@ fn waiter() -> Function {
         .unwrap()
 }
 
+/// Waits are filed under the value their condition requires: an event finds the waits filed
+/// under its own value, and general-form waits are judged on the trigger fields they carry.
+#[tokio::test]
+async fn an_event_finds_only_the_waits_filed_under_its_value() {
+    let h = harness(vec![waiter()]);
+    for id in ["o-1", "o-2"] {
+        h.send("test/wait", json!({ "id": id })).await;
+    }
+    let store = h.runner.store();
+    let filed = store.waits_for(&EventPayload::new("test/approved", json!({"id": "o-2"}))).await.unwrap();
+    assert_eq!(filed.len(), 1, "{filed:?}");
+    assert_eq!(filed[0].key, Some(cairn::WaitKey { path: "data.id".into(), value: "s:o-2".into() }));
+    let resumed =
+        h.runner.accept(&EventPayload::new("test/approved", json!({"id": "o-2"})).with_id("a-2")).await.unwrap();
+    assert_eq!(resumed, vec![filed[0].run_id.clone()]);
+    h.runner.run_until_idle().await.unwrap();
+    let statuses: Vec<(Value, RunStatus)> = h
+        .runner
+        .store()
+        .list_runs(&RunQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|run| (run.event.data["id"].clone(), run.status))
+        .collect();
+    assert!(statuses.contains(&(json!("o-1"), RunStatus::Waiting)), "{statuses:?}");
+    assert!(statuses.contains(&(json!("o-2"), RunStatus::Completed)), "{statuses:?}");
+}
+
 #[tokio::test]
 async fn a_matching_event_resumes_a_waiting_run_and_others_do_not() {
     let h = harness(vec![waiter()]);
@@ -171,7 +200,9 @@ async fn a_matching_event_resumes_a_waiting_run_and_others_do_not() {
     h.send("test/approved", json!({"id": 7, "by": "ann"})).await;
     let meta = h.meta(&run.run_id).await;
     assert_eq!((meta.status, meta.output), (RunStatus::Completed, Some(json!({"id": 7, "by": "ann"}))));
-    assert!(h.runner.store().waits_for("test/approved").await.unwrap().is_empty());
+    assert!(
+        h.runner.store().waits_for(&EventPayload::new("test/approved", json!({"id": 7}))).await.unwrap().is_empty()
+    );
 }
 
 #[tokio::test]
@@ -209,7 +240,8 @@ async fn a_wait_that_times_out_returns_none() {
     h.advance_to_next_timer().await;
     let run = h.only_run("waiter").await;
     assert_eq!((run.status, run.output), (RunStatus::Completed, Some(Value::Null)));
-    assert!(h.runner.store().waits_for("test/approved").await.unwrap().is_empty(), "the timed-out wait is removed");
+    let approval = EventPayload::new("test/approved", json!({"id": 7}));
+    assert!(h.runner.store().waits_for(&approval).await.unwrap().is_empty(), "the timed-out wait is removed");
 }
 
 #[tokio::test]

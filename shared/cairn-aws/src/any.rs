@@ -8,7 +8,7 @@ use crate::timer::QueueTimer;
 use cairn::SqliteStore;
 use cairn::flow::{Acquired, Claim, Gcra, Slot, Throttled};
 use cairn::store::{Admission, Commit, CreateRun, RunQuery};
-use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord};
+use cairn::{Bus, BusError, EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepRecord};
 use cairn::{StoreError, Timer, Wait};
 
 /// The store a function uses: DynamoDB when `CAIRN_TABLE` is set, else (feature `sqlite`) a
@@ -85,11 +85,11 @@ impl RunStore for AnyStore {
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
         dispatch!(self, s => s.put_wait(wait))
     }
-    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+    async fn waits_for(&self, event: &EventPayload) -> Result<Vec<Wait>, StoreError> {
         dispatch!(self, s => s.waits_for(event))
     }
-    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.remove_wait(event, run_id, step_id))
+    async fn remove_wait(&self, wait: &Wait) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.remove_wait(wait))
     }
     async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {
         dispatch!(self, s => s.record_event(event, received_at))

@@ -18,7 +18,7 @@ const EXPRESSION_CACHE_ENTRIES: usize = 4_096;
 const CEL_STACK_BYTES: usize = 64 << 20;
 
 /// Runs `work` on a thread with [`CEL_STACK_BYTES`] of stack; a panic in CEL is an error.
-fn on_cel_stack<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
+pub(crate) fn on_cel_stack<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("cel".into())
@@ -131,13 +131,18 @@ impl MatchExpr {
     /// # Errors
     /// When the expression does not evaluate to a boolean.
     pub fn matches(&self, event: &Value, candidate: &Value) -> Result<bool, crate::error::ExprError> {
-        let program = &self.program;
-        let outcome = on_cel_stack(|| {
+        on_cel_stack(|| self.matches_here(event, candidate))?
+    }
+
+    /// [`MatchExpr::matches`] on the calling thread: only inside [`on_cel_stack`], which runs
+    /// many evaluations on one thread.
+    pub(crate) fn matches_here(&self, event: &Value, candidate: &Value) -> Result<bool, crate::error::ExprError> {
+        let outcome = {
             let mut context = cel::Context::default();
             context.add_variable("event", event).map_err(|err| err.to_string())?;
             context.add_variable("async", candidate).map_err(|err| err.to_string())?;
-            Ok::<_, String>(program.execute(&context))
-        })??;
+            self.program.execute(&context)
+        };
         match outcome {
             Ok(cel::Value::Bool(value)) => Ok(value),
             Ok(other) => Err(format!("expression `{}` gave {other:?}, not a boolean", self.source).into()),
@@ -173,6 +178,148 @@ impl MatchExpr {
     }
 }
 
+/// What a wait's condition reveals about the events it can match, so that an arriving event is
+/// compared only with the waits it could resume (see [`MatchExpr::equality`] and
+/// [`MatchExpr::event_paths`]).
+impl MatchExpr {
+    /// The first top-level conjunct of the form `async.<path> == <x>` (either way round), where
+    /// `<x>` is a literal or an `event.<path>` field, with `<x>` resolved against `trigger`:
+    /// `async.data.id == event.data.id` on a trigger whose `data.id` is `7` gives
+    /// `("data.id", 7)`. Any event this condition accepts has that value at that path, so a
+    /// store can file the wait under it. `None` when no conjunct has this form, or the value is
+    /// not a scalar (the condition is then matched the general way).
+    pub fn equality(&self, trigger: &Value) -> Option<(String, Value)> {
+        let mut conjuncts = Vec::new();
+        conjuncts_of(&self.program.expression().expr, &mut conjuncts);
+        conjuncts.into_iter().find_map(|conjunct| {
+            let Expr::Call(call) = conjunct else { return None };
+            if call.func_name != operators::EQUALS || call.target.is_some() || call.args.len() != 2 {
+                return None;
+            }
+            let (left, right) = (&call.args[0].expr, &call.args[1].expr);
+            [(left, right), (right, left)].into_iter().find_map(|(candidate_side, other)| {
+                let path = field_path(candidate_side, "async")?;
+                let value = match other {
+                    Expr::Literal(literal) => literal_json(literal)?,
+                    _ => lookup(trigger, &field_path(other, "event")?)?.clone(),
+                };
+                let scalar = matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null);
+                scalar.then(|| (path.join("."), value))
+            })
+        })
+    }
+
+    /// The `event.<path>` fields the condition reads, or `None` if it reads `event` any other
+    /// way (whole, by index, or inside a comprehension that could rebind it). A wait can keep
+    /// just these fields of its trigger and evaluate the condition without loading its run.
+    pub fn event_paths(&self) -> Option<Vec<Vec<String>>> {
+        let mut paths = Vec::new();
+        event_paths_of(&self.program.expression().expr, &mut paths).then_some(paths)
+    }
+}
+
+/// The canonical text of a scalar an index files it under: values CEL's `==` holds equal
+/// share a text (`7` and `7.0` both give `n:7`), so filing never hides a match.
+pub(crate) fn index_text(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::String(text) => format!("s:{text}"),
+        Value::Bool(flag) => format!("b:{flag}"),
+        Value::Null => "z".to_string(),
+        Value::Number(number) => match (number.as_i64(), number.as_u64(), number.as_f64()) {
+            (Some(n), _, _) => format!("n:{n}"),
+            (None, Some(n), _) => format!("n:{n}"),
+            #[allow(clippy::cast_possible_truncation)]
+            (None, None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("n:{}", f as i64),
+            (None, None, Some(f)) => format!("n:{f}"),
+            _ => return None,
+        },
+        Value::Array(_) | Value::Object(_) => return None,
+    })
+}
+
+/// The value at a dotted `path` of `value`, if every step exists.
+pub(crate) fn lookup<'v>(value: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(value, |value, field| value.as_object()?.get(field))
+}
+
+use cel::common::ast::{Expr, LiteralValue, operators};
+
+fn conjuncts_of<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match expr {
+        Expr::Call(call) if call.func_name == operators::LOGICAL_AND && call.target.is_none() => {
+            for arg in &call.args {
+                conjuncts_of(&arg.expr, out);
+            }
+        }
+        other => out.push(other),
+    }
+}
+
+/// `root.a.b` as `["a", "b"]`; `None` for anything else.
+fn field_path(expr: &Expr, root: &str) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut at = expr;
+    loop {
+        match at {
+            Expr::Select(select) if !select.test => {
+                fields.push(select.field.clone());
+                at = &select.operand.expr;
+            }
+            Expr::Ident(name) if name == root && !fields.is_empty() => {
+                fields.reverse();
+                return Some(fields);
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn literal_json(literal: &LiteralValue) -> Option<Value> {
+    Some(match literal {
+        LiteralValue::String(text) => Value::String(text.inner().to_string()),
+        LiteralValue::Int(n) => Value::from(*n.inner()),
+        LiteralValue::UInt(n) => Value::from(*n.inner()),
+        LiteralValue::Double(n) => Value::from(*n.inner()),
+        LiteralValue::Boolean(flag) => Value::Bool(*flag.inner()),
+        LiteralValue::Null => Value::Null,
+        LiteralValue::Bytes(_) => return None,
+    })
+}
+
+/// Collects the `event.<path>` chains under `expr`; `false` if `event` is read another way.
+fn event_paths_of(expr: &Expr, out: &mut Vec<Vec<String>>) -> bool {
+    if let Some(path) = field_path(expr, "event") {
+        out.push(path);
+        return true;
+    }
+    match expr {
+        Expr::Ident(name) => name != "event",
+        Expr::Select(select) => {
+            if select.test
+                && let Some(mut path) = field_path(&select.operand.expr, "event")
+            {
+                path.push(select.field.clone());
+                out.push(path);
+                return true;
+            }
+            event_paths_of(&select.operand.expr, out)
+        }
+        Expr::Call(call) => {
+            call.target.as_ref().is_none_or(|target| event_paths_of(&target.expr, out))
+                && call.args.iter().all(|arg| event_paths_of(&arg.expr, out))
+        }
+        Expr::List(list) => list.elements.iter().all(|element| event_paths_of(&element.expr, out)),
+        Expr::Map(map) => map.entries.iter().all(|entry| match &entry.expr {
+            cel::common::ast::EntryExpr::MapEntry(entry) => {
+                event_paths_of(&entry.key.expr, out) && event_paths_of(&entry.value.expr, out)
+            }
+            cel::common::ast::EntryExpr::StructField(field) => event_paths_of(&field.value.expr, out),
+        }),
+        Expr::Literal(_) | Expr::Unspecified => true,
+        Expr::Comprehension(_) | Expr::Struct(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +332,48 @@ mod tests {
         assert!(expr.matches(&trigger, &json!({"data": {"userId": "u1"}})).unwrap());
         assert!(!expr.matches(&trigger, &json!({"data": {"userId": "u2"}})).unwrap());
         assert!(!expr.matches(&trigger, &json!({"data": {}})).unwrap());
+    }
+
+    #[test]
+    fn an_equality_on_the_awaited_event_names_the_value_it_requires() {
+        let trigger = json!({"name": "app/order", "data": {"id": "o-1", "n": 7, "tags": ["a"]}});
+        let equality = |source: &str| MatchExpr::parse(source).unwrap().equality(&trigger);
+        let id = Some(("data.id".to_string(), json!("o-1")));
+        assert_eq!(equality("async.data.id == event.data.id"), id);
+        assert_eq!(equality("event.data.id == async.data.id"), id);
+        assert_eq!(equality("async.data.ok && (async.data.id == event.data.id)"), id, "any top-level conjunct");
+        assert_eq!(equality("async.data.n == 7 && async.data.id == event.data.id"), Some(("data.n".into(), json!(7))));
+        assert_eq!(equality("async.name == 'x'"), Some(("name".into(), json!("x"))));
+        assert_eq!(equality("async.data.id == event.data.id || async.data.any"), None, "a disjunction");
+        assert_eq!(equality("async.data.id != event.data.id"), None);
+        assert_eq!(equality("async.data.tags == event.data.tags"), None, "not a scalar");
+        assert_eq!(equality("async.data.id == event.data.missing"), None);
+        assert_eq!(equality("async.data['id'] == event.data.id"), None, "index syntax");
+    }
+
+    #[test]
+    fn the_trigger_fields_a_condition_reads_are_listed_unless_it_reads_more() {
+        let paths = |source: &str| MatchExpr::parse(source).unwrap().event_paths();
+        let path = |text: &str| text.split('.').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            paths("async.data.total > event.data.min && has(event.data.max)"),
+            Some(vec![path("data.min"), path("data.max")])
+        );
+        assert_eq!(paths("async.data.ok"), Some(vec![]));
+        assert_eq!(paths("event == async"), None);
+        assert_eq!(paths("event['data'].id == async.data.id"), None);
+        assert_eq!(paths("async.data.items.exists(i, i == event.data.id)"), None);
+    }
+
+    #[test]
+    fn equal_scalars_share_an_index_text() {
+        assert_eq!(index_text(&json!(7)), index_text(&json!(7.0)));
+        assert_eq!(index_text(&json!(7)).as_deref(), Some("n:7"));
+        assert_eq!(index_text(&json!(1.5)).as_deref(), Some("n:1.5"));
+        assert_ne!(index_text(&json!("7")), index_text(&json!(7)));
+        assert_eq!(index_text(&json!(true)).as_deref(), Some("b:true"));
+        assert_eq!(index_text(&json!(null)).as_deref(), Some("z"));
+        assert_eq!(index_text(&json!({"a": 1})), None);
     }
 
     #[test]

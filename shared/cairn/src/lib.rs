@@ -71,7 +71,7 @@ pub use function::{
 pub use id::{RunId, StepId, new_event_id};
 pub use record::{
     InvokedBy, Journal, Lease, Millis, Queued, RunMeta, RunStatus, SkipReason, Skipped, StepKind, StepRecord,
-    StepState, Wait,
+    StepState, Wait, WaitKey,
 };
 pub use runner::{
     Accepted, Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError,

@@ -412,7 +412,8 @@ pub struct Journal {
     pub steps: Vec<StepRecord>,
 }
 
-/// A pending `wait_for_event` (DynamoDB `PK = WAIT#<event>`), found when a matching event arrives.
+/// A pending `wait_for_event` or `cancel_on` listener, found when a matching event arrives.
+/// Build one with [`Wait::new`](crate::lifecycle::waits), which files it under its [`WaitKey`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Wait {
     /// The awaited event name.
@@ -433,4 +434,24 @@ pub struct Wait {
     /// counts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancels: bool,
+    /// The value its condition requires at one field of the event (`async.data.id ==
+    /// event.data.id` on a trigger with `data.id` 7 requires 7 at `data.id`): stores file the
+    /// wait under it, so an event is compared only with the waits it could resume. `None` for
+    /// the general form, matched by evaluating the condition against every such wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<WaitKey>,
+    /// For the general form: the trigger's fields the condition reads, so the condition is
+    /// evaluated without loading the run. `None` when it reads more (the run is then loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Value>,
+}
+
+/// Where a wait is filed: the dotted path of a field of the awaited event, and the canonical
+/// text of the value that field must have (values CEL holds equal share a text: `7` and `7.0` are both `n:7`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WaitKey {
+    /// E.g. `data.id`.
+    pub path: String,
+    /// E.g. `s:order-7` or `n:7`.
+    pub value: String,
 }

@@ -122,11 +122,10 @@ impl InngestApps {
             for step in &journal.steps {
                 match &step.state {
                     StepState::Scheduled { wake_at } if *wake_at <= now => {
-                        if step.kind == StepKind::WaitForEvent {
-                            let event = step.detail.as_ref().and_then(|d| d["event"].as_str()).unwrap_or_default();
-                            if !dev.store().remove_wait(event, run_id, &step.id).await.map_err(store_err)? {
-                                continue; // An event took it meanwhile; reload.
-                            }
+                        if let Some(wait) = Wait::of_step(&meta.event, run_id, step)
+                            && !dev.store().remove_wait(&wait).await.map_err(store_err)?
+                        {
+                            continue; // An event took it meanwhile; reload.
                         }
                         let done = StepRecord {
                             state: StepState::Completed { output: Value::Null },
@@ -315,15 +314,8 @@ impl InngestApps {
                     ))
                     .await?;
                     position += 1;
-                    let wait = Wait {
-                        event,
-                        run_id: run_id.clone(),
-                        step_id: StepId::from_hashed(id.clone()),
-                        expression,
-                        timeout_at,
-                        created_at: now,
-                        cancels: false,
-                    };
+                    let step_id = StepId::from_hashed(id.clone());
+                    let wait = Wait::new(&event, &run_id, &step_id, expression, &meta.event, timeout_at, now);
                     dev.store().put_wait(&wait).await.map_err(store_err)?;
                     self.has_waiters.store(true, Ordering::Relaxed);
                 }
@@ -363,7 +355,8 @@ impl InngestApps {
     async fn resolve_waits<H: Host>(&self, dev: &Arc<H>, payload: &Value) -> Result<Value> {
         let event = event_of_envelope(payload, dev.now());
         let mut resumed = Vec::new();
-        for wait in dev.store().waits_for(&event.name).await.map_err(store_err)? {
+        let candidate = serde_json::to_value(&event).unwrap_or_default();
+        for wait in Wait::possible(dev.store().waits_for(&event).await.map_err(store_err)?, &candidate) {
             if wait.timeout_at <= dev.now() {
                 continue;
             }
@@ -378,7 +371,7 @@ impl InngestApps {
                 match match_wait(&journal.meta.event, &journal.steps, step_id, wait.expression.as_deref(), &event, now)
                 {
                     WaitMatch::Resumes(record) if pending => {
-                        if !dev.store().remove_wait(&wait.event, &wait.run_id, step_id).await.map_err(store_err)? {
+                        if !dev.store().remove_wait(&wait).await.map_err(store_err)? {
                             continue;
                         }
                         dev.store().commit_step(&wait.run_id, &record).await.map_err(store_err)?;
@@ -386,7 +379,7 @@ impl InngestApps {
                     WaitMatch::NoMatch => continue,
                     WaitMatch::Stale | WaitMatch::Resumes(_) => {
                         // Resolved already, or the run ended: the wait is left over.
-                        dev.store().remove_wait(&wait.event, &wait.run_id, step_id).await.map_err(store_err)?;
+                        dev.store().remove_wait(&wait).await.map_err(store_err)?;
                         continue;
                     }
                 }

@@ -9,7 +9,9 @@
 //! | `<scope>#RUN#<run>` | `META` | the run head as JSON, `version` (the optimistic-concurrency fence), `expires_at` (TTL), `fn_key` (`<scope>#FN#<function>`), and while the run needs a driver `due_fn` (= `fn_key`) + `due_at` (the sparse `due` index the reconciler queries) |
 //! | `<scope>#RUN#<run>` | `STEP#<step>` | the step record as JSON, `final`, and `chunks` when its output is split |
 //! | `<scope>#RUN#<run>` | `STEP#<step>#<nonce>#<n>` | chunk `n` of an output too large for one 400 KB item |
-//! | `<scope>#WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` |
+//! | `<scope>#WAIT#<event>` | `<run>#<step>` | a pending `wait_for_event` or `cancel_on` listener of the general form (matched by evaluating its condition) |
+//! | `<scope>#WAITKEY#<event>#<path>#<hash>` | `<run>#<step>` | a pending wait filed under the value its condition requires at `<path>` of the event ([`Wait::key`]): an event reads only the partition of its own value |
+//! | `<scope>#WAIT#<event>` | `!paths` | the string set `paths` of the fields waits for `<event>` are filed under (written before the first such wait, once per process; read by the same Query as the general form) |
 //! | `<scope>#EVENTS#<event>` | `<received ms, 13 digits>#<id>` | a received event, for the wait lookback (TTL 1 day) |
 //! | `<scope>#FLOW#<key>` | `FLOW` | a flow-control item: a rate-limit or idempotency bucket's `tat`, a singleton lock's `holder` (see `flow.rs`) |
 //! | `<scope>#SLOT#<key>` | `SLOT` | a concurrency key's holders and queue (JSON `state`, version `ver`; see `flow.rs`) |
@@ -36,7 +38,9 @@ use aws_sdk_dynamodb::types::{
 };
 use cairn::flow::{Acquired, Claim, Gcra, Slot, Throttled};
 use cairn::store::{Admission, Commit, CreateRun, RunQuery};
-use cairn::{EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait};
+use cairn::{
+    EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait, WaitKey,
+};
 use std::collections::HashMap;
 
 /// Outputs whose record is larger than this are split into chunk items (an item holds 400 KB,
@@ -92,6 +96,9 @@ pub fn check_scope(scope: &str) -> Result<(), InvalidScope> {
     if valid { Ok(()) } else { Err(InvalidScope(scope.to_string())) }
 }
 
+/// The sort key of the marker listing the paths waits of an event name are filed under.
+const WAIT_PATHS_SK: &str = "!paths";
+
 /// The run store on DynamoDB. Cheap to clone (the SDK client is shared).
 #[derive(Clone, Debug)]
 pub struct DynamoDbStore {
@@ -100,6 +107,8 @@ pub struct DynamoDbStore {
     scope: String,
     /// Functions whose marker item this process has written (see the module docs).
     noted_functions: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// `<event>#<path>` pairs whose `WAITPATHS` entry this process has written.
+    noted_wait_paths: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl DynamoDbStore {
@@ -111,7 +120,13 @@ impl DynamoDbStore {
     pub fn new(client: Client, table: impl Into<String>, scope: impl Into<String>) -> Result<Self, InvalidScope> {
         let scope = scope.into();
         check_scope(&scope)?;
-        Ok(DynamoDbStore { client, table: table.into(), scope, noted_functions: Default::default() })
+        Ok(DynamoDbStore {
+            client,
+            table: table.into(),
+            scope,
+            noted_functions: Default::default(),
+            noted_wait_paths: Default::default(),
+        })
     }
 
     /// The table name.
@@ -127,6 +142,35 @@ impl DynamoDbStore {
     /// The one key builder: `<scope>#<kind>#<name>` (partition keys and the `due` index's key).
     fn key(&self, kind: &str, name: impl std::fmt::Display) -> String {
         format!("{}#{kind}#{name}", self.scope)
+    }
+
+    /// The partition a wait is kept in: its key's, or its event name's for the general form.
+    fn wait_partition(&self, wait: &Wait) -> String {
+        match &wait.key {
+            Some(key) => self.key("WAITKEY", format!("{}#{}", wait.event, key.digest())),
+            None => self.key("WAIT", &wait.event),
+        }
+    }
+
+    /// Adds `path` to the fields waits for `event` are filed under, before the first such
+    /// wait is written (so an event that reads the set after the wait exists finds it).
+    async fn note_wait_path(&self, event: &str, path: &str) -> Result<(), StoreError> {
+        let noted = format!("{event}#{path}");
+        if self.noted_wait_paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&noted) {
+            return Ok(());
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", AttributeValue::S(self.key("WAIT", event)))
+            .key("SK", AttributeValue::S(WAIT_PATHS_SK.into()))
+            .update_expression("ADD paths :path")
+            .expression_attribute_values(":path", AttributeValue::Ss(vec![path.to_string()]))
+            .send()
+            .await
+            .map_err(|err| sdk_error("UpdateItem", err))?;
+        self.noted_wait_paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(noted);
+        Ok(())
     }
 
     fn run_key(&self, run_id: &RunId) -> String {
@@ -511,8 +555,11 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
+        if let Some(key) = &wait.key {
+            self.note_wait_path(&wait.event, &key.path).await?;
+        }
         let item = Item::from([
-            ("PK".into(), AttributeValue::S(self.key("WAIT", &wait.event))),
+            ("PK".into(), AttributeValue::S(self.wait_partition(wait))),
             ("SK".into(), AttributeValue::S(format!("{}#{}", wait.run_id, wait.step_id))),
             ("wait".into(), AttributeValue::S(encode(wait)?)),
             ("created_at".into(), number(wait.created_at)),
@@ -521,20 +568,41 @@ impl RunStore for DynamoDbStore {
         self.put(item).await
     }
 
-    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
-        let items = self.query_all(&self.key("WAIT", event), SortKey::Any).await?;
-        let mut waits: Vec<Wait> = items.iter().map(|item| decode(&string(item, "wait")?)).collect::<Result<_, _>>()?;
-        waits.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.run_id.cmp(&b.run_id)));
+    async fn waits_for(&self, event: &EventPayload) -> Result<Vec<Wait>, StoreError> {
+        let candidate = serde_json::to_value(event).map_err(|err| StoreError::Serialization(err.to_string()))?;
+        // The general partition holds the general-form waits and the paths marker: one Query
+        // (as before waits were filed) unless some waits of this name are filed by value.
+        let mut paths = Vec::new();
+        let mut waits = Vec::new();
+        for item in self.query_all(&self.key("WAIT", &event.name), SortKey::Any).await? {
+            match item.get("paths") {
+                Some(marker) => paths.extend(
+                    marker
+                        .as_ss()
+                        .map_err(|_| StoreError::Serialization("wait paths marker is not a string set".into()))?
+                        .iter()
+                        .cloned(),
+                ),
+                None => waits.push(decode::<Wait>(&string(&item, "wait")?)?),
+            }
+        }
+        for key in paths.iter().filter_map(|path| WaitKey::of_event(path, &candidate)) {
+            let partition = self.key("WAITKEY", format!("{}#{}", event.name, key.digest()));
+            for item in self.query_all(&partition, SortKey::Any).await? {
+                waits.push(decode::<Wait>(&string(&item, "wait")?)?);
+            }
+        }
+        waits.sort_by(|a, b| (a.created_at, &a.run_id, &a.step_id).cmp(&(b.created_at, &b.run_id, &b.step_id)));
         Ok(waits)
     }
 
-    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
+    async fn remove_wait(&self, wait: &Wait) -> Result<bool, StoreError> {
         let deleted = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("PK", AttributeValue::S(self.key("WAIT", event)))
-            .key("SK", AttributeValue::S(format!("{run_id}#{step_id}")))
+            .key("PK", AttributeValue::S(self.wait_partition(wait)))
+            .key("SK", AttributeValue::S(format!("{}#{}", wait.run_id, wait.step_id)))
             .return_values(ReturnValue::AllOld)
             .send()
             .await

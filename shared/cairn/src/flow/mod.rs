@@ -222,22 +222,27 @@ impl FlowControl {
     /// The `cancel_on` listeners a new run registers at `now`: one wait per rule, named
     /// `cancel-<n>`, its condition kept for matching, listening until the rule's timeout (or a
     /// year: Inngest's default).
-    pub(crate) fn cancel_listeners(&self, run_id: &RunId, now: Millis) -> Vec<Wait> {
+    pub(crate) fn cancel_listeners(&self, run_id: &RunId, trigger: &EventPayload, now: Millis) -> Vec<Wait> {
         self.cancel
             .iter()
             .enumerate()
-            .map(|(index, rule)| Wait {
-                event: rule.event.clone(),
-                run_id: run_id.clone(),
-                step_id: StepId::from_hashed(format!("cancel-{index}")),
-                expression: rule.condition.as_ref().map(|expr| expr.source().to_string()),
-                timeout_at: now.saturating_add(
-                    rule.timeout
-                        .as_ref()
-                        .map_or(CANCEL_LISTENER_DEFAULT, |p| i64::try_from(p.millis).unwrap_or(i64::MAX)),
-                ),
-                created_at: now,
-                cancels: true,
+            .map(|(index, rule)| {
+                let timeout = rule
+                    .timeout
+                    .as_ref()
+                    .map_or(CANCEL_LISTENER_DEFAULT, |p| i64::try_from(p.millis).unwrap_or(i64::MAX));
+                Wait {
+                    cancels: true,
+                    ..Wait::new(
+                        &rule.event,
+                        run_id,
+                        &StepId::from_hashed(format!("cancel-{index}")),
+                        rule.condition.as_ref().map(|expr| expr.source().to_string()),
+                        trigger,
+                        now.saturating_add(timeout),
+                        now,
+                    )
+                }
             })
             .collect()
     }

@@ -8,7 +8,7 @@ use super::transition::{self, Durations};
 use crate::bus::{Bus, BusError, Timer};
 use crate::event::EventPayload;
 use crate::id::RunId;
-use crate::record::{Millis, RunMeta, RunStatus, StepKind, StepRecord, StepState};
+use crate::record::{Millis, RunMeta, RunStatus, StepRecord, StepState, Wait};
 use crate::store::{RunQuery, RunStore, StoreError};
 
 /// How many times an operation re-reads a run whose head keeps moving before giving up.
@@ -138,10 +138,9 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
                 Err(other) => return Err(other.into()),
             };
             tracing::info!(run_id = %run_id, function = %stored.function_id, because = ?because, "run cancelled");
-            for step in journal.steps.iter().filter(|step| step.kind == StepKind::WaitForEvent) {
-                if let (StepState::Scheduled { .. }, Some(event)) =
-                    (&step.state, step.detail.as_ref().and_then(|detail| detail["event"].as_str()))
-                    && let Err(error) = self.store.remove_wait(event, run_id, &step.id).await
+            for step in journal.steps.iter().filter(|step| matches!(step.state, StepState::Scheduled { .. })) {
+                if let Some(wait) = Wait::of_step(&stored.event, run_id, step)
+                    && let Err(error) = self.store.remove_wait(&wait).await
                 {
                     tracing::warn!(%error, "could not remove a cancelled run's wait; it will find the run ended");
                 }

@@ -4,10 +4,115 @@
 
 use crate::error::StepError;
 use crate::event::EventPayload;
-use crate::expr::MatchExpr;
+use crate::expr::{MatchExpr, index_text, lookup, on_cel_stack};
 use crate::id::{RunId, StepId};
-use crate::record::{InvokedBy, Millis, StepKind, StepRecord, StepState};
+use crate::record::{InvokedBy, Millis, StepKind, StepRecord, StepState, Wait, WaitKey};
 use serde_json::Value;
+
+/// The largest trigger projection a general-form wait carries (beyond it, the run is loaded
+/// to evaluate the condition): a wait item stays small however large the trigger.
+const TRIGGER_PROJECTION_BYTES: usize = 4 * 1024;
+
+impl Wait {
+    /// A pending wait of `run_id`'s step `step_id` for `event` under `expression`, filed under
+    /// the key its condition requires of `trigger` (the run's triggering event), or else
+    /// carrying the trigger's fields the condition reads.
+    pub fn new(
+        event: &str,
+        run_id: &RunId,
+        step_id: &StepId,
+        expression: Option<String>,
+        trigger: &EventPayload,
+        timeout_at: Millis,
+        created_at: Millis,
+    ) -> Wait {
+        let (key, projection) = match expression.as_deref().map(MatchExpr::cached) {
+            Some(Ok(expr)) => {
+                let trigger = serde_json::to_value(trigger).unwrap_or(Value::Null);
+                match expr.equality(&trigger) {
+                    Some((path, value)) => (index_text(&value).map(|value| WaitKey { path, value }), None),
+                    None => (None, projection(&expr, &trigger)),
+                }
+            }
+            _ => (None, None),
+        };
+        Wait {
+            event: event.to_string(),
+            run_id: run_id.clone(),
+            step_id: step_id.clone(),
+            expression,
+            timeout_at,
+            created_at,
+            cancels: false,
+            key,
+            trigger: projection,
+        }
+    }
+
+    /// The registration of a run's pending wait step, rebuilt from its record (to remove it):
+    /// `None` for another kind of step.
+    pub fn of_step(trigger: &EventPayload, run_id: &RunId, step: &StepRecord) -> Option<Wait> {
+        let detail = step.detail.as_ref().filter(|_| step.kind == StepKind::WaitForEvent)?;
+        let event = detail["event"].as_str()?;
+        let expression = detail["if"].as_str().map(str::to_string);
+        Some(Wait::new(event, run_id, &step.id, expression, trigger, 0, 0))
+    }
+
+    /// The waits `candidate` (an event, as JSON) may resume, judged from each wait alone: one
+    /// is dropped only when its condition certainly fails. Filed waits were found by their key;
+    /// general ones carrying a trigger projection evaluate their condition here (all on one
+    /// evaluator thread), so no run is loaded for a wait the event cannot resume.
+    pub fn possible(waits: Vec<Wait>, candidate: &Value) -> Vec<Wait> {
+        let keep = |wait: &Wait| match (&wait.expression, &wait.trigger) {
+            (Some(source), Some(trigger)) if wait.key.is_none() => {
+                MatchExpr::cached(source).and_then(|expr| expr.matches_here(trigger, candidate)).unwrap_or(false)
+            }
+            _ => true,
+        };
+        if waits.iter().all(|wait| wait.key.is_some() || wait.trigger.is_none() || wait.expression.is_none()) {
+            return waits;
+        }
+        let judged = on_cel_stack(|| waits.iter().map(keep).collect::<Vec<bool>>());
+        match judged {
+            Ok(keeps) => waits.into_iter().zip(keeps).filter_map(|(wait, keep)| keep.then_some(wait)).collect(),
+            Err(_) => waits, // the evaluator failed: each wait is judged with its run loaded
+        }
+    }
+}
+
+impl WaitKey {
+    /// The key `event` is filed under for `path`, if it has a scalar there: the key a wait
+    /// resumed by `event` through an equality on `path` is filed under.
+    pub fn of_event(path: &str, event: &Value) -> Option<WaitKey> {
+        let fields: Vec<String> = path.split('.').map(str::to_string).collect();
+        let value = index_text(lookup(event, &fields)?)?;
+        Some(WaitKey { path: path.to_string(), value })
+    }
+
+    /// A short, fixed-size name for the key (`<path>#<32 hex digits of SHA-256>`), for stores
+    /// whose keys have a length limit (the value can be as long as an event field).
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let hash = Sha256::digest(self.value.as_bytes());
+        format!("{}#{}", self.path, &hex::encode(hash)[..32])
+    }
+}
+
+/// The trigger's fields `expr` reads, as a JSON object shaped like the trigger; `None` if it
+/// reads the trigger whole or the fields are too large.
+fn projection(expr: &MatchExpr, trigger: &Value) -> Option<Value> {
+    let mut kept = Value::Object(serde_json::Map::new());
+    for path in expr.event_paths()? {
+        let Some(value) = lookup(trigger, &path) else { continue };
+        let Some((last, parents)) = path.split_last() else { continue };
+        let mut at = &mut kept;
+        for field in parents {
+            at = at.as_object_mut()?.entry(field.clone()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+        }
+        at.as_object_mut()?.insert(last.clone(), value.clone());
+    }
+    (serde_json::to_string(&kept).map_or(usize::MAX, |text| text.len()) <= TRIGGER_PROJECTION_BYTES).then_some(kept)
+}
 
 /// What [`match_wait`] decided.
 #[derive(Clone, Debug, PartialEq)]

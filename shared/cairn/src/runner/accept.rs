@@ -94,7 +94,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 }
             }
         }
-        for wait in self.store.waits_for(&event.name).await? {
+        let candidate = serde_json::to_value(event).unwrap_or_default();
+        for wait in Wait::possible(self.store.waits_for(event).await?, &candidate) {
             if wait.cancels {
                 self.hear_cancel(&wait, event, now).await?;
                 continue;
@@ -166,7 +167,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             Some(journal) if !journal.meta.status.is_finished() => journal,
             // Gone, or ended (cancelled) while it waited: nothing to resume.
             _ => {
-                self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
+                self.store.remove_wait(wait).await?;
                 return Ok(None);
             }
         };
@@ -182,7 +183,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             WaitMatch::NoMatch => return Ok(None),
             WaitMatch::Stale => {
                 // Resolved already (a timeout, or a crash before the wait was removed): drop it.
-                self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
+                self.store.remove_wait(wait).await?;
                 return Ok(None);
             }
         };
@@ -194,7 +195,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             self.store.commit_step(&wait.run_id, &record).await?
         };
         let resolved = matches!(commit, Commit::Committed);
-        self.store.remove_wait(&wait.event, &wait.run_id, &wait.step_id).await?;
+        self.store.remove_wait(wait).await?;
         if resolved && wake {
             self.timer
                 .wake_at(&wait.run_id, &journal.meta.function_id, &format!("event-{}", wait.step_id), now)

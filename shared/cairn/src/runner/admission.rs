@@ -28,7 +28,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// Creates `meta`'s run of `function` with the claims its options make.
     pub(crate) async fn admit(&self, function: &Function, meta: RunMeta, now: Millis) -> Result<Admitted, RunnerError> {
         let run_id = meta.run_id.clone();
-        for listener in function.flow().cancel_listeners(&run_id, now) {
+        for listener in function.flow().cancel_listeners(&run_id, &meta.event, now) {
             self.store.put_wait(&listener).await?;
         }
         let admitted = self.admit_head(function, meta, now).await?;

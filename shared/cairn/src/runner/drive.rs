@@ -12,7 +12,7 @@ use crate::flow::{Acquired, Slot, Throttled};
 use crate::id::{RunId, StepId};
 use crate::lifecycle::transition;
 use crate::lifecycle::{ControlError, RunEnd};
-use crate::record::{Millis, Queued, RunStatus, StepKind, StepRecord, StepState, Wait};
+use crate::record::{Millis, Queued, RunStatus, StepRecord, StepState, Wait};
 use crate::step::millis;
 use crate::store::{Commit, RunStore, StoreError};
 use serde_json::{Value, json};
@@ -309,7 +309,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 match outcome {
                     Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
                         let adopted = self.commit(&mut hold, record, progress).await?;
-                        self.forget_timed_out_wait(run_id, &adopted).await?;
+                        self.forget_timed_out_wait(&hold.meta.event, run_id, &adopted).await?;
                         execution.committed(adopted);
                     }
                     Outcome::StepFailed { record, retry_at: Some(retry_at) } => {
@@ -446,11 +446,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     }
 
     /// A wait that timed out leaves its registration behind; remove it.
-    pub(super) async fn forget_timed_out_wait(&self, run_id: &RunId, record: &StepRecord) -> Result<(), RunnerError> {
-        if record.kind == StepKind::WaitForEvent
-            && let Some(event) = record.detail.as_ref().and_then(|detail| detail["event"].as_str())
-        {
-            self.store.remove_wait(event, run_id, &record.id).await?;
+    pub(super) async fn forget_timed_out_wait(
+        &self,
+        trigger: &EventPayload,
+        run_id: &RunId,
+        record: &StepRecord,
+    ) -> Result<(), RunnerError> {
+        if let Some(wait) = Wait::of_step(trigger, run_id, record) {
+            self.store.remove_wait(&wait).await?;
         }
         Ok(())
     }
@@ -485,15 +488,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         progressed = true;
                         continue;
                     }
-                    let wait = Wait {
-                        event: event.clone(),
-                        run_id: run_id.clone(),
-                        step_id: op.id.clone(),
-                        expression: expression.clone(),
-                        timeout_at: *timeout_at,
-                        created_at: now,
-                        cancels: false,
-                    };
+                    let wait =
+                        Wait::new(event, &run_id, &op.id, expression.clone(), &hold.meta.event, *timeout_at, now);
                     self.store.put_wait(&wait).await?;
                     if !self.config.wait_lookback.is_zero() {
                         let since = now - millis(self.config.wait_lookback);

@@ -24,7 +24,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let meta = match self.store.load(&listener.run_id).await? {
             Some(journal) if !journal.meta.status.is_finished() && now <= listener.timeout_at => journal.meta,
             _ => {
-                self.store.remove_wait(&listener.event, &listener.run_id, &listener.step_id).await?;
+                self.store.remove_wait(listener).await?;
                 return Ok(());
             }
         };
@@ -48,7 +48,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             Ok(_) | Err(ControlError::AlreadyEnded { .. } | ControlError::NotFound(_)) => {}
             Err(other) => return Err(other.into()),
         }
-        self.store.remove_wait(&listener.event, &listener.run_id, &listener.step_id).await?;
+        self.store.remove_wait(listener).await?;
         Ok(())
     }
 }

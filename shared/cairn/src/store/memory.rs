@@ -7,7 +7,7 @@ use crate::flow::{
     throttle,
 };
 use crate::id::{FastHash, RunId, StepId};
-use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
+use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait, WaitKey};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -227,16 +227,28 @@ impl RunStore for MemoryStore {
         Ok(())
     }
 
-    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+    async fn waits_for(&self, event: &EventPayload) -> Result<Vec<Wait>, StoreError> {
+        let candidate = serde_json::to_value(event).unwrap_or_default();
         let inner = self.lock();
-        let mut waits: Vec<Wait> =
-            inner.waits.iter().filter(|((name, _, _), _)| name == event).map(|(_, wait)| wait.clone()).collect();
+        let mut waits: Vec<Wait> = inner
+            .waits
+            .iter()
+            .filter(|((name, _, _), wait)| {
+                name == &event.name
+                    && wait
+                        .key
+                        .as_ref()
+                        .is_none_or(|key| WaitKey::of_event(&key.path, &candidate).as_ref() == Some(key))
+            })
+            .map(|(_, wait)| wait.clone())
+            .collect();
         waits.sort_by_key(|wait| wait.created_at);
         Ok(waits)
     }
 
-    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
-        Ok(self.lock().waits.remove(&(event.to_string(), run_id.clone(), step_id.clone())).is_some())
+    async fn remove_wait(&self, wait: &Wait) -> Result<bool, StoreError> {
+        let key = (wait.event.clone(), wait.run_id.clone(), wait.step_id.clone());
+        Ok(self.lock().waits.remove(&key).is_some())
     }
 
     async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@ pub use sqlite::{STORE_SCHEMA, SqliteStore};
 
 use crate::event::EventPayload;
 use crate::flow::{Acquired, Claim, Gcra, Slot, Throttled};
-use crate::id::{RunId, StepId};
+use crate::id::RunId;
 use crate::record::{Journal, Millis, RunMeta, RunStatus, StepRecord, Wait};
 use std::future::Future;
 
@@ -270,19 +270,22 @@ pub trait RunStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RunMeta>, StoreError>> + Send;
 
-    /// Registers a pending `wait_for_event` (idempotent).
+    /// Registers a pending wait or `cancel_on` listener (idempotent), filed under its
+    /// [`Wait::key`] when it has one.
     fn put_wait(&self, wait: &Wait) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The pending waits for an event name, oldest first.
-    fn waits_for(&self, event: &str) -> impl Future<Output = Result<Vec<Wait>, StoreError>> + Send;
+    /// The pending waits `event` could resume, oldest first: those filed under a key `event`
+    /// has ([`WaitKey::of_event`](crate::WaitKey::of_event) for each path waits of its name are
+    /// filed under), and every general-form wait of its name.
+    ///
+    /// # Behavior
+    /// - Reads scale with the waits returned, not with the waits pending: a filed wait whose
+    ///   value differs from the event's is never read.
+    fn waits_for(&self, event: &EventPayload) -> impl Future<Output = Result<Vec<Wait>, StoreError>> + Send;
 
-    /// Removes a wait; `true` if it existed (so only one deliverer resumes the run).
-    fn remove_wait(
-        &self,
-        event: &str,
-        run_id: &RunId,
-        step_id: &StepId,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Removes a wait (found by its event name, run, step and key); `true` if it existed (so
+    /// only one deliverer resumes the run).
+    fn remove_wait(&self, wait: &Wait) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Keeps a received event for the wait lookback (an event that arrived shortly before a
     /// `wait_for_event` was registered still matches it).

@@ -8,8 +8,8 @@ use crate::event::EventPayload;
 use crate::flow::{
     Acquired, Claim, FlowItem, Gcra, SlotState, ThrottleState, Throttled, acquire, decide, leave, release, throttle,
 };
-use crate::id::{RunId, StepId};
-use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
+use crate::id::RunId;
+use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait, WaitKey};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,7 +27,8 @@ pub struct SqliteStore {
 
 /// The run store's part of the file's schema (the low 16 bits of `user_version`; see
 /// [`schema`](super::schema)). A change to the tables is a new migration at the end.
-pub const STORE_SCHEMA: Schema = Schema { name: "run store", slot: Slot::Low, migrations: &[version_1, version_2] };
+pub const STORE_SCHEMA: Schema =
+    Schema { name: "run store", slot: Slot::Low, migrations: &[version_1, version_2, version_3] };
 
 /// Version 2: flow-control items (rate-limit and idempotency buckets, singleton locks) and
 /// concurrency slots and throttle queues (each key's state, as JSON).
@@ -36,6 +37,17 @@ fn version_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         "CREATE TABLE IF NOT EXISTS flow (key TEXT PRIMARY KEY, tat INTEGER, holder TEXT);
          CREATE TABLE IF NOT EXISTS slots (key TEXT PRIMARY KEY, state TEXT NOT NULL);
          CREATE TABLE IF NOT EXISTS throttles (key TEXT PRIMARY KEY, state TEXT NOT NULL);",
+    )
+}
+
+/// Version 3: waits filed under the value their condition requires of one event field
+/// ([`Wait::key`]), so an event reads only the waits it could resume. Earlier waits have no key
+/// and are matched the general way.
+fn version_3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE waits ADD COLUMN key_path TEXT;
+         ALTER TABLE waits ADD COLUMN key_value TEXT;
+         CREATE INDEX IF NOT EXISTS waits_by_key ON waits (event, key_path, key_value);",
     )
 }
 
@@ -461,33 +473,62 @@ impl RunStore for SqliteStore {
     }
 
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
+        let (path, value) = wait.key.as_ref().map(|key| (key.path.as_str(), key.value.as_str())).unzip();
         self.connection()
             .execute(
-                "INSERT OR REPLACE INTO waits (event, run_id, step_id, created_at, wait) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![wait.event, wait.run_id.as_str(), wait.step_id.as_str(), wait.created_at, encode(wait)?],
+                "INSERT OR REPLACE INTO waits (event, run_id, step_id, created_at, wait, key_path, key_value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    wait.event,
+                    wait.run_id.as_str(),
+                    wait.step_id.as_str(),
+                    wait.created_at,
+                    encode(wait)?,
+                    path,
+                    value
+                ],
             )
             .map_err(backend)?;
         Ok(())
     }
 
-    async fn waits_for(&self, event: &str) -> Result<Vec<Wait>, StoreError> {
+    async fn waits_for(&self, event: &EventPayload) -> Result<Vec<Wait>, StoreError> {
+        let candidate = serde_json::to_value(event).map_err(|err| StoreError::Serialization(err.to_string()))?;
         let connection = self.connection();
-        let mut statement = connection
-            .prepare_cached("SELECT wait FROM waits WHERE event = ?1 ORDER BY created_at, run_id, step_id")
-            .map_err(backend)?;
-        statement
-            .query_map([event], |row| row.get::<_, String>(0))
+        let paths: Vec<String> = connection
+            .prepare_cached("SELECT DISTINCT key_path FROM waits WHERE event = ?1 AND key_path IS NOT NULL")
             .map_err(backend)?
-            .map(|row| row.map_err(backend).and_then(|text| decode(&text)))
-            .collect()
+            .query_map([&event.name], |row| row.get::<_, String>(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        let mut texts: Vec<String> = connection
+            .prepare_cached("SELECT wait FROM waits WHERE event = ?1 AND key_path IS NULL")
+            .map_err(backend)?
+            .query_map([&event.name], |row| row.get::<_, String>(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        let mut filed = connection
+            .prepare_cached("SELECT wait FROM waits WHERE event = ?1 AND key_path = ?2 AND key_value = ?3")
+            .map_err(backend)?;
+        for key in paths.iter().filter_map(|path| WaitKey::of_event(path, &candidate)) {
+            let rows = filed.query_map(params![event.name, key.path, key.value], |row| row.get::<_, String>(0));
+            for text in rows.map_err(backend)? {
+                texts.push(text.map_err(backend)?);
+            }
+        }
+        let mut waits: Vec<Wait> = texts.iter().map(|text| decode(text)).collect::<Result<_, _>>()?;
+        waits.sort_by(|a, b| (a.created_at, &a.run_id, &a.step_id).cmp(&(b.created_at, &b.run_id, &b.step_id)));
+        Ok(waits)
     }
 
-    async fn remove_wait(&self, event: &str, run_id: &RunId, step_id: &StepId) -> Result<bool, StoreError> {
+    async fn remove_wait(&self, wait: &Wait) -> Result<bool, StoreError> {
         let removed = self
             .connection()
             .execute(
                 "DELETE FROM waits WHERE event = ?1 AND run_id = ?2 AND step_id = ?3",
-                params![event, run_id.as_str(), step_id.as_str()],
+                params![wait.event, wait.run_id.as_str(), wait.step_id.as_str()],
             )
             .map_err(backend)?;
         Ok(removed == 1)

@@ -13,9 +13,9 @@ use crate::event::EventPayload;
 use crate::id::{RunId, StepId};
 use crate::lifecycle::transition::Durations;
 use crate::lifecycle::{RerunFrom, RunControl};
-use crate::record::{Lease, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait};
+use crate::record::{Lease, RunMeta, RunStatus, StepKind, StepRecord, StepState, Wait, WaitKey};
 use crate::store::{Commit, CreateRun, RunQuery, RunStore, StoreError};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -277,29 +277,51 @@ pub async fn large_outputs_round_trip<S: RunStore>(store: S) {
     assert_eq!(store.load(&id).await.unwrap().unwrap().steps, vec![big]);
 }
 
-/// Waits are found by event name, oldest first, and removed exactly once.
+/// Waits are found by the events that could resume them, oldest first, and removed exactly
+/// once: a wait whose condition compares a field of the event with a value (`async.data.id ==
+/// event.data.id`) is filed under that value, so only an event with that value finds it; a
+/// wait of the general form is found by every event of its name.
 pub async fn waits_are_listed_and_removed_once<S: RunStore>(store: S) {
     let event = format!("app/approved-{}", UNIQUE.fetch_add(1, Ordering::Relaxed));
-    let wait = |run: &RunId, step: &str, created_at: i64| Wait {
-        event: event.clone(),
-        run_id: run.clone(),
-        step_id: StepId::for_name(step, 0),
-        expression: Some("async.data.id == event.data.id".into()),
-        timeout_at: 9_000,
-        created_at,
-        cancels: false,
+    let order = |id: Value| EventPayload::new("app/order.created", json!({ "id": id }));
+    let candidate = |data: Value| EventPayload::new(event.clone(), data);
+    let wait = |run: &str, expression: &str, trigger: &EventPayload, created_at: i64| {
+        Wait::new(
+            &event,
+            &run_id(run),
+            &StepId::for_name("approval", 0),
+            Some(expression.into()),
+            trigger,
+            9_000,
+            created_at,
+        )
     };
-    let (a, b) = (run_id("wait-a"), run_id("wait-b"));
-    let late = wait(&a, "approval", 20);
-    let early = wait(&b, "approval", 10);
-    store.put_wait(&late).await.unwrap();
-    store.put_wait(&early).await.unwrap();
-    store.put_wait(&early).await.unwrap();
-    assert_eq!(store.waits_for(&event).await.unwrap(), vec![early.clone(), late.clone()]);
-    assert_eq!(store.waits_for("app/other-event").await.unwrap(), vec![]);
-    assert!(store.remove_wait(&event, &b, &early.step_id).await.unwrap());
-    assert!(!store.remove_wait(&event, &b, &early.step_id).await.unwrap());
-    assert_eq!(store.waits_for(&event).await.unwrap(), vec![late]);
+    let by_id = "async.data.id == event.data.id";
+    let (first, second) =
+        (wait("wait-a", by_id, &order(json!("o-1")), 20), wait("wait-b", by_id, &order(json!("o-2")), 10));
+    let numeric = wait("wait-n", "event.data.id == async.data.id && async.data.ok", &order(json!(7)), 30);
+    let general = wait("wait-g", "async.data.total > event.data.id", &order(json!(10)), 40);
+    assert_eq!(first.key, Some(WaitKey { path: "data.id".into(), value: "s:o-1".into() }));
+    assert_eq!(numeric.key, Some(WaitKey { path: "data.id".into(), value: "n:7".into() }));
+    assert_eq!((general.key.clone(), general.trigger.clone()), (None, Some(json!({"data": {"id": 10}}))));
+    for pending in [&first, &second, &second, &numeric, &general] {
+        store.put_wait(pending).await.unwrap();
+    }
+    let found = |data: Value| {
+        let store = &store;
+        let event = candidate(data);
+        async move { store.waits_for(&event).await.unwrap() }
+    };
+    assert_eq!(found(json!({"id": "o-1"})).await, vec![first.clone(), general.clone()]);
+    assert_eq!(found(json!({"id": "o-2", "total": 3})).await, vec![second.clone(), general.clone()]);
+    assert_eq!(found(json!({"id": 7.0})).await, vec![numeric.clone(), general.clone()], "7 and 7.0 are filed alike");
+    assert_eq!(found(json!({})).await, vec![general.clone()]);
+    assert_eq!(store.waits_for(&EventPayload::new("app/other-event", json!({"id": "o-1"}))).await.unwrap(), vec![]);
+    assert!(store.remove_wait(&first).await.unwrap());
+    assert!(!store.remove_wait(&first).await.unwrap());
+    assert!(store.remove_wait(&general).await.unwrap());
+    assert_eq!(found(json!({"id": "o-1"})).await, vec![]);
+    assert_eq!(found(json!({"id": "o-2"})).await, vec![second]);
 }
 
 /// Received events are listed by name from a time on, oldest first, once per event id.
@@ -355,15 +377,7 @@ async fn run_with_history<S: RunStore>(store: &S, function: &str) -> RunId {
     wait.kind = StepKind::WaitForEvent;
     wait.detail = Some(json!({"event": "app/approved"}));
     store.commit_step(&id, &wait).await.unwrap();
-    let pending = Wait {
-        event: "app/approved".into(),
-        run_id: id.clone(),
-        step_id: wait.id.clone(),
-        expression: None,
-        timeout_at: 90_000,
-        created_at: 1_000,
-        cancels: false,
-    };
+    let pending = Wait::new("app/approved", &id, &wait.id, None, &EventPayload::new("app/x", json!({})), 90_000, 1_000);
     store.put_wait(&pending).await.unwrap();
     id
 }
@@ -389,7 +403,8 @@ pub async fn cancel_ends_the_run_and_sends_its_events<S: RunStore>(store: S) {
         ]
     );
     assert_eq!(bus.sent()[1].data["error"]["message"], json!("function cancelled"));
-    assert!(store.waits_for("app/approved").await.unwrap().iter().all(|wait| wait.run_id != id));
+    let approved = EventPayload::new("app/approved", json!({}));
+    assert!(store.waits_for(&approved).await.unwrap().iter().all(|wait| wait.run_id != id));
     let again = control.cancel(&id).await.unwrap_err();
     assert_eq!(again.to_string(), format!("run `{id}` already ended cancelled"));
     let unknown = run_id("nobody");
