@@ -3,15 +3,16 @@
 //! ([`cairn::lifecycle`]): the same transitions, wait matching and system events as the
 //! Runner's, so a TypeScript run and a Rust run behave alike in the dev server.
 
+use super::flow::{AppControl, Gate, control_err, durations, finish_at, schedule_resume};
 use super::protocol::{Answer, backoff_ms, error_of, event_of_envelope, memo, sleep_until, step_error};
-use super::{AppFunction, INNGEST_PREFIX, InngestApps, MAX_WAKE_AT, Result, WAITS_TARGET, store_err};
-use crate::devdb::{Invocation, Schedule};
+use super::{AppFunction, InngestApps, Result, WAITS_TARGET, store_err};
+use crate::devdb::Invocation;
 use crate::host::{Host, HostBus};
-use cairn::lifecycle::transition::{self, Durations};
-use cairn::lifecycle::{RunEnd, WaitMatch, deliver_outbox, match_wait};
+use cairn::lifecycle::transition;
+use cairn::lifecycle::{Admitted, RunEnd, WaitMatch, deliver_outbox, match_wait};
 use cairn::{
-    EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, RunnerConfig, StepError, StepId, StepKind,
-    StepRecord, StepState, Wait,
+    EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, StepError, StepId, StepKind, StepRecord,
+    StepState, Wait,
 };
 use cairn_aws::{ControlMessage, WireError};
 use serde_json::{Value, json};
@@ -21,10 +22,6 @@ use std::sync::atomic::Ordering;
 
 /// Who holds a run while the dev server drives it (its lease's owner).
 const OWNER: &str = "cairn-dev";
-
-fn durations() -> Durations {
-    RunnerConfig::default().durations()
-}
 
 /// What applying an answer left to do.
 enum Applied {
@@ -62,7 +59,10 @@ impl InngestApps {
                 let event = EventPayload::new(cairn::SCHEDULED_EVENT, json!({"cron": firing.cron}))
                     .with_id(format!("cron:{}:{}", function.id, now / 60_000))
                     .with_ts(now);
-                self.start(dev, &function, event).await?
+                match self.start(dev, &function, event).await? {
+                    (run_id, true) => run_id,
+                    (run_id, false) => return Ok(json!({"runs": [{"run_id": run_id, "status": RunStatus::Skipped}]})),
+                }
             }
             _ => {
                 let event = event_of_envelope(payload, dev.now());
@@ -81,19 +81,24 @@ impl InngestApps {
                 if !matched {
                     return Ok(json!({"runs": []}));
                 }
-                self.start(dev, &function, event).await?
+                match self.start(dev, &function, event).await? {
+                    (run_id, true) => run_id,
+                    (run_id, false) => return Ok(json!({"runs": [{"run_id": run_id, "status": RunStatus::Skipped}]})),
+                }
             }
         };
         let status = self.drive(dev, &function, &run_id).await?;
         Ok(json!({"runs": [{"run_id": run_id, "status": status}]}))
     }
 
-    async fn start<H: Host>(&self, dev: &Arc<H>, function: &AppFunction, event: EventPayload) -> Result<RunId> {
+    /// Admits a run of `function` for `event` under its flow control (the core's admission):
+    /// its id, and whether it is to be driven (not when flow control skipped it).
+    async fn start<H: Host>(&self, dev: &Arc<H>, function: &AppFunction, event: EventPayload) -> Result<(RunId, bool)> {
         let run_id = RunId::for_event(&function.id, event.id.as_deref().unwrap_or_default());
-        let now = dev.now();
-        let meta = RunMeta::new(run_id.clone(), function.id.clone(), event, now);
-        dev.store().create_run(transition::created(meta, now, durations())).await.map_err(store_err)?;
-        Ok(run_id)
+        let meta = RunMeta::new(run_id.clone(), function.id.clone(), event, dev.now());
+        let control = AppControl::new(dev);
+        let admitted = control.runs().admit(&function.id, &function.flow, meta).await.map_err(control_err)?;
+        Ok((run_id, !matches!(admitted, Admitted::Skipped(_))))
     }
 
     async fn lock(&self, run_id: &RunId) -> Arc<tokio::sync::Mutex<()>> {
@@ -101,20 +106,40 @@ impl InngestApps {
         Arc::clone(locks.entry(run_id.to_string()).or_default())
     }
 
-    /// Calls the app until the run finishes or suspends; returns its status.
+    /// Calls the app until the run finishes or suspends; returns its status. Concurrency slots
+    /// taken for the calls are given back when it stops.
     async fn drive<H: Host>(&self, dev: &Arc<H>, function: &AppFunction, run_id: &RunId) -> Result<RunStatus> {
         let lock = self.lock(run_id).await;
         let _held = lock.lock().await;
+        let mut slots = Vec::new();
+        let status = self.drive_held(dev, function, run_id, &mut slots).await;
+        self.give_back(dev, &function.id, run_id, &slots).await;
+        status
+    }
+
+    async fn drive_held<H: Host>(
+        &self,
+        dev: &Arc<H>,
+        function: &AppFunction,
+        run_id: &RunId,
+        slots: &mut Vec<cairn::flow::Slot>,
+    ) -> Result<RunStatus> {
         for _ in 0..1_000 {
             let journal =
                 dev.store().load(run_id).await.map_err(store_err)?.ok_or_else(|| format!("no run `{run_id}`"))?;
             let mut meta = journal.meta;
             if meta.status.is_finished() {
+                self.leave_queues(dev, function, &meta).await;
                 return Ok(meta.status);
             }
+            if let Gate::Stopped(status) = self.overdue(dev, function, &mut meta, &journal.steps).await? {
+                return Ok(status);
+            }
             let now = dev.now();
+            // No wake-up later than the finish timeout: the run is woken to be cancelled then.
+            let cap = |at: Millis| finish_at(function, &journal.steps, now).map_or(at, |finish| at.min(finish));
             if let Some(at) = meta.retry_at.filter(|at| *at > now) {
-                return self.suspend(dev, &mut meta, RunStatus::Sleeping, at).await;
+                return self.suspend(dev, &mut meta, RunStatus::Sleeping, cap(at)).await;
             }
             // Time-bound steps: due ones resolve, others suspend the run.
             let mut target = ("step".to_string(), meta.attempt);
@@ -138,10 +163,10 @@ impl InngestApps {
                     StepState::Scheduled { wake_at } => {
                         let status =
                             if step.kind == StepKind::WaitForEvent { RunStatus::Waiting } else { RunStatus::Sleeping };
-                        return self.suspend(dev, &mut meta, status, *wake_at).await;
+                        return self.suspend(dev, &mut meta, status, cap(*wake_at)).await;
                     }
                     StepState::Retrying { retry_at, .. } if *retry_at > now => {
-                        return self.suspend(dev, &mut meta, RunStatus::Sleeping, *retry_at).await;
+                        return self.suspend(dev, &mut meta, RunStatus::Sleeping, cap(*retry_at)).await;
                     }
                     StepState::Retrying { .. } => target = (step.id.to_string(), step.attempts),
                     _ => {}
@@ -149,6 +174,9 @@ impl InngestApps {
             }
             if resolved {
                 continue;
+            }
+            if let Gate::Stopped(status) = self.gate(dev, function, &mut meta, &journal.steps, slots).await? {
+                return Ok(status);
             }
             if meta.status != RunStatus::Running || meta.retry_at.is_some() || meta.lease.is_none() {
                 let mut running = transition::started(meta, OWNER, now, durations());
@@ -168,7 +196,7 @@ impl InngestApps {
         Err(format!("run `{run_id}` made no progress in 1,000 calls"))
     }
 
-    async fn suspend<H: Host>(
+    pub(super) async fn suspend<H: Host>(
         &self,
         dev: &Arc<H>,
         meta: &mut RunMeta,
@@ -185,20 +213,7 @@ impl InngestApps {
 
     /// A one-time dev schedule that resumes the run at `at` (idempotent by name).
     fn wake_at<H: Host>(&self, dev: &Arc<H>, function_id: &str, run_id: &RunId, at: Millis) -> Result<()> {
-        let at = at.min(MAX_WAKE_AT);
-        let name = format!("{run_id}-{at}");
-        dev.db().create_schedule(&Schedule {
-            group_name: "inngest".into(),
-            name,
-            expression: cairn_aws::SchedulerTimer::at_expression(at),
-            time_zone: "UTC".into(),
-            target_arn: format!("{INNGEST_PREFIX}{function_id}"),
-            input: ControlMessage::resume_run(run_id.clone()).to_string(),
-            delete_after: true,
-            created_at: dev.now(),
-            next_at: Some(at),
-        })?;
-        Ok(())
+        schedule_resume(dev.as_ref(), function_id, run_id, at)
     }
 
     async fn apply<H: Host>(
@@ -224,9 +239,10 @@ impl InngestApps {
                 let mut failed_attempt = meta.clone();
                 failed_attempt.attempt = attempt;
                 let retrying = transition::retrying(failed_attempt, retry_at, now);
-                let sleeping = transition::suspended(retrying, RunStatus::Sleeping, Some(retry_at), now, durations());
+                let wake = finish_at(function, steps, now).map_or(retry_at, |finish| retry_at.min(finish));
+                let sleeping = transition::suspended(retrying, RunStatus::Sleeping, Some(wake), now, durations());
                 *meta = dev.store().update_meta(&sleeping).await.map_err(store_err)?;
-                self.wake_at(dev, &function.id, &run_id, retry_at)?;
+                self.wake_at(dev, &function.id, &run_id, wake)?;
                 return Ok(Applied::Finished(RunStatus::Sleeping));
             }
         }
@@ -357,6 +373,11 @@ impl InngestApps {
         let mut resumed = Vec::new();
         let candidate = serde_json::to_value(&event).unwrap_or_default();
         for wait in Wait::possible(dev.store().waits_for(&event).await.map_err(store_err)?, &candidate) {
+            if wait.cancels {
+                let control = AppControl::new(dev);
+                control.runs().hear_cancel(&wait, &event).await.map_err(control_err)?;
+                continue;
+            }
             if wait.timeout_at <= dev.now() {
                 continue;
             }

@@ -8,9 +8,12 @@
 //! not sent), its steps kept in the same store as Cairn's runs: `StepRun` and `StepFailed` are
 //! memoized, `StepPlanned` steps are called by id, `Sleep` and `WaitForEvent` suspend the run on a
 //! dev schedule and a wait, `StepError` and function errors are retried with Inngest's back-off.
-//! `InvokeFunction` is not supported yet: the run fails saying so.
+//! `InvokeFunction` is not supported yet: the run fails saying so. The functions' flow-control
+//! options (`concurrency`, `throttle`, `rateLimit`, `idempotency`, `priority`, `singleton`,
+//! `cancelOn`, `timeouts`) are enforced as a Rust function's are ([`flow`]).
 
 mod executor;
+mod flow;
 mod protocol;
 
 use crate::devdb::Schedule;
@@ -42,6 +45,8 @@ struct AppFunction {
     events: Vec<(String, Option<String>)>,
     crons: Vec<String>,
     max_attempts: u32,
+    /// Its synced flow-control options, enforced as a Rust function's are.
+    flow: cairn::flow::FlowControl,
 }
 
 /// The Inngest-protocol apps the dev server drives.
@@ -195,6 +200,8 @@ impl InngestApps {
                 }
             }
             let retries = function["steps"]["step"]["retries"]["attempts"].as_u64().unwrap_or(4).min(20);
+            let flow = cairn::flow::FlowControl::from_wire(function)
+                .map_err(|(option, reason)| format!("function `{id}`: invalid `{option}`: {reason}"))?;
             synced.push(AppFunction {
                 id: id.to_string(),
                 name: function["name"].as_str().unwrap_or(id).to_string(),
@@ -202,6 +209,7 @@ impl InngestApps {
                 events,
                 crons,
                 max_attempts: u32::try_from(retries).unwrap_or(4) + 1,
+                flow,
             });
         }
         let now = dev.now();

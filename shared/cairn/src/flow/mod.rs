@@ -113,11 +113,15 @@ pub fn decide(
 /// A run's throttle: the key's store key, its limiter, the key's text (none for a keyless
 /// throttle) and the run's place in the key's queue.
 #[derive(Debug, Clone)]
-pub(crate) struct ThrottleKey {
-    pub(crate) key: String,
-    pub(crate) limiter: Gcra,
-    pub(crate) text: Option<String>,
-    pub(crate) score: Millis,
+pub struct ThrottleKey {
+    /// The key's store key.
+    pub key: String,
+    /// The limiter of the function's throttle.
+    pub limiter: Gcra,
+    /// The key's value as the dashboard shows it (`None` without a key expression).
+    pub text: Option<String>,
+    /// The run's place in the queue: its creation time minus its priority.
+    pub score: Millis,
 }
 
 /// A claim with what a refusal means for the run.
@@ -249,12 +253,7 @@ impl FlowControl {
 
     /// The concurrency slots a run of `function_id` for `event` needs, with each key's text:
     /// none for a limit of 0. The run's queue score is its creation time minus its priority.
-    pub(crate) fn slots(
-        &self,
-        function_id: &str,
-        event: &EventPayload,
-        created_at: Millis,
-    ) -> Vec<(Slot, Option<String>)> {
+    pub fn slots(&self, function_id: &str, event: &EventPayload, created_at: Millis) -> Vec<(Slot, Option<String>)> {
         if self.concurrency.iter().all(|limit| limit.limit == 0) {
             return Vec::new();
         }
@@ -280,12 +279,7 @@ impl FlowControl {
 
     /// The throttle key a run of `function_id` for `event` (created at `created_at`) starts
     /// under, or `None` for a function without a throttle.
-    pub(crate) fn throttle_key(
-        &self,
-        function_id: &str,
-        event: &EventPayload,
-        created_at: Millis,
-    ) -> Option<ThrottleKey> {
+    pub fn throttle_key(&self, function_id: &str, event: &EventPayload, created_at: Millis) -> Option<ThrottleKey> {
         let throttle = self.throttle.as_ref()?;
         let period = throttle.period.as_ref().map_or(1_000, |period| i64::try_from(period.millis).unwrap_or(i64::MAX));
         let event_json = serde_json::to_value(event).unwrap_or(Value::Null);

@@ -497,3 +497,102 @@ impl FlowControl {
         Ok(())
     }
 }
+
+impl FlowControl {
+    /// The options of an Inngest function configuration (an app's sync, `functions[]`), in the
+    /// shape the TypeScript SDK registers ([`FlowControl::wire`]'s inverse): what `cairn dev
+    /// -u` enforces for an Inngest-protocol app's function.
+    ///
+    /// # Errors
+    /// The first option Inngest would refuse, with the reason (as the builder names it).
+    pub fn from_wire(config: &Value) -> Result<FlowControl, (&'static str, String)> {
+        let text = |value: &Value, field: &str| value[field].as_str().map(str::to_string);
+        let limit = |value: &Value| u32::try_from(value["limit"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+        let mut flow = FlowControl::default();
+        let concurrency: Vec<&Value> = match &config["concurrency"] {
+            Value::Null => Vec::new(),
+            Value::Array(limits) => limits.iter().collect(),
+            one => vec![one],
+        };
+        for item in concurrency {
+            let mut limit = match item.as_u64() {
+                Some(n) => Concurrency::new(u32::try_from(n).unwrap_or(u32::MAX)),
+                None => Concurrency::new(limit(item)),
+            };
+            if let Some(key) = text(item, "key") {
+                limit = limit.key(key);
+            }
+            limit = limit.scope(match item["scope"].as_str() {
+                None | Some("fn") => ConcurrencyScope::Function,
+                Some("env") => ConcurrencyScope::Environment,
+                Some("account") => ConcurrencyScope::Account,
+                Some(other) => return Err(("concurrency", format!("unknown scope `{other}`: fn, env or account"))),
+            });
+            limit.check().map_err(|reason| ("concurrency", reason))?;
+            flow.concurrency.push(limit);
+        }
+        let throttle = &config["throttle"];
+        if !throttle.is_null() {
+            let mut option = Throttle::new(limit(throttle), text(throttle, "period").unwrap_or_default())
+                .burst(u32::try_from(throttle["burst"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX));
+            if let Some(key) = text(throttle, "key") {
+                option = option.key(key);
+            }
+            option.check().map_err(|reason| ("throttle", reason))?;
+            flow.throttle = Some(option);
+        }
+        let rate_limit = &config["rateLimit"];
+        if !rate_limit.is_null() {
+            let mut option = RateLimit::new(limit(rate_limit), text(rate_limit, "period").unwrap_or_default());
+            if let Some(key) = text(rate_limit, "key") {
+                option = option.key(key);
+            }
+            option.check().map_err(|reason| ("rate_limit", reason))?;
+            flow.rate_limit = Some(option);
+        }
+        if let Some(key) = config["idempotency"].as_str() {
+            flow.idempotency = Some(Expr::parse(key).map_err(|reason| ("idempotency", reason))?);
+        }
+        if let Some(run) = config["priority"]["run"].as_str() {
+            flow.priority = Some(Expr::parse(run).map_err(|reason| ("priority", reason))?);
+        }
+        let singleton = &config["singleton"];
+        if !singleton.is_null() {
+            let mut option = match singleton["mode"].as_str() {
+                Some("skip") | None => Singleton::skip(),
+                Some("cancel") => Singleton::cancel(),
+                Some(other) => return Err(("singleton", format!("unknown mode `{other}`: skip or cancel"))),
+            };
+            if let Some(key) = text(singleton, "key") {
+                option = option.key(key);
+            }
+            option.check().map_err(|reason| ("singleton", reason))?;
+            flow.singleton = Some(option);
+        }
+        for rule in config["cancel"].as_array().into_iter().flatten() {
+            let mut option = CancelOn::event(text(rule, "event").unwrap_or_default());
+            if let Some(condition) = text(rule, "if") {
+                option = option.when(condition);
+            }
+            if let Some(timeout) = text(rule, "timeout") {
+                option = option.timeout(timeout);
+            }
+            option.check().map_err(|reason| ("cancel_on", reason))?;
+            flow.cancel.push(option);
+        }
+        let timeouts = &config["timeouts"];
+        if !timeouts.is_null() {
+            let mut option = Timeouts::new();
+            if let Some(start) = text(timeouts, "start") {
+                option = option.start(start);
+            }
+            if let Some(finish) = text(timeouts, "finish") {
+                option = option.finish(finish);
+            }
+            option.check().map_err(|reason| ("timeouts", reason))?;
+            flow.timeouts = Some(option);
+        }
+        flow.validate()?;
+        Ok(flow)
+    }
+}

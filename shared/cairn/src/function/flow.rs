@@ -191,4 +191,50 @@ mod tests {
         );
         assert!(f().handler(noop).unwrap().flow().is_empty());
     }
+
+    /// An Inngest-protocol app's synced options (what `cairn dev -u` enforces) read back exactly
+    /// as the TypeScript SDK registers them, and refused with the builder's messages.
+    #[test]
+    fn synced_options_are_read_back_and_checked() {
+        use crate::flow::FlowControl;
+        use serde_json::json;
+        let synced = json!({
+            "id": "app-f",
+            "triggers": [{"event": "a/b"}],
+            "concurrency": [{"limit": 1, "key": "event.data.userId"}, {"limit": 20, "key": "\"api\"", "scope": "account"}],
+            "throttle": {"limit": 2, "period": "10s", "burst": 1, "key": "event.data.userId"},
+            "priority": {"run": "event.data.plan == 'pro' ? 120 : 0"},
+            "singleton": {"mode": "skip", "key": "event.data.userId"},
+            "cancel": [{"event": "a/deleted", "if": "event.data.userId == async.data.userId", "timeout": "1h"}],
+            "timeouts": {"start": "10m", "finish": "1h"}
+        });
+        let flow = FlowControl::from_wire(&synced).unwrap();
+        let mut expected = synced.as_object().unwrap().clone();
+        expected.remove("id");
+        expected.remove("triggers");
+        assert_eq!(flow.wire(), expected);
+        let charge = FlowControl::from_wire(&json!({"idempotency": "event.data.cartId", "concurrency": 5})).unwrap();
+        assert_eq!(json!(charge.wire()), json!({"idempotency": "event.data.cartId", "concurrency": {"limit": 5}}));
+        assert!(FlowControl::from_wire(&json!({"id": "plain"})).unwrap().is_empty());
+        let refused = |config: serde_json::Value| FlowControl::from_wire(&config).unwrap_err();
+        assert_eq!(
+            refused(json!({"throttle": {"limit": 1, "period": "8d"}})),
+            ("throttle", "period `8d` is out of bounds: from 1s to 7d".to_string())
+        );
+        assert_eq!(
+            refused(json!({"concurrency": [{"limit": 1}, {"limit": 2}, {"limit": 3}]})),
+            ("concurrency", "at most 2 limits, got 3".to_string())
+        );
+        assert_eq!(
+            refused(json!({"concurrency": {"limit": 1, "scope": "galaxy"}})),
+            ("concurrency", "unknown scope `galaxy`: fn, env or account".to_string())
+        );
+        assert_eq!(
+            refused(json!({"rateLimit": {"limit": 1, "period": "1m"}, "idempotency": "event.data.id"})),
+            (
+                "idempotency",
+                "set idempotency or rate_limit, not both: idempotency is a rate limit of 1 per 24h".to_string()
+            )
+        );
+    }
 }

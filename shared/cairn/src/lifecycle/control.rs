@@ -88,11 +88,11 @@ pub struct BulkReport {
 /// The operations on runs, over one environment's store, bus and timer, at `now`.
 #[derive(Debug)]
 pub struct RunControl<'a, S, B, T> {
-    store: &'a S,
-    bus: &'a B,
-    timer: &'a T,
-    now: Millis,
-    durations: Durations,
+    pub(super) store: &'a S,
+    pub(super) bus: &'a B,
+    pub(super) timer: &'a T,
+    pub(super) now: Millis,
+    pub(super) durations: Durations,
 }
 
 impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {

@@ -35,19 +35,23 @@
 //!
 //! Flow control around these transitions (`crate::flow`): admission writes the head with its
 //! claims (buckets, a singleton's lock) in one atomic write and registers `cancel_on` listeners;
-//! the Runner's drive checks the timeouts, the throttle and the concurrency slots before any
-//! code runs, and gives the slots back when it stops; finishing releases the singleton lock with
-//! the outbox ([`deliver_outbox`]).
+//! the drivers (the Runner's drive, the dev server's executor for Inngest-protocol apps) check the
+//! timeouts, the throttle and the concurrency slots before any code runs, and give the slots back
+//! when they stop; finishing releases the singleton lock with the outbox ([`deliver_outbox`]).
+//! Admission and `cancel_on` listeners hearing an event are [`RunControl::admit`] and
+//! [`RunControl::hear_cancel`] ([`admission`]), so every driver applies them alike.
 //!
 //! Matching an event against a pending wait, and reading an invoke's answer, live in
 //! [`waits`]; the operations an operator performs on runs in any [`RunStore`](crate::RunStore)
 //! are [`RunControl`]'s.
 
+pub mod admission;
 pub mod control;
 pub mod events;
 pub mod transition;
 pub mod waits;
 
+pub use admission::Admitted;
 pub use control::{BulkReport, ControlError, RerunFrom, RunControl, deliver_outbox};
 pub use events::{CANCELLED_MESSAGE, RunEnd, system_events};
 pub use waits::{WaitMatch, invoke_answer, match_wait};

@@ -1,12 +1,12 @@
 //! Events in: a delivery starts the runs its triggers match (invoked runs and failure
 //! handlers included), resumes the waits it matches and answers the invokes it finishes.
 
-use super::admission::Admitted;
 use super::{Accepted, Runner, RunnerError};
 use crate::bus::{Bus, Timer};
 use crate::error::StepError;
 use crate::event::{EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT};
 use crate::id::{RunId, StepId, new_event_id};
+use crate::lifecycle::Admitted;
 use crate::lifecycle::transition;
 use crate::lifecycle::waits::invoke_resolved;
 use crate::lifecycle::{WaitMatch, invoke_answer, match_wait};
@@ -80,7 +80,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     event.clone()
                 };
                 let meta = RunMeta::new(run_id.clone(), function.id(), trigger, now);
-                match self.admit(function, meta, now).await? {
+                match self.admit(function, meta).await? {
                     Admitted::Started(_) => {
                         tracing::info!(function = function.id(), run_id = %run_id, "run started");
                         started.push((run_id.clone(), function.id().to_string()));
@@ -97,7 +97,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let candidate = serde_json::to_value(event).unwrap_or_default();
         for wait in Wait::possible(self.store.waits_for(event).await?, &candidate) {
             if wait.cancels {
-                self.hear_cancel(&wait, event, now).await?;
+                self.hear_cancel(&wait, event).await?;
                 continue;
             }
             if self.resolve_wait(&wait, event, now, true).await?.is_some() && !runs.contains(&wait.run_id) {

@@ -180,7 +180,7 @@ impl TestRun {
         let now = self.clock.now();
         let meta = RunMeta::new(self.run_id.clone(), &self.function_id, self.event.clone(), now);
         let function = self.runner.registry().get(&self.function_id).expect("the registry holds the function").clone();
-        at_once(self.runner.admit(&function, meta, now)).expect("the in-memory store does not fail");
+        at_once(self.runner.admit(&function, meta)).expect("the in-memory store does not fail");
     }
 
     /// Runs to the next decision and acts on it as the Runner does in production: commits

@@ -1,0 +1,251 @@
+//! `cairn dev -u URL` enforces the flow control an app on the official TypeScript SDK declares
+//! (tests/conformance-ts/flow.mjs): the same admission, queues, listeners and timeouts as a Rust
+//! function's, with the dashboard saying why a run is not running (its API, and the "Why" line in
+//! headless Chromium). Periods are seconds long, so the scenarios run in real time; no Rust
+//! function is involved (no `cargo lambda watch`).
+#![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
+
+mod common;
+
+use cairn::RunId;
+use cairn_tests::{free_port, workspace};
+use common::{DevServer, get, until};
+use serde_json::{Value, json};
+use std::process::{Child, Command};
+
+/// The TypeScript app (`node flow.mjs`), stopped by its PID on drop.
+struct NodeApp(Child);
+
+impl Drop for NodeApp {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Puts one event through PutEvents; returns its id.
+async fn send(url: &str, name: &str, data: Value) -> String {
+    let detail = json!({"name": name, "data": data, "id": cairn::new_event_id(chrono::Utc::now().timestamp_millis())});
+    let body = json!({"Entries": [{"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": detail.to_string()}]});
+    let answer: Value = reqwest::Client::new()
+        .post(url)
+        .header("x-amz-target", "AWSEvents.PutEvents")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
+    detail["id"].as_str().unwrap().to_string()
+}
+
+/// The run of `function` for event `event_id` once its status is one of `statuses`.
+async fn run_of(url: &str, function: &str, event_id: &str, statuses: &[&str]) -> Value {
+    let run_id = RunId::for_event(function, event_id);
+    until(&format!("{function} run {run_id} to be {statuses:?}"), 60, || async {
+        let body = get(&format!("{url}/api/runs/{run_id}")).await;
+        statuses.contains(&body["run"]["status"].as_str().unwrap_or_default()).then_some(body)
+    })
+    .await
+}
+
+fn reason(body: &Value) -> &str {
+    body["run"]["reason"].as_str().unwrap_or_default()
+}
+
+fn first_step_started(body: &Value) -> i64 {
+    body["steps"].as_array().unwrap().iter().map(|step| step["started_at"].as_i64().unwrap()).min().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
+    let app_dir = format!("{}/tests/conformance-ts", workspace());
+    let Some(_) = cairn_tests::tools::inngest_npm(&app_dir) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dev.db").display().to_string();
+    let app_port = free_port();
+    let app_url = format!("http://127.0.0.1:{app_port}/api/inngest");
+    // No function binary runs: nothing listens on the Lambda URL.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let dev = DevServer::start_with(&format!("{}/template.yaml", workspace()), &db, &nowhere, &["-u", &app_url]);
+    let url = dev.url.clone();
+    let _app = NodeApp(
+        Command::new("node")
+            .arg("flow.mjs")
+            .current_dir(&app_dir)
+            .env("PORT", app_port.to_string())
+            .env("INNGEST_DEV", &url)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    until("the app to sync", 30, || async {
+        let list = get(&format!("{url}/api/functions")).await;
+        list["functions"].as_array().unwrap().iter().any(|f| f["id"] == "flow-throttled").then_some(())
+    })
+    .await;
+
+    // Throttle, 1 per 2 s: three events at once start 2 s apart, the later ones queued meanwhile.
+    let throttled = [
+        send(&url, "flow/throttled", json!({"n": 1})).await,
+        send(&url, "flow/throttled", json!({"n": 2})).await,
+        send(&url, "flow/throttled", json!({"n": 3})).await,
+    ];
+    // Concurrency 1 per user: three runs of 600 ms steps for `a` never overlap; `b` is not held up.
+    let mut serial = Vec::new();
+    for (n, user) in [(1, "a"), (2, "a"), (3, "a"), (4, "b")] {
+        serial.push(send(&url, "flow/serial", json!({"n": n, "user": user})).await);
+    }
+    // Rate limit, 1 per minute per user.
+    let rate = [
+        send(&url, "flow/rate", json!({"user": "a"})).await,
+        send(&url, "flow/rate", json!({"user": "a"})).await,
+        send(&url, "flow/rate", json!({"user": "b"})).await,
+    ];
+    // Idempotency per cart.
+    let charges = [
+        send(&url, "flow/charge", json!({"cart": "c1"})).await,
+        send(&url, "flow/charge", json!({"cart": "c1"})).await,
+    ];
+    // Singleton (skip): the second run for `a` is skipped while the first sleeps.
+    let single = send(&url, "flow/single", json!({"user": "a"})).await;
+    run_of(&url, "flow-singleton", &single, &["sleeping"]).await;
+    let single_again = send(&url, "flow/single", json!({"user": "a"})).await;
+    // Singleton (cancel): the second run replaces the first.
+    let replaced = send(&url, "flow/replace", json!({"n": 1})).await;
+    run_of(&url, "flow-replace", &replaced, &["sleeping"]).await;
+    let replacing = send(&url, "flow/replace", json!({"n": 2})).await;
+    // cancelOn: deleting user `a` cancels a's sleeping run, not b's.
+    let (start_a, start_b) =
+        (send(&url, "flow/start", json!({"user": "a"})).await, send(&url, "flow/start", json!({"user": "b"})).await);
+    run_of(&url, "flow-cancellable", &start_a, &["sleeping"]).await;
+    run_of(&url, "flow-cancellable", &start_b, &["sleeping"]).await;
+    let deleted = send(&url, "flow/user.deleted", json!({"user": "a"})).await;
+    // timeouts.finish 2 s: cancelled while it sleeps 30 s.
+    let bounded = send(&url, "flow/bounded", json!({})).await;
+    // Throttle, 1 per minute: of two events, one waits its turn, queued, for the rest of the test.
+    let gated = [send(&url, "flow/gated", json!({"n": 1})).await, send(&url, "flow/gated", json!({"n": 2})).await];
+
+    let third = run_of(&url, "flow-throttled", &throttled[2], &["queued", "completed"]).await;
+    if third["run"]["status"] == "queued" {
+        assert!(reason(&third).starts_with("queued by throttle, "), "{third}");
+    }
+    let mut starts = Vec::new();
+    for (n, event) in throttled.iter().enumerate() {
+        let body = run_of(&url, "flow-throttled", event, &["completed"]).await;
+        assert_eq!(body["run"]["output"], json!(n + 1));
+        starts.push(first_step_started(&body));
+    }
+    let created =
+        run_of(&url, "flow-throttled", &throttled[0], &["completed"]).await["run"]["created_at"].as_i64().unwrap();
+    for (n, start) in starts.iter().enumerate() {
+        // The limiter admits the n-th start no earlier than n periods after the first admission,
+        // which came after the first run was created.
+        assert!(
+            *start >= created + 2_000 * n as i64,
+            "run {n} started {} ms after the first was created",
+            start - created
+        );
+    }
+
+    let mut spans = Vec::new();
+    for (n, event) in serial.iter().enumerate() {
+        let body = run_of(&url, "flow-serial", event, &["completed"]).await;
+        assert_eq!(body["run"]["output"], json!(n + 1));
+        let step = &body["steps"][0];
+        spans.push((step["started_at"].as_i64().unwrap(), step["ended_at"].as_i64().unwrap()));
+    }
+    for pair in spans[..3].windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "user a's steps overlap: {spans:?}");
+    }
+    assert!(spans[3].0 < spans[2].0, "user b waited behind user a: {spans:?}");
+
+    assert_eq!(run_of(&url, "flow-rate", &rate[0], &["completed"]).await["run"]["output"], json!("a"));
+    let limited = run_of(&url, "flow-rate", &rate[1], &["skipped"]).await;
+    assert_eq!(reason(&limited), "skipped by rate_limit for key `a`");
+    assert_eq!(run_of(&url, "flow-rate", &rate[2], &["completed"]).await["run"]["output"], json!("b"));
+
+    assert_eq!(run_of(&url, "flow-idempotent", &charges[0], &["completed"]).await["run"]["output"], json!("c1"));
+    let duplicate = run_of(&url, "flow-idempotent", &charges[1], &["skipped"]).await;
+    assert_eq!(reason(&duplicate), "skipped by idempotency for key `c1`");
+
+    let first = RunId::for_event("flow-singleton", &single);
+    let skipped = run_of(&url, "flow-singleton", &single_again, &["skipped"]).await;
+    assert_eq!(reason(&skipped), format!("skipped by singleton: run `{first}` is active for key `a`"));
+    assert_eq!(run_of(&url, "flow-singleton", &single, &["completed"]).await["run"]["output"], json!("done"));
+
+    let old = run_of(&url, "flow-replace", &replaced, &["cancelled"]).await;
+    let new = RunId::for_event("flow-replace", &replacing);
+    assert_eq!(reason(&old), format!("singleton: replaced by run `{new}`"));
+    run_of(&url, "flow-replace", &replacing, &["sleeping"]).await;
+
+    let cancelled = run_of(&url, "flow-cancellable", &start_a, &["cancelled"]).await;
+    assert_eq!(reason(&cancelled), format!("cancel_on: event `flow/user.deleted` ({deleted})"));
+    let events = get(&format!("{url}/api/events?name=inngest/function.cancelled")).await;
+    let cancelled_runs: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["envelope"]["detail"]["data"]["run_id"].as_str())
+        .collect();
+    assert!(cancelled_runs.contains(&RunId::for_event("flow-cancellable", &start_a).as_str()), "{events}");
+    assert_eq!(run_of(&url, "flow-cancellable", &start_b, &["sleeping"]).await["run"]["reason"], Value::Null);
+
+    let timed_out = run_of(&url, "flow-bounded", &bounded, &["cancelled"]).await;
+    assert_eq!(reason(&timed_out), "timeouts.finish: not finished 2s after its first step started");
+    assert_eq!(timed_out["steps"][0]["output"], json!("started"));
+    let ended = timed_out["run"]["ended_at"].as_i64().unwrap();
+    assert!(ended >= first_step_started(&timed_out) + 2_000, "{timed_out}");
+
+    let gates = [
+        run_of(&url, "flow-gated", &gated[0], &["completed", "queued"]).await,
+        run_of(&url, "flow-gated", &gated[1], &["completed", "queued"]).await,
+    ];
+    let (done, queued) = if gates[0]["run"]["status"] == "completed" { (0, 1) } else { (1, 0) };
+    assert_eq!(gates[done]["run"]["output"], json!(done + 1));
+    let queued_run = RunId::for_event("flow-gated", &gated[queued]);
+    let waiting = get(&format!("{url}/api/runs/{queued_run}")).await;
+    assert_eq!(waiting["run"]["status"], "queued", "{waiting}");
+    // The limiter's next start is a minute after the first was admitted (while that run was
+    // driven, between its creation and its end); the dashboard shows it to the second.
+    let at = |field: &str| gates[done]["run"][field].as_i64().unwrap() + 60_000;
+    let why = reason(&waiting).to_string();
+    assert!(why.starts_with("queued by throttle, 0 ahead, until "), "{why}");
+    let until = chrono::DateTime::parse_from_rfc3339(why.trim_start_matches("queued by throttle, 0 ahead, until "))
+        .unwrap()
+        .timestamp_millis();
+    assert!(until > at("created_at") - 1_000 && until <= at("ended_at"), "{why} vs {}", gates[done]);
+
+    // The dashboard says the same, in headless Chromium.
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is missing: apt-get install -y chromium (make test installs it)"
+    );
+    let shown = [
+        (RunId::for_event("flow-singleton", &single_again), "skipped", reason(&skipped).to_string()),
+        (RunId::for_event("flow-rate", &rate[1]), "skipped", reason(&limited).to_string()),
+        (RunId::for_event("flow-replace", &replaced), "cancelled", reason(&old).to_string()),
+        (RunId::for_event("flow-cancellable", &start_a), "cancelled", reason(&cancelled).to_string()),
+        (RunId::for_event("flow-bounded", &bounded), "cancelled", reason(&timed_out).to_string()),
+        (queued_run, "queued", why),
+    ];
+    let output = Command::new("node")
+        .arg("why.mjs")
+        .arg(&url)
+        .arg(format!("{}/target/dashboard-screenshots", workspace()))
+        .args(shown.iter().map(|(run, _, _)| run.to_string()))
+        .current_dir(format!("{}/tests/dashboard", env!("CARGO_MANIFEST_DIR")))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let seen: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    assert!(output.status.success(), "{seen} {}", String::from_utf8_lossy(&output.stderr));
+    for (run, status, why) in &shown {
+        assert_eq!(seen["runs"][run.as_str()], json!({"status": status, "why": why}), "run {run}");
+    }
+    assert_eq!(seen["errors"], json!([]));
+}
