@@ -248,7 +248,22 @@ async fn wait_matching(endpoint: &str) -> anyhow::Result<()> {
             registering.as_secs_f64()
         );
     }
-    println!();
+    // Where the general form's time goes: reading its 10,000 waits, and judging them in process.
+    let event = EventPayload::new("bench/scored", json!({"id": "nobody", "total": 1}));
+    let started = Instant::now();
+    let waits = store.waits_for(&event).await?;
+    let read = started.elapsed();
+    let candidate = serde_json::to_value(&event)?;
+    let count = waits.len();
+    let started = Instant::now();
+    let possible = cairn::Wait::possible(waits, &candidate);
+    let judged = started.elapsed();
+    println!(
+        "\ngeneral form: reading its {count} waits took {:.0} ms on moto; judging them in process {:.1} ms ({} could match)\n",
+        read.as_secs_f64() * 1000.0,
+        judged.as_secs_f64() * 1000.0,
+        possible.len()
+    );
     Ok(())
 }
 

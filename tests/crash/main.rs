@@ -9,6 +9,9 @@
 //! reconciler's pass every 30 s. Every run must end with the output of an uncrashed run, its
 //! `inngest/function.finished` event must be delivered (the outbox), and no step's final result
 //! may be committed twice.
+//!
+//! The same chaos with many runs of a concurrency-limited function driven at once: the limit
+//! holds, no queued run is lost, and runs start first come, first served.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
 
 use cairn::flow::Claim;
@@ -446,5 +449,211 @@ proptest! {
         }
         prop_assert_eq!(crashed.final_commits.len(), reference.final_commits.len());
         prop_assert!(crashed.crashes as usize <= crash_points.len());
+    }
+}
+
+/// Runs inside `work` steps, per user: how many at once at most, and the order they entered.
+#[derive(Default)]
+struct Inside {
+    now: HashMap<String, usize>,
+    most: HashMap<String, usize>,
+    entered: Vec<(String, u64)>,
+}
+
+/// Yields to the executor once, so concurrent drives interleave inside a step.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            std::task::Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// A function limited to `limit` executions per user: a `work` step that stays inside across a
+/// few yields (so drives running at once overlap there), a sleep (which holds no slot), then
+/// its output.
+fn limited(limit: u32, inside: Arc<Mutex<Inside>>) -> Function {
+    Function::new("limited")
+        .on_event("test/limited")
+        .concurrency(Concurrency::new(limit).key("event.data.user"))
+        .handler(move |event: Event, step: Step| {
+            let inside = Arc::clone(&inside);
+            async move {
+                let user = event.data["user"].as_str().unwrap_or_default().to_string();
+                let n = event.data["n"].as_u64().unwrap_or_default();
+                let worked: u64 = step
+                    .run("work", || async move {
+                        {
+                            let mut seen = inside.lock().unwrap();
+                            let count = seen.now.entry(user.clone()).or_default();
+                            *count += 1;
+                            let count = *count;
+                            let most = seen.most.entry(user.clone()).or_default();
+                            *most = (*most).max(count);
+                            seen.entered.push((user.clone(), n));
+                        }
+                        for _ in 0..3 {
+                            yield_once().await;
+                        }
+                        *inside.lock().unwrap().now.entry(user).or_default() -= 1;
+                        Ok(n)
+                    })
+                    .await?;
+                step.sleep("rest", "10s").await?;
+                Ok(worked)
+            }
+        })
+        .unwrap()
+}
+
+struct ChaosOutcome {
+    outputs: Vec<Value>,
+    most_inside: HashMap<String, usize>,
+    entered: Vec<(String, u64)>,
+    final_commits: HashMap<(RunId, StepId), u32>,
+}
+
+/// `runs` events (users `a` and `b` in turn) for a function limited to `limit` per user, every
+/// due run driven at once each round, with crashes at `crash_points` and the events delivered
+/// again at the rounds in `duplicates`. Recovery is production's only: events redelivered until
+/// their run exists, the timer's wake-ups, and the reconciler's pass every 30 s.
+async fn drive_limited(
+    limit: u32,
+    runs: u64,
+    crash_points: &[(i64, bool)],
+    duplicates: &[(usize, u64)],
+) -> ChaosOutcome {
+    let inside = Arc::new(Mutex::new(Inside::default()));
+    let registry = Registry::new([limited(limit, Arc::clone(&inside))]).unwrap();
+    let clock = ManualClock::new();
+    let store = CrashingStore {
+        inner: MemoryStore::new(),
+        countdown: Arc::new(AtomicI64::new(i64::MAX)),
+        after_write: Arc::new(Mutex::new(false)),
+        dead: Arc::new(AtomicBool::new(false)),
+        final_commits: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let (bus, timer) = (MemoryBus::new(), MemoryTimer::new());
+    let new_runner = |n: u32| {
+        Runner::new(registry.clone(), store.clone(), bus.clone(), timer.clone())
+            .with_clock(Arc::new(clock.clone()))
+            .with_config(RunnerConfig::default().lease(Duration::from_secs(60)).owner(format!("invocation-{n}")))
+    };
+    let arm = |store: &CrashingStore, point: Option<&(i64, bool)>| {
+        let (at, after) = point.copied().unwrap_or((i64::MAX, false));
+        store.countdown.store(at, Ordering::SeqCst);
+        *store.after_write.lock().unwrap() = after;
+        store.dead.store(false, Ordering::SeqCst);
+    };
+    let mut invocation = 0;
+    let mut runner = new_runner(invocation);
+    let mut points = crash_points.iter();
+    arm(&store, points.next());
+    let events: Vec<EventPayload> = (0..runs)
+        .map(|n| {
+            let user = if n % 2 == 0 { "a" } else { "b" };
+            EventPayload::new("test/limited", json!({"user": user, "n": n})).with_id(format!("e-{n}"))
+        })
+        .collect();
+    let run_ids: Vec<RunId> = (0..runs).map(|n| RunId::for_event("limited", &format!("e-{n}"))).collect();
+    let mut next_reconcile = clock.now_ms() + RECONCILE_EVERY.as_millis() as i64;
+    for round in 0..3_000 {
+        // At-least-once delivery: an event is delivered again until its run exists, and again
+        // at the rounds `duplicates` names.
+        for (n, event) in events.iter().enumerate() {
+            let duplicate = duplicates.contains(&(round, n as u64));
+            if duplicate || store.inner.load(&run_ids[n]).await.unwrap().is_none() {
+                bus.send(std::slice::from_ref(event)).await.unwrap();
+            }
+        }
+        // One invocation per delivery and per due wake-up, all at once.
+        let mut pass: Result<(), cairn::RunnerError> = Ok(());
+        let mut ready = Vec::new();
+        for event in bus.take_pending() {
+            match runner.accept(&event).await {
+                Ok(accepted) => ready.extend(accepted),
+                Err(error) => pass = Err(error),
+            }
+        }
+        ready.extend(timer.take_due(clock.now_ms()));
+        if pass.is_ok() {
+            let drives = futures::future::join_all(ready.iter().map(|run| runner.drive(run))).await;
+            pass = drives.into_iter().try_for_each(|drive| drive.map(|_| ()));
+        }
+        if pass.is_ok() && clock.now_ms() >= next_reconcile {
+            next_reconcile = clock.now_ms() + RECONCILE_EVERY.as_millis() as i64;
+            pass = runner.reconcile().await.map(|_| ());
+        }
+        if pass.is_err() {
+            // The process died; the next invocations run in a fresh one.
+            invocation += 1;
+            runner = new_runner(invocation);
+            arm(&store, points.next());
+            continue;
+        }
+        let mut heads = Vec::new();
+        for run in &run_ids {
+            heads.push(store.inner.load(run).await.unwrap().map(|journal| journal.meta));
+        }
+        let settled = heads.iter().all(|head| {
+            head.as_ref()
+                .is_some_and(|meta| meta.status.is_finished() && meta.outbox.is_empty() && meta.wake_at.is_none())
+        });
+        if settled {
+            let inside = inside.lock().unwrap();
+            return ChaosOutcome {
+                outputs: heads.into_iter().map(|meta| meta.unwrap().output.unwrap_or(Value::Null)).collect(),
+                most_inside: inside.most.clone(),
+                entered: inside.entered.clone(),
+                final_commits: store.final_commits.lock().unwrap().clone(),
+            };
+        }
+        if timer.next_due().is_some_and(|at| at <= clock.now_ms()) {
+            continue;
+        }
+        // Time passes to the next wake-up or reconciler pass.
+        let next = timer.next_due().map_or(next_reconcile, |at| at.min(next_reconcile));
+        clock.set(next.max(clock.now_ms()));
+    }
+    panic!("runs still unfinished after 3000 rounds")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(48), ..ProptestConfig::default() })]
+
+    /// Concurrency under chaos (flow-control reference, C16), through the Runner: crashes at
+    /// random store operations and duplicate deliveries never let more runs of a user execute
+    /// at once than the limit, lose no queued run (every run completes with its output), commit
+    /// no step twice; without crashes, each user's runs start in the order their events came.
+    #[test]
+    fn concurrency_holds_its_limit_and_loses_no_run_under_crashes_and_duplicates(
+        limit in 1u32..3,
+        runs in 2u64..7,
+        crash_points in proptest::collection::vec((1i64..60, any::<bool>()), 0..4),
+        duplicates in proptest::collection::vec((0usize..6, 0u64..6), 0..4),
+    ) {
+        let calm = cairn::testing::block_on(drive_limited(limit, runs, &[], &[]));
+        let chaos = cairn::testing::block_on(drive_limited(limit, runs, &crash_points, &duplicates));
+        let expected: Vec<Value> = (0..runs).map(|n| json!(n)).collect();
+        prop_assert_eq!(&calm.outputs, &expected);
+        prop_assert_eq!(&chaos.outputs, &expected);
+        for outcome in [&calm, &chaos] {
+            for (user, most) in &outcome.most_inside {
+                prop_assert!(*most <= limit as usize, "{} of user {} inside at once, limit {}", most, user, limit);
+            }
+            for ((run, step), count) in &outcome.final_commits {
+                prop_assert_eq!(*count, 1, "step {} of {} committed {} times", step, run, count);
+            }
+        }
+        // First come, first served per user.
+        for user in ["a", "b"] {
+            let order: Vec<u64> = calm.entered.iter().filter(|(u, _)| u == user).map(|(_, n)| *n).collect();
+            prop_assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "user {}: {:?}", user, order);
+        }
     }
 }

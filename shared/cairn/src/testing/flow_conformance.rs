@@ -703,3 +703,72 @@ pub async fn throttle_starts_runs_on_schedule_and_queues_the_rest<S: RunStore>(s
         assert_eq!((head.status, head.ended_at), (RunStatus::Cancelled, Some(207_000)));
     }
 }
+
+/// The combined scenarios of the reference (section 5) that need no debounce: M3, a singleton
+/// is checked at admission, before a throttle could queue the run; M4, a run cancelled while
+/// its throttle queues it never starts, and leaves the limiter as it was.
+pub async fn combined_options_act_in_inngests_order<S: RunStore>(store: S) {
+    let starts = Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
+    let scenario = Scenario::with_clock(store, |prefix, clock| {
+        let (starts, clock) = (Arc::clone(&starts), clock.clone());
+        let recorder = move |event: Event, step: Step| {
+            let (starts, clock) = (Arc::clone(&starts), clock.clone());
+            async move {
+                let name = event.data["name"].as_str().unwrap_or_default().to_string();
+                step.run("start", || async {
+                    starts.lock().unwrap().push((name.clone(), clock.now_ms() / 1_000));
+                    Ok(())
+                })
+                .await?;
+                let secs = event.data["secs"].as_u64().unwrap_or(0);
+                if secs > 0 {
+                    step.sleep("hold", Duration::from_secs(secs)).await?;
+                }
+                Ok::<_, crate::StepError>("done")
+            }
+        };
+        vec![
+            Function::new(format!("{prefix}-single"))
+                .on_event("fc/m3")
+                .throttle(Throttle::new(1, "10s"))
+                .singleton(Singleton::skip())
+                .handler(recorder.clone())
+                .unwrap(),
+            Function::new(format!("{prefix}-cancellable"))
+                .on_event("fc/m4")
+                .throttle(Throttle::new(2, "10s"))
+                .cancel_on(CancelOn::event("fc/m4.stop").matching("data.name"))
+                .handler(recorder)
+                .unwrap(),
+        ]
+    });
+    let started = |from: usize| starts.lock().unwrap()[from..].to_vec();
+    let at = |pairs: &[(&str, i64)]| pairs.iter().map(|(name, secs)| (name.to_string(), *secs)).collect::<Vec<_>>();
+    // M3: the second event is skipped at once by the singleton, not queued by the throttle.
+    let first = scenario.send_at(0, "fc/m3", json!({"name": "a0", "secs": 30})).await;
+    let second = scenario.send_at(1, "fc/m3", json!({"name": "a1", "secs": 30})).await;
+    assert_eq!(scenario.status("single", &first).await.0, RunStatus::Sleeping);
+    let skipped = scenario.head("single", &second).await;
+    assert_eq!(
+        (skipped.status, skipped.skipped.map(|s| s.reason), skipped.ended_at),
+        (RunStatus::Skipped, Some(SkipReason::Singleton), Some(1_000))
+    );
+    assert_eq!(started(0), at(&[("a0", 0)]));
+    // M4: T1's five events; the fifth, queued for 15, is cancelled at 12.
+    let mut ids = Vec::new();
+    for name in ["e1", "e2", "e3", "e4", "e5"] {
+        ids.push(scenario.send_at(100, "fc/m4", json!({"name": name})).await);
+    }
+    for secs in [105, 110] {
+        scenario.at(secs).await;
+    }
+    scenario.send_at(112, "fc/m4.stop", json!({"name": "e5"})).await;
+    let cancelled = scenario.head("cancellable", &ids[4]).await;
+    assert_eq!((cancelled.status, cancelled.ended_at), (RunStatus::Cancelled, Some(112_000)));
+    // The limiter's next start is still 115: a new event then starts at once.
+    let sixth = scenario.send_at(115, "fc/m4", json!({"name": "e6"})).await;
+    scenario.at(120).await;
+    assert_eq!(started(1), at(&[("e1", 100), ("e2", 100), ("e3", 105), ("e4", 110), ("e6", 115)]));
+    assert_eq!(scenario.status("cancellable", &sixth).await, COMPLETED);
+    assert_eq!(scenario.steps("cancellable", &ids[4]).await, Vec::<String>::new());
+}
