@@ -150,6 +150,25 @@ struct CrashingStore {
 }
 
 impl CrashingStore {
+    fn new() -> Self {
+        CrashingStore {
+            inner: MemoryStore::new(),
+            countdown: Arc::new(AtomicI64::new(i64::MAX)),
+            after_write: Arc::new(Mutex::new(false)),
+            dead: Arc::new(AtomicBool::new(false)),
+            final_commits: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A fresh process: it crashes at the `point`'s operation count (before or after the
+    /// write), or never.
+    fn arm(&self, point: Option<&(i64, bool)>) {
+        let (at, after) = point.copied().unwrap_or((i64::MAX, false));
+        self.countdown.store(at, Ordering::SeqCst);
+        *self.after_write.lock().unwrap() = after;
+        self.dead.store(false, Ordering::SeqCst);
+    }
+
     fn crash(&self) -> Option<bool> {
         if self.dead.load(Ordering::SeqCst) {
             return Some(false);
@@ -326,13 +345,7 @@ async fn drive(items: &[Item], crash_points: &[(i64, bool)]) -> Outcome {
     let attempts = Arc::new(Mutex::new(HashMap::new()));
     let registry = Registry::new([workflow(items.to_vec(), attempts)]).unwrap();
     let clock = ManualClock::new();
-    let store = CrashingStore {
-        inner: MemoryStore::new(),
-        countdown: Arc::new(AtomicI64::new(i64::MAX)),
-        after_write: Arc::new(Mutex::new(false)),
-        dead: Arc::new(AtomicBool::new(false)),
-        final_commits: Arc::new(Mutex::new(HashMap::new())),
-    };
+    let store = CrashingStore::new();
     let (bus, timer) = (MemoryBus::new(), MemoryTimer::new());
     let new_runner = |n: u32| {
         Runner::new(registry.clone(), store.clone(), bus.clone(), timer.clone())
@@ -348,13 +361,7 @@ async fn drive(items: &[Item], crash_points: &[(i64, bool)]) -> Outcome {
     let mut runner = new_runner(invocation);
     let mut crashes = 0;
     let mut points = crash_points.iter();
-    let arm = |store: &CrashingStore, point: Option<&(i64, bool)>| {
-        let (at, after) = point.copied().unwrap_or((i64::MAX, false));
-        store.countdown.store(at, Ordering::SeqCst);
-        *store.after_write.lock().unwrap() = after;
-        store.dead.store(false, Ordering::SeqCst);
-    };
-    arm(&store, points.next());
+    store.arm(points.next());
     let start = EventPayload::new("test/start", json!({"run": "r1"})).with_id("start-1");
     let run_id = RunId::for_event("generated", "start-1");
     let mut next_reconcile = clock.now_ms() + RECONCILE_EVERY.as_millis() as i64;
@@ -374,7 +381,7 @@ async fn drive(items: &[Item], crash_points: &[(i64, bool)]) -> Outcome {
             crashes += 1;
             invocation += 1;
             runner = new_runner(invocation);
-            arm(&store, points.next());
+            store.arm(points.next());
             if store.inner.load(&run_id).await.unwrap().is_some() {
                 let _ = runner.drive(&run_id).await;
             }
@@ -531,29 +538,17 @@ async fn drive_limited(
     let inside = Arc::new(Mutex::new(Inside::default()));
     let registry = Registry::new([limited(limit, Arc::clone(&inside))]).unwrap();
     let clock = ManualClock::new();
-    let store = CrashingStore {
-        inner: MemoryStore::new(),
-        countdown: Arc::new(AtomicI64::new(i64::MAX)),
-        after_write: Arc::new(Mutex::new(false)),
-        dead: Arc::new(AtomicBool::new(false)),
-        final_commits: Arc::new(Mutex::new(HashMap::new())),
-    };
+    let store = CrashingStore::new();
     let (bus, timer) = (MemoryBus::new(), MemoryTimer::new());
     let new_runner = |n: u32| {
         Runner::new(registry.clone(), store.clone(), bus.clone(), timer.clone())
             .with_clock(Arc::new(clock.clone()))
             .with_config(RunnerConfig::default().lease(Duration::from_secs(60)).owner(format!("invocation-{n}")))
     };
-    let arm = |store: &CrashingStore, point: Option<&(i64, bool)>| {
-        let (at, after) = point.copied().unwrap_or((i64::MAX, false));
-        store.countdown.store(at, Ordering::SeqCst);
-        *store.after_write.lock().unwrap() = after;
-        store.dead.store(false, Ordering::SeqCst);
-    };
     let mut invocation = 0;
     let mut runner = new_runner(invocation);
     let mut points = crash_points.iter();
-    arm(&store, points.next());
+    store.arm(points.next());
     let events: Vec<EventPayload> = (0..runs)
         .map(|n| {
             let user = if n % 2 == 0 { "a" } else { "b" };
@@ -593,7 +588,7 @@ async fn drive_limited(
             // The process died; the next invocations run in a fresh one.
             invocation += 1;
             runner = new_runner(invocation);
-            arm(&store, points.next());
+            store.arm(points.next());
             continue;
         }
         let mut heads = Vec::new();

@@ -10,46 +10,8 @@ mod common;
 
 use cairn::RunId;
 use cairn_tests::{free_port, workspace};
-use common::{DevServer, get, post, until};
+use common::{DevServer, NodeApp, get, post, run_of, send, until};
 use serde_json::{Value, json};
-use std::process::{Child, Command};
-
-/// The TypeScript app (`node app.mjs`), stopped by its PID on drop.
-struct NodeApp(Child);
-
-impl Drop for NodeApp {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-async fn send(url: &str, name: &str, data: Value) -> String {
-    let detail = json!({"name": name, "data": data, "id": cairn::new_event_id(chrono::Utc::now().timestamp_millis())});
-    let body = json!({"Entries": [{"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": detail.to_string()}]});
-    let answer: Value = reqwest::Client::new()
-        .post(url)
-        .header("x-amz-target", "AWSEvents.PutEvents")
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
-    detail["id"].as_str().unwrap().to_string()
-}
-
-async fn run_of(url: &str, function: &str, event_id: &str, statuses: &[&str]) -> Value {
-    let run_id = RunId::for_event(function, event_id);
-    until(&format!("{function} run {run_id} to be {statuses:?}"), 60, || async {
-        let body = get(&format!("{url}/api/runs/{run_id}")).await;
-        statuses.contains(&body["run"]["status"].as_str().unwrap_or_default()).then_some(body)
-    })
-    .await
-}
 
 fn steps(body: &Value) -> Vec<(String, String, Value)> {
     body["steps"]
@@ -79,16 +41,7 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
         &["-u", &app_url],
     );
     let url = dev.url.clone();
-    let _app = NodeApp(
-        Command::new("node")
-            .arg("app.mjs")
-            .current_dir(&app_dir)
-            .env("PORT", app_port.to_string())
-            .env("INNGEST_DEV", &url)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _app = NodeApp::start("app.mjs", &app_dir, app_port, &url);
     let _watch = common::watch_functions(&cargo_lambda, watch_port, &url, &db, &[]);
 
     // Synced in band: the app's functions are listed beside the template's.

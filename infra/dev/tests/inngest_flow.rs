@@ -9,48 +9,9 @@ mod common;
 
 use cairn::RunId;
 use cairn_tests::{free_port, workspace};
-use common::{DevServer, get, until};
+use common::{DevServer, NodeApp, get, run_of, send, until};
 use serde_json::{Value, json};
-use std::process::{Child, Command};
-
-/// The TypeScript app (`node flow.mjs`), stopped by its PID on drop.
-struct NodeApp(Child);
-
-impl Drop for NodeApp {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Puts one event through PutEvents; returns its id.
-async fn send(url: &str, name: &str, data: Value) -> String {
-    let detail = json!({"name": name, "data": data, "id": cairn::new_event_id(chrono::Utc::now().timestamp_millis())});
-    let body = json!({"Entries": [{"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": detail.to_string()}]});
-    let answer: Value = reqwest::Client::new()
-        .post(url)
-        .header("x-amz-target", "AWSEvents.PutEvents")
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
-    detail["id"].as_str().unwrap().to_string()
-}
-
-/// The run of `function` for event `event_id` once its status is one of `statuses`.
-async fn run_of(url: &str, function: &str, event_id: &str, statuses: &[&str]) -> Value {
-    let run_id = RunId::for_event(function, event_id);
-    until(&format!("{function} run {run_id} to be {statuses:?}"), 60, || async {
-        let body = get(&format!("{url}/api/runs/{run_id}")).await;
-        statuses.contains(&body["run"]["status"].as_str().unwrap_or_default()).then_some(body)
-    })
-    .await
-}
+use std::process::Command;
 
 fn reason(body: &Value) -> &str {
     body["run"]["reason"].as_str().unwrap_or_default()
@@ -72,16 +33,7 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let dev = DevServer::start_with(&format!("{}/template.yaml", workspace()), &db, &nowhere, &["-u", &app_url]);
     let url = dev.url.clone();
-    let _app = NodeApp(
-        Command::new("node")
-            .arg("flow.mjs")
-            .current_dir(&app_dir)
-            .env("PORT", app_port.to_string())
-            .env("INNGEST_DEV", &url)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _app = NodeApp::start("flow.mjs", &app_dir, app_port, &url);
     until("the app to sync", 30, || async {
         let list = get(&format!("{url}/api/functions")).await;
         list["functions"].as_array().unwrap().iter().any(|f| f["id"] == "flow-throttled").then_some(())

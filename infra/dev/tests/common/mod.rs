@@ -1,8 +1,9 @@
 //! What the process-level tests share: the `cairn dev` binary on a free port, and polling.
 #![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a part; an unwrap that fails is a failed test.
 
+use cairn::RunId;
 use cairn_tests::{Watch, free_port, workspace};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -138,4 +139,60 @@ pub(crate) async fn put_readwise_keys(url: &str, keys: &[(&str, &str)]) {
         let put = ssm.put_parameter().name(format!("{READWISE_KEYS}{user}")).value(*key).overwrite(true);
         put.r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.expect("the key is stored");
     }
+}
+
+/// A TypeScript app (`node app.mjs` in tests/conformance-ts), stopped by its PID on drop.
+pub(crate) struct NodeApp(pub(crate) Child);
+
+impl NodeApp {
+    /// `node SCRIPT` in `dir` (an app on the official SDK), serving on `port`, its events sent
+    /// to the dev server at `dev_url`.
+    pub(crate) fn start(script: &str, dir: &str, port: u16, dev_url: &str) -> NodeApp {
+        NodeApp(
+            Command::new("node")
+                .arg(script)
+                .current_dir(dir)
+                .env("PORT", port.to_string())
+                .env("INNGEST_DEV", dev_url)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for NodeApp {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Puts one event on the dev server's bus through PutEvents; returns its id.
+pub(crate) async fn send(url: &str, name: &str, data: Value) -> String {
+    let detail = json!({"name": name, "data": data, "id": cairn::new_event_id(chrono::Utc::now().timestamp_millis())});
+    let body = json!({"Entries": [{"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": detail.to_string()}]});
+    let answer: Value = reqwest::Client::new()
+        .post(url)
+        .header("x-amz-target", "AWSEvents.PutEvents")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
+    detail["id"].as_str().unwrap().to_string()
+}
+
+/// The run of `function` for event `event_id`, once its status is one of `statuses`.
+pub(crate) async fn run_of(url: &str, function: &str, event_id: &str, statuses: &[&str]) -> Value {
+    let run_id = RunId::for_event(function, event_id);
+    until(&format!("{function} run {run_id} to be {statuses:?}"), 60, || async {
+        let body = get(&format!("{url}/api/runs/{run_id}")).await;
+        statuses.contains(&body["run"]["status"].as_str().unwrap_or_default()).then_some(body)
+    })
+    .await
 }

@@ -101,6 +101,39 @@ async fn sleep_then_finish(event: Event, step: Step) -> Result<&'static str, cra
 
 const COMPLETED: (RunStatus, Option<SkipReason>) = (RunStatus::Completed, None);
 
+/// When each run started its first step: `(data.name, seconds)`, in start order.
+type Starts = Arc<std::sync::Mutex<Vec<(String, i64)>>>;
+
+/// A function on `trigger`, shaped by `options`, whose first step records `(data.name, now in
+/// seconds)` in `starts`; it then sleeps `data.secs` seconds, if given (staying active).
+fn start_recorder(
+    id: String,
+    trigger: &str,
+    starts: &Starts,
+    clock: &ManualClock,
+    options: impl FnOnce(crate::function::FunctionBuilder<Value>) -> crate::function::FunctionBuilder<Value>,
+) -> Function {
+    let (starts, clock) = (Arc::clone(starts), clock.clone());
+    options(Function::new(id).on_event(trigger))
+        .handler(move |event: Event, step: Step| {
+            let (starts, clock) = (Arc::clone(&starts), clock.clone());
+            async move {
+                let name = event.data["name"].as_str().unwrap_or_default().to_string();
+                step.run("start", || async {
+                    starts.lock().unwrap().push((name.clone(), clock.now_ms() / 1_000));
+                    Ok(())
+                })
+                .await?;
+                let secs = event.data["secs"].as_u64().unwrap_or(0);
+                if secs > 0 {
+                    step.sleep("hold", Duration::from_secs(secs)).await?;
+                }
+                Ok::<_, crate::StepError>("done")
+            }
+        })
+        .unwrap()
+}
+
 /// The store's admission contract: claims are spent with the head, all or nothing, and never
 /// by a duplicate.
 pub async fn admit_run_spends_claims_with_the_head<S: RunStore>(store: S) {
@@ -629,33 +662,16 @@ pub async fn concurrency_queues_runs_while_a_slot_is_held<S: RunStore>(store: S)
 /// 0, 0, 5, 10, 15 s), queues the rest saying until when, keeps keys apart, lets a start
 /// timeout cancel queued runs, and a duplicate delivery spends nothing.
 pub async fn throttle_starts_runs_on_schedule_and_queues_the_rest<S: RunStore>(store: S) {
-    let starts = Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
+    let starts = Starts::default();
     let scenario = Scenario::with_clock(store, |prefix, clock| {
-        let recorder = |id: String, throttle: Throttle, trigger: &str, timeouts: Option<Timeouts>| {
-            let (starts, clock) = (Arc::clone(&starts), clock.clone());
-            let builder = Function::new(id).on_event(trigger).throttle(throttle);
-            let builder = match timeouts {
-                Some(timeouts) => builder.timeouts(timeouts),
-                None => builder,
-            };
-            builder
-                .handler(move |event: Event, step: Step| {
-                    let (starts, clock) = (Arc::clone(&starts), clock.clone());
-                    async move {
-                        let name = event.data["name"].as_str().unwrap_or_default().to_string();
-                        step.run("start", || async {
-                            starts.lock().unwrap().push((name.clone(), clock.now_ms() / 1_000));
-                            Ok(())
-                        })
-                        .await
-                    }
-                })
-                .unwrap()
-        };
         vec![
-            recorder(format!("{prefix}-spaced"), Throttle::new(2, "10s"), "fc/t", None),
-            recorder(format!("{prefix}-keyed"), Throttle::new(1, "10s").key("event.data.user"), "fc/tk", None),
-            recorder(format!("{prefix}-timed"), Throttle::new(2, "10s"), "fc/tt", Some(Timeouts::new().start("7s"))),
+            start_recorder(format!("{prefix}-spaced"), "fc/t", &starts, clock, |f| f.throttle(Throttle::new(2, "10s"))),
+            start_recorder(format!("{prefix}-keyed"), "fc/tk", &starts, clock, |f| {
+                f.throttle(Throttle::new(1, "10s").key("event.data.user"))
+            }),
+            start_recorder(format!("{prefix}-timed"), "fc/tt", &starts, clock, |f| {
+                f.throttle(Throttle::new(2, "10s")).timeouts(Timeouts::new().start("7s"))
+            }),
         ]
     });
     let started = |from: usize| starts.lock().unwrap()[from..].to_vec();
@@ -708,38 +724,15 @@ pub async fn throttle_starts_runs_on_schedule_and_queues_the_rest<S: RunStore>(s
 /// is checked at admission, before a throttle could queue the run; M4, a run cancelled while
 /// its throttle queues it never starts, and leaves the limiter as it was.
 pub async fn combined_options_act_in_inngests_order<S: RunStore>(store: S) {
-    let starts = Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
+    let starts = Starts::default();
     let scenario = Scenario::with_clock(store, |prefix, clock| {
-        let (starts, clock) = (Arc::clone(&starts), clock.clone());
-        let recorder = move |event: Event, step: Step| {
-            let (starts, clock) = (Arc::clone(&starts), clock.clone());
-            async move {
-                let name = event.data["name"].as_str().unwrap_or_default().to_string();
-                step.run("start", || async {
-                    starts.lock().unwrap().push((name.clone(), clock.now_ms() / 1_000));
-                    Ok(())
-                })
-                .await?;
-                let secs = event.data["secs"].as_u64().unwrap_or(0);
-                if secs > 0 {
-                    step.sleep("hold", Duration::from_secs(secs)).await?;
-                }
-                Ok::<_, crate::StepError>("done")
-            }
-        };
         vec![
-            Function::new(format!("{prefix}-single"))
-                .on_event("fc/m3")
-                .throttle(Throttle::new(1, "10s"))
-                .singleton(Singleton::skip())
-                .handler(recorder.clone())
-                .unwrap(),
-            Function::new(format!("{prefix}-cancellable"))
-                .on_event("fc/m4")
-                .throttle(Throttle::new(2, "10s"))
-                .cancel_on(CancelOn::event("fc/m4.stop").matching("data.name"))
-                .handler(recorder)
-                .unwrap(),
+            start_recorder(format!("{prefix}-single"), "fc/m3", &starts, clock, |f| {
+                f.throttle(Throttle::new(1, "10s")).singleton(Singleton::skip())
+            }),
+            start_recorder(format!("{prefix}-cancellable"), "fc/m4", &starts, clock, |f| {
+                f.throttle(Throttle::new(2, "10s")).cancel_on(CancelOn::event("fc/m4.stop").matching("data.name"))
+            }),
         ]
     });
     let started = |from: usize| starts.lock().unwrap()[from..].to_vec();
@@ -771,4 +764,99 @@ pub async fn combined_options_act_in_inngests_order<S: RunStore>(store: S) {
     assert_eq!(started(1), at(&[("e1", 100), ("e2", 100), ("e3", 105), ("e4", 110), ("e6", 115)]));
     assert_eq!(scenario.status("cancellable", &sixth).await, COMPLETED);
     assert_eq!(scenario.steps("cancellable", &ids[4]).await, Vec::<String>::new());
+}
+
+/// T2, T3 and R3: bursts. A throttle starts `limit + burst` runs at once from idle, then one
+/// every `period / limit` (T2: 1 per 5 s with burst 2, six events at 0 start at 0, 0, 0, 5, 10,
+/// 15; T3: 2 per 6 s with burst 1, at 0, 0, 0, 3, 6, 9); a rate limit of 100 a minute admits its
+/// hidden burst of 10 plus one of 100 events at once and skips the other 89.
+pub async fn bursts_start_at_inngests_times<S: RunStore>(store: S) {
+    let starts = Starts::default();
+    let scenario = Scenario::with_clock(store, |prefix, clock| {
+        vec![
+            start_recorder(format!("{prefix}-t2"), "fc/t2", &starts, clock, |f| {
+                f.throttle(Throttle::new(1, "5s").burst(2))
+            }),
+            start_recorder(format!("{prefix}-t3"), "fc/t3", &starts, clock, |f| {
+                f.throttle(Throttle::new(2, "6s").burst(1))
+            }),
+            Function::new(format!("{prefix}-r3"))
+                .on_event("fc/r3")
+                .rate_limit(RateLimit::new(100, "1m"))
+                .handler(done)
+                .unwrap(),
+        ]
+    });
+    let started = |from: usize| starts.lock().unwrap()[from..].iter().map(|(_, secs)| *secs).collect::<Vec<_>>();
+    for n in 0..6 {
+        scenario.send_at(0, "fc/t2", json!({"name": format!("t2-{n}")})).await;
+    }
+    for secs in [5, 10, 15] {
+        scenario.at(secs).await;
+    }
+    assert_eq!(started(0), [0, 0, 0, 5, 10, 15]);
+    for n in 0..6 {
+        scenario.send_at(100, "fc/t3", json!({"name": format!("t3-{n}")})).await;
+    }
+    for secs in [103, 106, 109] {
+        scenario.at(secs).await;
+    }
+    assert_eq!(started(6), [100, 100, 100, 103, 106, 109]);
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..100 {
+        let id = scenario.send_at(200, "fc/r3", json!({})).await;
+        *statuses.entry(scenario.status("r3", &id).await.0.to_string()).or_default() += 1;
+    }
+    assert_eq!(statuses, [("completed".to_string(), 11), ("skipped".to_string(), 89)].into());
+}
+
+/// X10 and S4: a cancel rule whose condition also reads the trigger (`event.data.cancellable
+/// == true && async.data.id == event.data.id`) cannot cancel a run whose trigger fails it; a
+/// singleton's key stays locked while its run backs off after a failed step.
+pub async fn conditions_over_the_trigger_and_locks_through_retries<S: RunStore>(store: S) {
+    let attempts = Arc::new(AtomicU64::new(0));
+    let scenario = Scenario::new(store, |prefix| {
+        let attempts = Arc::clone(&attempts);
+        vec![
+            Function::new(format!("{prefix}-guarded"))
+                .on_event("fc/guarded")
+                .cancel_on(
+                    CancelOn::event("fc/guarded.stop")
+                        .when("event.data.cancellable == true && async.data.id == event.data.id"),
+                )
+                .handler(sleep_then_finish)
+                .unwrap(),
+            Function::new(format!("{prefix}-retried"))
+                .on_event("fc/retried")
+                .singleton(Singleton::skip().key("event.data.user"))
+                .handler(move |_: Event, step: Step| {
+                    let attempts = Arc::clone(&attempts);
+                    async move {
+                        step.run("flaky", || async {
+                            if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                                Err(crate::StepError::new("first attempt fails"))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .await?;
+                        Ok::<_, crate::StepError>("done")
+                    }
+                })
+                .unwrap(),
+        ]
+    });
+    let kept = scenario.send_at(0, "fc/guarded", json!({"id": "r1", "cancellable": false, "secs": 3_600})).await;
+    let open = scenario.send_at(0, "fc/guarded", json!({"id": "r2", "cancellable": true, "secs": 3_600})).await;
+    scenario.send_at(10, "fc/guarded.stop", json!({"id": "r1"})).await;
+    scenario.send_at(11, "fc/guarded.stop", json!({"id": "r2"})).await;
+    assert_eq!(scenario.status("guarded", &kept).await.0, RunStatus::Sleeping);
+    assert_eq!(scenario.status("guarded", &open).await.0, RunStatus::Cancelled);
+    // S4: the first attempt fails; the run backs off holding the key, so A2 is skipped.
+    let a1 = scenario.send_at(1_000, "fc/retried", json!({"user": "A"})).await;
+    assert_eq!(scenario.status("retried", &a1).await.0, RunStatus::Sleeping);
+    let a2 = scenario.send_at(1_010, "fc/retried", json!({"user": "A"})).await;
+    assert_eq!(scenario.status("retried", &a2).await, (RunStatus::Skipped, Some(SkipReason::Singleton)));
+    scenario.at(1_100).await;
+    assert_eq!(scenario.status("retried", &a1).await, COMPLETED);
 }
