@@ -860,3 +860,74 @@ pub async fn conditions_over_the_trigger_and_locks_through_retries<S: RunStore>(
     scenario.at(1_100).await;
     assert_eq!(scenario.status("retried", &a1).await, COMPLETED);
 }
+
+/// P1 and C2 through the Runner: while R0 executes under `concurrency: 1`, runs that arrive
+/// queue by creation time minus their priority (P1: e1 and e2 at 1 and 2 s, e3 at 3 s with
+/// priority 120 goes first: e3, e1, e2), and another key's run does not wait (C2).
+pub async fn priority_orders_the_queue_and_keys_stay_apart<S: RunStore>(store: S) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let order = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let scenario = Scenario::new(store, |prefix| {
+        let (gate, order) = (Arc::clone(&gate), Arc::clone(&order));
+        vec![
+            Function::new(format!("{prefix}-ranked"))
+                .on_event("fc/ranked")
+                .concurrency(Concurrency::new(1).key("event.data.user"))
+                .priority("event.data.p")
+                .handler(move |event: Event, step: Step| {
+                    let (gate, order) = (Arc::clone(&gate), Arc::clone(&order));
+                    async move {
+                        let name = event.data["name"].as_str().unwrap_or_default().to_string();
+                        let blocks = event.data["blocks"].as_bool().unwrap_or(false);
+                        step.run("work", || async {
+                            order.lock().unwrap().push(name.clone());
+                            if blocks {
+                                gate.acquire().await.unwrap().forget();
+                            }
+                            Ok(())
+                        })
+                        .await?;
+                        Ok(name)
+                    }
+                })
+                .unwrap(),
+        ]
+    });
+    let event = |name: &str, user: &str, p: i64, blocks: bool| {
+        EventPayload::new("fc/ranked", json!({"user": user, "name": name, "p": p, "blocks": blocks}))
+            .with_id(unique(name))
+    };
+    let function = format!("{}-ranked", scenario.prefix);
+    let run_of = |event: &EventPayload| RunId::for_event(&function, event.id.as_deref().unwrap());
+    let runner = scenario.runner();
+    let r0 = event("r0", "A", 0, true);
+    runner.accept(&r0).await.unwrap();
+    let r0_run = run_of(&r0);
+    let blocked = runner.drive(&r0_run);
+    let arrivals = async {
+        while order.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // R0 is in its step, holding A's only slot.
+        let mut queued = Vec::new();
+        for (secs, name, user, p) in [(1, "e1", "A", 0), (2, "e2", "A", 0), (3, "e3", "A", 120), (4, "b1", "B", 0)] {
+            scenario.runs.clock().set(secs * 1_000);
+            let arriving = event(name, user, p, false);
+            runner.accept(&arriving).await.unwrap();
+            queued.push((name, runner.drive(&run_of(&arriving)).await.unwrap()));
+        }
+        gate.add_permits(1);
+        queued
+    };
+    let (first, queued) = futures::join!(blocked, arrivals);
+    assert!(matches!(first.unwrap(), crate::runner::Drive::Completed(_)));
+    for (name, drive) in &queued[..3] {
+        assert!(
+            matches!(drive, crate::runner::Drive::Suspended { status: RunStatus::Queued, .. }),
+            "{name}: {drive:?}"
+        );
+    }
+    assert!(matches!(queued[3].1, crate::runner::Drive::Completed(_)), "B's run did not wait: {:?}", queued[3].1);
+    runner.run_until_idle().await.unwrap();
+    assert_eq!(*order.lock().unwrap(), ["r0", "b1", "e3", "e1", "e2"]);
+}
