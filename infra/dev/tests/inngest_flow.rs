@@ -166,10 +166,10 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
     let at = |field: &str| gates[done]["run"][field].as_i64().unwrap() + 60_000;
     let why = reason(&waiting).to_string();
     assert!(why.starts_with("queued by throttle, 0 ahead, until "), "{why}");
-    let until = chrono::DateTime::parse_from_rfc3339(why.trim_start_matches("queued by throttle, 0 ahead, until "))
+    let turn_at = chrono::DateTime::parse_from_rfc3339(why.trim_start_matches("queued by throttle, 0 ahead, until "))
         .unwrap()
         .timestamp_millis();
-    assert!(until > at("created_at") - 1_000 && until <= at("ended_at"), "{why} vs {}", gates[done]);
+    assert!(turn_at > at("created_at") - 1_000 && turn_at <= at("ended_at"), "{why} vs {}", gates[done]);
 
     // The dashboard says the same, in headless Chromium.
     assert!(
@@ -200,4 +200,18 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         assert_eq!(seen["runs"][run.as_str()], json!({"status": status, "why": why}), "run {run}");
     }
     assert_eq!(seen["errors"], json!([]));
+
+    // Cancelled while queued, a run leaves its throttle queue (woken once more, after its
+    // wake-ups were deleted): the next event's run is first in line.
+    let (status, body) = common::post(&format!("{url}/api/runs/{}/cancel", shown[5].0), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    until("the cancelled run to be woken to leave its queue", 30, || async {
+        let invocations = get(&format!("{url}/api/invocations?limit=1000")).await;
+        let invocations = invocations["invocations"].as_array().unwrap().clone();
+        invocations.iter().any(|i| i["cause"] == "leave-queues" && i["status"] == "ok").then_some(())
+    })
+    .await;
+    let next = send(&url, "flow/gated", json!({"n": 3})).await;
+    let behind = run_of(&url, "flow-gated", &next, &["queued"]).await;
+    assert!(reason(&behind).starts_with("queued by throttle, 0 ahead, until "), "{behind}");
 }

@@ -186,6 +186,12 @@ impl InngestApps {
             let memo = memo(&journal.steps);
             let mut queue = VecDeque::from([target]);
             while let Some((step_id, attempt)) = queue.pop_front() {
+                if !self.renew_slots(dev, run_id, slots).await? {
+                    meta.queued =
+                        Some(cairn::Queued { option: "concurrency".into(), key: None, position: 0, until: None });
+                    let recheck = dev.now().saturating_add(super::flow::QUEUE_RECHECK);
+                    return self.suspend(dev, &mut meta, RunStatus::Queued, recheck).await;
+                }
                 let answer = self.call(function, &meta, &step_id, attempt, &memo).await?;
                 match self.apply(dev, function, &mut meta, answer, &journal.steps, attempt).await? {
                     Applied::Continue(planned) => queue.extend(planned.into_iter().map(|id| (id, 0))),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// How long a queued run waits before checking its concurrency key again, should the wake-up
 /// of a freed slot be lost (as the Runner's reconciler recheck).
-const QUEUE_RECHECK: Millis = 60_000;
+pub(super) const QUEUE_RECHECK: Millis = 60_000;
 
 pub(super) fn durations() -> Durations {
     RunnerConfig::default().durations()
@@ -160,9 +160,7 @@ impl InngestApps {
         let slots = flow.slots(&function.id, &meta.event, meta.created_at);
         if !slots.is_empty() {
             let plain: Vec<Slot> = slots.iter().map(|(slot, _)| slot.clone()).collect();
-            let hold_until =
-                now.saturating_add(i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX / 2) + 60_000);
-            match dev.store().acquire_slots(&meta.run_id, &plain, now, hold_until).await.map_err(store_err)? {
+            match dev.store().acquire_slots(&meta.run_id, &plain, now, self.hold_until(now)).await.map_err(store_err)? {
                 Acquired::Granted => *held = plain,
                 Acquired::Queued { slot, position } => {
                     meta.queued = Some(Queued {
@@ -177,6 +175,34 @@ impl InngestApps {
             }
         }
         Ok(Gate::Call)
+    }
+
+    /// When a slot taken now lapses if the dev server dies: one minute after the longest call.
+    fn hold_until(&self, now: Millis) -> Millis {
+        now.saturating_add(i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX / 2) + 60_000)
+    }
+
+    /// Extends `held` slots before another call to the app, so a drive of many calls keeps
+    /// them; `false` if a hold lapsed meanwhile and another run took the slot (the run then
+    /// holds none and must queue again).
+    pub(super) async fn renew_slots<H: Host>(
+        &self,
+        dev: &Arc<H>,
+        run_id: &RunId,
+        held: &mut Vec<Slot>,
+    ) -> Result<bool> {
+        if held.is_empty() {
+            return Ok(true);
+        }
+        let now = dev.now();
+        match dev.store().acquire_slots(run_id, held, now, self.hold_until(now)).await.map_err(store_err)? {
+            Acquired::Granted => Ok(true),
+            Acquired::Queued { .. } => {
+                // Queued again by that try: nothing is held, nothing is given back.
+                held.clear();
+                Ok(false)
+            }
+        }
     }
 
     async fn cancel_overdue<H: Host>(&self, dev: &Arc<H>, meta: &mut RunMeta, because: String) -> Result<Gate> {
@@ -198,7 +224,16 @@ impl InngestApps {
         match dev.store().release_slots(run_id, held, now).await {
             Ok(wake) => {
                 for queued in wake.iter().filter(|queued| *queued != run_id) {
-                    if let Err(error) = schedule_resume(dev.as_ref(), function_id, queued, now) {
+                    // Woken as a run of its own function: a key of scope `env` or `account` is
+                    // shared by several.
+                    let owner = match dev.store().load(queued).await {
+                        Ok(Some(journal)) => journal.meta.function_id,
+                        _ => function_id.to_string(),
+                    };
+                    if !self.has_function(&owner) {
+                        continue; // a Rust function's run: its queue's recheck wakes it
+                    }
+                    if let Err(error) = schedule_resume(dev.as_ref(), &owner, queued, now) {
                         tracing::warn!(%error, run_id = %queued, "could not wake a queued run; its recheck will");
                     }
                 }

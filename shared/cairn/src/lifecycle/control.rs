@@ -130,6 +130,7 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
             if meta.status.is_finished() {
                 return Err(ControlError::AlreadyEnded { run_id: run_id.clone(), status: meta.status });
             }
+            let was_queued = meta.status == RunStatus::Queued;
             let mut cancelled = transition::ended(meta, &RunEnd::Cancelled, self.now, self.durations);
             cancelled.cancelled_by.clone_from(&because);
             let stored = match self.store.update_meta(&cancelled).await {
@@ -147,6 +148,14 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
             }
             if let Err(error) = self.timer.forget(run_id).await {
                 tracing::warn!(%error, "could not drop a cancelled run's wake-ups; they will find the run ended");
+            }
+            // A run cancelled while queued still sits in its throttle or concurrency queue, ahead
+            // of later runs: woken once more, its driver finds it ended and takes it out (the
+            // wake-up that would have done so was just forgotten).
+            if was_queued
+                && let Err(error) = self.timer.wake_at(run_id, &stored.function_id, "leave-queues", self.now).await
+            {
+                tracing::warn!(%error, "could not wake a cancelled queued run; its queue's recheck will");
             }
             if let Err(error) = deliver_outbox(self.store, self.bus, stored.clone()).await {
                 tracing::warn!(%error, "could not deliver a cancelled run's events; the reconciler will");

@@ -103,13 +103,18 @@ impl WaitKey {
 fn projection(expr: &MatchExpr, trigger: &Value) -> Option<Value> {
     let mut kept = Value::Object(serde_json::Map::new());
     for path in expr.event_paths()? {
-        let Some(value) = lookup(trigger, &path) else { continue };
-        let Some((last, parents)) = path.split_last() else { continue };
+        // Every object on the way that the trigger has is kept, even when the field itself is
+        // missing: `has(event.data.min)` must find `data` to say `false`, not fail.
         let mut at = &mut kept;
-        for field in parents {
-            at = at.as_object_mut()?.entry(field.clone()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+        for (depth, field) in path.iter().enumerate() {
+            let Some(value) = lookup(trigger, &path[..=depth]) else { break };
+            let object = at.as_object_mut()?;
+            if depth + 1 == path.len() || !value.is_object() {
+                object.insert(field.clone(), value.clone());
+                break;
+            }
+            at = object.entry(field.clone()).or_insert_with(|| Value::Object(serde_json::Map::new()));
         }
-        at.as_object_mut()?.insert(last.clone(), value.clone());
     }
     (serde_json::to_string(&kept).map_or(usize::MAX, |text| text.len()) <= TRIGGER_PROJECTION_BYTES).then_some(kept)
 }
@@ -191,4 +196,27 @@ pub fn invoke_resolved(step: &StepRecord, result: Result<Value, StepError>, now:
     };
     record.ended_at = Some(now);
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A general-form wait judged on the trigger fields it carries decides as the whole trigger
+    /// would, `has()` on a missing field included.
+    #[test]
+    fn a_wait_judged_on_its_projection_decides_as_on_the_whole_trigger() {
+        let trigger = EventPayload::new("app/order", json!({"order": 1, "big": "x".repeat(10_000)}));
+        let condition = "async.data.total >= (has(event.data.min) ? event.data.min : 0)";
+        let run = RunId::new("r1");
+        let wait = Wait::new("app/paid", &run, &StepId::from_hashed("s"), Some(condition.into()), &trigger, 9, 0);
+        assert_eq!((wait.key.clone(), wait.trigger.clone()), (None, Some(json!({"data": {}}))));
+        let paid = |total: i64| serde_json::to_value(EventPayload::new("app/paid", json!({"total": total}))).unwrap();
+        let whole = serde_json::to_value(&trigger).unwrap();
+        let on_whole = MatchExpr::parse(condition).unwrap().matches(&whole, &paid(5)).unwrap();
+        assert!(on_whole);
+        assert_eq!(Wait::possible(vec![wait.clone()], &paid(5)), vec![wait.clone()]);
+        assert_eq!(Wait::possible(vec![wait], &paid(-1)), Vec::<Wait>::new());
+    }
 }
