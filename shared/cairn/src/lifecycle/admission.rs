@@ -84,7 +84,9 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
             }
             if !ended {
                 let because = format!("singleton: replaced by run `{}`", meta.run_id);
-                match self.cancel_because(&holder, Some(because)).await {
+                // Boxed: a cancel's future is large (store, bus and timer calls), and admission
+                // runs inside event delivery's own.
+                match Box::pin(self.cancel_because(&holder, Some(because))).await {
                     Ok(_) | Err(ControlError::AlreadyEnded { .. } | ControlError::NotFound(_)) => {}
                     Err(other) => return Err(other),
                 }
@@ -137,7 +139,8 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
             }
         }
         let because = format!("cancel_on: event `{}` ({})", event.name, event.id.as_deref().unwrap_or("no id"));
-        match self.cancel_because(&meta.run_id, Some(because)).await {
+        // Boxed, as in admission: this runs inside event delivery's future.
+        match Box::pin(self.cancel_because(&meta.run_id, Some(because))).await {
             Ok(_) | Err(ControlError::AlreadyEnded { .. } | ControlError::NotFound(_)) => {}
             Err(other) => return Err(other),
         }

@@ -12,6 +12,8 @@ use crate::store::RunStore;
 impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// Creates `meta`'s run of `function` with the claims its options make.
     pub(crate) async fn admit(&self, function: &Function, meta: RunMeta) -> Result<Admitted, RunnerError> {
-        Ok(self.control().admit(function.id(), function.flow(), meta).await?)
+        // Boxed: the admission future (store, bus and timer calls, a singleton's cancel) is
+        // large, and a 2 MB worker thread also holds event delivery's.
+        Ok(Box::pin(self.control().admit(function.id(), function.flow(), meta)).await?)
     }
 }

@@ -11,6 +11,7 @@ use crate::store::RunStore;
 impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
     /// `listener` heard `event`: cancels its run if the rule's condition holds.
     pub(super) async fn hear_cancel(&self, listener: &Wait, event: &EventPayload) -> Result<(), RunnerError> {
-        Ok(self.control().hear_cancel(listener, event).await?)
+        // Boxed, as admission is: a cancel inside event delivery's future.
+        Ok(Box::pin(self.control().hear_cancel(listener, event)).await?)
     }
 }
