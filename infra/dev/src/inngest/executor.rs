@@ -185,8 +185,10 @@ impl InngestApps {
             }
             let memo = memo(&journal.steps);
             let mut queue = VecDeque::from([target]);
+            // The gate took the slots for the first call; later calls renew them.
+            let mut renew = false;
             while let Some((step_id, attempt)) = queue.pop_front() {
-                if !self.renew_slots(dev, run_id, slots).await? {
+                if std::mem::replace(&mut renew, true) && !self.renew_slots(dev, run_id, slots).await? {
                     meta.queued =
                         Some(cairn::Queued { option: "concurrency".into(), key: None, position: 0, until: None });
                     let recheck = dev.now().saturating_add(super::flow::QUEUE_RECHECK);

@@ -101,6 +101,42 @@ async fn sleep_then_finish(event: Event, step: Step) -> Result<&'static str, cra
 
 const COMPLETED: (RunStatus, Option<SkipReason>) = (RunStatus::Completed, None);
 
+/// A function on `trigger` limited to one execution per `data.user` (shaped further by
+/// `options`) whose `work` step records `data.name` in `order` and, when `data.blocks`, waits
+/// for a permit of `gate` (so the test holds the slot as long as it likes); with `rest`, it then
+/// sleeps 60 s (holding no slot).
+fn gated_worker(
+    id: String,
+    trigger: &str,
+    gate: &Arc<tokio::sync::Semaphore>,
+    order: &Arc<std::sync::Mutex<Vec<String>>>,
+    rest: bool,
+    options: impl FnOnce(crate::function::FunctionBuilder<Value>) -> crate::function::FunctionBuilder<Value>,
+) -> Function {
+    let (gate, order) = (Arc::clone(gate), Arc::clone(order));
+    options(Function::new(id).on_event(trigger).concurrency(Concurrency::new(1).key("event.data.user")))
+        .handler(move |event: Event, step: Step| {
+            let (gate, order) = (Arc::clone(&gate), Arc::clone(&order));
+            async move {
+                let name = event.data["name"].as_str().unwrap_or_default().to_string();
+                let blocks = event.data["blocks"].as_bool().unwrap_or(false);
+                step.run("work", || async {
+                    order.lock().unwrap().push(name.clone());
+                    if blocks {
+                        gate.acquire().await.unwrap().forget();
+                    }
+                    Ok(())
+                })
+                .await?;
+                if rest {
+                    step.sleep("rest", Duration::from_secs(60)).await?;
+                }
+                Ok(name)
+            }
+        })
+        .unwrap()
+}
+
 /// When each run started its first step: `(data.name, seconds)`, in start order.
 type Starts = Arc<std::sync::Mutex<Vec<(String, i64)>>>;
 
@@ -579,30 +615,7 @@ pub async fn concurrency_queues_runs_while_a_slot_is_held<S: RunStore>(store: S)
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let order = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let scenario = Scenario::new(store, |prefix| {
-        let (gate, order) = (Arc::clone(&gate), Arc::clone(&order));
-        vec![
-            Function::new(format!("{prefix}-one"))
-                .on_event("fc/one")
-                .concurrency(Concurrency::new(1).key("event.data.user"))
-                .handler(move |event: Event, step: Step| {
-                    let (gate, order) = (Arc::clone(&gate), Arc::clone(&order));
-                    async move {
-                        let name = event.data["name"].as_str().unwrap_or_default().to_string();
-                        let blocks = event.data["blocks"].as_bool().unwrap_or(false);
-                        step.run("work", || async {
-                            order.lock().unwrap().push(name.clone());
-                            if blocks {
-                                gate.acquire().await.unwrap().forget();
-                            }
-                            Ok(())
-                        })
-                        .await?;
-                        step.sleep("rest", Duration::from_secs(60)).await?;
-                        Ok(name)
-                    }
-                })
-                .unwrap(),
-        ]
+        vec![gated_worker(format!("{prefix}-one"), "fc/one", &gate, &order, true, |f| f)]
     });
     let event = |name: &str, blocks: bool| {
         EventPayload::new("fc/one", json!({"user": "u1", "name": name, "blocks": blocks})).with_id(unique(name))
@@ -868,30 +881,9 @@ pub async fn priority_orders_the_queue_and_keys_stay_apart<S: RunStore>(store: S
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let order = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let scenario = Scenario::new(store, |prefix| {
-        let (gate, order) = (Arc::clone(&gate), Arc::clone(&order));
-        vec![
-            Function::new(format!("{prefix}-ranked"))
-                .on_event("fc/ranked")
-                .concurrency(Concurrency::new(1).key("event.data.user"))
-                .priority("event.data.p")
-                .handler(move |event: Event, step: Step| {
-                    let (gate, order) = (Arc::clone(&gate), Arc::clone(&order));
-                    async move {
-                        let name = event.data["name"].as_str().unwrap_or_default().to_string();
-                        let blocks = event.data["blocks"].as_bool().unwrap_or(false);
-                        step.run("work", || async {
-                            order.lock().unwrap().push(name.clone());
-                            if blocks {
-                                gate.acquire().await.unwrap().forget();
-                            }
-                            Ok(())
-                        })
-                        .await?;
-                        Ok(name)
-                    }
-                })
-                .unwrap(),
-        ]
+        vec![gated_worker(format!("{prefix}-ranked"), "fc/ranked", &gate, &order, false, |f| {
+            f.priority("event.data.p")
+        })]
     });
     let event = |name: &str, user: &str, p: i64, blocks: bool| {
         EventPayload::new("fc/ranked", json!({"user": user, "name": name, "p": p, "blocks": blocks}))
