@@ -319,6 +319,42 @@ async fn a_flaky_step_retries_after_its_backoff_on_the_timer() {
 }
 
 #[tokio::test]
+async fn a_step_attempt_that_times_out_is_retried_on_the_timer_after_the_steps_backoff() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&calls);
+    let hung = Function::new("hung")
+        .on_event("test/hung")
+        .handler(move |_: Event, step: Step| {
+            let calls = Arc::clone(&seen);
+            async move {
+                let options =
+                    StepOptions::new("call").timeout(Duration::from_millis(20)).backoff(Backoff::table(["10s"]));
+                step.run(options, || async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok("answered".to_string())
+                })
+                .await
+            }
+        })
+        .unwrap();
+    let h = harness(vec![hung]);
+    let sent_at = h.clock.now_ms();
+    h.send("test/hung", json!({})).await;
+    let run = h.only_run("hung").await;
+    assert_eq!(run.status, RunStatus::Sleeping);
+    let step = &h.runner.store().load(&run.run_id).await.unwrap().unwrap().steps[0];
+    let StepState::Retrying { error, retry_at } = &step.state else { panic!("{step:?}") };
+    assert_eq!((error.name.as_str(), *retry_at), ("StepTimeoutError", sent_at + 10_000));
+    assert_eq!(h.runner.timer().next_due(), Some(sent_at + 10_000));
+    h.advance_to_next_timer().await;
+    let run = h.only_run("hung").await;
+    assert_eq!((run.status, run.output), (RunStatus::Completed, Some(json!("answered"))));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn a_final_failure_runs_the_on_failure_handler_once() {
     let handled = Arc::new(AtomicU32::new(0));
     let seen = Arc::clone(&handled);

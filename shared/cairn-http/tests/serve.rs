@@ -79,7 +79,16 @@ fn functions(calls: Arc<AtomicU32>) -> Registry {
             .await
         })
         .unwrap();
-    Registry::new([hello, parallel, flaky, fatal, waiter, invoker, slow]).unwrap()
+    let patient = Function::new("patient")
+        .on_event("test/patient")
+        .handler(|_: Event, step: Step| async move {
+            let options = StepOptions::new("hung-call")
+                .timeout(std::time::Duration::from_millis(20))
+                .backoff(Backoff::table(["45s", "2m"]));
+            step.run(options, std::future::pending::<StepResult<()>>).await
+        })
+        .unwrap();
+    Registry::new([hello, parallel, flaky, fatal, waiter, invoker, slow, patient]).unwrap()
 }
 
 const NOW: i64 = 1_800_000_000_000;
@@ -135,7 +144,7 @@ async fn get_introspects_in_dev_mode() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         reply.body,
-        json!({"extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": false, "function_count": 7, "mode": "dev", "schema_version": "2024-05-24"})
+        json!({"extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": false, "function_count": 8, "mode": "dev", "schema_version": "2024-05-24"})
     );
     assert_eq!(reply.headers["x-inngest-sdk"], "cairn:v0.1.0");
     assert_eq!(reply.headers["x-inngest-req-version"], "2");
@@ -213,6 +222,26 @@ async fn a_failing_step_errors_until_its_last_attempt_then_fails() {
     assert_eq!(failed.status, StatusCode::BAD_REQUEST);
     assert_eq!(failed.headers["x-inngest-no-retry"], "true");
     assert_eq!(failed.body["message"], json!("nope"));
+}
+
+#[tokio::test]
+async fn a_timed_out_attempt_is_a_step_error_whose_retry_after_is_the_steps_own_backoff() {
+    let e = endpoint(ServeConfig::dev("app"));
+    for (attempt, delay) in [(0, "45"), (1, "120"), (2, "120")] {
+        let body = call_body("test/patient", json!({}), json!({"attempt": attempt, "max_attempts": 5}));
+        let reply = post(&e, "patient", "step", &body).await;
+        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            (reply.headers["x-inngest-no-retry"].to_str().unwrap(), reply.headers["retry-after"].to_str().unwrap()),
+            ("false", delay)
+        );
+        assert_eq!(reply.body[0]["op"], json!("StepError"));
+        assert_eq!(reply.body[0]["error"]["name"], json!("StepTimeoutError"));
+        assert_eq!(
+            reply.body[0]["error"]["message"],
+            json!(format!("step `hung-call`: attempt {} timed out after 20ms", attempt + 1))
+        );
+    }
 }
 
 #[tokio::test]

@@ -4,10 +4,11 @@
 //! 1 h, 2 h, then 2 h) plus up to 30 s of jitter, so runs that failed together do not retry
 //! together.
 
-use crate::duration::millis;
+use crate::duration::{IntoDuration, millis};
 use crate::error::StepError;
 use crate::record::Millis;
 use sha1::{Digest, Sha1};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest delay [`StepError::retry_after`] may ask for: Inngest's executor clamps
@@ -49,16 +50,114 @@ pub(crate) fn retry_delay(error: &StepError, attempts_made: u32, seed: &str) -> 
     }
 }
 
-/// How many attempts a step or a function gets, and when the next one runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RetryPolicy {
-    max_attempts: u32,
+/// A step's own back-off, replacing the default table
+/// ([`StepOptions::backoff`](crate::StepOptions::backoff)): a table of delays, or a function of
+/// the number of failed attempts. Delays are clamped to [`MIN_RETRY_AFTER`, `MAX_RETRY_AFTER`]
+/// and carry no jitter. An error's own [`StepError::retry_after`] still wins.
+///
+/// ```
+/// use cairn::Backoff;
+/// use std::time::Duration;
+/// let table = Backoff::table(["1s", "10s", "1m"]);
+/// assert_eq!(table.delay(1).unwrap(), Duration::from_secs(1));
+/// assert_eq!(table.delay(7).unwrap(), Duration::from_secs(60)); // the last entry repeats
+/// let doubling = Backoff::function(|failed| Duration::from_secs(2u64.saturating_pow(failed)));
+/// assert_eq!(doubling.delay(3).unwrap(), Duration::from_secs(8));
+/// ```
+#[derive(Clone)]
+pub struct Backoff(BackoffKind);
+
+#[derive(Clone)]
+enum BackoffKind {
+    Table(Result<Vec<Duration>, String>),
+    Function(Arc<dyn Fn(u32) -> Duration + Send + Sync>),
 }
 
-impl RetryPolicy {
+impl std::fmt::Debug for Backoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            BackoffKind::Table(table) => f.debug_tuple("Backoff::table").field(table).finish(),
+            BackoffKind::Function(_) => f.write_str("Backoff::function(..)"),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after the n-th failed attempt is the n-th entry (`"5s"` or a `Duration`); the
+    /// last entry repeats for later attempts.
+    pub fn table<D: IntoDuration>(delays: impl IntoIterator<Item = D>) -> Self {
+        let table = delays
+            .into_iter()
+            .enumerate()
+            .map(|(index, delay)| delay.into_duration().map_err(|reason| format!("entry {index}: {reason}")))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|table| if table.is_empty() { Err("the table is empty".to_string()) } else { Ok(table) });
+        Backoff(BackoffKind::Table(table))
+    }
+
+    /// The delay after `failed` failed attempts (1 after the first) is `f(failed)`. It must be
+    /// a pure function of its argument: a replay computes the same delay.
+    pub fn function(f: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
+        Backoff(BackoffKind::Function(Arc::new(f)))
+    }
+
+    /// The delay after `failed` failed attempts, clamped to [`MIN_RETRY_AFTER`,
+    /// `MAX_RETRY_AFTER`].
+    ///
+    /// # Errors
+    /// A message naming the table entry that is not a duration, or an empty table.
+    pub fn delay(&self, failed: u32) -> Result<Duration, String> {
+        let delay = match &self.0 {
+            BackoffKind::Table(table) => {
+                let table = table.as_ref().map_err(Clone::clone)?;
+                let index = usize::try_from(failed.saturating_sub(1)).unwrap_or(usize::MAX).min(table.len() - 1);
+                table[index]
+            }
+            BackoffKind::Function(f) => f(failed),
+        };
+        Ok(delay.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER))
+    }
+
+    /// Checks a table once, before the step runs: `Err` names what is wrong.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match &self.0 {
+            BackoffKind::Table(Err(reason)) => Err(format!("invalid back-off: {reason}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How many attempts a step or a function gets, and when the next one runs.
+#[derive(Clone, Debug)]
+pub(crate) struct RetryPolicy<'a> {
+    max_attempts: u32,
+    backoff: Option<&'a Backoff>,
+}
+
+impl<'a> RetryPolicy<'a> {
     /// `retries` after the first attempt.
     pub(crate) fn with_retries(retries: u32) -> Self {
-        RetryPolicy { max_attempts: retries.saturating_add(1) }
+        RetryPolicy { max_attempts: retries.saturating_add(1), backoff: None }
+    }
+
+    /// Delays from `backoff` instead of the default table, if given.
+    pub(crate) fn backoff(mut self, backoff: Option<&'a Backoff>) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The error a failed attempt is recorded with: under a custom back-off, it carries its
+    /// delay as its retry-after (how the Inngest protocol conveys a step's delay to the
+    /// executor), unless it already asks for one.
+    pub(crate) fn judged(&self, mut error: StepError, attempts_made: u32) -> StepError {
+        if let (Some(backoff), None) = (self.backoff, error.retry_after_ms)
+            && error.retriable
+            && attempts_made < self.max_attempts
+            && let Ok(delay) = backoff.delay(attempts_made)
+        {
+            error.retry_after_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        }
+        error
     }
 
     /// When the attempt after `attempts_made` attempts (the last failing with `error` at `now`)
@@ -92,6 +191,18 @@ mod tests {
         assert_eq!(policy.retry_at(&error, 3, 0, "s"), None);
         assert_eq!(policy.retry_at(&StepError::non_retriable("no"), 1, 0, "s"), None);
         assert_eq!(RetryPolicy::with_retries(u32::MAX).retry_at(&error, 1, 5, "s").map(|at| at > 5), Some(true));
+    }
+
+    #[test]
+    fn custom_delays_are_clamped_to_the_retry_after_bounds() {
+        assert_eq!(Backoff::table(["0s"]).delay(1), Ok(MIN_RETRY_AFTER));
+        assert_eq!(Backoff::function(|_| Duration::from_secs(200_000)).delay(1), Ok(MAX_RETRY_AFTER));
+        let policy = RetryPolicy::with_retries(1);
+        let table = Backoff::table(["9s"]);
+        let judged = policy.clone().backoff(Some(&table)).judged(StepError::new("boom"), 1);
+        assert_eq!(judged.retry_after_ms, Some(9_000));
+        let last = policy.backoff(Some(&table)).judged(StepError::new("boom"), 2);
+        assert_eq!(last.retry_after_ms, None, "no attempt follows the last: nothing to wait for");
     }
 
     #[test]

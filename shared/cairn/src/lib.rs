@@ -50,7 +50,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backoff::{MAX_RETRY_AFTER, MIN_RETRY_AFTER, backoff};
+pub use backoff::{Backoff, MAX_RETRY_AFTER, MIN_RETRY_AFTER, backoff};
 pub use bus::{Bus, BusError, MemoryBus, MemoryTimer, Timer};
 #[cfg(feature = "testing")]
 pub use clock::ManualClock;
@@ -85,7 +85,7 @@ pub use store::{MemoryStore, RunStore, StoreError};
 pub mod prelude {
     pub use crate::flow::{CancelOn, Concurrency, RateLimit, Singleton, Throttle, Timeouts};
     pub use crate::{
-        Event, EventData, EventPayload, FailureData, Function, Invoke, ResultExt, SendResult, Step, StepError,
+        Backoff, Event, EventData, EventPayload, FailureData, Function, Invoke, ResultExt, SendResult, Step, StepError,
         StepOptions, StepResult, WaitFor,
     };
     pub use futures::future::try_join_all;

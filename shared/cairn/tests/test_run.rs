@@ -248,3 +248,107 @@ async fn sent_events_hold_the_runs_own_events_not_the_system_events() {
     let names: Vec<&str> = run.sent_events().iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["app/note"], "inngest/function.finished went to the bus, not here");
 }
+
+/// A step whose first attempt hangs and whose second answers, with a 50 ms timeout per attempt.
+fn slow_then_fast(backoff: Backoff) -> (Function, Arc<Mutex<u32>>) {
+    let calls = Arc::new(Mutex::new(0));
+    let counted = calls.clone();
+    let f = Function::new("lookup")
+        .on_event("app/lookup")
+        .handler(move |_: Event, step: Step| {
+            let counted = counted.clone();
+            let backoff = backoff.clone();
+            async move {
+                let options =
+                    StepOptions::new("call-api").timeout(Duration::from_millis(50)).retries(2).backoff(backoff);
+                step.run(options, move || async move {
+                    let call = {
+                        let mut calls = counted.lock().unwrap();
+                        *calls += 1;
+                        *calls
+                    };
+                    if call == 1 {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(format!("answer {call}"))
+                })
+                .await
+            }
+        })
+        .unwrap();
+    (f, calls)
+}
+
+#[tokio::test]
+async fn a_step_attempt_past_its_timeout_fails_and_is_retried_after_the_steps_own_backoff() {
+    let (f, calls) = slow_then_fast(Backoff::table(["7s", "1m"]));
+    let mut run = TestRun::new(f);
+    let start = run.clock().now_ms();
+    let Outcome::StepFailed { record, retry_at: Some(retry_at) } = run.next().await.unwrap() else { panic!() };
+    let StepState::Retrying { error, .. } = &record.state else { panic!("{record:?}") };
+    assert_eq!(
+        (error.name.as_str(), error.message.as_str(), error.retriable, error.retry_after_ms),
+        ("StepTimeoutError", "step `call-api`: attempt 1 timed out after 50ms", true, Some(7_000))
+    );
+    assert_eq!(retry_at, start + 7_000, "the table's first delay, without jitter");
+    run.clock().set(retry_at);
+    assert_eq!(run.result().await.unwrap(), json!("answer 2"));
+    assert_eq!((run.steps()[0].attempts, *calls.lock().unwrap()), (2, 2));
+}
+
+#[tokio::test]
+async fn a_backoff_function_sets_each_delay_and_an_errors_own_retry_after_wins() {
+    let f = Function::new("flaky")
+        .on_event("app/flaky")
+        .handler(|_: Event, step: Step| async move {
+            let options = StepOptions::new("call")
+                .retries(3)
+                .backoff(Backoff::function(|failed| Duration::from_secs(10 * u64::from(failed))));
+            step.run(options, || async {
+                Err::<(), _>(match step.attempt() {
+                    1 => StepError::retry_after("slow down", Duration::from_secs(2)),
+                    _ => StepError::new("boom"),
+                })
+            })
+            .await
+        })
+        .unwrap();
+    let mut run = TestRun::new(f);
+    let mut delays = Vec::new();
+    loop {
+        let now = run.clock().now_ms();
+        match run.next().await.unwrap() {
+            Outcome::StepFailed { retry_at: Some(at), .. } => {
+                delays.push(at - now);
+                run.clock().set(at);
+            }
+            Outcome::StepFailed { retry_at: None, .. } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(delays, [10_000, 2_000, 30_000], "attempt 2 asked for 2 s itself");
+    assert_eq!(run.result().await.unwrap_err().message, "boom");
+}
+
+#[tokio::test]
+async fn invalid_step_timeouts_and_backoff_tables_fail_the_step_naming_the_problem() {
+    for (options, expected) in [
+        (StepOptions::new("s").timeout("soon"), "step `s`: invalid timeout: "),
+        (StepOptions::new("s").timeout(Duration::ZERO), "step `s`: invalid timeout: it must be longer than zero"),
+        (StepOptions::new("s").backoff(Backoff::table(["1s", "x"])), "step `s`: invalid back-off: entry 1: "),
+        (
+            StepOptions::new("s").backoff(Backoff::table(Vec::<Duration>::new())),
+            "step `s`: invalid back-off: the table is empty",
+        ),
+    ] {
+        let f = Function::new("bad")
+            .on_event("app/bad")
+            .handler(move |_: Event, step: Step| {
+                let options = options.clone();
+                async move { step.run(options, || async { Ok(1) }).await }
+            })
+            .unwrap();
+        let error = TestRun::new(f).result().await.unwrap_err();
+        assert!(error.message.starts_with(expected) && !error.retriable, "{error:?}");
+    }
+}

@@ -18,7 +18,7 @@ mod journal;
 
 pub(crate) use journal::JournalIndex;
 
-use crate::backoff::RetryPolicy;
+use crate::backoff::{Backoff, RetryPolicy};
 use crate::error::{EngineError, StepError};
 use crate::event::EventPayload;
 use crate::id::{FastHash, HexId, RunId, StepId};
@@ -106,6 +106,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) number: u32,
     /// The step's own retries ([`StepOptions::retries`](crate::StepOptions::retries)), if set.
     pub(crate) retries: Option<u32>,
+    /// The step's own back-off ([`StepOptions::backoff`](crate::StepOptions::backoff)), if set.
+    pub(crate) backoff: Option<&'a Backoff>,
     /// When the attempt ran.
     pub(crate) now: Millis,
 }
@@ -244,10 +246,12 @@ impl ExecutionState {
     /// The record of a finished attempt: completed, retrying (when the retry policy grants
     /// another attempt) or failed.
     pub(crate) fn attempt_record(&self, attempt: Attempt<'_>, result: Result<Value, StepError>) -> StepRecord {
-        let policy = RetryPolicy::with_retries(attempt.retries.unwrap_or(self.declared.retries));
+        let policy =
+            RetryPolicy::with_retries(attempt.retries.unwrap_or(self.declared.retries)).backoff(attempt.backoff);
         let state = match result {
             Ok(output) => StepState::Completed { output },
             Err(error) => {
+                let error = policy.judged(error, attempt.number);
                 let seed = format!("{}/{}", self.run_id, attempt.id);
                 match policy.retry_at(&error, attempt.number, attempt.now, &seed) {
                     Some(retry_at) => StepState::Retrying { error, retry_at },

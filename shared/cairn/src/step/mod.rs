@@ -26,7 +26,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{Permit, Settled, checked_name, checked_wait, decode_event, decode_output, execute, halt};
+use support::{
+    Permit, Settled, checked_name, checked_timeout, checked_wait, decode_event, decode_output, execute, halt,
+};
 use tracing::Instrument;
 
 /// Longest sleep, wait or invoke timeout Inngest accepts.
@@ -94,6 +96,10 @@ impl Step {
     {
         let options = options.into();
         let name = checked_name(&options.name)?;
+        let timeout = checked_timeout(name, options.timeout.clone())?;
+        if let Some(reason) = options.backoff.as_ref().and_then(|backoff| backoff.check().err()) {
+            return Err(StepError::non_retriable(format!("step `{name}`: {reason}")));
+        }
         let (id, position, existing) = match self.begin(StepKind::Run, name, decode_output) {
             Begin::Memoized(result) => return result,
             Begin::Halt => return halt().await,
@@ -117,7 +123,9 @@ impl Step {
             let span = tracing::info_span!("step", step.id = %id, step.name = name, step.kind = "run", attempt);
             let result: Result<Value, StepError> = match (mock, f.take()) {
                 (Some(mocked), _) => mocked,
-                (None, Some(f)) => execute(name, f).instrument(span.clone()).await,
+                (None, Some(f)) => {
+                    execute(name, f, timeout.map(|limit| (limit, attempt))).instrument(span.clone()).await
+                }
                 // A retry within the same invocation: the closure was consumed by the failed
                 // attempt, so the retry happens on the next replay, which builds a fresh one.
                 (None, None) => return halt().await,
@@ -129,6 +137,7 @@ impl Step {
                 started_at: *started_at.get_or_insert(now),
                 number: attempt,
                 retries: options.retries,
+                backoff: options.backoff.as_ref(),
                 now,
             };
             // The retry policy judges the attempt: completed, retrying or failed.

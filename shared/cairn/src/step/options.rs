@@ -2,6 +2,7 @@
 //! send ([`IntoEvents`]) and [`SendResult`].
 
 use super::MAX_WAIT;
+use crate::backoff::Backoff;
 use crate::duration::IntoDuration;
 use crate::event::{EventData, EventPayload};
 use serde::Serialize;
@@ -14,17 +15,33 @@ use std::time::Duration;
 pub struct StepOptions {
     pub(super) name: String,
     pub(super) retries: Option<u32>,
+    pub(super) timeout: Option<Result<Duration, String>>,
+    pub(super) backoff: Option<Backoff>,
 }
 
 impl StepOptions {
     /// Options for the step `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        StepOptions { name: name.into(), retries: None }
+        StepOptions { name: name.into(), retries: None, timeout: None, backoff: None }
     }
 
     /// Retries for this step, overriding the function's.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = Some(retries);
+        self
+    }
+
+    /// Bounds one attempt of `step.run` (`"30s"` or a `Duration`): an attempt still running
+    /// then is dropped and counts as a failed attempt (`StepTimeoutError`), retried under the
+    /// step's retries and back-off. It measures the attempt's own time in this process.
+    pub fn timeout(mut self, timeout: impl IntoDuration) -> Self {
+        self.timeout = Some(timeout.into_duration());
+        self
+    }
+
+    /// This step's delays between attempts, instead of the default table with jitter.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
         self
     }
 }

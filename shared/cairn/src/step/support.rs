@@ -36,6 +36,17 @@ pub(super) fn checked_wait(name: &str, duration: Result<Duration, String>) -> St
     Ok(duration)
 }
 
+pub(super) fn checked_timeout(name: &str, timeout: Option<Result<Duration, String>>) -> StepResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(Err(reason)) => Err(StepError::non_retriable(format!("step `{name}`: invalid timeout: {reason}"))),
+        Some(Ok(limit)) if limit.is_zero() => {
+            Err(StepError::non_retriable(format!("step `{name}`: invalid timeout: it must be longer than zero")))
+        }
+        Some(Ok(limit)) => Ok(Some(limit)),
+    }
+}
+
 pub(super) fn decode_output<T: DeserializeOwned>(record: &StepRecord) -> StepResult<T> {
     match &record.state {
         // The message names the field, never the value: step outputs may hold secrets.
@@ -67,13 +78,31 @@ pub(super) fn decode_event<T: DeserializeOwned>(name: &str, record: &StepRecord)
     }
 }
 
-pub(super) async fn execute<T, F, Fut>(name: &str, f: F) -> Result<Value, StepError>
+/// Runs one attempt of a `run` closure; with a `(limit, attempt)` timeout, an attempt still
+/// running at `limit` is dropped and fails with `StepTimeoutError`.
+pub(super) async fn execute<T, F, Fut>(name: &str, f: F, timeout: Option<(Duration, u32)>) -> Result<Value, StepError>
 where
     T: Serialize,
     F: FnOnce() -> Fut,
     Fut: Future<Output = StepResult<T>>,
 {
-    match AssertUnwindSafe(f()).catch_unwind().await {
+    let attempt = AssertUnwindSafe(f()).catch_unwind();
+    let finished = match timeout {
+        None => attempt.await,
+        Some((limit, number)) => match tokio::time::timeout(limit, attempt).await {
+            Ok(finished) => finished,
+            Err(_) => {
+                return Err(StepError {
+                    name: "StepTimeoutError".into(),
+                    ..StepError::new(format!(
+                        "step `{name}`: attempt {number} timed out after {}",
+                        humantime::format_duration(limit)
+                    ))
+                });
+            }
+        },
+    };
+    match finished {
         Ok(Ok(value)) => serde_json::to_value(value)
             .map_err(|err| StepError::non_retriable(format!("step `{name}`: output is not JSON: {err}"))),
         Ok(Err(err)) => Err(err),
