@@ -3,12 +3,13 @@
 //! 2. the commit of a step against a bare PutItem of the same item size, side by side;
 //!    and the reconciler's cost: an idle pass, and a pass over 100 runs whose invocations died;
 //! 3. flow control: the DynamoDB requests a run costs with each option, and admissions per
-//!    second on one concurrency key and one throttle key;
+//!    second on one concurrency key and one throttle key; debounce's requests per event;
 //! 4. one event against 10,000 pending waits, filed by value and of the general form;
 //! 5. a function binary's cold start, from exec to its first event handled, against a local
 //!    Lambda Runtime API, and its stripped size.
 //!
-//! Usage: bench-aws [PATH-TO-RELEASE-FUNCTION-BINARY]; `CAIRN_BENCH_ONLY=waits` runs only 4.
+//! Usage: bench-aws [PATH-TO-RELEASE-FUNCTION-BINARY]; `CAIRN_BENCH_ONLY=waits` runs only 4,
+//! `CAIRN_BENCH_ONLY=flow` only 3 (with debounce's cost per event).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use cairn::prelude::*;
@@ -150,6 +151,95 @@ async fn flow_control_cost(endpoint: &str) -> anyhow::Result<()> {
     println!(
         "\nadmissions per second on one key, one client (moto): concurrency (acquire + release) {concurrency:.0}, throttle {throttle:.0}\n"
     );
+    Ok(())
+}
+
+/// Debounce on DynamoDB: the requests each event of a burst costs (plain, and with a rate limit
+/// spent per event), and what opening and firing a window adds to the run it starts; 100
+/// events, one key, 1 KB of data each.
+async fn debounce_cost(endpoint: &str) -> anyhow::Result<()> {
+    use cairn::flow::{Debounce, RateLimit};
+    use cairn::testing::ManualClock;
+    let proxy = FaultProxy::start(endpoint, |_, _| Fault::None).await;
+    let store = store(proxy.url(), &format!("bench-debounce-{}", std::process::id())).await;
+    let one_step = |id: &str,
+                    with: &dyn Fn(
+        cairn::FunctionBuilder<serde_json::Value>,
+    ) -> cairn::FunctionBuilder<serde_json::Value>| {
+        with(Function::new(id).on_event(format!("bench/{id}")))
+            .handler(|_: Event, step: Step| async move { step.run("one", || async { Ok(1) }).await })
+    };
+    let functions = vec![
+        one_step("plain", &|f| f)?,
+        one_step("debounced", &|f| f.debounce(Debounce::new("5s")))?,
+        one_step("limited", &|f| f.debounce(Debounce::new("5s")).rate_limit(RateLimit::new(1_000, "1m")))?,
+    ];
+    let clock = ManualClock::at(1_800_000_000_000);
+    let runner = Runner::new(Registry::new(functions)?, store, MemoryBus::new(), MemoryTimer::new())
+        .with_clock(std::sync::Arc::new(clock.clone()));
+    let count = |traffic: &std::collections::BTreeMap<String, cairn_tests::Traffic>, ops: &[&str]| {
+        ops.iter().map(|op| traffic.get(*op).map_or(0, |t| t.requests)).sum::<usize>()
+    };
+    const READS: [&str; 3] = ["GetItem", "Query", "BatchGetItem"];
+    const WRITES: [&str; 4] = ["PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"];
+    let filler = "x".repeat(1_000);
+    // A plain run of the same step, for comparison.
+    proxy.reset();
+    for run in runner.accept(&EventPayload::new("bench/plain", json!({"pad": filler})).with_id("plain-1")).await? {
+        runner.drive(&run).await?;
+    }
+    let plain = proxy.traffic();
+    // What any delivered event costs, whatever it triggers: the waits it may resume (a read)
+    // and the lookback log (a write).
+    proxy.reset();
+    for n in 0..99 {
+        runner
+            .accept(&EventPayload::new("bench/nobody", json!({"pad": filler})).with_id(format!("nobody-{n}")))
+            .await?;
+    }
+    let nobody = proxy.traffic();
+    let (base_reads, base_writes) = (count(&nobody, &READS) as f64 / 99.0, count(&nobody, &WRITES) as f64 / 99.0);
+    println!("## Debounce on DynamoDB: requests per event of a 100-event burst (one key, 1 KB events)");
+    println!(
+        "Any event costs {base_reads:.0} read and {base_writes:.0} write whatever it triggers (waits, lookback log); the columns add to that. A plain one-step run: {} reads, {} writes.",
+        count(&plain, &READS),
+        count(&plain, &WRITES)
+    );
+    println!(
+        "| function | reads per later event | writes per later event | opening the window | firing it (its run included) |"
+    );
+    println!("|---|---|---|---|---|");
+    for name in ["debounced", "limited"] {
+        proxy.reset();
+        let first = EventPayload::new(format!("bench/{name}"), json!({"pad": filler})).with_id(format!("{name}-0"));
+        runner.accept(&first).await?;
+        let opened = proxy.traffic();
+        proxy.reset();
+        for n in 1..100 {
+            clock.advance(Duration::from_millis(10));
+            let event =
+                EventPayload::new(format!("bench/{name}"), json!({"pad": filler})).with_id(format!("{name}-{n}"));
+            assert!(runner.accept(&event).await?.is_empty(), "a debounced event starts nothing");
+        }
+        let burst = proxy.traffic();
+        proxy.reset();
+        clock.advance(Duration::from_secs(6));
+        let placeholder = RunId::for_event(name, &format!("{name}-0"));
+        let drive = runner.drive(&placeholder).await?;
+        anyhow::ensure!(matches!(drive, cairn::Drive::Completed(_)), "the window's run completed: {drive:?}");
+        let fired = proxy.traffic();
+        let per = |traffic, ops: &[&str]| count(traffic, ops) as f64 / 99.0;
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.0} reads, {:.0} writes | {} reads, {} writes |",
+            per(&burst, &READS) - base_reads,
+            per(&burst, &WRITES) - base_writes,
+            count(&opened, &READS) as f64 - base_reads,
+            count(&opened, &WRITES) as f64 - base_writes,
+            count(&fired, &READS),
+            count(&fired, &WRITES),
+        );
+    }
+    println!();
     Ok(())
 }
 
@@ -432,13 +522,19 @@ async fn cold_start(binary: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let endpoint = std::env::var("CAIRN_TEST_AWS_ENDPOINT")
         .map_err(|_| anyhow::anyhow!("run under infra/local/with-services.sh"))?;
-    if std::env::var("CAIRN_BENCH_ONLY").as_deref() == Ok("waits") {
-        return wait_matching(&endpoint).await;
+    match std::env::var("CAIRN_BENCH_ONLY").as_deref() {
+        Ok("waits") => return wait_matching(&endpoint).await,
+        Ok("flow") => {
+            flow_control_cost(&endpoint).await?;
+            return debounce_cost(&endpoint).await;
+        }
+        _ => {}
     }
     requests_per_step(&endpoint).await?;
     reconciler_cost(&endpoint).await?;
     commit_overhead(&endpoint).await?;
     flow_control_cost(&endpoint).await?;
+    debounce_cost(&endpoint).await?;
     wait_matching(&endpoint).await?;
     if let Some(binary) = std::env::args().nth(1) {
         cold_start(&binary).await?;

@@ -71,6 +71,16 @@ const functions = [
     { id: "throttled", triggers: [{ event: "flow/throttled" }], throttle: { limit: 1, period: "2s" } },
     async ({ event, step }) => await step.run("work", () => event.data.n),
   ),
+  // One run per burst per user: once 2 s pass without an event for the user, with the last one.
+  inngest.createFunction(
+    { id: "debounced", triggers: [{ event: "flow/typed" }], debounce: { period: "2s", key: "event.data.user" } },
+    async ({ event }) => event.data.n,
+  ),
+  // A window that stays open for the rest of the test, for the dashboard.
+  inngest.createFunction(
+    { id: "quiet", triggers: [{ event: "flow/quiet" }], debounce: { period: "1m", timeout: "5m" } },
+    async ({ event }) => event.data.n,
+  ),
   // One start a minute: a second event waits its turn, queued, while the test looks at it.
   inngest.createFunction(
     { id: "gated", triggers: [{ event: "flow/gated" }], throttle: { limit: 1, period: "1m" } },

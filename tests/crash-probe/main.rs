@@ -53,6 +53,14 @@ impl RunStore for AbortAfterCommit {
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
         self.0.leave_throttle(run_id, key).await
     }
+    async fn debounce(
+        &self,
+        keys: &[&str],
+        change: &cairn::flow::DebounceChange,
+        now: cairn::Millis,
+    ) -> Result<cairn::flow::Debounced, StoreError> {
+        self.0.debounce(keys, change, now).await
+    }
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
         self.0.release_lock(key, holder).await
     }

@@ -237,6 +237,18 @@ impl RunStore for CrashingStore {
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
         self.inner.leave_throttle(run_id, key).await
     }
+    async fn debounce(
+        &self,
+        keys: &[&str],
+        change: &cairn::flow::DebounceChange,
+        now: cairn::Millis,
+    ) -> Result<cairn::flow::Debounced, StoreError> {
+        match self.crash() {
+            Some(false) => Err(Self::crashed()),
+            Some(true) => self.inner.debounce(keys, change, now).await.and(Err(Self::crashed())),
+            None => self.inner.debounce(keys, change, now).await,
+        }
+    }
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
         match self.crash() {
             Some(false) => Err(Self::crashed()),

@@ -78,6 +78,12 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
     let deleted = send(&url, "flow/user.deleted", json!({"user": "a"})).await;
     // timeouts.finish 2 s: cancelled while it sleeps 30 s.
     let bounded = send(&url, "flow/bounded", json!({})).await;
+    // Debounce 2 s per user: a's three events start one run, with the last; b's its own.
+    let mut typed = Vec::new();
+    for (n, user) in [(1, "a"), (2, "a"), (3, "b"), (4, "a")] {
+        typed.push(send(&url, "flow/typed", json!({"n": n, "user": user})).await);
+    }
+    let quiet = send(&url, "flow/quiet", json!({"n": 1})).await;
     // Throttle, 1 per minute: of two events, one waits its turn, queued, for the rest of the test.
     let gated = [send(&url, "flow/gated", json!({"n": 1})).await, send(&url, "flow/gated", json!({"n": 2})).await];
 
@@ -171,6 +177,35 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         .timestamp_millis();
     assert!(turn_at > at("created_at") - 1_000 && turn_at <= at("ended_at"), "{why} vs {}", gates[done]);
 
+    // Debounce: a's window started one run with its last event; the placeholders name their runs.
+    let a_window = RunId::for_event("flow-debounced", &typed[0]);
+    let a_run = cairn::flow::fired_run(&a_window, "flow-debounced");
+    let b_window = RunId::for_event("flow-debounced", &typed[2]);
+    let b_run = cairn::flow::fired_run(&b_window, "flow-debounced");
+    let superseded = until("a's window to fire", 30, || async {
+        let body = get(&format!("{url}/api/runs/{a_window}")).await;
+        (body["run"]["status"] == "skipped").then_some(body)
+    })
+    .await;
+    assert_eq!(reason(&superseded), format!("debounced for key `a`: the window's run is `{a_run}`"));
+    for (run, output) in [(&a_run, 4), (&b_run, 3)] {
+        let body = until("the window's run to complete", 30, || async {
+            let body = get(&format!("{url}/api/runs/{run}")).await;
+            (body["run"]["status"] == "completed").then_some(body)
+        })
+        .await;
+        assert_eq!(body["run"]["output"], json!(output), "{body}");
+    }
+    for later in [&typed[1], &typed[3]] {
+        let status = get(&format!("{url}/api/runs/{}", RunId::for_event("flow-debounced", later))).await;
+        assert_eq!(status["run"], Value::Null, "an event that joined a window leaves no run: {status}");
+    }
+    let quiet_window = RunId::for_event("flow-quiet", &quiet);
+    let open = get(&format!("{url}/api/runs/{quiet_window}")).await;
+    assert_eq!(open["run"]["status"], "queued", "{open}");
+    let open_why = reason(&open).to_string();
+    assert!(open_why.starts_with("debounced until ") && open_why.ends_with(" (1 event)"), "{open_why}");
+
     // The dashboard says the same, in headless Chromium.
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
@@ -183,6 +218,8 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         (RunId::for_event("flow-cancellable", &start_a), "cancelled", reason(&cancelled).to_string()),
         (RunId::for_event("flow-bounded", &bounded), "cancelled", reason(&timed_out).to_string()),
         (queued_run, "queued", why),
+        (a_window, "skipped", reason(&superseded).to_string()),
+        (quiet_window, "queued", open_why),
     ];
     let output = Command::new("node")
         .arg("why.mjs")

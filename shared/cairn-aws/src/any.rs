@@ -64,6 +64,14 @@ impl RunStore for AnyStore {
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.leave_throttle(run_id, key))
     }
+    async fn debounce(
+        &self,
+        keys: &[&str],
+        change: &cairn::flow::DebounceChange,
+        now: Millis,
+    ) -> Result<cairn::flow::Debounced, StoreError> {
+        dispatch!(self, s => s.debounce(keys, change, now))
+    }
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         dispatch!(self, s => s.create_run(meta))
     }

@@ -212,6 +212,8 @@ pub enum SkipReason {
     Idempotency,
     /// `singleton` in skip mode: a run for the key is active.
     Singleton,
+    /// `debounce`: a later event of the window started the run (`by`).
+    Debounce,
 }
 
 impl SkipReason {
@@ -221,6 +223,7 @@ impl SkipReason {
             SkipReason::RateLimit => "rate_limit",
             SkipReason::Idempotency => "idempotency",
             SkipReason::Singleton => "singleton",
+            SkipReason::Debounce => "debounce",
         }
     }
 }
@@ -245,6 +248,14 @@ impl Skipped {
     /// One line for the dashboard and the CLI, e.g. ``skipped by singleton: run `r1` is active
     /// for key `u1` ``.
     pub fn describe(&self) -> String {
+        if let (SkipReason::Debounce, Some(by)) = (self.reason, &self.by) {
+            let mut text = "debounced".to_string();
+            if let Some(key) = &self.key {
+                text.push_str(&format!(" for key `{key}`"));
+            }
+            text.push_str(&format!(": the window's run is `{by}`"));
+            return text;
+        }
         let mut text = format!("skipped by {}", self.reason.as_str());
         if let Some(error) = &self.error {
             text.push_str(&format!(": its key failed to evaluate: {error}"));
@@ -270,15 +281,35 @@ pub struct Queued {
     pub key: Option<String>,
     /// Its place in the key's queue when it last tried (0: next).
     pub position: usize,
-    /// When a throttled run's turn comes.
+    /// When a throttled run's turn comes, or a debounce window fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Millis>,
+    /// The events a debounce window has gathered so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<u32>,
 }
 
 impl Queued {
     /// One line for the dashboard and the CLI, e.g. ``queued by throttle for key `u1`, 2
     /// ahead, until 2026-12-06T10:00:15Z``.
     pub fn describe(&self) -> String {
+        let at = |millis: Millis| {
+            chrono::DateTime::from_timestamp_millis(millis)
+                .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default()
+        };
+        if self.option == "debounce" {
+            let mut text = "debounced".to_string();
+            if let Some(key) = &self.key {
+                text.push_str(&format!(" for key `{key}`"));
+            }
+            if let Some(until) = self.until {
+                text.push_str(&format!(" until {}", at(until)));
+            }
+            let events = self.events.unwrap_or(1);
+            text.push_str(&format!(" ({events} event{})", if events == 1 { "" } else { "s" }));
+            return text;
+        }
         let mut text = format!("queued by {}", self.option);
         if let Some(key) = &self.key {
             text.push_str(&format!(" for key `{key}`"));
@@ -359,6 +390,14 @@ pub struct RunMeta {
     /// Its throttle let it start (once: a run queued by concurrency afterwards keeps it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub throttle_passed: bool,
+    /// On a debounce window's placeholder run: the window's store key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<String>,
+    /// Every event the run was started with, oldest first, when more than its trigger: a
+    /// debounce window's (`all_events`). Empty otherwise ([`Step::events`](crate::Step::events)
+    /// then gives the trigger alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventPayload>,
 }
 
 impl RunMeta {
@@ -387,6 +426,8 @@ impl RunMeta {
             cancelled_by: None,
             queued: None,
             throttle_passed: false,
+            debounce: None,
+            events: Vec::new(),
         }
     }
 

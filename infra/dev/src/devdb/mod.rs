@@ -474,9 +474,9 @@ mod tests {
         assert_eq!(db.event("e-old").unwrap().expect("the old event").targets, ["hello"]);
         let version = cairn::store::schema::user_version(&Connection::open(&path).unwrap()).unwrap();
         let current = (DEV_SCHEMA.current() << 16) | cairn::store::STORE_SCHEMA.current();
-        // The run store's version 1 (the tables before versioning), then 2 (flow control), then
-        // 3 (waits filed by value).
-        assert_eq!((version, current), (0x0001_0003, 0x0001_0003));
+        // The run store's version 1 (the tables before versioning), then 2 (flow control), 3
+        // (waits filed by value), then 4 (debounce windows).
+        assert_eq!((version, current), (0x0001_0004, 0x0001_0004));
         let flow_items: i64 =
             Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM flow", [], |row| row.get(0)).unwrap();
         assert_eq!(flow_items, 0);
@@ -509,16 +509,16 @@ mod tests {
         );
         cairn::SqliteStore::open(&path).unwrap();
         // The run store from a newer Cairn.
-        set(0x0001_0004);
+        set(0x0001_0005);
         assert_eq!(
             cairn::SqliteStore::open(&path).unwrap_err().to_string(),
             format!(
-                "store error: {path}: its run store schema is version 4, newer than version 3, the newest this build \
+                "store error: {path}: its run store schema is version 5, newer than version 4, the newest this build \
                  knows: the file was written by a newer Cairn; open it with that version, or move it away to start \
                  afresh"
             )
         );
-        assert_eq!(cairn::store::schema::user_version(&Connection::open(&path).unwrap()).unwrap(), 0x0001_0004);
+        assert_eq!(cairn::store::schema::user_version(&Connection::open(&path).unwrap()).unwrap(), 0x0001_0005);
     }
 
     fn claim_all(db: &DevDb, now: Millis) -> Vec<Invocation> {

@@ -9,7 +9,7 @@ use super::{AppFunction, InngestApps, Result, WAITS_TARGET, store_err};
 use crate::devdb::Invocation;
 use crate::host::{Host, HostBus};
 use cairn::lifecycle::transition;
-use cairn::lifecycle::{Admitted, RunEnd, WaitMatch, deliver_outbox, match_wait};
+use cairn::lifecycle::{Admitted, Fired, RunEnd, WaitMatch, deliver_outbox, match_wait};
 use cairn::{
     EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, StepError, StepId, StepKind, StepRecord,
     StepState, Wait,
@@ -60,8 +60,8 @@ impl InngestApps {
                     .with_id(format!("cron:{}:{}", function.id, now / 60_000))
                     .with_ts(now);
                 match self.start(dev, &function, event).await? {
-                    (run_id, true) => run_id,
-                    (run_id, false) => return Ok(json!({"runs": [{"run_id": run_id, "status": RunStatus::Skipped}]})),
+                    (run_id, None) => run_id,
+                    (run_id, Some(status)) => return Ok(json!({"runs": [{"run_id": run_id, "status": status}]})),
                 }
             }
             _ => {
@@ -82,8 +82,8 @@ impl InngestApps {
                     return Ok(json!({"runs": []}));
                 }
                 match self.start(dev, &function, event).await? {
-                    (run_id, true) => run_id,
-                    (run_id, false) => return Ok(json!({"runs": [{"run_id": run_id, "status": RunStatus::Skipped}]})),
+                    (run_id, None) => run_id,
+                    (run_id, Some(status)) => return Ok(json!({"runs": [{"run_id": run_id, "status": status}]})),
                 }
             }
         };
@@ -92,13 +92,23 @@ impl InngestApps {
     }
 
     /// Admits a run of `function` for `event` under its flow control (the core's admission):
-    /// its id, and whether it is to be driven (not when flow control skipped it).
-    async fn start<H: Host>(&self, dev: &Arc<H>, function: &AppFunction, event: EventPayload) -> Result<(RunId, bool)> {
+    /// its id, and the status to report instead of driving it (flow control skipped it, or a
+    /// debounce window took the event: the id is then the window's placeholder).
+    async fn start<H: Host>(
+        &self,
+        dev: &Arc<H>,
+        function: &AppFunction,
+        event: EventPayload,
+    ) -> Result<(RunId, Option<RunStatus>)> {
         let run_id = RunId::for_event(&function.id, event.id.as_deref().unwrap_or_default());
         let meta = RunMeta::new(run_id.clone(), function.id.clone(), event, dev.now());
         let control = AppControl::new(dev);
         let admitted = control.runs().admit(&function.id, &function.flow, meta).await.map_err(control_err)?;
-        Ok((run_id, !matches!(admitted, Admitted::Skipped(_))))
+        Ok(match admitted {
+            Admitted::Skipped(_) => (run_id, Some(RunStatus::Skipped)),
+            Admitted::Debounced(placeholder) => (placeholder, Some(RunStatus::Queued)),
+            Admitted::Started(_) | Admitted::Existing(_) => (run_id, None),
+        })
     }
 
     async fn lock(&self, run_id: &RunId) -> Arc<tokio::sync::Mutex<()>> {
@@ -131,6 +141,15 @@ impl InngestApps {
             if meta.status.is_finished() {
                 self.leave_queues(dev, function, &meta).await;
                 return Ok(meta.status);
+            }
+            if meta.status == RunStatus::Queued && meta.debounce.is_some() {
+                let control = AppControl::new(dev);
+                let fired =
+                    control.runs().fire_debounce(&function.id, &function.flow, &meta).await.map_err(control_err)?;
+                return match fired {
+                    Fired::Waiting(_) => Ok(RunStatus::Queued),
+                    Fired::Started(run_id) => Box::pin(self.drive(dev, function, &run_id)).await,
+                };
             }
             if let Gate::Stopped(status) = self.overdue(dev, function, &mut meta, &journal.steps).await? {
                 return Ok(status);
@@ -189,8 +208,13 @@ impl InngestApps {
             let mut renew = false;
             while let Some((step_id, attempt)) = queue.pop_front() {
                 if std::mem::replace(&mut renew, true) && !self.renew_slots(dev, run_id, slots).await? {
-                    meta.queued =
-                        Some(cairn::Queued { option: "concurrency".into(), key: None, position: 0, until: None });
+                    meta.queued = Some(cairn::Queued {
+                        option: "concurrency".into(),
+                        key: None,
+                        position: 0,
+                        until: None,
+                        events: None,
+                    });
                     let recheck = dev.now().saturating_add(super::flow::QUEUE_RECHECK);
                     return self.suspend(dev, &mut meta, RunStatus::Queued, recheck).await;
                 }

@@ -150,8 +150,13 @@ impl InngestApps {
             match store.throttle_start(&meta.run_id, &throttle.key, throttle.limiter, throttle.score, now).await {
                 Ok(Throttled::Admitted) => meta.throttle_passed = true,
                 Ok(Throttled::Queued { position, at }) => {
-                    meta.queued =
-                        Some(Queued { option: "throttle".into(), key: throttle.text, position, until: Some(at) });
+                    meta.queued = Some(Queued {
+                        option: "throttle".into(),
+                        key: throttle.text,
+                        position,
+                        until: Some(at),
+                        events: None,
+                    });
                     return self.suspend(dev, meta, RunStatus::Queued, at).await.map(Gate::Stopped);
                 }
                 Err(error) => return Err(store_err(error)),
@@ -168,6 +173,7 @@ impl InngestApps {
                         key: slots[slot].1.clone(),
                         position,
                         until: None,
+                        events: None,
                     });
                     let recheck = now.saturating_add(QUEUE_RECHECK);
                     return self.suspend(dev, meta, RunStatus::Queued, recheck).await.map(Gate::Stopped);

@@ -16,6 +16,7 @@
 //! | `<scope>#FLOW#<key>` | `FLOW` | a flow-control item: a rate-limit or idempotency bucket's `tat`, a singleton lock's `holder` (see `flow.rs`) |
 //! | `<scope>#SLOT#<key>` | `SLOT` | a concurrency key's holders and queue (JSON `state`, version `ver`; see `flow.rs`) |
 //! | `<scope>#THROTTLE#<key>` | `THROTTLE` | a throttle key's `tat` and queue (JSON `state`, version `ver`) |
+//! | `<scope>#DEBOUNCE#<key>` | `DEBOUNCE` | a debounce window, or a debounced function's rate-limit bucket (JSON `state`, version `ver`) |
 //! | `<scope>#FUNCTIONS#all` | `<function>` | a function that has runs in this scope (written once per process and function), so runs can be listed without naming one |
 //!
 //! The `due` global secondary index (hash `due_fn`, range `due_at`, projection ALL) holds only
@@ -350,6 +351,18 @@ impl RunStore for DynamoDbStore {
 
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
         self.leave_throttle_queue(run_id, key).await
+    }
+
+    async fn debounce(
+        &self,
+        keys: &[&str],
+        change: &cairn::flow::DebounceChange,
+        now: Millis,
+    ) -> Result<cairn::flow::Debounced, StoreError> {
+        self.update_states("DEBOUNCE", keys, |states: &[cairn::flow::DebounceState]| {
+            cairn::flow::apply(change, states, now)
+        })
+        .await
     }
 
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {

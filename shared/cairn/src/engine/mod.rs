@@ -111,12 +111,22 @@ impl Execution {
             retries: function.retries(),
         };
         let state = SharedState::new(ExecutionState::new(run_id, declared, journal));
+        state.lock().set_events(vec![event.clone()]);
         let future = function.call(event, Step::new(state.clone()));
         let future: HandlerFuture = Box::pin(AssertUnwindSafe(future).catch_unwind().map(|result| match result {
             Ok(result) => result,
             Err(panic) => Err(StepError::new(format!("the function panicked: {}", panic_message(&panic)))),
         }));
         Execution { state, future: Some(future), policy: ExecutionPolicy::Eager, attempt, finished: None }
+    }
+
+    /// Hands the run every event it was started with, oldest first, when more than its
+    /// trigger (a debounce window's with `all_events`): what [`Step::events`] returns.
+    pub fn with_events(self, events: Vec<EventPayload>) -> Self {
+        if !events.is_empty() {
+            self.state.lock().set_events(events);
+        }
+        self
     }
 
     /// Matches memoized steps by id only, as Inngest does: for journals built from an Inngest

@@ -12,11 +12,16 @@
 //! [`RunStore::admit_run`]: crate::RunStore::admit_run
 //! [`Skipped`]: crate::record::Skipped
 
+mod debounce;
 mod gcra;
 mod options;
 mod slots;
 mod throttle;
 
+pub use debounce::{
+    Debounce, DebounceChange, DebounceState, Debounced, MAX_WINDOW_BYTES, MAX_WINDOW_EVENTS, Window, WindowRule, apply,
+    fired_run,
+};
 pub use gcra::Gcra;
 pub(crate) use options::Expr;
 pub use options::{

@@ -2,12 +2,13 @@
 //! (`reference/flow-control.md` sections 1.3 and 1.4) checked when the function is defined, and
 //! written back in the JSON shape Inngest's TypeScript SDK registers (section 2).
 
+use super::debounce::Debounce;
 use crate::duration::parse_duration;
 use crate::expr::MatchExpr;
 use serde_json::{Map, Value, json};
 
-const SECOND: u64 = 1_000;
-const DAY: u64 = 86_400 * SECOND;
+pub(crate) const SECOND: u64 = 1_000;
+pub(crate) const DAY: u64 = 86_400 * SECOND;
 
 /// An expression as written, and compiled.
 #[derive(Debug, Clone)]
@@ -36,7 +37,7 @@ pub(crate) struct Period {
 
 impl Period {
     /// Parses `source` and checks it lies in `min..=max` milliseconds.
-    fn parse(source: &str, min: u64, max: u64, bounds: &str) -> Result<Self, String> {
+    pub(crate) fn parse(source: &str, min: u64, max: u64, bounds: &str) -> Result<Self, String> {
         let millis = parse_duration(source).map_err(|err| err.to_string())?.as_millis();
         let millis = u64::try_from(millis).unwrap_or(u64::MAX);
         if millis < min || millis > max {
@@ -402,6 +403,7 @@ pub struct FlowControl {
     pub(crate) singleton: Option<Singleton>,
     pub(crate) cancel: Vec<CancelOn>,
     pub(crate) timeouts: Option<Timeouts>,
+    pub(crate) debounce: Option<Debounce>,
 }
 
 /// Inngest's caps (`pkg/consts`).
@@ -421,6 +423,7 @@ impl FlowControl {
             && self.singleton.is_none()
             && self.cancel.is_empty()
             && self.timeouts.is_none()
+            && self.debounce.is_none()
     }
 
     /// The event names `cancel_on` listens for (what the deployment must route to the function).
@@ -440,7 +443,7 @@ impl FlowControl {
 
     /// The options as the fields of an Inngest function configuration, exactly as the
     /// TypeScript SDK registers them (`concurrency`, `throttle`, `rateLimit`, `idempotency`,
-    /// `priority`, `singleton`, `cancel`, `timeouts`).
+    /// `priority`, `singleton`, `cancel`, `timeouts`, `debounce`).
     pub fn wire(&self) -> Map<String, Value> {
         let mut fields = Map::new();
         match self.concurrency.as_slice() {
@@ -472,6 +475,9 @@ impl FlowControl {
         }
         if let Some(timeouts) = &self.timeouts {
             fields.insert("timeouts".into(), timeouts.wire());
+        }
+        if let Some(debounce) = &self.debounce {
+            fields.insert("debounce".into(), debounce.wire());
         }
         fields
     }
@@ -591,6 +597,18 @@ impl FlowControl {
             }
             option.check().map_err(|reason| ("timeouts", reason))?;
             flow.timeouts = Some(option);
+        }
+        let debounce = &config["debounce"];
+        if !debounce.is_null() {
+            let mut option = Debounce::new(text(debounce, "period").unwrap_or_default());
+            if let Some(key) = text(debounce, "key") {
+                option = option.key(key);
+            }
+            if let Some(timeout) = text(debounce, "timeout") {
+                option = option.timeout(timeout);
+            }
+            option.check().map_err(|reason| ("debounce", reason))?;
+            flow.debounce = Some(option);
         }
         flow.validate()?;
         Ok(flow)

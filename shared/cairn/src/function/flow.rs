@@ -3,7 +3,7 @@
 
 use super::FunctionBuilder;
 use crate::error::DefinitionError;
-use crate::flow::{CancelOn, Concurrency, Expr, RateLimit, Singleton, Throttle, Timeouts};
+use crate::flow::{CancelOn, Concurrency, Debounce, Expr, RateLimit, Singleton, Throttle, Timeouts};
 
 impl<T> FunctionBuilder<T> {
     fn flow_error(&mut self, option: &'static str, reason: String) {
@@ -76,6 +76,16 @@ impl<T> FunctionBuilder<T> {
         match rule.check() {
             Ok(()) => self.flow.cancel.push(rule),
             Err(reason) => self.flow_error("cancel_on", reason),
+        }
+        self
+    }
+
+    /// Starts one run per burst of events: once no event for the key arrived for the period,
+    /// with the last one (Inngest's `debounce`).
+    pub fn debounce(mut self, mut debounce: Debounce) -> Self {
+        match debounce.check() {
+            Ok(()) => self.flow.debounce = Some(debounce),
+            Err(reason) => self.flow_error("debounce", reason),
         }
         self
     }
@@ -167,6 +177,19 @@ mod tests {
         assert!(bad_priority.starts_with("function `f`: invalid `priority`: invalid expression"), "{bad_priority}");
         let bad_singleton = error(f().singleton(Singleton::skip().key("event.data.")));
         assert!(bad_singleton.starts_with("function `f`: invalid `singleton`: invalid expression"), "{bad_singleton}");
+        // V4: debounce periods; an empty key is no key.
+        for (period, unit) in [("500ms", "500ms"), ("8d", "8d")] {
+            assert_eq!(
+                error(f().debounce(Debounce::new(period))),
+                format!("function `f`: invalid `debounce`: period `{unit}` is out of bounds: from 1s to 7d")
+            );
+        }
+        assert_eq!(
+            error(f().debounce(Debounce::new("5s").timeout("0s"))),
+            "function `f`: invalid `debounce`: timeout: period `0s` is out of bounds: from 1s to 7d"
+        );
+        let keyless = f().debounce(Debounce::new("5s").key("")).handler(noop).unwrap();
+        assert_eq!(serde_json::Value::Object(keyless.flow().wire()), serde_json::json!({"debounce": {"period": "5s"}}));
     }
 
     #[test]
@@ -177,6 +200,7 @@ mod tests {
             .singleton(Singleton::cancel())
             .cancel_on(CancelOn::event("a/deleted").matching("data.id"))
             .timeouts(Timeouts::new().finish("1h"))
+            .debounce(Debounce::new("5m").key("event.data.acct").timeout("10m").all_events())
             .handler(noop)
             .unwrap();
         assert_eq!(
@@ -186,7 +210,8 @@ mod tests {
                 "rateLimit": {"limit": 10, "period": "1m"},
                 "singleton": {"mode": "cancel"},
                 "cancel": [{"event": "a/deleted", "if": "event.data.id == async.data.id"}],
-                "timeouts": {"finish": "1h"}
+                "timeouts": {"finish": "1h"},
+                "debounce": {"period": "5m", "key": "event.data.acct", "timeout": "10m"}
             })
         );
         assert!(f().handler(noop).unwrap().flow().is_empty());
@@ -206,7 +231,8 @@ mod tests {
             "priority": {"run": "event.data.plan == 'pro' ? 120 : 0"},
             "singleton": {"mode": "skip", "key": "event.data.userId"},
             "cancel": [{"event": "a/deleted", "if": "event.data.userId == async.data.userId", "timeout": "1h"}],
-            "timeouts": {"start": "10m", "finish": "1h"}
+            "timeouts": {"start": "10m", "finish": "1h"},
+            "debounce": {"period": "5m", "key": "event.data.account_id", "timeout": "10m"}
         });
         let flow = FlowControl::from_wire(&synced).unwrap();
         let mut expected = synced.as_object().unwrap().clone();
@@ -220,6 +246,15 @@ mod tests {
         assert_eq!(
             refused(json!({"throttle": {"limit": 1, "period": "8d"}})),
             ("throttle", "period `8d` is out of bounds: from 1s to 7d".to_string())
+        );
+        assert_eq!(
+            refused(json!({"debounce": {"period": "500ms"}})),
+            ("debounce", "period `500ms` is out of bounds: from 1s to 7d".to_string())
+        );
+        assert_eq!(
+            json!(FlowControl::from_wire(&json!({"debounce": {"period": "5s", "key": ""}})).unwrap().wire()),
+            json!({"debounce": {"period": "5s"}}),
+            "an empty key is no key"
         );
         assert_eq!(
             refused(json!({"concurrency": [{"limit": 1}, {"limit": 2}, {"limit": 3}]})),

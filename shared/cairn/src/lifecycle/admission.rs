@@ -29,6 +29,9 @@ pub enum Admitted {
     Existing(RunMeta),
     /// Flow control turned the event away: a `skipped` head records why.
     Skipped(RunMeta),
+    /// The event opened or joined a debounce window: the window's placeholder run (this id)
+    /// fires it later, so there is nothing to drive now.
+    Debounced(crate::id::RunId),
 }
 
 impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
@@ -37,23 +40,57 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
     /// # Errors
     /// The store, or the timer of `timeouts.start`, failed.
     pub async fn admit(&self, function_id: &str, flow: &FlowControl, meta: RunMeta) -> Result<Admitted, ControlError> {
+        if let Some(debounce) = &flow.debounce {
+            return Box::pin(self.debounce_event(function_id, flow, debounce, meta)).await;
+        }
+        self.admit_run(function_id, flow, meta, true).await
+    }
+
+    /// Admits a debounce window's run: as [`RunControl::admit`], but its events already passed
+    /// the rate limit (or idempotency) when they arrived.
+    pub(super) async fn admit_without_limits(
+        &self,
+        function_id: &str,
+        flow: &FlowControl,
+        meta: RunMeta,
+    ) -> Result<Admitted, ControlError> {
+        self.admit_run(function_id, flow, meta, false).await
+    }
+
+    async fn admit_run(
+        &self,
+        function_id: &str,
+        flow: &FlowControl,
+        meta: RunMeta,
+        limits: bool,
+    ) -> Result<Admitted, ControlError> {
         let run_id = meta.run_id.clone();
         for listener in flow.cancel_listeners(&run_id, &meta.event, self.now) {
             self.store.put_wait(&listener).await?;
         }
-        let admitted = self.admit_head(function_id, flow, meta).await?;
+        let admitted = self.admit_head(function_id, flow, meta, limits).await?;
         if let (Admitted::Started(_), Some(start)) = (&admitted, flow.start_timeout()) {
             self.timer.wake_at(&run_id, function_id, "start-timeout", self.now.saturating_add(start)).await?;
         }
         Ok(admitted)
     }
 
-    async fn admit_head(&self, function_id: &str, flow: &FlowControl, meta: RunMeta) -> Result<Admitted, ControlError> {
+    async fn admit_head(
+        &self,
+        function_id: &str,
+        flow: &FlowControl,
+        meta: RunMeta,
+        limits: bool,
+    ) -> Result<Admitted, ControlError> {
         let mut meta = transition::created(meta, self.now, self.durations);
-        let planned = match flow.claims(function_id, &meta.event) {
+        let mut planned = match flow.claims(function_id, &meta.event) {
             Ok(planned) => planned,
-            Err(skipped) => return self.skip(meta, skipped).await,
+            Err(skipped) if limits => return self.skip(meta, skipped).await,
+            Err(_) => Vec::new(),
         };
+        if !limits {
+            planned.retain(|planned| !matches!(planned.claim, Claim::Bucket { .. }));
+        }
         if planned.is_empty() {
             return Ok(match self.store.create_run(meta).await? {
                 CreateRun::Created(meta) => Admitted::Started(meta),
@@ -98,7 +135,7 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
         self.skip(meta, planned[planned.len() - 1].skipped(None)).await
     }
 
-    async fn skip(&self, meta: RunMeta, skipped: Skipped) -> Result<Admitted, ControlError> {
+    pub(super) async fn skip(&self, meta: RunMeta, skipped: Skipped) -> Result<Admitted, ControlError> {
         tracing::info!(run_id = %meta.run_id, reason = skipped.reason.as_str(), "run skipped by flow control");
         let meta = transition::skipped(meta, skipped, self.now, self.durations);
         Ok(match self.store.create_run(meta).await? {

@@ -90,7 +90,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         tracing::debug!(run_id = %run_id, "duplicate delivery, run exists");
                         runs.push(run_id);
                     }
-                    Admitted::Skipped(_) => {}
+                    Admitted::Skipped(_) | Admitted::Debounced(_) => {}
                 }
             }
         }

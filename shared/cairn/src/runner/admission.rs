@@ -1,12 +1,15 @@
 //! A new run's admission, through the lifecycle's [`RunControl::admit`](crate::lifecycle::RunControl::admit)
 //! (the rules every driver shares): the flow-control claims its function's options make are
-//! written with its head, all or nothing; an event they turn away leaves a `skipped` run.
+//! written with its head, all or nothing; an event they turn away leaves a `skipped` run. And
+//! a debounce window's placeholder waking, through
+//! [`RunControl::fire_debounce`](crate::lifecycle::RunControl::fire_debounce).
 
-use super::{Runner, RunnerError};
+use super::{Drive, Runner, RunnerError};
 use crate::bus::{Bus, Timer};
 use crate::function::Function;
-use crate::lifecycle::Admitted;
-use crate::record::RunMeta;
+use crate::id::RunId;
+use crate::lifecycle::{Admitted, Fired};
+use crate::record::{RunMeta, RunStatus};
 use crate::store::RunStore;
 
 impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
@@ -15,5 +18,18 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         // Boxed: the admission future (store, bus and timer calls, a singleton's cancel) is
         // large, and a 2 MB worker thread also holds event delivery's.
         Ok(Box::pin(self.control().admit(function.id(), function.flow(), meta)).await?)
+    }
+
+    /// The placeholder of a debounce window woke: it sleeps on if the window is not due
+    /// (`Ok(Ok(drive))`), else the window's run is to be driven next (`Ok(Err(run))`).
+    pub(super) async fn fire_window(&self, placeholder: &RunMeta) -> Result<Result<Drive, RunId>, RunnerError> {
+        let Some(function) = self.registry.get(&placeholder.function_id) else {
+            return Ok(Ok(Drive::NotRegistered(placeholder.function_id.clone())));
+        };
+        let fired = Box::pin(self.control().fire_debounce(function.id(), function.flow(), placeholder)).await?;
+        Ok(match fired {
+            Fired::Waiting(at) => Ok(Drive::Suspended { status: RunStatus::Queued, wake_at: Some(at) }),
+            Fired::Started(run_id) => Err(run_id),
+        })
     }
 }

@@ -63,13 +63,32 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         Ok((drive, decision))
     }
 
+    /// Drives `run_id`; when it was a debounce window's placeholder that just fired, drives the
+    /// window's run next (one after the other, so the stack never holds two drives).
     async fn drive_with(
         &self,
         run_id: &RunId,
         deadline: Millis,
         progress: ProgressSink<'_>,
-        stepping: Option<&mut Decision>,
+        mut stepping: Option<&mut Decision>,
     ) -> Result<Drive, RunnerError> {
+        let mut run_id = run_id.clone();
+        loop {
+            match self.drive_once(&run_id, deadline, progress, stepping.as_deref_mut()).await? {
+                Ok(drive) => return Ok(drive),
+                Err(fired) => run_id = fired,
+            }
+        }
+    }
+
+    /// One drive of `run_id`: its result, or the run a debounce placeholder's firing started.
+    async fn drive_once(
+        &self,
+        run_id: &RunId,
+        deadline: Millis,
+        progress: ProgressSink<'_>,
+        stepping: Option<&mut Decision>,
+    ) -> Result<Result<Drive, RunId>, RunnerError> {
         let span = tracing::info_span!("run", run_id = %run_id, function = tracing::field::Empty, attempt = tracing::field::Empty);
         // Each drive is its own lease owner: two concurrent drives in one process exclude each
         // other exactly as two Lambda invocations do.
@@ -84,6 +103,10 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         }
         let drive = match outcome {
             Ok(drive) | Err(Halt::Stop(drive)) => drive,
+            Err(Halt::Debounce(placeholder)) => match Box::pin(self.fire_window(&placeholder)).await? {
+                Ok(drive) => drive,
+                Err(fired) => return Ok(Err(fired)),
+            },
             Err(Halt::Failed(error)) => {
                 self.abandon(run_id, &owner).await;
                 return Err(error);
@@ -99,7 +122,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             Drive::Failed(error) => progress(Progress::RunFailed { run_id, error: error.clone() }),
             Drive::Busy | Drive::AlreadyFinished(_) | Drive::NotRegistered(_) => {}
         }
-        Ok(drive)
+        Ok(Ok(drive))
     }
 
     pub(super) async fn drive_inner(
@@ -147,6 +170,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 // Another binary's run (a misrouted resume): leave it untouched for its owner.
                 tracing::warn!(function = %meta.function_id, "run belongs to a function not registered here");
                 return Ok(Drive::NotRegistered(meta.function_id));
+            }
+            if meta.status == RunStatus::Queued && meta.debounce.is_some() {
+                return Err(Halt::Debounce(Box::new(meta)));
             }
             let now = self.clock.now();
             let mut hold = match &meta.lease {
@@ -217,8 +243,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 match self.store.throttle_start(run_id, &throttle.key, throttle.limiter, throttle.score, now).await? {
                     Throttled::Admitted => throttle_passed = true,
                     Throttled::Queued { position, at } => {
-                        hold.meta.queued =
-                            Some(Queued { option: "throttle".into(), key: throttle.text, position, until: Some(at) });
+                        hold.meta.queued = Some(Queued {
+                            option: "throttle".into(),
+                            key: throttle.text,
+                            position,
+                            until: Some(at),
+                            events: None,
+                        });
                         match self.release(&mut hold, RunStatus::Queued, Some(at)).await? {
                             Released::Done => {
                                 self.timer.wake_at(run_id, function.id(), "throttle", at).await?;
@@ -244,6 +275,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                                 key: slots[slot].1.clone(),
                                 position,
                                 until: None,
+                                events: None,
                             });
                             let recheck = now.saturating_add(QUEUE_RECHECK);
                             match self.release(&mut hold, RunStatus::Queued, Some(recheck)).await? {
@@ -258,7 +290,8 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
             hold.holds_slots = held.is_some();
             let mut execution =
-                Execution::from_journal(&function, run_id.clone(), &hold.meta.event, journal.steps, hold.meta.attempt);
+                Execution::from_journal(&function, run_id.clone(), &hold.meta.event, journal.steps, hold.meta.attempt)
+                    .with_events(hold.meta.events.clone());
             #[cfg(feature = "testing")]
             for (name, result) in &self.step_mocks {
                 execution.mock(name, result.clone());

@@ -36,6 +36,9 @@ pub(super) enum Halt {
     Stop(Drive),
     /// Something failed; whatever was committed stays, and the run resumes later.
     Failed(RunnerError),
+    /// The run is a debounce window's placeholder (this head): fire its window, outside the
+    /// run loop's deep frame.
+    Debounce(Box<crate::record::RunMeta>),
 }
 
 impl From<RunnerError> for Halt {
@@ -153,7 +156,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             self.clock.heartbeat(self.config.lease / 3).await;
             match self.renew(hold).await {
                 Ok(()) => {}
-                Err(stop @ Halt::Stop(_)) => return stop,
+                Err(stop @ (Halt::Stop(_) | Halt::Debounce(_))) => return stop,
                 Err(Halt::Failed(error)) => {
                     tracing::warn!(%error, "lease renewal failed; trying again at the next beat");
                 }

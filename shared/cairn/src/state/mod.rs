@@ -81,6 +81,8 @@ pub(crate) struct ExecutionState {
     prior_attempts: u32,
     /// The 0-based attempt of the step executing now.
     current_attempt: u32,
+    /// Every event the run was started with: its trigger, or a debounce window's.
+    events: Vec<EventPayload>,
 }
 
 /// What the journal says about a step call.
@@ -131,6 +133,7 @@ impl ExecutionState {
             lenient: false,
             prior_attempts: 0,
             current_attempt: 0,
+            events: Vec::new(),
         }
     }
 
@@ -286,6 +289,15 @@ impl ExecutionState {
 
     pub(crate) fn set_now(&mut self, now: Millis) {
         self.now = now;
+    }
+
+    pub(crate) fn set_events(&mut self, events: Vec<EventPayload>) {
+        self.events = events;
+    }
+
+    /// The events the run was started with (its trigger alone, unless a driver said more).
+    pub(crate) fn events(&self) -> &[EventPayload] {
+        &self.events
     }
 
     pub(crate) fn set_lenient(&mut self) {

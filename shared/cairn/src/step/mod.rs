@@ -70,6 +70,17 @@ impl Step {
         self.state.lock().current_attempt()
     }
 
+    /// Every event this run was started with, oldest first: a debounce window's events when
+    /// its function asks for them ([`Debounce::all_events`](crate::flow::Debounce::all_events)),
+    /// else the one triggering event. Not a step: nothing is memoized or re-read.
+    ///
+    /// # Errors
+    /// An event whose data does not deserialize as `T`, naming the event and field.
+    pub fn events<T: DeserializeOwned>(&self) -> StepResult<Vec<Event<T>>> {
+        let state = self.state.lock();
+        state.events().iter().map(|payload| Event::from_payload(payload).map_err(StepError::non_retriable)).collect()
+    }
+
     /// True while the code is replaying steps memoized before this invocation: use it to keep
     /// logs outside steps from repeating.
     pub fn is_replaying(&self) -> bool {

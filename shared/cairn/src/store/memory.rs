@@ -3,8 +3,8 @@
 use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
 use crate::flow::{
-    Acquired, Claim, FlowItem, Gcra, Slot, SlotState, ThrottleState, Throttled, acquire, decide, leave, release,
-    throttle,
+    Acquired, Claim, DebounceChange, DebounceState, Debounced, FlowItem, Gcra, Slot, SlotState, ThrottleState,
+    Throttled, acquire, apply, decide, leave, release, throttle,
 };
 use crate::id::{FastHash, RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait, WaitKey};
@@ -25,6 +25,7 @@ struct Inner {
     flow: HashMap<String, FlowItem>,
     slots: HashMap<String, SlotState>,
     throttles: HashMap<String, ThrottleState>,
+    debounces: HashMap<String, DebounceState>,
 }
 
 #[derive(Debug)]
@@ -125,6 +126,17 @@ impl RunStore for MemoryStore {
         let (next, throttled) = throttle(limiter, &state, run_id, score, now);
         inner.throttles.insert(key.to_string(), next);
         Ok(throttled)
+    }
+
+    async fn debounce(&self, keys: &[&str], change: &DebounceChange, now: Millis) -> Result<Debounced, StoreError> {
+        let mut inner = self.lock();
+        let states: Vec<DebounceState> =
+            keys.iter().map(|key| inner.debounces.get(*key).cloned().unwrap_or_default()).collect();
+        let (next, outcome) = apply(change, &states, now);
+        for (key, state) in keys.iter().zip(next) {
+            inner.debounces.insert((*key).to_string(), state);
+        }
+        Ok(outcome)
     }
 
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ pub use memory::MemoryStore;
 pub use sqlite::{STORE_SCHEMA, SqliteStore};
 
 use crate::event::EventPayload;
-use crate::flow::{Acquired, Claim, Gcra, Slot, Throttled};
+use crate::flow::{Acquired, Claim, DebounceChange, Debounced, Gcra, Slot, Throttled};
 use crate::id::RunId;
 use crate::record::{Journal, Millis, RunMeta, RunStatus, StepRecord, Wait};
 use std::future::Future;
@@ -207,6 +207,16 @@ pub trait RunStore: Send + Sync + 'static {
         score: Millis,
         now: Millis,
     ) -> impl Future<Output = Result<Throttled, StoreError>> + Send;
+
+    /// Applies a debounce `change` at `now` ([`flow::apply`](crate::flow::apply)) to the items
+    /// under `keys` (the window's; for an event of a rate-limited function, then the rate
+    /// limit's bucket), atomically.
+    fn debounce(
+        &self,
+        keys: &[&str],
+        change: &DebounceChange,
+        now: Millis,
+    ) -> impl Future<Output = Result<Debounced, StoreError>> + Send;
 
     /// `run_id` leaves the throttle `key`'s queue (it ended while waiting).
     fn leave_throttle(&self, run_id: &RunId, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;

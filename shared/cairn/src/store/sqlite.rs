@@ -6,7 +6,8 @@ use super::schema::{Schema, Slot, migrate};
 use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
 use crate::flow::{
-    Acquired, Claim, FlowItem, Gcra, SlotState, ThrottleState, Throttled, acquire, decide, leave, release, throttle,
+    Acquired, Claim, DebounceChange, DebounceState, Debounced, FlowItem, Gcra, SlotState, ThrottleState, Throttled,
+    acquire, apply, decide, leave, release, throttle,
 };
 use crate::id::RunId;
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait, WaitKey};
@@ -28,7 +29,7 @@ pub struct SqliteStore {
 /// The run store's part of the file's schema (the low 16 bits of `user_version`; see
 /// [`schema`](super::schema)). A change to the tables is a new migration at the end.
 pub const STORE_SCHEMA: Schema =
-    Schema { name: "run store", slot: Slot::Low, migrations: &[version_1, version_2, version_3] };
+    Schema { name: "run store", slot: Slot::Low, migrations: &[version_1, version_2, version_3, version_4] };
 
 /// Version 2: flow-control items (rate-limit and idempotency buckets, singleton locks) and
 /// concurrency slots and throttle queues (each key's state, as JSON).
@@ -51,8 +52,13 @@ fn version_3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 4: debounce windows (and a debounced function's rate-limit buckets), as JSON.
+fn version_4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS debounces (key TEXT PRIMARY KEY, state TEXT NOT NULL);")
+}
+
 impl SqliteStore {
-    /// Reads the JSON states of `keys` in `table` (`slots` or `throttles`), applies `decide`
+    /// Reads the JSON states of `keys` in `table` (`slots`, `throttles` or `debounces`), applies `decide`
     /// and writes them back, in one IMMEDIATE transaction.
     fn update_states<T: Serialize + DeserializeOwned + Default, R>(
         &self,
@@ -283,6 +289,10 @@ impl RunStore for SqliteStore {
             let (next, throttled) = throttle(limiter, &states[0], run_id, score, now);
             (vec![next], throttled)
         })
+    }
+
+    async fn debounce(&self, keys: &[&str], change: &DebounceChange, now: Millis) -> Result<Debounced, StoreError> {
+        self.update_states("debounces", keys, |states: &[DebounceState]| apply(change, states, now))
     }
 
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {

@@ -23,11 +23,11 @@ pub use super::flow_conformance::{
     admit_run_spends_claims_with_the_head, bursts_start_at_inngests_times, cancel_on_ends_sleeping_and_waiting_runs,
     cancel_on_ignores_earlier_events_its_own_trigger_and_expired_rules, combined_options_act_in_inngests_order,
     concurrency_queues_runs_while_a_slot_is_held, concurrency_slots_are_held_and_queued_in_order,
-    conditions_over_the_trigger_and_locks_through_retries, idempotency_allows_one_run_per_key_per_day,
-    priority_orders_the_queue_and_keys_stay_apart, rate_limit_has_inngests_hidden_burst,
-    rate_limit_skips_events_over_the_limit, singleton_cancel_mode_replaces_the_active_run,
-    singleton_skips_while_a_run_for_the_key_is_active, throttle_starts_runs_on_schedule_and_queues_the_rest,
-    timeouts_cancel_runs_that_start_or_finish_late,
+    conditions_over_the_trigger_and_locks_through_retries, debounce_starts_one_run_per_burst_with_the_last_event,
+    idempotency_allows_one_run_per_key_per_day, priority_orders_the_queue_and_keys_stay_apart,
+    rate_limit_has_inngests_hidden_burst, rate_limit_skips_events_over_the_limit,
+    singleton_cancel_mode_replaces_the_active_run, singleton_skips_while_a_run_for_the_key_is_active,
+    throttle_starts_runs_on_schedule_and_queues_the_rest, timeouts_cancel_runs_that_start_or_finish_late,
 };
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
@@ -521,7 +521,8 @@ macro_rules! store_conformance {
                 combined_options_act_in_inngests_order,
                 bursts_start_at_inngests_times,
                 conditions_over_the_trigger_and_locks_through_retries,
-                priority_orders_the_queue_and_keys_stay_apart
+                priority_orders_the_queue_and_keys_stay_apart,
+                debounce_starts_one_run_per_burst_with_the_last_event
             );
         }
     };

@@ -60,6 +60,11 @@ impl<S: RunStore> Scenario<S> {
         self.runs.send_at(secs, name, data).await
     }
 
+    /// Sends `event` at `ms` milliseconds ([`TestRuns::send_event_at_ms`]).
+    async fn send_event_at_ms(&self, ms: i64, event: EventPayload) -> String {
+        self.runs.send_event_at_ms(ms, event).await
+    }
+
     /// Moves the clock to `secs`, waking what is due on the way.
     async fn at(&self, secs: i64) {
         self.runs.at(secs).await;
@@ -922,4 +927,184 @@ pub async fn priority_orders_the_queue_and_keys_stay_apart<S: RunStore>(store: S
     assert!(matches!(queued[3].1, crate::runner::Drive::Completed(_)), "B's run did not wait: {:?}", queued[3].1);
     runner.run_until_idle().await.unwrap();
     assert_eq!(*order.lock().unwrap(), ["r0", "b1", "e3", "e1", "e2"]);
+}
+
+/// The run a debounce window of `function` started, given its first event.
+async fn fired<S: RunStore>(scenario: &Scenario<S>, function: &str, first_event: &str) -> Option<RunMeta> {
+    let function = format!("{}-{function}", scenario.prefix);
+    let placeholder = RunId::for_event(&function, first_event);
+    let run = crate::flow::fired_run(&placeholder, &function);
+    scenario.runner().store().load(&run).await.unwrap().map(|journal| journal.meta)
+}
+
+/// Completes with the numbers (`data.n`) of every event it was started with.
+async fn window_numbers(event: Event, step: Step) -> Result<Value, crate::StepError> {
+    let numbers: Vec<Value> = step.events::<Value>()?.into_iter().map(|event| event.data["n"].clone()).collect();
+    Ok(json!({"last": event.data["n"], "events": numbers}))
+}
+
+/// D1 to D7 and V4's empty key, M1, M2, a start timeout counted from the firing, Cairn's
+/// `all_events`, and a cancelled window: debounce starts one run per burst, at the exact time.
+pub async fn debounce_starts_one_run_per_burst_with_the_last_event<S: RunStore>(store: S) {
+    use crate::flow::Debounce;
+    let scenario = Scenario::new(store, |prefix| {
+        let debounced = |id: &str, trigger: &str, debounce: Debounce| {
+            Function::new(format!("{prefix}-{id}")).on_event(trigger).debounce(debounce)
+        };
+        vec![
+            debounced("d1", "fc/d1", Debounce::new("5s").key("")).handler(window_numbers).unwrap(),
+            debounced("d2", "fc/d2", Debounce::new("5s").timeout("10s")).handler(window_numbers).unwrap(),
+            debounced("d3", "fc/d3", Debounce::new("5s").key("event.data.user")).handler(window_numbers).unwrap(),
+            debounced("d6", "fc/d6", Debounce::new("5s"))
+                .rate_limit(RateLimit::new(1, "1h"))
+                .handler(window_numbers)
+                .unwrap(),
+            debounced("m1", "fc/m1", Debounce::new("5s")).idempotency("event.data.k").handler(window_numbers).unwrap(),
+            debounced("m2", "fc/m2", Debounce::new("5s"))
+                .singleton(Singleton::skip())
+                .handler(sleep_then_finish)
+                .unwrap(),
+            debounced("late", "fc/late", Debounce::new("5s"))
+                .timeouts(Timeouts::new().start("3s"))
+                .handler(window_numbers)
+                .unwrap(),
+            debounced("all", "fc/all", Debounce::new("5s").all_events()).handler(window_numbers).unwrap(),
+        ]
+    });
+    // Each part is its own boxed future: one poll frame holding every await of the whole
+    // scenario outgrows a 2 MB test thread in debug builds.
+    Box::pin(debounce_bursts(&scenario)).await;
+    Box::pin(debounce_keys_and_order(&scenario)).await;
+    Box::pin(debounce_with_limits(&scenario)).await;
+    Box::pin(debounce_windows_and_cancel(&scenario)).await;
+}
+
+/// D1, D7, D2.
+async fn debounce_bursts<S: RunStore>(scenario: &Scenario<S>) {
+    let output = |meta: &RunMeta| (meta.status, meta.created_at, meta.output.clone());
+    // D1: events at 0, 2 and 4 start one run at 9 with the event from 4; the first event's
+    // placeholder showed the window, then names the run.
+    let first = scenario.send_at(0, "fc/d1", json!({"n": 0})).await;
+    let placeholder = scenario.head("d1", &first).await;
+    let queued = placeholder.queued.clone().unwrap();
+    assert_eq!(
+        (placeholder.status, queued.describe()),
+        (RunStatus::Queued, "debounced until 1970-01-01T00:00:05Z (1 event)".into())
+    );
+    scenario.send_at(2, "fc/d1", json!({"n": 2})).await;
+    scenario.send_at(4, "fc/d1", json!({"n": 4})).await;
+    scenario.at(8).await;
+    assert!(fired(scenario, "d1", &first).await.is_none(), "nothing before 9");
+    assert_eq!(
+        scenario.head("d1", &first).await.queued.unwrap().describe(),
+        "debounced until 1970-01-01T00:00:09Z (3 events)"
+    );
+    scenario.at(9).await;
+    let run = fired(scenario, "d1", &first).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 9_000, Some(json!({"last": 4, "events": [4]}))));
+    let placeholder = scenario.head("d1", &first).await;
+    assert_eq!(
+        (placeholder.status, placeholder.skipped.unwrap().describe()),
+        (RunStatus::Skipped, format!("debounced: the window's run is `{}`", run.run_id))
+    );
+    // D7: the placeholder woken again (a duplicate timer) starts nothing more.
+    scenario.runner().drive(&RunId::for_event(&format!("{}-d1", scenario.prefix), &first)).await.unwrap();
+    let query = crate::store::RunQuery { function_id: Some(format!("{}-d1", scenario.prefix)), ..Default::default() };
+    let runs = scenario.runner().store().list_runs(&query).await.unwrap();
+    assert_eq!(runs.len(), 2, "one placeholder and one run: later events leave no head");
+    // D2: events at 100, 103, 106, 109 and 112 with a 10 s timeout: a run at 110 with the event
+    // from 109; the event at 112 opens a new window, run at 117.
+    let d2 = scenario.send_at(100, "fc/d2", json!({"n": 0})).await;
+    for (at, n) in [(103, 3), (106, 6), (109, 9)] {
+        scenario.send_at(at, "fc/d2", json!({"n": n})).await;
+    }
+    let d2_second = scenario.send_at(112, "fc/d2", json!({"n": 12})).await;
+    let run = fired(scenario, "d2", &d2).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 110_000, Some(json!({"last": 9, "events": [9]}))));
+    scenario.at(117).await;
+    let run = fired(scenario, "d2", &d2_second).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 117_000, Some(json!({"last": 12, "events": [12]}))));
+}
+
+/// D3, D4, D5.
+async fn debounce_keys_and_order<S: RunStore>(scenario: &Scenario<S>) {
+    let output = |meta: &RunMeta| (meta.status, meta.created_at, meta.output.clone());
+    // D3: A@200, B@200.5, A@201: B's run at 205.5, A's at 206.
+    let a = scenario.send_event_at_ms(200_000, EventPayload::new("fc/d3", json!({"user": "a", "n": 1}))).await;
+    let b = scenario.send_event_at_ms(200_500, EventPayload::new("fc/d3", json!({"user": "b", "n": 2}))).await;
+    scenario.send_event_at_ms(201_000, EventPayload::new("fc/d3", json!({"user": "a", "n": 3}))).await;
+    scenario.at(210).await;
+    let (run_a, run_b) = (fired(scenario, "d3", &a).await.unwrap(), fired(scenario, "d3", &b).await.unwrap());
+    assert_eq!(output(&run_b), (RunStatus::Completed, 205_500, Some(json!({"last": 2, "events": [2]}))));
+    assert_eq!(output(&run_a), (RunStatus::Completed, 206_000, Some(json!({"last": 3, "events": [3]}))));
+    assert_eq!(
+        scenario.head("d3", &a).await.skipped.unwrap().describe(),
+        format!("debounced for key `a`: the window's run is `{}`", run_a.run_id)
+    );
+    // D4: e1 (ts 310) at 300, e2 (ts 305) at 302: the run at 305 has e1; e2 did not extend.
+    let e1 = EventPayload { ts: Some(310_000), ..EventPayload::new("fc/d1", json!({"n": "e1"})) };
+    let e1 = scenario.send_event_at_ms(300_000, e1).await;
+    let e2 = EventPayload { ts: Some(305_000), ..EventPayload::new("fc/d1", json!({"n": "e2"})) };
+    scenario.send_event_at_ms(302_000, e2).await;
+    scenario.at(305).await;
+    let run = fired(scenario, "d1", &e1).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 305_000, Some(json!({"last": "e1", "events": ["e1"]}))));
+    // D5: e@400 and e@406 are two windows: runs at 405 and 411.
+    let w1 = scenario.send_at(400, "fc/d1", json!({"n": 1})).await;
+    let w2 = scenario.send_at(406, "fc/d1", json!({"n": 2})).await;
+    scenario.at(411).await;
+    assert_eq!(fired(scenario, "d1", &w1).await.unwrap().created_at, 405_000);
+    assert_eq!(fired(scenario, "d1", &w2).await.unwrap().created_at, 411_000);
+}
+
+/// D6, M1, M2.
+async fn debounce_with_limits<S: RunStore>(scenario: &Scenario<S>) {
+    let output = |meta: &RunMeta| (meta.status, meta.created_at, meta.output.clone());
+    // D6: with a rate limit of 1 per hour, e@502 is dropped before debouncing (a skipped run),
+    // so the run at 505 has e@500.
+    let kept = scenario.send_at(500, "fc/d6", json!({"n": 0})).await;
+    let dropped = scenario.send_at(502, "fc/d6", json!({"n": 2})).await;
+    assert_eq!(scenario.status("d6", &dropped).await, (RunStatus::Skipped, Some(SkipReason::RateLimit)));
+    scenario.at(510).await;
+    let run = fired(scenario, "d6", &kept).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 505_000, Some(json!({"last": 0, "events": [0]}))));
+    // M1: idempotency acts per event before debouncing: A@602 is skipped; the run at 605 has A@600.
+    let kept = scenario.send_at(600, "fc/m1", json!({"k": "A", "n": 0})).await;
+    let skipped = scenario.send_at(602, "fc/m1", json!({"k": "A", "n": 2})).await;
+    assert_eq!(scenario.status("m1", &skipped).await, (RunStatus::Skipped, Some(SkipReason::Idempotency)));
+    scenario.at(610).await;
+    assert_eq!(fired(scenario, "m1", &kept).await.unwrap().output, Some(json!({"last": 0, "events": [0]})));
+    // M2: the singleton is checked when the window fires: A@700 fires at 705 (sleeps 20 s);
+    // A@710 fires at 715 while it is active, and is skipped.
+    let m2a = scenario.send_at(700, "fc/m2", json!({"secs": 20})).await;
+    let m2b = scenario.send_at(710, "fc/m2", json!({"secs": 20})).await;
+    scenario.at(715).await;
+    assert_eq!(fired(scenario, "m2", &m2a).await.unwrap().status, RunStatus::Sleeping);
+    let second = fired(scenario, "m2", &m2b).await.unwrap();
+    assert_eq!(
+        (second.status, second.created_at, second.skipped.map(|s| s.reason)),
+        (RunStatus::Skipped, 715_000, Some(SkipReason::Singleton))
+    );
+}
+
+/// A start timeout counted from the firing, `all_events`, a cancelled window.
+async fn debounce_windows_and_cancel<S: RunStore>(scenario: &Scenario<S>) {
+    // A start timeout counts from the firing, not from the first event.
+    let late = scenario.send_at(800, "fc/late", json!({"n": 1})).await;
+    scenario.at(810).await;
+    assert_eq!(fired(scenario, "late", &late).await.unwrap().status, RunStatus::Completed);
+    // Cairn's all_events: the run sees every event of its window, oldest first.
+    let all = scenario.send_at(900, "fc/all", json!({"n": 1})).await;
+    scenario.send_at(901, "fc/all", json!({"n": 2})).await;
+    scenario.send_at(903, "fc/all", json!({"n": 3})).await;
+    scenario.at(908).await;
+    assert_eq!(fired(scenario, "all", &all).await.unwrap().output, Some(json!({"last": 3, "events": [1, 2, 3]})));
+    // Cancelling a window's placeholder drops the window: the next event opens a new one.
+    let dropped = scenario.send_at(1_000, "fc/d1", json!({"n": 1})).await;
+    let placeholder = RunId::for_event(&format!("{}-d1", scenario.prefix), &dropped);
+    scenario.runner().control().cancel(&placeholder).await.unwrap();
+    let next = scenario.send_at(1_002, "fc/d1", json!({"n": 2})).await;
+    scenario.at(1_010).await;
+    assert!(fired(scenario, "d1", &dropped).await.is_none(), "a cancelled window starts nothing");
+    assert_eq!(fired(scenario, "d1", &next).await.unwrap().created_at, 1_007_000);
 }

@@ -78,9 +78,19 @@ impl<S: RunStore> TestRuns<S> {
     /// # Panics
     /// When the event is invalid, naming the problem.
     pub async fn send_at(&self, secs: i64, name: &str, data: Value) -> String {
-        self.at(secs).await;
-        let id = new_event_id(self.clock.now_ms());
-        self.runner.send(EventPayload::new(name, data).with_id(&id)).await.unwrap_or_else(|error| panic!("{error}"));
+        self.send_event_at_ms(secs * 1_000, EventPayload::new(name, data)).await
+    }
+
+    /// Like [`TestRuns::send_at`], at `ms` milliseconds, with the event as given (an id and
+    /// `ts` it lacks are filled in).
+    ///
+    /// # Panics
+    /// When the event is invalid, naming the problem.
+    pub async fn send_event_at_ms(&self, ms: i64, event: EventPayload) -> String {
+        self.at_ms(ms).await;
+        let mut event = event;
+        let id = event.id.get_or_insert_with(|| new_event_id(self.clock.now_ms())).clone();
+        self.runner.send(event).await.unwrap_or_else(|error| panic!("{error}"));
         self.runner.run_until_idle().await.unwrap();
         id
     }
@@ -88,7 +98,11 @@ impl<S: RunStore> TestRuns<S> {
     /// Moves the clock to `secs`, waking what is due at each wake-up time on the way (a
     /// throttled run starts at its exact turn), and drives everything until idle.
     pub async fn at(&self, secs: i64) {
-        let target = secs * 1_000;
+        self.at_ms(secs * 1_000).await;
+    }
+
+    /// Like [`TestRuns::at`], to `target` milliseconds.
+    pub async fn at_ms(&self, target: i64) {
         // Bounded: a function that keeps re-arming wake-ups at the same instant is a bug to see.
         for _ in 0..100_000 {
             let Some(due) = self.runner.timer().next_due().filter(|due| *due <= target) else { break };
