@@ -3,13 +3,13 @@
 //! 2. the commit of a step against a bare PutItem of the same item size, side by side;
 //!    and the reconciler's cost: an idle pass, and a pass over 100 runs whose invocations died;
 //! 3. flow control: the DynamoDB requests a run costs with each option, and admissions per
-//!    second on one concurrency key and one throttle key; debounce's requests per event;
+//!    second on one concurrency key and one throttle key; debounce's and batches' requests per event;
 //! 4. one event against 10,000 pending waits, filed by value and of the general form;
 //! 5. a function binary's cold start, from exec to its first event handled, against a local
 //!    Lambda Runtime API, and its stripped size.
 //!
 //! Usage: bench-aws [PATH-TO-RELEASE-FUNCTION-BINARY]; `CAIRN_BENCH_ONLY=waits` runs only 4,
-//! `CAIRN_BENCH_ONLY=flow` only 3 (with debounce's cost per event).
+//! `CAIRN_BENCH_ONLY=flow` only 3 (with debounce's and batches' cost per event).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use cairn::prelude::*;
@@ -154,11 +154,20 @@ async fn flow_control_cost(endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Debounce on DynamoDB: the requests each event of a burst costs (plain, and with a rate limit
-/// spent per event), and what opening and firing a window adds to the run it starts; 100
-/// events, one key, 1 KB of data each.
-async fn debounce_cost(endpoint: &str) -> anyhow::Result<()> {
-    use cairn::flow::{Debounce, RateLimit};
+/// A one-step function with a window option whose run returns how many events it received.
+fn with_events_counted(id: &str, batch: cairn::flow::BatchEvents) -> Result<Function, cairn::DefinitionError> {
+    Function::new(id).on_event(format!("bench/{id}")).batch_events(batch).handler(|_: Event, step: Step| async move {
+        let events = step.events::<serde_json::Value>()?.len();
+        step.run("one", || async move { Ok(events) }).await
+    })
+}
+
+/// Debounce and batches on DynamoDB: the requests each event of a burst costs (a debounce,
+/// with a rate limit spent per event, with `all_events`, and a batch of 100), and what opening
+/// and firing a window adds to the run it starts; 100 events, one key, 1 KB of data each. The
+/// batch's 100th event's delivery drives the batch: one invocation runs it with all 100.
+async fn window_cost(endpoint: &str) -> anyhow::Result<()> {
+    use cairn::flow::{BatchEvents, Debounce, RateLimit};
     use cairn::testing::ManualClock;
     let proxy = FaultProxy::start(endpoint, |_, _| Fault::None).await;
     let store = store(proxy.url(), &format!("bench-debounce-{}", std::process::id())).await;
@@ -173,6 +182,8 @@ async fn debounce_cost(endpoint: &str) -> anyhow::Result<()> {
         one_step("plain", &|f| f)?,
         one_step("debounced", &|f| f.debounce(Debounce::new("5s")))?,
         one_step("limited", &|f| f.debounce(Debounce::new("5s")).rate_limit(RateLimit::new(1_000, "1m")))?,
+        one_step("all_events", &|f| f.debounce(Debounce::new("5s").all_events()))?,
+        with_events_counted("batched", BatchEvents::new(100, "60s"))?,
     ];
     let clock = ManualClock::at(1_800_000_000_000);
     let runner = Runner::new(Registry::new(functions)?, store, MemoryBus::new(), MemoryTimer::new())
@@ -199,7 +210,7 @@ async fn debounce_cost(endpoint: &str) -> anyhow::Result<()> {
     }
     let nobody = proxy.traffic();
     let (base_reads, base_writes) = (count(&nobody, &READS) as f64 / 99.0, count(&nobody, &WRITES) as f64 / 99.0);
-    println!("## Debounce on DynamoDB: requests per event of a 100-event burst (one key, 1 KB events)");
+    println!("## Debounce and batches on DynamoDB: requests per event of a 100-event burst (one key, 1 KB events)");
     println!(
         "Any event costs {base_reads:.0} read and {base_writes:.0} write whatever it triggers (waits, lookback log); the columns add to that. A plain one-step run: {} reads, {} writes.",
         count(&plain, &READS),
@@ -209,7 +220,7 @@ async fn debounce_cost(endpoint: &str) -> anyhow::Result<()> {
         "| function | reads per later event | writes per later event | opening the window | firing it (its run included) |"
     );
     println!("|---|---|---|---|---|");
-    for name in ["debounced", "limited"] {
+    for name in ["debounced", "limited", "all_events", "batched"] {
         proxy.reset();
         let first = EventPayload::new(format!("bench/{name}"), json!({"pad": filler})).with_id(format!("{name}-0"));
         runner.accept(&first).await?;
@@ -219,14 +230,23 @@ async fn debounce_cost(endpoint: &str) -> anyhow::Result<()> {
             clock.advance(Duration::from_millis(10));
             let event =
                 EventPayload::new(format!("bench/{name}"), json!({"pad": filler})).with_id(format!("{name}-{n}"));
-            assert!(runner.accept(&event).await?.is_empty(), "a debounced event starts nothing");
+            let due = runner.accept(&event).await?;
+            // The 100th event fills the batch: its delivery is told to drive it now.
+            if name == "batched" && n == 99 {
+                anyhow::ensure!(due.len() == 1, "the full batch's placeholder is driven at once: {due:?}");
+            } else {
+                anyhow::ensure!(due.is_empty(), "a windowed event starts nothing: {due:?}");
+            }
         }
         let burst = proxy.traffic();
         proxy.reset();
-        clock.advance(Duration::from_secs(6));
+        if name != "batched" {
+            clock.advance(Duration::from_secs(6));
+        }
         let placeholder = RunId::for_event(name, &format!("{name}-0"));
         let drive = runner.drive(&placeholder).await?;
-        anyhow::ensure!(matches!(drive, cairn::Drive::Completed(_)), "the window's run completed: {drive:?}");
+        let expected = if name == "batched" { json!(100) } else { json!(1) };
+        anyhow::ensure!(drive == cairn::Drive::Completed(expected), "the window's run completed: {drive:?}");
         let fired = proxy.traffic();
         let per = |traffic, ops: &[&str]| count(traffic, ops) as f64 / 99.0;
         println!(
@@ -526,7 +546,7 @@ async fn main() -> anyhow::Result<()> {
         Ok("waits") => return wait_matching(&endpoint).await,
         Ok("flow") => {
             flow_control_cost(&endpoint).await?;
-            return debounce_cost(&endpoint).await;
+            return window_cost(&endpoint).await;
         }
         _ => {}
     }
@@ -534,7 +554,7 @@ async fn main() -> anyhow::Result<()> {
     reconciler_cost(&endpoint).await?;
     commit_overhead(&endpoint).await?;
     flow_control_cost(&endpoint).await?;
-    debounce_cost(&endpoint).await?;
+    window_cost(&endpoint).await?;
     wait_matching(&endpoint).await?;
     if let Some(binary) = std::env::args().nth(1) {
         cold_start(&binary).await?;

@@ -76,6 +76,11 @@ const functions = [
     { id: "debounced", triggers: [{ event: "flow/typed" }], debounce: { period: "2s", key: "event.data.user" } },
     async ({ event }) => event.data.n,
   ),
+  // Batches of 3 events, or whatever came within 2 s of a batch's first.
+  inngest.createFunction(
+    { id: "batched", triggers: [{ event: "flow/batched" }], batchEvents: { maxSize: 3, timeout: "2s" } },
+    async ({ event, events }) => ({ first: event.data.n, all: events.map((e) => e.data.n) }),
+  ),
   // A window that stays open for the rest of the test, for the dashboard.
   inngest.createFunction(
     { id: "quiet", triggers: [{ event: "flow/quiet" }], debounce: { period: "1m", timeout: "5m" } },

@@ -53,13 +53,16 @@ impl RunStore for AbortAfterCommit {
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
         self.0.leave_throttle(run_id, key).await
     }
-    async fn debounce(
+    async fn window(
         &self,
         keys: &[&str],
-        change: &cairn::flow::DebounceChange,
+        change: &cairn::flow::WindowChange,
         now: cairn::Millis,
-    ) -> Result<cairn::flow::Debounced, StoreError> {
-        self.0.debounce(keys, change, now).await
+    ) -> Result<cairn::flow::Windowed, StoreError> {
+        self.0.window(keys, change, now).await
+    }
+    async fn window_events(&self, run_id: &RunId) -> Result<Vec<cairn::EventPayload>, StoreError> {
+        self.0.window_events(run_id).await
     }
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
         self.0.release_lock(key, holder).await

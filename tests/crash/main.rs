@@ -237,17 +237,20 @@ impl RunStore for CrashingStore {
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
         self.inner.leave_throttle(run_id, key).await
     }
-    async fn debounce(
+    async fn window(
         &self,
         keys: &[&str],
-        change: &cairn::flow::DebounceChange,
+        change: &cairn::flow::WindowChange,
         now: cairn::Millis,
-    ) -> Result<cairn::flow::Debounced, StoreError> {
+    ) -> Result<cairn::flow::Windowed, StoreError> {
         match self.crash() {
             Some(false) => Err(Self::crashed()),
-            Some(true) => self.inner.debounce(keys, change, now).await.and(Err(Self::crashed())),
-            None => self.inner.debounce(keys, change, now).await,
+            Some(true) => self.inner.window(keys, change, now).await.and(Err(Self::crashed())),
+            None => self.inner.window(keys, change, now).await,
         }
+    }
+    async fn window_events(&self, run_id: &RunId) -> Result<Vec<cairn::EventPayload>, StoreError> {
+        self.inner.window_events(run_id).await
     }
     async fn release_lock(&self, key: &str, holder: &RunId) -> Result<(), StoreError> {
         match self.crash() {

@@ -189,6 +189,7 @@ function runDetail(detail) {
         <dt>Started</dt><dd>${esc(new Date(run.created_at).toLocaleString())}</dd>
         <dt>Duration</dt><dd>${finished ? ms(run.duration_ms) : ms(Date.now() - run.created_at) + " so far"}</dd>
         ${run.attempt ? `<dt>Attempt</dt><dd>${run.attempt + 1}</dd>` : ""}
+        ${run.started_by ? `<dt>Started by</dt><dd data-testid="run-started-by">${esc(run.started_by)}</dd>` : ""}
         ${run.reason ? `<dt>Why</dt><dd data-testid="run-reason">${esc(run.reason)}</dd>` : ""}
       </dl>
       <div class="section">Timeline</div>

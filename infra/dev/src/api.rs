@@ -38,6 +38,7 @@ pub fn run_summary(meta: &RunMeta) -> Value {
         "duration_ms": end - meta.created_at,
         "output": meta.output,
         "error": meta.error,
+        "started_by": meta.started_by,
         // Why a run is not running, when flow control decided it.
         "reason": meta
             .skipped

@@ -456,6 +456,9 @@ pub fn render_timeline(body: &Value, style: Style) -> String {
         "failed" => out.push_str(&format!("\n  error    {}\n", run["error"]["message"].as_str().unwrap_or_default())),
         _ => {}
     }
+    if let Some(started_by) = run["started_by"].as_str() {
+        out.push_str(&format!("\n  started  by a {started_by}\n"));
+    }
     if let Some(reason) = run["reason"].as_str() {
         out.push_str(&format!("\n  why      {reason}\n"));
     }

@@ -84,6 +84,11 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         typed.push(send(&url, "flow/typed", json!({"n": n, "user": user})).await);
     }
     let quiet = send(&url, "flow/quiet", json!({"n": 1})).await;
+    // Batches of 3: four events make one full batch at once and one of one event 2 s later.
+    let mut batched = Vec::new();
+    for n in 1..=4 {
+        batched.push(send(&url, "flow/batched", json!({"n": n})).await);
+    }
     // Throttle, 1 per minute: of two events, one waits its turn, queued, for the rest of the test.
     let gated = [send(&url, "flow/gated", json!({"n": 1})).await, send(&url, "flow/gated", json!({"n": 2})).await];
 
@@ -200,6 +205,21 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         let status = get(&format!("{url}/api/runs/{}", RunId::for_event("flow-debounced", later))).await;
         assert_eq!(status["run"], Value::Null, "an event that joined a window leaves no run: {status}");
     }
+    // Batches: the app's handler got every event of its batch, the first as `event`.
+    let mut batch_runs = Vec::new();
+    for (first, expected) in
+        [(&batched[0], json!({"first": 1, "all": [1, 2, 3]})), (&batched[3], json!({"first": 4, "all": [4]}))]
+    {
+        let run = cairn::flow::fired_run(&RunId::for_event("flow-batched", first), "flow-batched");
+        let body = until("a batch's run to complete", 30, || async {
+            let body = get(&format!("{url}/api/runs/{run}")).await;
+            (body["run"]["status"] == "completed").then_some(body)
+        })
+        .await;
+        assert_eq!(body["run"]["output"], expected, "{body}");
+        batch_runs.push((run, body["run"]["started_by"].as_str().unwrap_or_default().to_string()));
+    }
+    assert_eq!((batch_runs[0].1.as_str(), batch_runs[1].1.as_str()), ("batch of 3 events", "batch of 1 event"));
     let quiet_window = RunId::for_event("flow-quiet", &quiet);
     let open = get(&format!("{url}/api/runs/{quiet_window}")).await;
     assert_eq!(open["run"]["status"], "queued", "{open}");
@@ -221,11 +241,18 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         (a_window, "skipped", reason(&superseded).to_string()),
         (quiet_window, "queued", open_why),
     ];
+    let mut expected: Vec<(RunId, Value)> =
+        shown.into_iter().map(|(run, status, why)| (run, json!({"status": status, "why": why}))).collect();
+    // A batch's run says what started it.
+    expected.push((
+        batch_runs[0].0.clone(),
+        json!({"status": "completed", "why": null, "started_by": "batch of 3 events"}),
+    ));
     let output = Command::new("node")
         .arg("why.mjs")
         .arg(&url)
         .arg(format!("{}/target/dashboard-screenshots", workspace()))
-        .args(shown.iter().map(|(run, _, _)| run.to_string()))
+        .args(expected.iter().map(|(run, _)| run.to_string()))
         .current_dir(format!("{}/tests/dashboard", env!("CARGO_MANIFEST_DIR")))
         .stderr(std::process::Stdio::piped())
         .output()
@@ -233,14 +260,14 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
     let seen: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
     assert!(output.status.success(), "{seen} {}", String::from_utf8_lossy(&output.stderr));
-    for (run, status, why) in &shown {
-        assert_eq!(seen["runs"][run.as_str()], json!({"status": status, "why": why}), "run {run}");
+    for (run, shown) in &expected {
+        assert_eq!(&seen["runs"][run.as_str()], shown, "run {run}");
     }
     assert_eq!(seen["errors"], json!([]));
 
     // Cancelled while queued, a run leaves its throttle queue (woken once more, after its
     // wake-ups were deleted): the next event's run is first in line.
-    let (status, body) = common::post(&format!("{url}/api/runs/{}/cancel", shown[5].0), json!({})).await;
+    let (status, body) = common::post(&format!("{url}/api/runs/{}/cancel", expected[5].0), json!({})).await;
     assert_eq!(status, 200, "{body}");
     until("the cancelled run to be woken to leave its queue", 30, || async {
         let invocations = get(&format!("{url}/api/invocations?limit=1000")).await;

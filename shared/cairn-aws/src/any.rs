@@ -64,13 +64,16 @@ impl RunStore for AnyStore {
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.leave_throttle(run_id, key))
     }
-    async fn debounce(
+    async fn window(
         &self,
         keys: &[&str],
-        change: &cairn::flow::DebounceChange,
+        change: &cairn::flow::WindowChange,
         now: Millis,
-    ) -> Result<cairn::flow::Debounced, StoreError> {
-        dispatch!(self, s => s.debounce(keys, change, now))
+    ) -> Result<cairn::flow::Windowed, StoreError> {
+        dispatch!(self, s => s.window(keys, change, now))
+    }
+    async fn window_events(&self, run_id: &RunId) -> Result<Vec<EventPayload>, StoreError> {
+        dispatch!(self, s => s.window_events(run_id))
     }
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {
         dispatch!(self, s => s.create_run(meta))

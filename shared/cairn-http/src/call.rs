@@ -11,6 +11,9 @@ use serde_json::{Map, Value, json};
 pub struct CallRequest {
     /// The triggering event.
     pub event: EventPayload,
+    /// Every event the run was started with (a batch's; else the trigger alone).
+    #[serde(default)]
+    pub events: Vec<EventPayload>,
     /// Memoized steps: hashed id to value.
     #[serde(default)]
     pub steps: Map<String, Value>,

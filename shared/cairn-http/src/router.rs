@@ -176,6 +176,7 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
     let mut execution =
         Execution::new(function, RunId::new(&request.ctx.run_id), &request.event, &journal, request.ctx.attempt)
             .lenient()
+            .with_events(request.events.clone())
             .attempts(request.ctx.attempt, max_attempts)
             .policy(policy.clone());
     let outcome = match execution.next(now).await {

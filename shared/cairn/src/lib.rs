@@ -83,7 +83,7 @@ pub use store::{MemoryStore, RunStore, StoreError};
 
 /// What a workflow file needs: `use cairn::prelude::*;`.
 pub mod prelude {
-    pub use crate::flow::{CancelOn, Concurrency, Debounce, RateLimit, Singleton, Throttle, Timeouts};
+    pub use crate::flow::{BatchEvents, CancelOn, Concurrency, Debounce, RateLimit, Singleton, Throttle, Timeouts};
     pub use crate::{
         Backoff, Event, EventData, EventPayload, FailureData, Function, Invoke, ResultExt, SendResult, Step, StepError,
         StepOptions, StepResult, WaitFor,

@@ -214,6 +214,8 @@ pub enum SkipReason {
     Singleton,
     /// `debounce`: a later event of the window started the run (`by`).
     Debounce,
+    /// `batch_events`: the event joined a batch, whose run is `by`.
+    Batch,
 }
 
 impl SkipReason {
@@ -224,6 +226,7 @@ impl SkipReason {
             SkipReason::Idempotency => "idempotency",
             SkipReason::Singleton => "singleton",
             SkipReason::Debounce => "debounce",
+            SkipReason::Batch => "batch_events",
         }
     }
 }
@@ -248,12 +251,14 @@ impl Skipped {
     /// One line for the dashboard and the CLI, e.g. ``skipped by singleton: run `r1` is active
     /// for key `u1` ``.
     pub fn describe(&self) -> String {
-        if let (SkipReason::Debounce, Some(by)) = (self.reason, &self.by) {
-            let mut text = "debounced".to_string();
+        if let (SkipReason::Debounce | SkipReason::Batch, Some(by)) = (self.reason, &self.by) {
+            let (what, whose) =
+                if self.reason == SkipReason::Debounce { ("debounced", "window") } else { ("batched", "batch") };
+            let mut text = what.to_string();
             if let Some(key) = &self.key {
                 text.push_str(&format!(" for key `{key}`"));
             }
-            text.push_str(&format!(": the window's run is `{by}`"));
+            text.push_str(&format!(": the {whose}'s run is `{by}`"));
             return text;
         }
         let mut text = format!("skipped by {}", self.reason.as_str());
@@ -298,16 +303,23 @@ impl Queued {
                 .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_default()
         };
-        if self.option == "debounce" {
-            let mut text = "debounced".to_string();
+        let events = self.events.unwrap_or(1);
+        let plural = if events == 1 { "" } else { "s" };
+        if self.option == "debounce" || self.option == "batch" {
+            let mut text = if self.option == "debounce" {
+                "debounced".to_string()
+            } else {
+                format!("batch of {events} event{plural}")
+            };
             if let Some(key) = &self.key {
                 text.push_str(&format!(" for key `{key}`"));
             }
             if let Some(until) = self.until {
                 text.push_str(&format!(" until {}", at(until)));
             }
-            let events = self.events.unwrap_or(1);
-            text.push_str(&format!(" ({events} event{})", if events == 1 { "" } else { "s" }));
+            if self.option == "debounce" {
+                text.push_str(&format!(" ({events} event{plural})"));
+            }
             return text;
         }
         let mut text = format!("queued by {}", self.option);
@@ -390,14 +402,18 @@ pub struct RunMeta {
     /// Its throttle let it start (once: a run queued by concurrency afterwards keeps it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub throttle_passed: bool,
-    /// On a debounce window's placeholder run: the window's store key.
+    /// On a window's placeholder run (debounce, batch): the window's store key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub debounce: Option<String>,
-    /// Every event the run was started with, oldest first, when more than its trigger: a
-    /// debounce window's (`all_events`). Empty otherwise ([`Step::events`](crate::Step::events)
-    /// then gives the trigger alone).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub events: Vec<EventPayload>,
+    pub window_key: Option<String>,
+    /// On a window's run that receives every event of its window (a batch; a debounce with
+    /// `all_events`): the placeholder they are kept under, read for
+    /// [`Step::events`](crate::Step::events). `None`: the trigger alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<RunId>,
+    /// What started the run, when a window did: "batch of 3 events", "debounce window of 5
+    /// events" (the dashboard and `cairn runs show` say it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 impl RunMeta {
@@ -426,8 +442,9 @@ impl RunMeta {
             cancelled_by: None,
             queued: None,
             throttle_passed: false,
-            debounce: None,
-            events: Vec::new(),
+            window_key: None,
+            window: None,
+            started_by: None,
         }
     }
 

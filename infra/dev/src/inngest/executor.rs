@@ -106,7 +106,8 @@ impl InngestApps {
         let admitted = control.runs().admit(&function.id, &function.flow, meta).await.map_err(control_err)?;
         Ok(match admitted {
             Admitted::Skipped(_) => (run_id, Some(RunStatus::Skipped)),
-            Admitted::Debounced(placeholder) => (placeholder, Some(RunStatus::Queued)),
+            Admitted::Windowed { placeholder, due: true } => (placeholder, None),
+            Admitted::Windowed { placeholder, due: false } => (placeholder, Some(RunStatus::Queued)),
             Admitted::Started(_) | Admitted::Existing(_) => (run_id, None),
         })
     }
@@ -142,10 +143,10 @@ impl InngestApps {
                 self.leave_queues(dev, function, &meta).await;
                 return Ok(meta.status);
             }
-            if meta.status == RunStatus::Queued && meta.debounce.is_some() {
+            if meta.status == RunStatus::Queued && meta.window_key.is_some() {
                 let control = AppControl::new(dev);
                 let fired =
-                    control.runs().fire_debounce(&function.id, &function.flow, &meta).await.map_err(control_err)?;
+                    control.runs().fire_window(&function.id, &function.flow, &meta).await.map_err(control_err)?;
                 return match fired {
                     Fired::Waiting(_) => Ok(RunStatus::Queued),
                     Fired::Started(run_id) => Box::pin(self.drive(dev, function, &run_id)).await,
@@ -203,6 +204,8 @@ impl InngestApps {
                 meta = dev.store().update_meta(&running).await.map_err(store_err)?;
             }
             let memo = memo(&journal.steps);
+            // A batch's run hands the app every event of its batch (the SDK's `events`).
+            let events = AppControl::new(dev).runs().run_events(&meta).await.map_err(control_err)?;
             let mut queue = VecDeque::from([target]);
             // The gate took the slots for the first call; later calls renew them.
             let mut renew = false;
@@ -218,7 +221,7 @@ impl InngestApps {
                     let recheck = dev.now().saturating_add(super::flow::QUEUE_RECHECK);
                     return self.suspend(dev, &mut meta, RunStatus::Queued, recheck).await;
                 }
-                let answer = self.call(function, &meta, &step_id, attempt, &memo).await?;
+                let answer = self.call(function, &meta, &events, &step_id, attempt, &memo).await?;
                 match self.apply(dev, function, &mut meta, answer, &journal.steps, attempt).await? {
                     Applied::Continue(planned) => queue.extend(planned.into_iter().map(|id| (id, 0))),
                     Applied::Finished(status) => return Ok(status),

@@ -19,6 +19,7 @@ impl InngestApps {
         &self,
         function: &AppFunction,
         meta: &RunMeta,
+        events: &[cairn::EventPayload],
         step_id: &str,
         attempt: u32,
         memo: &Memo,
@@ -26,7 +27,7 @@ impl InngestApps {
         let event = serde_json::to_value(&meta.event).unwrap_or_default();
         let body = json!({
             "event": event,
-            "events": [event],
+            "events": events,
             "steps": memo.steps,
             "ctx": {
                 "run_id": meta.run_id,

@@ -1,7 +1,7 @@
-// Reads the dashboard's "Why" line for runs flow control decided, in Debian's headless Chromium:
-// node why.mjs DEV_URL SCREENSHOT_DIR RUN...
-// Opens each run's page and prints one JSON line: {runs: {RUN: {status, why}}, errors}. A run
-// page that does not load fails with a message and exit code 1.
+// Reads the dashboard's "Why" and "Started by" lines for runs flow control decided, in Debian's
+// headless Chromium: node why.mjs DEV_URL SCREENSHOT_DIR RUN...
+// Opens each run's page and prints one JSON line: {runs: {RUN: {status, why, started_by?}},
+// errors}. A run page that does not load fails with a message and exit code 1.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 
@@ -21,11 +21,14 @@ try {
     await page.goto(`${url}/#/runs/${encodeURIComponent(run)}`);
     await page.waitForSelector(`[data-testid=run-detail][data-run-id="${run}"] .pill`, { timeout: 15000 });
     const status = await page.getAttribute(`[data-testid=run-detail][data-run-id="${run}"] .pill`, "data-status");
-    const why = await page.$eval(`[data-testid=run-detail][data-run-id="${run}"]`, (el) => {
-      const line = el.querySelector("[data-testid=run-reason]");
-      return line ? line.textContent : null;
-    });
-    result.runs[run] = { status, why };
+    const line = (testid) =>
+      page.$eval(`[data-testid=run-detail][data-run-id="${run}"]`, (el, testid) => {
+        const found = el.querySelector(`[data-testid=${testid}]`);
+        return found ? found.textContent : null;
+      }, testid);
+    const why = await line("run-reason");
+    const startedBy = await line("run-started-by");
+    result.runs[run] = startedBy ? { status, why, started_by: startedBy } : { status, why };
     await page.screenshot({ path: `${shots}/why-${n + 1}.png` });
   }
 } catch (err) {

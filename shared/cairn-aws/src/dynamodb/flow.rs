@@ -13,8 +13,8 @@ use super::{DynamoDbStore, Item};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use cairn::flow::{
-    Acquired, Claim, FlowItem, Gcra, Slot, SlotState, ThrottleState, Throttled, acquire, decide, leave, release,
-    throttle,
+    Acquired, Claim, FlowItem, Gcra, Slot, SlotState, ThrottleState, Throttled, WindowChange, WindowState, Windowed,
+    acquire, apply, decide, leave, redelivered, release, throttle,
 };
 use cairn::store::Admission;
 use cairn::{Millis, RunId, RunMeta, StoreError};
@@ -23,6 +23,10 @@ use cairn::{Millis, RunId, RunMeta, StoreError};
 const ADMIT_ATTEMPTS: usize = 8;
 /// A bucket is forgotten (TTL) this long after its `tat`: by then it is idle again.
 const BUCKET_TTL_SECS: i64 = 86_400;
+/// An event a window keeps is forgotten (TTL) this long after it came. Its run reads them on
+/// every invocation, so they must outlive the run: 400 days is beyond a window's 7 days plus
+/// the 366-day longest sleep (a run sleeping longer, in several sleeps, would lose them).
+const KEPT_EVENT_TTL_SECS: i64 = 400 * 86_400;
 
 impl DynamoDbStore {
     fn flow_key(&self, key: &str) -> String {
@@ -301,5 +305,93 @@ impl DynamoDbStore {
 
     pub(super) async fn leave_throttle_queue(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {
         self.update_states("THROTTLE", &[key], |states: &[ThrottleState]| (vec![leave(&states[0], run_id)], ())).await
+    }
+
+    /// Applies a window change; a pushed event the rule keeps is written under the placeholder
+    /// that took it in the same transaction, conditioned on its absence (a redelivery writes
+    /// nothing).
+    pub(super) async fn update_window(
+        &self,
+        keys: &[&str],
+        change: &WindowChange,
+        now: Millis,
+    ) -> Result<Windowed, StoreError> {
+        let Some((event, placeholder)) = change.kept() else {
+            return self.update_states("WINDOW", keys, |states: &[WindowState]| apply(change, states, now)).await;
+        };
+        for _ in 0..ADMIT_ATTEMPTS {
+            let read: Vec<(WindowState, Option<i64>)> = self.states("WINDOW", keys).await?;
+            let states: Vec<WindowState> = read.iter().map(|(state, _)| state.clone()).collect();
+            let (next, outcome) = apply(change, &states, now);
+            let Some(taken_by) = outcome.taken_by() else {
+                // Ignored, or limited: nothing to keep. Written as any change is.
+                return self.update_states("WINDOW", keys, |states: &[WindowState]| apply(change, states, now)).await;
+            };
+            let seq = next[0]
+                .open
+                .iter()
+                .chain(&next[0].closed)
+                .find(|window| &window.run_id == taken_by)
+                .map_or(1, |window| window.count);
+            let mut transaction = self.client.transact_write_items();
+            for ((key, (_, version)), state) in keys.iter().zip(&read).zip(&next) {
+                let item = Item::from([
+                    ("PK".into(), AttributeValue::S(self.key("WINDOW", key))),
+                    ("SK".into(), AttributeValue::S("WINDOW".into())),
+                    ("state".into(), AttributeValue::S(encode(state)?)),
+                    ("ver".into(), number(version.unwrap_or(0) + 1)),
+                ]);
+                let put = Put::builder().table_name(&self.table).set_item(Some(item));
+                let put = match version {
+                    None => put.condition_expression("attribute_not_exists(PK)"),
+                    Some(version) => {
+                        put.condition_expression("ver = :read").expression_attribute_values(":read", number(*version))
+                    }
+                };
+                transaction = transaction
+                    .transact_items(TransactWriteItem::builder().put(put.build().map_err(build_error)?).build());
+            }
+            let kept = Item::from([
+                ("PK".into(), AttributeValue::S(self.key("WINEV", taken_by))),
+                ("SK".into(), AttributeValue::S(format!("E#{}", event.id.as_deref().unwrap_or_default()))),
+                ("seq".into(), number(seq)),
+                ("event".into(), AttributeValue::S(encode(event)?)),
+                ("expires_at".into(), number(now / 1000 + KEPT_EVENT_TTL_SECS)),
+            ]);
+            let kept = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(kept))
+                .condition_expression("attribute_not_exists(PK)")
+                .build()
+                .map_err(build_error)?;
+            transaction = transaction.transact_items(TransactWriteItem::builder().put(kept).build());
+            let err = match transaction.send().await {
+                Ok(_) => return Ok(outcome),
+                Err(err) => err,
+            };
+            let reasons: Vec<String> = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(canceled)) => {
+                    canceled.cancellation_reasons().iter().map(|r| r.code().unwrap_or_default().to_string()).collect()
+                }
+                _ => return Err(sdk_error("TransactWriteItems", err)),
+            };
+            if reasons.last().is_some_and(|code| code == "ConditionalCheckFailed") {
+                return Ok(redelivered(&states[0], placeholder));
+            }
+            // A window item moved since it was read: read it again.
+        }
+        Err(StoreError::Unavailable(format!("window keys {keys:?} stayed contended over {ADMIT_ATTEMPTS} attempts")))
+    }
+
+    /// The events kept under placeholder `run_id`'s window, in order.
+    pub(super) async fn kept_events(&self, run_id: &RunId) -> Result<Vec<cairn::EventPayload>, StoreError> {
+        let items = self.query_all(&self.key("WINEV", run_id), super::SortKey::Prefix("E#")).await?;
+        let mut events = Vec::with_capacity(items.len());
+        for item in &items {
+            let seq: i64 = item.get("seq").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+            events.push((seq, decode::<cairn::EventPayload>(&string(item, "event")?)?));
+        }
+        events.sort_by_key(|(seq, _)| *seq);
+        Ok(events.into_iter().map(|(_, event)| event).collect())
     }
 }

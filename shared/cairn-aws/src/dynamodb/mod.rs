@@ -16,7 +16,8 @@
 //! | `<scope>#FLOW#<key>` | `FLOW` | a flow-control item: a rate-limit or idempotency bucket's `tat`, a singleton lock's `holder` (see `flow.rs`) |
 //! | `<scope>#SLOT#<key>` | `SLOT` | a concurrency key's holders and queue (JSON `state`, version `ver`; see `flow.rs`) |
 //! | `<scope>#THROTTLE#<key>` | `THROTTLE` | a throttle key's `tat` and queue (JSON `state`, version `ver`) |
-//! | `<scope>#DEBOUNCE#<key>` | `DEBOUNCE` | a debounce window, or a debounced function's rate-limit bucket (JSON `state`, version `ver`) |
+//! | `<scope>#WINDOW#<key>` | `WINDOW` | an event window (debounce, batch), or a debounced function's rate-limit bucket (JSON `state`, version `ver`) |
+//! | `<scope>#WINEV#<placeholder run>` | `E#<event id>` | an event a window keeps for its run (`seq`, JSON `event`; TTL 400 days) |
 //! | `<scope>#FUNCTIONS#all` | `<function>` | a function that has runs in this scope (written once per process and function), so runs can be listed without naming one |
 //!
 //! The `due` global secondary index (hash `due_fn`, range `due_at`, projection ALL) holds only
@@ -353,16 +354,17 @@ impl RunStore for DynamoDbStore {
         self.leave_throttle_queue(run_id, key).await
     }
 
-    async fn debounce(
+    async fn window(
         &self,
         keys: &[&str],
-        change: &cairn::flow::DebounceChange,
+        change: &cairn::flow::WindowChange,
         now: Millis,
-    ) -> Result<cairn::flow::Debounced, StoreError> {
-        self.update_states("DEBOUNCE", keys, |states: &[cairn::flow::DebounceState]| {
-            cairn::flow::apply(change, states, now)
-        })
-        .await
+    ) -> Result<cairn::flow::Windowed, StoreError> {
+        self.update_window(keys, change, now).await
+    }
+
+    async fn window_events(&self, run_id: &RunId) -> Result<Vec<EventPayload>, StoreError> {
+        self.kept_events(run_id).await
     }
 
     async fn create_run(&self, meta: RunMeta) -> Result<CreateRun, StoreError> {

@@ -12,16 +12,16 @@
 //! [`RunStore::admit_run`]: crate::RunStore::admit_run
 //! [`Skipped`]: crate::record::Skipped
 
+mod batch;
 mod debounce;
 mod gcra;
 mod options;
 mod slots;
 mod throttle;
+mod window;
 
-pub use debounce::{
-    Debounce, DebounceChange, DebounceState, Debounced, MAX_WINDOW_BYTES, MAX_WINDOW_EVENTS, Window, WindowRule, apply,
-    fired_run,
-};
+pub use batch::{BatchEvents, MAX_BATCH_SIZE};
+pub use debounce::Debounce;
 pub use gcra::Gcra;
 pub(crate) use options::Expr;
 pub use options::{
@@ -30,6 +30,10 @@ pub use options::{
 };
 pub use slots::{Acquired, Slot, SlotState, acquire, release};
 pub use throttle::{ThrottleState, Throttled, leave, throttle};
+pub(crate) use window::window_key;
+pub use window::{
+    MAX_WINDOW_BYTES, Window, WindowChange, WindowRule, WindowState, Windowed, apply, fired_run, redelivered,
+};
 
 use crate::event::EventPayload;
 use crate::expr::ExprValue;

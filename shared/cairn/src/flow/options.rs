@@ -2,6 +2,7 @@
 //! (`reference/flow-control.md` sections 1.3 and 1.4) checked when the function is defined, and
 //! written back in the JSON shape Inngest's TypeScript SDK registers (section 2).
 
+use super::batch::BatchEvents;
 use super::debounce::Debounce;
 use crate::duration::parse_duration;
 use crate::expr::MatchExpr;
@@ -404,6 +405,7 @@ pub struct FlowControl {
     pub(crate) cancel: Vec<CancelOn>,
     pub(crate) timeouts: Option<Timeouts>,
     pub(crate) debounce: Option<Debounce>,
+    pub(crate) batch: Option<BatchEvents>,
 }
 
 /// Inngest's caps (`pkg/consts`).
@@ -424,6 +426,7 @@ impl FlowControl {
             && self.cancel.is_empty()
             && self.timeouts.is_none()
             && self.debounce.is_none()
+            && self.batch.is_none()
     }
 
     /// The event names `cancel_on` listens for (what the deployment must route to the function).
@@ -443,7 +446,7 @@ impl FlowControl {
 
     /// The options as the fields of an Inngest function configuration, exactly as the
     /// TypeScript SDK registers them (`concurrency`, `throttle`, `rateLimit`, `idempotency`,
-    /// `priority`, `singleton`, `cancel`, `timeouts`, `debounce`).
+    /// `priority`, `singleton`, `cancel`, `timeouts`, `debounce`, `batchEvents`).
     pub fn wire(&self) -> Map<String, Value> {
         let mut fields = Map::new();
         match self.concurrency.as_slice() {
@@ -479,6 +482,9 @@ impl FlowControl {
         if let Some(debounce) = &self.debounce {
             fields.insert("debounce".into(), debounce.wire());
         }
+        if let Some(batch) = &self.batch {
+            fields.insert("batchEvents".into(), batch.wire());
+        }
         fields
     }
 
@@ -493,6 +499,23 @@ impl FlowControl {
         }
         if self.cancel.len() > MAX_CANCEL_RULES {
             return Err(("cancel_on", format!("at most {MAX_CANCEL_RULES} rules, got {}", self.cancel.len())));
+        }
+        if self.batch.is_some() {
+            // Inngest's validator refuses the first four; its docs also the last two.
+            let clashes = [
+                ("cancel_on", !self.cancel.is_empty()),
+                ("debounce", self.debounce.is_some()),
+                ("singleton", self.singleton.is_some()),
+                ("priority", self.priority.is_some()),
+                ("idempotency", self.idempotency.is_some()),
+                ("rate_limit", self.rate_limit.is_some()),
+            ];
+            if let Some((other, _)) = clashes.iter().find(|(_, set)| *set) {
+                return Err((
+                    "batch_events",
+                    format!("cannot be combined with `{other}` (a batch's run has no single triggering event)"),
+                ));
+            }
         }
         if self.idempotency.is_some() && self.rate_limit.is_some() {
             return Err((
@@ -598,17 +621,15 @@ impl FlowControl {
             option.check().map_err(|reason| ("timeouts", reason))?;
             flow.timeouts = Some(option);
         }
-        let debounce = &config["debounce"];
-        if !debounce.is_null() {
-            let mut option = Debounce::new(text(debounce, "period").unwrap_or_default());
-            if let Some(key) = text(debounce, "key") {
-                option = option.key(key);
-            }
-            if let Some(timeout) = text(debounce, "timeout") {
-                option = option.timeout(timeout);
-            }
+        if !config["debounce"].is_null() {
+            let mut option = Debounce::from_wire(&config["debounce"]);
             option.check().map_err(|reason| ("debounce", reason))?;
             flow.debounce = Some(option);
+        }
+        if !config["batchEvents"].is_null() {
+            let mut option = BatchEvents::from_wire(&config["batchEvents"]);
+            option.check().map_err(|reason| ("batch_events", reason))?;
+            flow.batch = Some(option);
         }
         flow.validate()?;
         Ok(flow)

@@ -3,7 +3,7 @@
 
 use super::FunctionBuilder;
 use crate::error::DefinitionError;
-use crate::flow::{CancelOn, Concurrency, Debounce, Expr, RateLimit, Singleton, Throttle, Timeouts};
+use crate::flow::{BatchEvents, CancelOn, Concurrency, Debounce, Expr, RateLimit, Singleton, Throttle, Timeouts};
 
 impl<T> FunctionBuilder<T> {
     fn flow_error(&mut self, option: &'static str, reason: String) {
@@ -86,6 +86,18 @@ impl<T> FunctionBuilder<T> {
         match debounce.check() {
             Ok(()) => self.flow.debounce = Some(debounce),
             Err(reason) => self.flow_error("debounce", reason),
+        }
+        self
+    }
+
+    /// One run per batch of up to `max_size` events, started when the batch is full or its
+    /// timeout passed (Inngest's `batchEvents`); [`Step::events`](crate::Step::events) gives
+    /// the run all of them. Cannot be combined with `cancel_on`, `debounce`, `singleton`,
+    /// `priority`, `idempotency` or `rate_limit`.
+    pub fn batch_events(mut self, mut batch: BatchEvents) -> Self {
+        match batch.check() {
+            Ok(()) => self.flow.batch = Some(batch),
+            Err(reason) => self.flow_error("batch_events", reason),
         }
         self
     }
@@ -188,6 +200,29 @@ mod tests {
             error(f().debounce(Debounce::new("5s").timeout("0s"))),
             "function `f`: invalid `debounce`: timeout: period `0s` is out of bounds: from 1s to 7d"
         );
+        // V5: batches: bounds, and the options a batch cannot be combined with.
+        let batch = || BatchEvents::new(10, "5s");
+        assert_eq!(
+            error(f().batch_events(BatchEvents::new(1, "5s"))),
+            "function `f`: invalid `batch_events`: max size 1 is out of bounds: from 2 to 1000"
+        );
+        assert_eq!(
+            error(f().batch_events(BatchEvents::new(10, "500ms"))),
+            "function `f`: invalid `batch_events`: timeout: period `500ms` is out of bounds: from 1s to 1h"
+        );
+        let clash = |option: &str| {
+            format!(
+                "function `f`: invalid `batch_events`: cannot be combined with `{option}` (a batch's run has no single triggering event)"
+            )
+        };
+        assert_eq!(error(f().batch_events(batch()).cancel_on(CancelOn::event("a/c"))), clash("cancel_on"));
+        assert_eq!(error(f().batch_events(batch()).debounce(Debounce::new("5s"))), clash("debounce"));
+        assert_eq!(error(f().batch_events(batch()).singleton(Singleton::skip())), clash("singleton"));
+        assert_eq!(error(f().batch_events(batch()).priority("0")), clash("priority"));
+        assert_eq!(error(f().batch_events(batch()).idempotency("event.data.id")), clash("idempotency"));
+        assert_eq!(error(f().batch_events(batch()).rate_limit(RateLimit::new(1, "1m"))), clash("rate_limit"));
+        let bad_if = error(f().batch_events(batch().when("event.data.plan ==")));
+        assert!(bad_if.starts_with("function `f`: invalid `batch_events`: invalid expression"), "{bad_if}");
         let keyless = f().debounce(Debounce::new("5s").key("")).handler(noop).unwrap();
         assert_eq!(serde_json::Value::Object(keyless.flow().wire()), serde_json::json!({"debounce": {"period": "5s"}}));
     }
@@ -246,6 +281,15 @@ mod tests {
         assert_eq!(
             refused(json!({"throttle": {"limit": 1, "period": "8d"}})),
             ("throttle", "period `8d` is out of bounds: from 1s to 7d".to_string())
+        );
+        let batched = json!({"batchEvents": {"maxSize": 100, "timeout": "5s", "key": "event.data.accountId", "if": "event.data.plan == \"free\""}});
+        assert_eq!(json!(FlowControl::from_wire(&batched).unwrap().wire()), batched);
+        assert_eq!(
+            refused(json!({"batchEvents": {"maxSize": 5, "timeout": "5s"}, "cancel": [{"event": "a/b"}]})),
+            (
+                "batch_events",
+                "cannot be combined with `cancel_on` (a batch's run has no single triggering event)".to_string()
+            )
         );
         assert_eq!(
             refused(json!({"debounce": {"period": "500ms"}})),

@@ -29,9 +29,15 @@ pub enum Admitted {
     Existing(RunMeta),
     /// Flow control turned the event away: a `skipped` head records why.
     Skipped(RunMeta),
-    /// The event opened or joined a debounce window: the window's placeholder run (this id)
-    /// fires it later, so there is nothing to drive now.
-    Debounced(crate::id::RunId),
+    /// The event opened or joined a window (debounce, batch): the window's placeholder run
+    /// fires it; `due` when the window is full, so the placeholder may be driven now (else
+    /// its timer drives it later).
+    Windowed {
+        /// The placeholder.
+        placeholder: crate::id::RunId,
+        /// Full: drive the placeholder now.
+        due: bool,
+    },
 }
 
 impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
@@ -40,14 +46,14 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
     /// # Errors
     /// The store, or the timer of `timeouts.start`, failed.
     pub async fn admit(&self, function_id: &str, flow: &FlowControl, meta: RunMeta) -> Result<Admitted, ControlError> {
-        if let Some(debounce) = &flow.debounce {
-            return Box::pin(self.debounce_event(function_id, flow, debounce, meta)).await;
+        if flow.debounce.is_some() || flow.batch.is_some() {
+            return Box::pin(self.window_event(function_id, flow, meta)).await;
         }
         self.admit_run(function_id, flow, meta, true).await
     }
 
-    /// Admits a debounce window's run: as [`RunControl::admit`], but its events already passed
-    /// the rate limit (or idempotency) when they arrived.
+    /// Admits a window's run: as [`RunControl::admit`], but its events already passed the
+    /// rate limit (or idempotency) when they arrived.
     pub(super) async fn admit_without_limits(
         &self,
         function_id: &str,
@@ -57,7 +63,7 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
         self.admit_run(function_id, flow, meta, false).await
     }
 
-    async fn admit_run(
+    pub(super) async fn admit_run(
         &self,
         function_id: &str,
         flow: &FlowControl,
@@ -69,7 +75,8 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
             self.store.put_wait(&listener).await?;
         }
         let admitted = self.admit_head(function_id, flow, meta, limits).await?;
-        if let (Admitted::Started(_), Some(start)) = (&admitted, flow.start_timeout()) {
+        // Inngest arms no start timeout for a batch's run.
+        if let (Admitted::Started(_), Some(start), None) = (&admitted, flow.start_timeout(), &flow.batch) {
             self.timer.wake_at(&run_id, function_id, "start-timeout", self.now.saturating_add(start)).await?;
         }
         Ok(admitted)

@@ -146,12 +146,11 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
                     tracing::warn!(%error, "could not remove a cancelled run's wait; it will find the run ended");
                 }
             }
-            // A debounce window's placeholder takes its window with it: a later event opens a
-            // new one.
-            if let Some(key) = stored.debounce.as_deref() {
-                let drop = crate::flow::DebounceChange::Drop { run_id: run_id.clone() };
-                if let Err(error) = self.store.debounce(&[key], &drop, self.now).await {
-                    tracing::warn!(%error, "could not drop a cancelled debounce window; its events extend it until it fires");
+            // A window's placeholder takes its window with it: a later event opens a new one.
+            if let Some(key) = stored.window_key.as_deref() {
+                let drop = crate::flow::WindowChange::Drop { run_id: run_id.clone() };
+                if let Err(error) = self.store.window(&[key], &drop, self.now).await {
+                    tracing::warn!(%error, "could not drop a cancelled window; its events join it until it fires");
                 }
             }
             if let Err(error) = self.timer.forget(run_id).await {

@@ -47,13 +47,13 @@
 
 pub mod admission;
 pub mod control;
-pub mod debounce;
 pub mod events;
 pub mod transition;
 pub mod waits;
+pub mod window;
 
 pub use admission::Admitted;
 pub use control::{BulkReport, ControlError, RerunFrom, RunControl, deliver_outbox};
-pub use debounce::Fired;
 pub use events::{CANCELLED_MESSAGE, RunEnd, system_events};
 pub use waits::{WaitMatch, invoke_answer, match_wait};
+pub use window::Fired;

@@ -90,7 +90,10 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         tracing::debug!(run_id = %run_id, "duplicate delivery, run exists");
                         runs.push(run_id);
                     }
-                    Admitted::Skipped(_) | Admitted::Debounced(_) => {}
+                    // A full window's placeholder is driven now: a full batch runs in this
+                    // invocation.
+                    Admitted::Windowed { placeholder, due: true } => runs.push(placeholder),
+                    Admitted::Skipped(_) | Admitted::Windowed { .. } => {}
                 }
             }
         }

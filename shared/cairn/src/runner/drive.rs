@@ -171,7 +171,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 tracing::warn!(function = %meta.function_id, "run belongs to a function not registered here");
                 return Ok(Drive::NotRegistered(meta.function_id));
             }
-            if meta.status == RunStatus::Queued && meta.debounce.is_some() {
+            if meta.status == RunStatus::Queued && meta.window_key.is_some() {
                 return Err(Halt::Debounce(Box::new(meta)));
             }
             let now = self.clock.now();
@@ -289,9 +289,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                 }
             }
             hold.holds_slots = held.is_some();
+            // A window's run reads every event of its window (a batch, `all_events`).
+            let events = match &hold.meta.window {
+                Some(placeholder) => self.store.window_events(placeholder).await?,
+                None => Vec::new(),
+            };
             let mut execution =
                 Execution::from_journal(&function, run_id.clone(), &hold.meta.event, journal.steps, hold.meta.attempt)
-                    .with_events(hold.meta.events.clone());
+                    .with_events(events);
             #[cfg(feature = "testing")]
             for (name, result) in &self.step_mocks {
                 execution.mock(name, result.clone());

@@ -70,9 +70,10 @@ impl Step {
         self.state.lock().current_attempt()
     }
 
-    /// Every event this run was started with, oldest first: a debounce window's events when
-    /// its function asks for them ([`Debounce::all_events`](crate::flow::Debounce::all_events)),
-    /// else the one triggering event. Not a step: nothing is memoized or re-read.
+    /// Every event this run was started with, oldest first: a batch's
+    /// ([`BatchEvents`](crate::flow::BatchEvents)), a debounce window's when its function asks
+    /// for them ([`Debounce::all_events`](crate::flow::Debounce::all_events)), else the one
+    /// triggering event. Not a step: nothing is memoized or re-read.
     ///
     /// # Errors
     /// An event whose data does not deserialize as `T`, naming the event and field.

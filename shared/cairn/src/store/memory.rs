@@ -3,8 +3,8 @@
 use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
 use crate::flow::{
-    Acquired, Claim, DebounceChange, DebounceState, Debounced, FlowItem, Gcra, Slot, SlotState, ThrottleState,
-    Throttled, acquire, apply, decide, leave, release, throttle,
+    Acquired, Claim, FlowItem, Gcra, Slot, SlotState, ThrottleState, Throttled, WindowChange, WindowState, Windowed,
+    acquire, apply, decide, leave, redelivered, release, throttle,
 };
 use crate::id::{FastHash, RunId, StepId};
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait, WaitKey};
@@ -25,7 +25,9 @@ struct Inner {
     flow: HashMap<String, FlowItem>,
     slots: HashMap<String, SlotState>,
     throttles: HashMap<String, ThrottleState>,
-    debounces: HashMap<String, DebounceState>,
+    windows: HashMap<String, WindowState>,
+    /// Events kept under a window's placeholder, in order.
+    window_events: HashMap<RunId, Vec<EventPayload>>,
 }
 
 #[derive(Debug)]
@@ -128,15 +130,26 @@ impl RunStore for MemoryStore {
         Ok(throttled)
     }
 
-    async fn debounce(&self, keys: &[&str], change: &DebounceChange, now: Millis) -> Result<Debounced, StoreError> {
+    async fn window(&self, keys: &[&str], change: &WindowChange, now: Millis) -> Result<Windowed, StoreError> {
         let mut inner = self.lock();
-        let states: Vec<DebounceState> =
-            keys.iter().map(|key| inner.debounces.get(*key).cloned().unwrap_or_default()).collect();
+        let states: Vec<WindowState> =
+            keys.iter().map(|key| inner.windows.get(*key).cloned().unwrap_or_default()).collect();
         let (next, outcome) = apply(change, &states, now);
+        if let (Some((event, placeholder)), Some(taken_by)) = (change.kept(), outcome.taken_by()) {
+            let kept = inner.window_events.entry(taken_by.clone()).or_default();
+            if kept.iter().any(|kept| kept.id == event.id) {
+                return Ok(redelivered(&states[0], placeholder));
+            }
+            kept.push(event.clone());
+        }
         for (key, state) in keys.iter().zip(next) {
-            inner.debounces.insert((*key).to_string(), state);
+            inner.windows.insert((*key).to_string(), state);
         }
         Ok(outcome)
+    }
+
+    async fn window_events(&self, run_id: &RunId) -> Result<Vec<EventPayload>, StoreError> {
+        Ok(self.lock().window_events.get(run_id).cloned().unwrap_or_default())
     }
 
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ pub use memory::MemoryStore;
 pub use sqlite::{STORE_SCHEMA, SqliteStore};
 
 use crate::event::EventPayload;
-use crate::flow::{Acquired, Claim, DebounceChange, Debounced, Gcra, Slot, Throttled};
+use crate::flow::{Acquired, Claim, Gcra, Slot, Throttled, WindowChange, Windowed};
 use crate::id::RunId;
 use crate::record::{Journal, Millis, RunMeta, RunStatus, StepRecord, Wait};
 use std::future::Future;
@@ -208,15 +208,26 @@ pub trait RunStore: Send + Sync + 'static {
         now: Millis,
     ) -> impl Future<Output = Result<Throttled, StoreError>> + Send;
 
-    /// Applies a debounce `change` at `now` ([`flow::apply`](crate::flow::apply)) to the items
+    /// Applies a window `change` at `now` ([`flow::apply`](crate::flow::apply)) to the items
     /// under `keys` (the window's; for an event of a rate-limited function, then the rate
     /// limit's bucket), atomically.
-    fn debounce(
+    ///
+    /// # Behavior
+    /// - A `Push` whose rule keeps events ([`WindowRule::keeps_events`]) also keeps the event
+    ///   under the placeholder that took it ([`Windowed::taken_by`]), in the same write, with
+    ///   its place in the window; if that placeholder already keeps an event with this id, it
+    ///   writes nothing and answers [`flow::redelivered`](crate::flow::redelivered).
+    ///
+    /// [`WindowRule::keeps_events`]: crate::flow::WindowRule::keeps_events
+    fn window(
         &self,
         keys: &[&str],
-        change: &DebounceChange,
+        change: &WindowChange,
         now: Millis,
-    ) -> impl Future<Output = Result<Debounced, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Windowed, StoreError>> + Send;
+
+    /// The events kept under the window of placeholder `run_id`, in the order they came.
+    fn window_events(&self, run_id: &RunId) -> impl Future<Output = Result<Vec<EventPayload>, StoreError>> + Send;
 
     /// `run_id` leaves the throttle `key`'s queue (it ended while waiting).
     fn leave_throttle(&self, run_id: &RunId, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;

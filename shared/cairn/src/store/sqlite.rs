@@ -6,8 +6,8 @@ use super::schema::{Schema, Slot, migrate};
 use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
 use crate::event::EventPayload;
 use crate::flow::{
-    Acquired, Claim, DebounceChange, DebounceState, Debounced, FlowItem, Gcra, SlotState, ThrottleState, Throttled,
-    acquire, apply, decide, leave, release, throttle,
+    Acquired, Claim, FlowItem, Gcra, SlotState, ThrottleState, Throttled, WindowChange, WindowState, Windowed, acquire,
+    apply, decide, leave, redelivered, release, throttle,
 };
 use crate::id::RunId;
 use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait, WaitKey};
@@ -52,13 +52,19 @@ fn version_3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
-/// Version 4: debounce windows (and a debounced function's rate-limit buckets), as JSON.
+/// Version 4: event windows (debounce, batches; and a debounced function's rate-limit
+/// buckets), as JSON, and the events a window keeps, one row each.
 fn version_4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch("CREATE TABLE IF NOT EXISTS debounces (key TEXT PRIMARY KEY, state TEXT NOT NULL);")
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, state TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS window_events (
+             placeholder TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+             PRIMARY KEY (placeholder, event_id));",
+    )
 }
 
 impl SqliteStore {
-    /// Reads the JSON states of `keys` in `table` (`slots`, `throttles` or `debounces`), applies `decide`
+    /// Reads the JSON states of `keys` in `table` (`slots`, `throttles` or `windows`), applies `decide`
     /// and writes them back, in one IMMEDIATE transaction.
     fn update_states<T: Serialize + DeserializeOwned + Default, R>(
         &self,
@@ -291,8 +297,49 @@ impl RunStore for SqliteStore {
         })
     }
 
-    async fn debounce(&self, keys: &[&str], change: &DebounceChange, now: Millis) -> Result<Debounced, StoreError> {
-        self.update_states("debounces", keys, |states: &[DebounceState]| apply(change, states, now))
+    async fn window(&self, keys: &[&str], change: &WindowChange, now: Millis) -> Result<Windowed, StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let mut states = Vec::with_capacity(keys.len());
+        for key in keys {
+            let state = transaction
+                .query_row("SELECT state FROM windows WHERE key = ?1", [key], |row| row.get::<_, String>(0))
+                .optional()
+                .map_err(backend)?;
+            states.push(state.map(|state| decode::<WindowState>(&state)).transpose()?.unwrap_or_default());
+        }
+        let (next, outcome) = apply(change, &states, now);
+        if let (Some((event, placeholder)), Some(taken_by)) = (change.kept(), outcome.taken_by()) {
+            let inserted = transaction
+                .execute(
+                    "INSERT OR IGNORE INTO window_events (placeholder, event_id, seq, event)
+                     VALUES (?1, ?2, (SELECT COUNT(*) FROM window_events WHERE placeholder = ?1), ?3)",
+                    params![taken_by.as_str(), event.id.as_deref().unwrap_or_default(), encode(event)?],
+                )
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Ok(redelivered(&states[0], placeholder));
+            }
+        }
+        for (key, state) in keys.iter().zip(next) {
+            transaction
+                .execute(
+                    "INSERT INTO windows (key, state) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET state = excluded.state",
+                    params![key, encode(&state)?],
+                )
+                .map_err(backend)?;
+        }
+        transaction.commit().map_err(backend)?;
+        Ok(outcome)
+    }
+
+    async fn window_events(&self, run_id: &RunId) -> Result<Vec<EventPayload>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare("SELECT event FROM window_events WHERE placeholder = ?1 ORDER BY seq")
+            .map_err(backend)?;
+        let rows = statement.query_map([run_id.as_str()], |row| row.get::<_, String>(0)).map_err(backend)?;
+        rows.map(|row| decode(&row.map_err(backend)?)).collect()
     }
 
     async fn leave_throttle(&self, run_id: &RunId, key: &str) -> Result<(), StoreError> {

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use super::flow_conformance::{
-    admit_run_spends_claims_with_the_head, bursts_start_at_inngests_times, cancel_on_ends_sleeping_and_waiting_runs,
+    admit_run_spends_claims_with_the_head, batches_start_one_run_per_batch_with_every_event,
+    bursts_start_at_inngests_times, cancel_on_ends_sleeping_and_waiting_runs,
     cancel_on_ignores_earlier_events_its_own_trigger_and_expired_rules, combined_options_act_in_inngests_order,
     concurrency_queues_runs_while_a_slot_is_held, concurrency_slots_are_held_and_queued_in_order,
     conditions_over_the_trigger_and_locks_through_retries, debounce_starts_one_run_per_burst_with_the_last_event,
@@ -522,7 +523,8 @@ macro_rules! store_conformance {
                 bursts_start_at_inngests_times,
                 conditions_over_the_trigger_and_locks_through_retries,
                 priority_orders_the_queue_and_keys_stay_apart,
-                debounce_starts_one_run_per_burst_with_the_last_event
+                debounce_starts_one_run_per_burst_with_the_last_event,
+                batches_start_one_run_per_batch_with_every_event
             );
         }
     };

@@ -1108,3 +1108,123 @@ async fn debounce_windows_and_cancel<S: RunStore>(scenario: &Scenario<S>) {
     assert!(fired(scenario, "d1", &dropped).await.is_none(), "a cancelled window starts nothing");
     assert_eq!(fired(scenario, "d1", &next).await.unwrap().created_at, 1_007_000);
 }
+
+/// Completes with its trigger's number (`data.n`) and the numbers of every event it was
+/// started with.
+async fn batch_numbers(event: Event, step: Step) -> Result<Value, crate::StepError> {
+    let numbers: Vec<Value> = step.events::<Value>()?.into_iter().map(|event| event.data["n"].clone()).collect();
+    Ok(json!({"trigger": event.data["n"], "events": numbers}))
+}
+
+/// B1 to B5, B7 and B8, and a full batch of 100 events run as one run in the delivery of its
+/// last event: batches start one run per batch, at the exact time, with every event in order.
+pub async fn batches_start_one_run_per_batch_with_every_event<S: RunStore>(store: S) {
+    use crate::flow::BatchEvents;
+    let scenario = Scenario::new(store, |prefix| {
+        let batched = |id: &str, trigger: &str, batch: BatchEvents| {
+            Function::new(format!("{prefix}-{id}")).on_event(trigger).batch_events(batch)
+        };
+        vec![
+            batched("b1", "fc/b1", BatchEvents::new(3, "5s")).handler(batch_numbers).unwrap(),
+            batched("b2", "fc/b2", BatchEvents::new(3, "5s").key("event.data.acct")).handler(batch_numbers).unwrap(),
+            batched("b3", "fc/b3", BatchEvents::new(10, "5s").when("event.data.plan == \"free\""))
+                .handler(batch_numbers)
+                .unwrap(),
+            batched("b7", "fc/b7", BatchEvents::new(3, "5s"))
+                .concurrency(Concurrency::new(1).key("event.data.acct"))
+                .handler(batch_numbers)
+                .unwrap(),
+            batched("big", "fc/big", BatchEvents::new(100, "60s")).handler(batch_numbers).unwrap(),
+        ]
+    });
+    Box::pin(batch_sizes_and_timeouts(&scenario)).await;
+    Box::pin(batch_keys_conditions_and_duplicates(&scenario)).await;
+}
+
+/// B1, B8, B5 and a full batch of 100.
+async fn batch_sizes_and_timeouts<S: RunStore>(scenario: &Scenario<S>) {
+    let output = |meta: &RunMeta| (meta.status, meta.created_at, meta.output.clone());
+    // B1 and B8: seven events at 0 start [1,2,3] and [4,5,6] at 0, and [7] at 5; each run's
+    // trigger is its first event.
+    let mut ids = Vec::new();
+    for n in 1..=7 {
+        ids.push(scenario.send_at(0, "fc/b1", json!({"n": n})).await);
+    }
+    let first = fired(scenario, "b1", &ids[0]).await.unwrap();
+    assert_eq!(output(&first), (RunStatus::Completed, 0, Some(json!({"trigger": 1, "events": [1, 2, 3]}))));
+    assert_eq!(first.started_by.as_deref(), Some("batch of 3 events"));
+    let second = fired(scenario, "b1", &ids[3]).await.unwrap();
+    assert_eq!(output(&second), (RunStatus::Completed, 0, Some(json!({"trigger": 4, "events": [4, 5, 6]}))));
+    let placeholder = scenario.head("b1", &ids[6]).await;
+    assert_eq!(placeholder.queued.unwrap().describe(), "batch of 1 event until 1970-01-01T00:00:05Z");
+    scenario.at(5).await;
+    let last = fired(scenario, "b1", &ids[6]).await.unwrap();
+    assert_eq!(output(&last), (RunStatus::Completed, 5_000, Some(json!({"trigger": 7, "events": [7]}))));
+    let placeholder = scenario.head("b1", &ids[0]).await;
+    assert_eq!(
+        (placeholder.status, placeholder.skipped.unwrap().describe()),
+        (RunStatus::Skipped, format!("batched: the batch's run is `{}`", first.run_id))
+    );
+    for joined in [&ids[1], &ids[2], &ids[4], &ids[5]] {
+        let run = RunId::for_event(&format!("{}-b1", scenario.prefix), joined);
+        assert!(scenario.runner().store().load(&run).await.unwrap().is_none(), "a joining event leaves no run");
+    }
+    // B5: the timeout counts from the first event: e1@100 and e2@104 run at 105.
+    let e1 = scenario.send_at(100, "fc/b1", json!({"n": 1})).await;
+    scenario.send_at(104, "fc/b1", json!({"n": 2})).await;
+    scenario.at(105).await;
+    let run = fired(scenario, "b1", &e1).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 105_000, Some(json!({"trigger": 1, "events": [1, 2]}))));
+    // A full batch of 100 runs in the delivery of its last event, with all 100 in order.
+    let mut big = Vec::new();
+    for n in 0..100 {
+        big.push(scenario.send_at(200, "fc/big", json!({"n": n})).await);
+    }
+    let run = fired(scenario, "big", &big[0]).await.unwrap();
+    let expected: Vec<i32> = (0..100).collect();
+    assert_eq!(output(&run), (RunStatus::Completed, 200_000, Some(json!({"trigger": 0, "events": expected}))));
+}
+
+/// B2, B3, B4 and B7.
+async fn batch_keys_conditions_and_duplicates<S: RunStore>(scenario: &Scenario<S>) {
+    let output = |meta: &RunMeta| (meta.status, meta.created_at, meta.output.clone());
+    // B2: one batch per account: a1@300, b1@300, a2@301, a3@302: [a1,a2,a3] at 302, [b1] at 305.
+    let a1 = scenario.send_at(300, "fc/b2", json!({"acct": "a", "n": 1})).await;
+    let b1 = scenario.send_at(300, "fc/b2", json!({"acct": "b", "n": 10})).await;
+    scenario.send_at(301, "fc/b2", json!({"acct": "a", "n": 2})).await;
+    scenario.send_at(302, "fc/b2", json!({"acct": "a", "n": 3})).await;
+    let run = fired(scenario, "b2", &a1).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 302_000, Some(json!({"trigger": 1, "events": [1, 2, 3]}))));
+    assert_eq!(
+        scenario.head("b2", &b1).await.queued.unwrap().describe(),
+        "batch of 1 event for key `b` until 1970-01-01T00:05:05Z"
+    );
+    scenario.at(305).await;
+    let run = fired(scenario, "b2", &b1).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 305_000, Some(json!({"trigger": 10, "events": [10]}))));
+    // B3: an event the `if` excludes runs alone at once; the others batch.
+    let f1 = scenario.send_at(400, "fc/b3", json!({"plan": "free", "n": 1})).await;
+    let p1 = scenario.send_at(400, "fc/b3", json!({"plan": "paid", "n": 2})).await;
+    scenario.send_at(401, "fc/b3", json!({"plan": "free", "n": 3})).await;
+    let alone = scenario.head("b3", &p1).await;
+    assert_eq!(output(&alone), (RunStatus::Completed, 400_000, Some(json!({"trigger": 2, "events": [2]}))));
+    scenario.at(405).await;
+    let run = fired(scenario, "b3", &f1).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 405_000, Some(json!({"trigger": 1, "events": [1, 3]}))));
+    // B4: an event delivered twice is batched once.
+    let once = EventPayload::new("fc/b1", json!({"n": 1})).with_id(unique("b4"));
+    let e1 = scenario.send_event_at_ms(500_000, once.clone()).await;
+    scenario.send_event_at_ms(500_000, once).await;
+    scenario.send_at(501, "fc/b1", json!({"n": 2})).await;
+    scenario.at(505).await;
+    let run = fired(scenario, "b1", &e1).await.unwrap();
+    assert_eq!(output(&run), (RunStatus::Completed, 505_000, Some(json!({"trigger": 1, "events": [1, 2]}))));
+    // B7: the run's concurrency key comes from its first event.
+    let a = scenario.send_at(600, "fc/b7", json!({"acct": "a", "n": 1})).await;
+    scenario.send_at(600, "fc/b7", json!({"acct": "b", "n": 2})).await;
+    scenario.at(605).await;
+    let run = fired(scenario, "b7", &a).await.unwrap();
+    let function = scenario.runner().registry().get(&format!("{}-b7", scenario.prefix)).unwrap().clone();
+    let slots = function.flow().slots(function.id(), &run.event, run.created_at);
+    assert_eq!((run.status, slots[0].1.as_deref()), (RunStatus::Completed, Some("a")));
+}
