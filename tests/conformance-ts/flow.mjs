@@ -81,6 +81,18 @@ const functions = [
     { id: "batched", triggers: [{ event: "flow/batched" }], batchEvents: { maxSize: 3, timeout: "2s" } },
     async ({ event, events }) => ({ first: event.data.n, all: events.map((e) => e.data.n) }),
   ),
+  // Waits for its order's approval signal; a second waiter for the same signal fails.
+  inngest.createFunction(
+    { id: "approval", triggers: [{ event: "flow/approval" }] },
+    async ({ event, step }) =>
+      await step.waitForSignal("approval", { signal: `approve-${event.data.id}`, timeout: "1m" }),
+  ),
+  // Approves an order from another run: the SDK's sendSignal (the dev server's /v1/signals).
+  inngest.createFunction(
+    { id: "approver", triggers: [{ event: "flow/approve" }] },
+    async ({ event, step }) =>
+      await step.sendSignal("approve", { signal: `approve-${event.data.id}`, data: { by: event.data.by } }),
+  ),
   // A window that stays open for the rest of the test, for the dashboard.
   inngest.createFunction(
     { id: "quiet", triggers: [{ event: "flow/quiet" }], debounce: { period: "1m", timeout: "5m" } },

@@ -354,6 +354,57 @@ async fn a_step_attempt_that_times_out_is_retried_on_the_timer_after_the_steps_b
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
+/// Waits for the signal `data.signal` for an hour; completes with what it received.
+fn signal_waiter() -> Function {
+    Function::new("approver")
+        .on_event("test/approve")
+        .signals()
+        .handler(|event: Event, step: Step| async move {
+            let signal = event.data["signal"].as_str().unwrap_or_default().to_string();
+            let got = step.wait_for_signal::<Value>("approval", &signal, "1h").await?;
+            Ok(got.map(|signal| signal.data))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_signal_has_one_waiter_at_a_time_and_resumes_it() {
+    let h = harness(vec![signal_waiter()]);
+    let first = h.send("test/approve", json!({"signal": "order-1"})).await;
+    let second = h.send("test/approve", json!({"signal": "order-1"})).await;
+    let first_run = RunId::for_event("approver", &first);
+    let second_run = RunId::for_event("approver", &second);
+    assert_eq!(h.meta(&first_run).await.status, RunStatus::Waiting);
+    let loser = h.meta(&second_run).await;
+    let error = loser.error.unwrap();
+    assert_eq!(
+        (loser.status, error.name.as_str(), error.message),
+        (
+            RunStatus::Failed,
+            "SignalConflictError",
+            format!("step `approval`: signal `order-1` is already awaited by run `{first_run}`")
+        )
+    );
+    h.runner.send_signal("order-1", json!({"ok": true})).await.unwrap();
+    h.runner.run_until_idle().await.unwrap();
+    let done = h.meta(&first_run).await;
+    assert_eq!((done.status, done.output), (RunStatus::Completed, Some(json!({"ok": true}))));
+    // Once the first waiter is done, the signal is free again.
+    let third = h.send("test/approve", json!({"signal": "order-1"})).await;
+    assert_eq!(h.meta(&RunId::for_event("approver", &third)).await.status, RunStatus::Waiting);
+    // A signal is not kept for a wait that begins later (unlike an event within the lookback):
+    // the one that resumed the first run does not resume the third, nor does an early one.
+    h.runner.send_signal("order-2", json!({"early": true})).await.unwrap();
+    h.runner.run_until_idle().await.unwrap();
+    let late = h.send("test/approve", json!({"signal": "order-2"})).await;
+    let late = RunId::for_event("approver", &late);
+    assert_eq!(h.meta(&late).await.status, RunStatus::Waiting);
+    h.clock.advance(Duration::from_secs(3_600));
+    h.runner.run_until_idle().await.unwrap();
+    let timed_out = h.meta(&late).await;
+    assert_eq!((timed_out.status, timed_out.output), (RunStatus::Completed, Some(Value::Null)));
+}
+
 #[tokio::test]
 async fn a_final_failure_runs_the_on_failure_handler_once() {
     let handled = Arc::new(AtomicU32::new(0));

@@ -121,6 +121,7 @@ async function renderRuns(selected) {
   document.getElementById("filter-function").onchange = (e) => { state.filter.function = e.target.value; render(); };
   document.getElementById("filter-status").onchange = (e) => { state.filter.status = e.target.value; render(); };
   view.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", () => runAction(b.dataset.action, b.dataset.run)));
+  view.querySelectorAll("[data-signal]").forEach((b) => b.addEventListener("click", () => sendSignal(b.dataset.signal, view.querySelector("[data-testid=signal-data]").value)));
   view.querySelectorAll("[data-bulk]").forEach((b) => b.addEventListener("click", () => bulkAction(b.dataset.bulk)));
 }
 
@@ -151,6 +152,8 @@ function runDetail(detail) {
   // A finished run spans to its end; a live one to now (a pending sleep's bar grows with it).
   const end = finished ? run.ended_at || run.updated_at : Date.now();
   const span = Math.max(end - start, 1);
+  // A step waiting for a signal (`step.wait_for_signal`): the page can send it.
+  const signalWait = steps.find((s) => s.status === "scheduled" && s.detail && s.detail.event === "cairn/signal" && s.detail.signal);
   const timeline = steps.map((step) => {
     // A step still pending when the run ended was cut short by the cancel or the failure.
     const s = finished && (step.status === "scheduled" || step.status === "retrying") ? { ...step, status: run.status === "cancelled" ? "cancelled" : step.status } : step;
@@ -194,11 +197,34 @@ function runDetail(detail) {
       </dl>
       <div class="section">Timeline</div>
       <div class="timeline" data-testid="timeline">${timeline || `<div class="empty">No steps yet.</div>`}</div>
+      ${signalWait && !finished ? `<div class="section">Signal</div>
+      <div class="signal" data-testid="signal-form">
+        <p>Waiting for the signal <code data-testid="signal-name">${esc(signalWait.detail.signal)}</code>: send it with this data (JSON).</p>
+        <textarea data-testid="signal-data" rows="3" spellcheck="false">{}</textarea>
+        <button data-signal="${esc(signalWait.detail.signal)}" data-testid="send-signal">Send signal</button>
+      </div>` : ""}
       ${run.status === "failed" && run.error ? `<div class="section">Error</div><div class="errbox" data-testid="run-error">${esc(run.error.message || JSON.stringify(run.error))}</div>` : ""}
       ${run.status === "completed" ? `<div class="section">Output</div><pre class="json" data-testid="run-output">${json(run.output)}</pre>` : ""}
       <div class="section">Event</div>
       <pre class="json">${json(run.event)}</pre>
     </div>`;
+}
+
+async function sendSignal(signal, text) {
+  let data;
+  try {
+    data = JSON.parse(text || "null");
+  } catch (err) {
+    toast(`The signal's data is not JSON: ${err.message}`);
+    return;
+  }
+  try {
+    const { data: sent } = await post("/api/signals", { signal, data });
+    toast(`Signal sent to ${sent.run_id}`);
+    render();
+  } catch (err) {
+    toast(err.message);
+  }
 }
 
 async function runAction(action, runId) {

@@ -351,6 +351,40 @@ pub async fn invoke(
     Json(json!({"event_id": event_id, "run_id": RunId::for_event(&function_id, &event_id)})).into_response()
 }
 
+/// `POST /api/signals` (the dashboard, `cairn`'s own clients) and `POST /v1/signals` (the
+/// Inngest SDK's `sendSignal`): `{"signal": "...", "data": ...}` goes to the run waiting for
+/// the signal, as `{"data": {"run_id": ...}}`; 404 when no run waits for it (the SDK's "no
+/// run"), and nothing is sent.
+pub async fn signal(State(dev): State<Arc<Dev>>, Json(body): Json<Value>) -> Response {
+    let Some(signal) = body["signal"].as_str().map(str::trim).filter(|signal| !signal.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`signal` must be a non-empty string: {\"signal\": \"...\", \"data\": ...}",
+        );
+    };
+    let waiter = match cairn::lifecycle::waits::signal_waiter(&dev.store, signal, None).await {
+        Ok(Some(run_id)) => run_id,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run waits for signal `{signal}`")),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    };
+    let now = dev.now();
+    let event_id = cairn::new_event_id(now);
+    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    let event = cairn::signal(signal, data).with_id(&event_id).with_ts(now);
+    let entry = Entry {
+        source: "cairn.signal".into(),
+        detail_type: event.name.clone(),
+        detail: serde_json::to_value(&event).unwrap_or_default(),
+        bus: "dashboard".into(),
+        time: Some(now),
+        resources: Vec::new(),
+    };
+    if let Err(err) = dev.put(vec![entry], "signal", None) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, err);
+    }
+    Json(json!({"data": {"run_id": waiter}, "event_id": event_id})).into_response()
+}
+
 /// Filters of `GET /api/events`.
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {

@@ -48,6 +48,8 @@ pub fn router(dev: Arc<Dev>) -> Router {
         .route("/api/runs/{id}/cancel", post(api::cancel))
         .route("/api/runs/{id}/rerun", post(api::rerun))
         .route("/api/events", get(api::events))
+        .route("/api/signals", post(api::signal))
+        .route("/v1/signals", post(api::signal))
         .route("/api/events/{id}", get(api::event))
         .route("/api/schedules", get(api::schedules))
         .route("/api/invocations", get(api::invocations))

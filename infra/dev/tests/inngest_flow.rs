@@ -84,6 +84,15 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         typed.push(send(&url, "flow/typed", json!({"n": n, "user": user})).await);
     }
     let quiet = send(&url, "flow/quiet", json!({"n": 1})).await;
+    // Signals: one waiter per signal; another run's step.sendSignal and the dashboard's API
+    // deliver them.
+    let awaiting = send(&url, "flow/approval", json!({"id": 1})).await;
+    run_of(&url, "flow-approval", &awaiting, &["waiting"]).await;
+    let rival = send(&url, "flow/approval", json!({"id": 1})).await;
+    let by_api = send(&url, "flow/approval", json!({"id": 2})).await;
+    run_of(&url, "flow-approval", &by_api, &["waiting"]).await;
+    let by_page = send(&url, "flow/approval", json!({"id": 3})).await;
+    let approve = send(&url, "flow/approve", json!({"id": 1, "by": "ann"})).await;
     // Batches of 3: four events make one full batch at once and one of one event 2 s later.
     let mut batched = Vec::new();
     for n in 1..=4 {
@@ -205,6 +214,21 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         let status = get(&format!("{url}/api/runs/{}", RunId::for_event("flow-debounced", later))).await;
         assert_eq!(status["run"], Value::Null, "an event that joined a window leaves no run: {status}");
     }
+    // Signals: the rival failed naming the waiter; the approver's signal reached the waiter.
+    let waiter = RunId::for_event("flow-approval", &awaiting);
+    let failed = run_of(&url, "flow-approval", &rival, &["failed"]).await;
+    let conflict = format!("step `approval`: signal `approve-1` is already awaited by run `{waiter}`");
+    assert_eq!(failed["steps"][0]["error"]["message"], json!(conflict), "{failed}");
+    let approved = run_of(&url, "flow-approval", &awaiting, &["completed"]).await;
+    assert_eq!(approved["run"]["output"], json!({"signal": "approve-1", "data": {"by": "ann"}}));
+    let approver = run_of(&url, "flow-approver", &approve, &["completed"]).await;
+    assert_eq!(approver["run"]["output"], json!({"runId": waiter.as_str()}));
+    let (status, body) = common::post(&format!("{url}/api/signals"), json!({"signal": "approve-2", "data": 42})).await;
+    assert_eq!((status, &body["data"]["run_id"]), (200, &json!(RunId::for_event("flow-approval", &by_api))), "{body}");
+    let approved = run_of(&url, "flow-approval", &by_api, &["completed"]).await;
+    assert_eq!(approved["run"]["output"], json!({"signal": "approve-2", "data": 42}));
+    let (status, body) = common::post(&format!("{url}/api/signals"), json!({"signal": "approve-9"})).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("no run waits for signal `approve-9`")));
     // Batches: the app's handler got every event of its batch, the first as `event`.
     let mut batch_runs = Vec::new();
     for (first, expected) in
@@ -264,6 +288,26 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         assert_eq!(&seen["runs"][run.as_str()], shown, "run {run}");
     }
     assert_eq!(seen["errors"], json!([]));
+
+    // A run waiting for a signal: its page sends it.
+    let page_run = RunId::for_event("flow-approval", &by_page);
+    run_of(&url, "flow-approval", &by_page, &["waiting"]).await;
+    let output = Command::new("node")
+        .arg("signal.mjs")
+        .arg(&url)
+        .arg(format!("{}/target/dashboard-screenshots", workspace()))
+        .arg(page_run.to_string())
+        .arg(r#"{"by": "the dashboard"}"#)
+        .current_dir(format!("{}/tests/dashboard", env!("CARGO_MANIFEST_DIR")))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let clicked: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    assert!(output.status.success(), "{clicked} {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(clicked, json!({"signal": "approve-3", "toast": format!("Signal sent to {page_run}"), "errors": []}));
+    let approved = run_of(&url, "flow-approval", &by_page, &["completed"]).await;
+    assert_eq!(approved["run"]["output"], json!({"signal": "approve-3", "data": {"by": "the dashboard"}}));
 
     // Cancelled while queued, a run leaves its throttle queue (woken once more, after its
     // wake-ups were deleted): the next event's run is first in line.

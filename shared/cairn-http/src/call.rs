@@ -168,6 +168,19 @@ fn serialized(error: &StepError) -> Value {
     json!({"name": error.name, "message": error.message, "stack": error.stack.clone().unwrap_or_default(), "__serialized": true})
 }
 
+/// The signal a wait on [`cairn::SIGNAL_EVENT`] waits for (`step.wait_for_signal` files it as
+/// `async.data.signal == "<signal>"`).
+fn signal_of(event: &str, expression: Option<&str>) -> Option<String> {
+    if event != cairn::SIGNAL_EVENT {
+        return None;
+    }
+    let expr = cairn::MatchExpr::cached(expression?).ok()?;
+    match expr.equality(&Value::Null)? {
+        (path, Value::String(signal)) if path == "data.signal" => Some(signal),
+        _ => None,
+    }
+}
+
 /// A planned op as Inngest's opcode. `app_id` makes invoked function ids composite.
 pub fn opcode(op: &Op, now: Millis, app_id: &str) -> Value {
     let remaining =
@@ -176,6 +189,19 @@ pub fn opcode(op: &Op, now: Millis, app_id: &str) -> Value {
         OpKind::Run { .. } | OpKind::Retry { .. } => base(&op.id, &op.name, "StepPlanned"),
         OpKind::Sleep { until } => {
             let mut object = base(&op.id, &remaining(*until), "Sleep");
+            object.insert("displayName".into(), json!(op.name));
+            object.insert("userland".into(), userland(&op.name, &op.id));
+            object
+        }
+        OpKind::WaitForEvent { event, expression, timeout_at }
+            if let Some(signal) = signal_of(event, expression.as_deref()) =>
+        {
+            // Inngest's own signal wait: its executor resolves it by name (one waiter).
+            let mut object = base(&op.id, &signal, "WaitForSignal");
+            object.insert(
+                "opts".into(),
+                json!({"signal": signal, "timeout": remaining(*timeout_at), "conflict": "fail"}),
+            );
             object.insert("displayName".into(), json!(op.name));
             object.insert("userland".into(), userland(&op.name, &op.id));
             object

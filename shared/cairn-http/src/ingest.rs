@@ -1,7 +1,9 @@
 //! Event ingest for callers outside AWS: `POST /send` (with `Authorization: Bearer <key>`) and
 //! Inngest's own `POST /e/{key}`. One event or an array; all are validated before any is
 //! forwarded to the [`Bus`] (EventBridge in AWS, the dev server locally); the answer lists their
-//! ids, as Inngest's event API does (`{"ids": [...], "status": 200}`).
+//! ids, as Inngest's event API does (`{"ids": [...], "status": 200}`). And `POST /signal`
+//! (`{"signal": "...", "data": ...}`, the same key): the signal a run's `step.wait_for_signal`
+//! waits for, which only this route may send (its event name is reserved).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -70,6 +72,7 @@ pub fn ingest_with_clock<B: Bus + 'static>(config: IngestConfig, bus: B, clock: 
     Router::new()
         .route("/send", axum::routing::post(send_bearer::<B>))
         .route("/e/{key}", axum::routing::post(send_keyed::<B>))
+        .route("/signal", axum::routing::post(send_signal::<B>))
         .with_state(state)
 }
 
@@ -92,23 +95,64 @@ async fn send_bearer<B: Bus>(State(state): State<Arc<Ingest<B>>>, headers: Heade
     accept(&state, key, &body).await
 }
 
+/// The longest signal name accepted (it becomes part of a store key).
+const MAX_SIGNAL_LEN: usize = 256;
+
+async fn send_signal<B: Bus>(State(state): State<Arc<Ingest<B>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let Some(refused) = refuse_key(&state, key) {
+        return refused;
+    }
+    if body.len() > MAX_EVENT_BYTES {
+        let message = format!("the signal is {} bytes, over the {MAX_EVENT_BYTES}-byte limit", body.len());
+        return answer(StatusCode::PAYLOAD_TOO_LARGE, &[], Some(message));
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(err) => return answer(StatusCode::BAD_REQUEST, &[], Some(format!("the body is not JSON: {err}"))),
+    };
+    let signal = match value["signal"].as_str().map(str::trim) {
+        Some(signal) if !signal.is_empty() && signal.len() <= MAX_SIGNAL_LEN => signal.to_string(),
+        _ => {
+            let message = format!(
+                "`signal` must be a string of 1 to {MAX_SIGNAL_LEN} bytes: {{\"signal\": \"...\", \"data\": ...}}"
+            );
+            return answer(StatusCode::BAD_REQUEST, &[], Some(message));
+        }
+    };
+    let data = value.get("data").cloned().unwrap_or(Value::Null);
+    match cairn::send_signal(&state.bus, &signal, data, state.clock.now()).await {
+        Ok(id) => answer(StatusCode::OK, &[id], None),
+        Err(err) => answer(StatusCode::BAD_GATEWAY, &[], Some(format!("the signal was not forwarded: {err}"))),
+    }
+}
+
+/// The answer refusing `key`, if it is missing or unknown.
+fn refuse_key<B>(state: &Ingest<B>, key: Option<&str>) -> Option<Response> {
+    match key {
+        None => Some(answer(
+            StatusCode::UNAUTHORIZED,
+            &[],
+            Some("an event key is required (Authorization: Bearer <key>)".into()),
+        )),
+        Some(key) if !state.config.accepts(key) => {
+            Some(answer(StatusCode::UNAUTHORIZED, &[], Some("unknown event key".into())))
+        }
+        Some(_) => None,
+    }
+}
+
 async fn send_keyed<B: Bus>(State(state): State<Arc<Ingest<B>>>, Path(key): Path<String>, body: Bytes) -> Response {
     accept(&state, Some(&key), &body).await
 }
 
 async fn accept<B: Bus>(state: &Ingest<B>, key: Option<&str>, body: &[u8]) -> Response {
-    match key {
-        None => {
-            return answer(
-                StatusCode::UNAUTHORIZED,
-                &[],
-                Some("an event key is required (Authorization: Bearer <key>)".into()),
-            );
-        }
-        Some(key) if !state.config.accepts(key) => {
-            return answer(StatusCode::UNAUTHORIZED, &[], Some("unknown event key".into()));
-        }
-        Some(_) => {}
+    if let Some(refused) = refuse_key(state, key) {
+        return refused;
     }
     let value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,

@@ -123,3 +123,29 @@ async fn inbound_keys_are_only_cairn_event_keys_never_the_outbound_inngest_key()
     }
     assert!(bus.sent().is_empty());
 }
+
+#[tokio::test]
+async fn a_signal_is_sent_with_an_event_key_and_the_signal_event_only_comes_from_that_route() {
+    let bus = MemoryBus::new();
+    let (status, body) = post(&bus, "/signal", Some("k-1"), r#"{"signal": "approve-7", "data": {"ok": true}}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let sent = bus.sent();
+    assert_eq!(body, json!({"ids": [sent[0].id.clone().unwrap()], "status": 200}));
+    assert_eq!(
+        (sent[0].name.as_str(), &sent[0].data, sent[0].ts),
+        ("cairn/signal", &json!({"signal": "approve-7", "data": {"ok": true}}), Some(NOW))
+    );
+    assert_eq!(post(&bus, "/signal", None, r#"{"signal": "approve-7"}"#).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(post(&bus, "/signal", Some("nope"), r#"{"signal": "approve-7"}"#).await.0, StatusCode::UNAUTHORIZED);
+    let expected = json!({"ids": [], "status": 400, "error": "`signal` must be a string of 1 to 256 bytes: {\"signal\": \"...\", \"data\": ...}"});
+    assert_eq!(
+        post(&bus, "/signal", Some("k-1"), r#"{"signal": ""}"#).await,
+        (StatusCode::BAD_REQUEST, expected.clone())
+    );
+    assert_eq!(post(&bus, "/signal", Some("k-1"), r#"{"data": 1}"#).await, (StatusCode::BAD_REQUEST, expected));
+    // The signal event cannot be forged through the event routes.
+    let (status, body) =
+        post(&bus, "/send", Some("k-1"), r#"{"name": "cairn/signal", "data": {"signal": "approve-7"}}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(bus.sent().len(), 1, "nothing more was sent");
+}

@@ -88,7 +88,17 @@ fn functions(calls: Arc<AtomicU32>) -> Registry {
             step.run(options, std::future::pending::<StepResult<()>>).await
         })
         .unwrap();
-    Registry::new([hello, parallel, flaky, fatal, waiter, invoker, slow, patient]).unwrap()
+    let signaled = Function::new("signaled")
+        .on_event("test/signaled")
+        .signals()
+        .handler(|event: Event, step: Step| async move {
+            let signal = format!("approve-{}", event.data["id"]);
+            let got = step.wait_for_signal::<Value>("approval", &signal, "2h").await?;
+            let events = step.events::<Value>()?.len();
+            Ok(json!({"signal": got, "events": events}))
+        })
+        .unwrap();
+    Registry::new([hello, parallel, flaky, fatal, waiter, invoker, slow, patient, signaled]).unwrap()
 }
 
 const NOW: i64 = 1_800_000_000_000;
@@ -144,7 +154,7 @@ async fn get_introspects_in_dev_mode() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         reply.body,
-        json!({"extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": false, "function_count": 8, "mode": "dev", "schema_version": "2024-05-24"})
+        json!({"extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": false, "function_count": 9, "mode": "dev", "schema_version": "2024-05-24"})
     );
     assert_eq!(reply.headers["x-inngest-sdk"], "cairn:v0.1.0");
     assert_eq!(reply.headers["x-inngest-req-version"], "2");
@@ -271,6 +281,32 @@ async fn waits_and_invokes_become_their_opcodes() {
     )
     .await;
     assert_eq!(returned.body, json!({"success": true}));
+}
+
+#[tokio::test]
+async fn a_signal_wait_is_inngests_wait_for_signal_and_a_batch_arrives_as_events() {
+    let e = endpoint(ServeConfig::dev("app"));
+    let wait = post(&e, "signaled", "step", &call_body("test/signaled", json!({}), json!({}))).await;
+    assert_eq!(
+        wait.body,
+        json!([{"id": hid("approval"), "op": "WaitForSignal", "name": "approve-7", "displayName": "approval",
+                "opts": {"signal": "approve-7", "timeout": "2h", "conflict": "fail"}, "userland": {"id": "approval"}, "data": null}])
+    );
+    // Inngest memoizes a received signal as `{"data": {signal, data}}`, a timeout as null.
+    let mut body = call_body(
+        "test/signaled",
+        json!({ hid("approval"): {"data": {"signal": "approve-7", "data": {"ok": true}}} }),
+        json!({}),
+    );
+    body["events"] = json!([body["event"].clone(), {"name": "test/signaled", "data": {"id": 8}}]);
+    let received = post(&e, "signaled", "step", &body).await;
+    assert_eq!(
+        (received.status, received.body),
+        (StatusCode::OK, json!({"signal": {"signal": "approve-7", "data": {"ok": true}}, "events": 2}))
+    );
+    let memo = json!({ hid("approval"): null });
+    let timed_out = post(&e, "signaled", "step", &call_body("test/signaled", memo, json!({}))).await;
+    assert_eq!(timed_out.body, json!({"signal": null, "events": 1}));
 }
 
 #[tokio::test]

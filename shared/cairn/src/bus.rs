@@ -4,6 +4,7 @@
 use crate::event::EventPayload;
 use crate::id::RunId;
 use crate::record::Millis;
+use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,6 +73,23 @@ pub trait Timer: Send + Sync + 'static {
         let _ = run_id;
         async { Ok(()) }
     }
+}
+
+/// Sends `data` to the run waiting for `signal` (`step.wait_for_signal`) over `bus` (EventBridge
+/// in AWS, the Runner's bus in process), at `now`: the signal event's id. The run waiting for it
+/// when it arrives receives it; with none waiting, nothing happens (a signal is not kept for a
+/// wait that begins later, unlike an event, so it is never delivered twice).
+///
+/// # Errors
+/// An empty signal name, or the bus's error.
+pub async fn send_signal<B: Bus>(bus: &B, signal: &str, data: Value, now: Millis) -> Result<String, BusError> {
+    if signal.trim().is_empty() {
+        return Err(BusError::new("a signal name must not be empty"));
+    }
+    let id = crate::id::new_event_id(now);
+    let event = crate::event::signal(signal, data).with_id(&id).with_ts(now);
+    bus.send(std::slice::from_ref(&event)).await?;
+    Ok(id)
 }
 
 /// An in-process bus: sent events queue up until a driver takes them.

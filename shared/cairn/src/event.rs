@@ -17,6 +17,16 @@ pub const FINISHED_EVENT: &str = "inngest/function.finished";
 /// Sent when a run is cancelled (with `inngest/function.finished`, never `failed`), as Inngest
 /// does.
 pub const CANCELLED_EVENT: &str = "inngest/function.cancelled";
+/// The event a signal travels as ([`signal`]): `data.signal` names it, `data.data` carries its
+/// payload. Reserved: outside senders use a signal endpoint, which builds it.
+pub const SIGNAL_EVENT: &str = "cairn/signal";
+
+/// The event that delivers `data` to the run waiting for `signal` (`step.wait_for_signal`):
+/// send it on any [`Bus`](crate::Bus), or with [`send_signal`](crate::send_signal).
+pub fn signal(signal: &str, data: Value) -> EventPayload {
+    EventPayload::new(SIGNAL_EVENT, serde_json::json!({"signal": signal, "data": data}))
+}
+
 /// Longest accepted event name, as Inngest.
 pub const MAX_EVENT_NAME_LEN: usize = 512;
 /// The longest event id accepted. Ids become parts of store keys (DynamoDB sort keys hold at

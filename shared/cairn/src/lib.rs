@@ -51,7 +51,7 @@ pub mod store;
 pub mod testing;
 
 pub use backoff::{Backoff, MAX_RETRY_AFTER, MIN_RETRY_AFTER, backoff};
-pub use bus::{Bus, BusError, MemoryBus, MemoryTimer, Timer};
+pub use bus::{Bus, BusError, MemoryBus, MemoryTimer, Timer, send_signal};
 #[cfg(feature = "testing")]
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
@@ -62,7 +62,7 @@ pub use error::{
 };
 pub use event::{
     CANCELLED_EVENT, Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_ID_LEN,
-    MAX_EVENT_NAME_LEN, RESERVED_PREFIXES, SCHEDULED_EVENT, is_reserved_name, redact_serde_error,
+    MAX_EVENT_NAME_LEN, RESERVED_PREFIXES, SCHEDULED_EVENT, SIGNAL_EVENT, is_reserved_name, redact_serde_error, signal,
 };
 pub use expr::{ExprValue, MAX_EXPRESSION_BYTES, MatchExpr};
 pub use function::{
@@ -76,7 +76,7 @@ pub use record::{
 pub use runner::{
     Accepted, Drive, Progress, ProgressSink, RECONCILE_BATCH, Reconciled, Runner, RunnerConfig, RunnerError,
 };
-pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Step, StepOptions, WaitFor};
+pub use step::{IntoEvents, Invoke, MAX_WAIT, SendResult, Signal, Step, StepOptions, WaitFor};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{MemoryStore, RunStore, StoreError};
@@ -85,8 +85,8 @@ pub use store::{MemoryStore, RunStore, StoreError};
 pub mod prelude {
     pub use crate::flow::{BatchEvents, CancelOn, Concurrency, Debounce, RateLimit, Singleton, Throttle, Timeouts};
     pub use crate::{
-        Backoff, Event, EventData, EventPayload, FailureData, Function, Invoke, ResultExt, SendResult, Step, StepError,
-        StepOptions, StepResult, WaitFor,
+        Backoff, Event, EventData, EventPayload, FailureData, Function, Invoke, ResultExt, SendResult, Signal, Step,
+        StepError, StepOptions, StepResult, WaitFor,
     };
     pub use futures::future::try_join_all;
     pub use futures::join;

@@ -96,6 +96,15 @@ impl Op {
     /// What a record of this op keeps beside its state: the awaited event or the invoked call.
     fn detail(&self) -> Option<Value> {
         match &self.kind {
+            OpKind::WaitForEvent { event, expression, .. } if event == crate::event::SIGNAL_EVENT => {
+                // The dashboard offers to send the signal a waiting run waits for.
+                let signal = expression
+                    .as_deref()
+                    .and_then(|source| crate::expr::MatchExpr::cached(source).ok())
+                    .and_then(|expr| expr.equality(&Value::Null))
+                    .map(|(_, signal)| signal);
+                Some(json!({"event": event, "if": expression, "signal": signal}))
+            }
             OpKind::WaitForEvent { event, expression, .. } => Some(json!({"event": event, "if": expression})),
             OpKind::Invoke { function_id, data, .. } => Some(json!({"function_id": function_id, "data": data})),
             _ => None,

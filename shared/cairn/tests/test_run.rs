@@ -352,3 +352,52 @@ async fn invalid_step_timeouts_and_backoff_tables_fail_the_step_naming_the_probl
         assert!(error.message.starts_with(expected) && !error.retriable, "{error:?}");
     }
 }
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct Approval {
+    by: String,
+}
+
+fn approval_by_signal() -> Function {
+    Function::new("expense")
+        .on_event("app/expense.submitted")
+        .signals()
+        .handler(|event: Event, step: Step| async move {
+            let signal = format!("approve-{}", event.data["id"].as_str().unwrap_or_default());
+            let approval = step.wait_for_signal::<Approval>("approval", &signal, "1d").await?;
+            Ok(approval.map(|signal| json!({"signal": signal.signal, "by": signal.data.by})))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_signal_completes_the_step_waiting_for_it_with_its_typed_data() {
+    let mut run = TestRun::new(approval_by_signal()).event("app/expense.submitted", json!({"id": "e7"}));
+    let Outcome::Waiting { op } = run.next().await.unwrap() else { panic!() };
+    assert_eq!(op.name, "approval");
+    assert!(!run.signal("approve-e8", json!({"by": "ann"})), "another signal resumes nothing");
+    assert!(run.signal("approve-e7", json!({"by": "ann"})));
+    assert_eq!(run.result().await.unwrap(), json!({"signal": "approve-e7", "by": "ann"}));
+}
+
+#[tokio::test]
+async fn a_signal_wait_times_out_with_none_and_bad_data_names_the_field() {
+    let mut run = TestRun::new(approval_by_signal()).event("app/expense.submitted", json!({"id": "e1"}));
+    run.next().await.unwrap();
+    run.clock().advance(Duration::from_secs(86_400));
+    assert_eq!(run.result().await.unwrap(), Value::Null);
+    let mut run = TestRun::new(approval_by_signal()).event("app/expense.submitted", json!({"id": "e2"}));
+    run.next().await.unwrap();
+    assert!(run.signal("approve-e2", json!({"by": 7})));
+    let error = run.result().await.unwrap_err();
+    assert!(
+        error.message.starts_with("step `approval`: the signal's data does not match the expected type at `data.by`: "),
+        "{error:?}"
+    );
+    let undeclared = Function::new("quiet")
+        .on_event("app/q")
+        .handler(|_: Event, step: Step| async move { step.wait_for_signal::<Value>("s", "x", "1h").await })
+        .unwrap();
+    let error = TestRun::new(undeclared).result().await.unwrap_err();
+    assert!(error.message.contains("does not declare that it waits for signals: add `.signals()`"), "{error:?}");
+}

@@ -93,7 +93,12 @@ pub(super) struct Memo {
 pub(super) fn memo(steps: &[StepRecord]) -> Memo {
     let mut memo = Memo { steps: serde_json::Map::new(), stack: Vec::new() };
     for step in steps {
+        let signal_wait = step.detail.as_ref().is_some_and(|detail| detail["event"] == cairn::SIGNAL_EVENT);
         let value = match (&step.state, step.kind) {
+            // Inngest memoizes a received signal as `{"data": {signal, data}}` (a timeout: null).
+            (StepState::Completed { output }, StepKind::WaitForEvent) if signal_wait && !output.is_null() => {
+                json!({"data": output["data"]})
+            }
             (StepState::Completed { output }, StepKind::Sleep | StepKind::WaitForEvent) => output.clone(),
             (StepState::Completed { output }, _) => json!({"data": output}),
             (StepState::Failed { error }, _) => {

@@ -254,6 +254,17 @@ impl<T> FunctionBuilder<T> {
         self
     }
 
+    /// Declares that its steps wait for and send signals (`step.wait_for_signal`,
+    /// `step.send_signal`): the deployment routes signal events to it and lets it send them.
+    pub fn signals(mut self) -> Self {
+        for list in [&mut self.awaits, &mut self.sends] {
+            if !list.iter().any(|event| event == crate::event::SIGNAL_EVENT) {
+                list.push(crate::event::SIGNAL_EVENT.to_string());
+            }
+        }
+        self
+    }
+
     /// Declares a function this function's steps call with `step.invoke` (once per id).
     /// Invoking an undeclared id fails the step, naming it: the declarations are what
     /// `cairn template` routes (the call out, its result back).

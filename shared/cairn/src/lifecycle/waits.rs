@@ -198,6 +198,73 @@ pub fn invoke_resolved(step: &StepRecord, result: Result<Value, StepError>, now:
     record
 }
 
+/// The condition a signal wait is filed under: the signal event's `data.signal` equals `signal`
+/// (a literal, so the wait is found by value).
+pub fn signal_condition(signal: &str) -> String {
+    format!("async.data.signal == {}", Value::String(signal.to_string()))
+}
+
+/// The signal a signal wait (`step.wait_for_signal`) waits for: its filed `data.signal`.
+pub fn signal_of(wait: &Wait) -> Option<&str> {
+    let key = wait.key.as_ref().filter(|_| wait.event == crate::event::SIGNAL_EVENT && !wait.cancels)?;
+    (key.path == "data.signal").then(|| key.value.strip_prefix("s:")).flatten()
+}
+
+/// A signal has one waiter at a time: the run other than `wait`'s already waiting for the
+/// signal `wait` waits for, if any. Waits left behind by runs that ended, or whose step no
+/// longer waits, are removed on the way.
+///
+/// # Errors
+/// The store failed.
+pub async fn signal_holder<S: crate::store::RunStore>(
+    store: &S,
+    wait: &Wait,
+) -> Result<Option<RunId>, crate::store::StoreError> {
+    match signal_of(wait) {
+        Some(signal) => signal_waiter(store, signal, Some(&wait.run_id)).await,
+        None => Ok(None),
+    }
+}
+
+/// The run waiting for `signal` now (other than `except`), if any: where a signal sent now
+/// goes. Waits left behind by runs that ended, or whose step no longer waits, are removed on
+/// the way.
+///
+/// # Errors
+/// The store failed.
+pub async fn signal_waiter<S: crate::store::RunStore>(
+    store: &S,
+    signal: &str,
+    except: Option<&RunId>,
+) -> Result<Option<RunId>, crate::store::StoreError> {
+    let probe = crate::event::signal(signal, Value::Null);
+    for other in store.waits_for(&probe).await? {
+        if Some(&other.run_id) == except || signal_of(&other) != Some(signal) {
+            continue;
+        }
+        let waiting = store.load(&other.run_id).await?.is_some_and(|journal| {
+            !journal.meta.status.is_finished()
+                && journal
+                    .steps
+                    .iter()
+                    .any(|step| step.id == other.step_id && matches!(step.state, StepState::Scheduled { .. }))
+        });
+        if waiting {
+            return Ok(Some(other.run_id));
+        }
+        store.remove_wait(&other).await?;
+    }
+    Ok(None)
+}
+
+/// The error of a signal wait whose signal another run already waits for.
+pub fn signal_conflict(step: &str, signal: &str, holder: &RunId) -> StepError {
+    StepError {
+        name: "SignalConflictError".into(),
+        ..StepError::non_retriable(format!("step `{step}`: signal `{signal}` is already awaited by run `{holder}`"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

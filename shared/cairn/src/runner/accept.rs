@@ -28,6 +28,15 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         Ok(id)
     }
 
+    /// Sends `data` to the run waiting for `signal` ([`send_signal`](crate::send_signal)) on
+    /// this runner's bus.
+    ///
+    /// # Errors
+    /// An empty signal name, or the bus's error.
+    pub async fn send_signal(&self, signal: &str, data: Value) -> Result<String, RunnerError> {
+        Ok(crate::bus::send_signal(&self.bus, signal, data, self.clock.now()).await?)
+    }
+
     /// Handles one delivered event: starts a run of every function it triggers (once per event
     /// id, however often it is delivered) and resolves the waits it satisfies. Returns the runs
     /// to drive.

@@ -11,6 +11,7 @@ use crate::event::{EventPayload, INVOKED_EVENT};
 use crate::flow::{Acquired, Slot, Throttled};
 use crate::id::{RunId, StepId};
 use crate::lifecycle::transition;
+use crate::lifecycle::waits::{signal_conflict, signal_holder, signal_of};
 use crate::lifecycle::{ControlError, RunEnd};
 use crate::record::{Millis, Queued, RunStatus, StepRecord, StepState, Wait};
 use crate::step::millis;
@@ -528,8 +529,20 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     }
                     let wait =
                         Wait::new(event, &run_id, &op.id, expression.clone(), &hold.meta.event, *timeout_at, now);
+                    // A signal has one waiter: a second run's wait fails its step.
+                    if let Some(signal) = signal_of(&wait)
+                        && let Some(holder) = signal_holder(&self.store, &wait).await?
+                    {
+                        let error = signal_conflict(&op.name, signal, &holder);
+                        let adopted = self.commit(hold, op.failed_record(error, now), progress).await?;
+                        execution.committed(adopted);
+                        progressed = true;
+                        continue;
+                    }
                     self.store.put_wait(&wait).await?;
-                    if !self.config.wait_lookback.is_zero() {
+                    // A signal goes to the run waiting for it when it is sent, or to none (as
+                    // Inngest's): it is not looked back for, so it is never delivered twice.
+                    if !self.config.wait_lookback.is_zero() && signal_of(&wait).is_none() {
                         let since = now - millis(self.config.wait_lookback);
                         for earlier in self.store.events_since(event, since).await? {
                             self.keep_lease(hold).await?;

@@ -8,7 +8,7 @@
 mod options;
 mod support;
 
-pub use options::{IntoEvents, Invoke, SendResult, StepOptions, WaitFor};
+pub use options::{IntoEvents, Invoke, SendResult, Signal, StepOptions, WaitFor};
 
 /// `duration` in whole milliseconds (kept here for the drivers that import it from `step`).
 pub(crate) use crate::duration::millis;
@@ -16,8 +16,10 @@ pub(crate) use crate::duration::millis;
 use crate::duration::IntoDuration;
 use crate::error::{StepError, StepResult};
 use crate::event::Event;
+use crate::event::SIGNAL_EVENT;
 use crate::expr::MatchExpr;
 use crate::id::{RunId, StepId};
+use crate::lifecycle::waits::signal_condition;
 use crate::op::OpKind;
 use crate::record::{Millis, StepKind, StepRecord, StepState};
 use crate::state::{Attempt, Begun, SharedState};
@@ -27,7 +29,8 @@ use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{
-    Permit, Settled, checked_name, checked_timeout, checked_wait, decode_event, decode_output, execute, halt,
+    Permit, Settled, checked_name, checked_timeout, checked_wait, decode_event, decode_output, decode_signal, execute,
+    halt,
 };
 use tracing::Instrument;
 
@@ -250,6 +253,67 @@ impl Step {
         self.register(&id, name, position, kind, existing.is_none());
         let record = self.settle_record(&id).await;
         decode_event(name, &record)
+    }
+
+    /// Waits up to `timeout` for the signal `signal` (AWS durable functions' callback: an
+    /// external system, a person approving, a webhook, completes the step by name):
+    /// `Some(signal)` with the data [`send_signal`](crate::send_signal), `POST /api/inngest/signal`
+    /// or the dashboard sent, `None` on timeout. While a run waits for a signal no other run may:
+    /// a second waiter's step fails with `SignalConflictError` naming the first. Declare
+    /// `.signals()` on the function (what `cairn template` routes to it).
+    ///
+    /// ```no_run
+    /// # use cairn::prelude::*;
+    /// # async fn demo(event: Event, step: Step) -> StepResult<()> {
+    /// let order = event.data["order"].as_str().unwrap_or_default();
+    /// let approval = step.wait_for_signal::<serde_json::Value>("approval", &format!("approve-{order}"), "2d").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_signal<T>(
+        &self,
+        name: &str,
+        signal: &str,
+        timeout: impl IntoDuration,
+    ) -> StepResult<Option<Signal<T>>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let name = checked_name(name)?;
+        let timeout = checked_wait(name, timeout.into_duration())?;
+        if signal.trim().is_empty() {
+            return Err(StepError::non_retriable(format!("step `{name}`: the signal name is empty")));
+        }
+        let (id, position, existing) =
+            match self.begin(StepKind::WaitForEvent, name, |record| decode_signal(name, record)) {
+                Begin::Memoized(result) => return result,
+                Begin::Halt => return halt().await,
+                Begin::Pending { id, position, existing } => (id, position, existing),
+            };
+        {
+            let state = self.state.lock();
+            if !state.awaits(SIGNAL_EVENT) {
+                return Err(StepError::non_retriable(format!(
+                    "step `{name}`: function `{}` does not declare that it waits for signals: add `.signals()` to its \
+                     definition (its deployment routes signals only to functions that declare them)",
+                    state.function_id(),
+                )));
+            }
+        }
+        let timeout_at = self.scheduled_at(&existing, |now| now.saturating_add(millis(timeout)));
+        let expression = signal_condition(signal);
+        let kind = OpKind::WaitForEvent { event: SIGNAL_EVENT.to_string(), expression: Some(expression), timeout_at };
+        self.register(&id, name, position, kind, existing.is_none());
+        let record = self.settle_record(&id).await;
+        decode_signal(name, &record)
+    }
+
+    /// Sends `data` to the run waiting for `signal` (from one run to another; a retry never
+    /// sends twice). Declare `.signals()` on the function.
+    pub async fn send_signal(&self, name: &str, signal: &str, data: Value) -> StepResult<SendResult> {
+        if signal.trim().is_empty() {
+            return Err(StepError::non_retriable(format!("step `{name}`: the signal name is empty")));
+        }
+        self.send_event(name, crate::event::signal(signal, data)).await
     }
 
     /// Sends one or many events (a retry never sends twice: ids derive from the run and step).

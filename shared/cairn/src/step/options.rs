@@ -1,5 +1,5 @@
 //! What the step tools take and return: [`StepOptions`], [`WaitFor`], [`Invoke`], events to
-//! send ([`IntoEvents`]) and [`SendResult`].
+//! send ([`IntoEvents`]), [`SendResult`] and [`Signal`].
 
 use super::MAX_WAIT;
 use crate::backoff::Backoff;
@@ -155,6 +155,15 @@ impl IntoEvents for Vec<EventPayload> {
     fn into_events(self) -> Result<Vec<EventPayload>, String> {
         Ok(self)
     }
+}
+
+/// What `step.wait_for_signal` returns: the signal's name and the data sent with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Signal<T = Value> {
+    /// The signal.
+    pub signal: String,
+    /// What was sent with it.
+    pub data: T,
 }
 
 /// What `step.send_event` returns: the ids of the sent events, in order.

@@ -2,6 +2,7 @@
 //! closure, and the futures through which a step waits for the engine.
 
 use super::MAX_WAIT;
+use super::Signal;
 use crate::duration::format_duration;
 use crate::error::{StepError, StepResult, panic_message};
 use crate::event::{Event, EventPayload};
@@ -80,6 +81,24 @@ pub(super) fn decode_event<T: DeserializeOwned>(name: &str, record: &StepRecord)
 
 /// Runs one attempt of a `run` closure; with a `(limit, attempt)` timeout, an attempt still
 /// running at `limit` is dropped and fails with `StepTimeoutError`.
+/// A signal wait's result: `None` on timeout; the signal from the signal event a Cairn driver
+/// recorded, or from the `{signal, data}` an Inngest executor memoizes.
+pub(super) fn decode_signal<T: DeserializeOwned>(name: &str, record: &StepRecord) -> StepResult<Option<Signal<T>>> {
+    let output = match &record.state {
+        StepState::Completed { output: Value::Null } => return Ok(None),
+        StepState::Completed { output } => output,
+        _ => return decode_output(record),
+    };
+    let signal = if output["name"] == crate::event::SIGNAL_EVENT { &output["data"] } else { output };
+    serde_path_to_error::deserialize(signal).map(Some).map_err(|err| {
+        let path = err.path().to_string();
+        let reason = crate::event::redact_serde_error(&err.into_inner().to_string());
+        StepError::non_retriable(format!(
+            "step `{name}`: the signal's data does not match the expected type at `{path}`: {reason}"
+        ))
+    })
+}
+
 pub(super) async fn execute<T, F, Fut>(name: &str, f: F, timeout: Option<(Duration, u32)>) -> Result<Value, StepError>
 where
     T: Serialize,

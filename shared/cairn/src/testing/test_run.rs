@@ -171,6 +171,12 @@ impl TestRun {
         accepted.runs.contains(&self.run_id) && !accepted.started.iter().any(|(run, _)| *run == self.run_id)
     }
 
+    /// Delivers the signal `signal` with `data` ([`send_signal`](crate::send_signal)); `true`
+    /// if it resumed this run's `wait_for_signal`.
+    pub fn signal(&mut self, signal: &str, data: Value) -> bool {
+        self.send(crate::event::signal(signal, data))
+    }
+
     /// Creates the run in the store (once), as the first delivery of its event would: through
     /// the Runner's admission, so its flow-control claims are made as in production.
     fn create_run(&mut self) {
