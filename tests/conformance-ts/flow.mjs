@@ -93,6 +93,22 @@ const functions = [
     async ({ event, step }) =>
       await step.sendSignal("approve", { signal: `approve-${event.data.id}`, data: { by: event.data.by } }),
   ),
+  // A race of two steps (the SDK's race mode): the first in the memo wins.
+  inngest.createFunction(
+    { id: "racer", triggers: [{ event: "flow/race" }] },
+    async ({ step, group }) => {
+      const winner = await group.parallel({ mode: "race" }, () =>
+        Promise.race([
+          step.run("fast", () => "fast"),
+          step.run("slow", async () => {
+            await pause(300);
+            return "slow";
+          }),
+        ]),
+      );
+      return await step.run("after", () => `${winner} won`);
+    },
+  ),
   // A window that stays open for the rest of the test, for the dashboard.
   inngest.createFunction(
     { id: "quiet", triggers: [{ event: "flow/quiet" }], debounce: { period: "1m", timeout: "5m" } },

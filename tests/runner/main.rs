@@ -405,6 +405,47 @@ async fn a_signal_has_one_waiter_at_a_time_and_resumes_it() {
     assert_eq!((timed_out.status, timed_out.output), (RunStatus::Completed, Some(Value::Null)));
 }
 
+/// Races a reply against a one-hour sleep.
+fn racer() -> Function {
+    use futures::FutureExt;
+    Function::new("racer")
+        .on_event("test/race")
+        .awaits("test/reply")
+        .handler(|_: Event, step: Step| async move {
+            let reply = step
+                .wait_for_event::<Value>("reply", WaitFor::event("test/reply").timeout("1d"))
+                .map(|got| got.map(|event| event.map(|event| event.data)));
+            let timeout = step.sleep("timeout", "1h").map(|slept| slept.map(|()| None));
+            let (winner, got) = step.race("first", vec![reply.boxed(), timeout.boxed()]).await?;
+            Ok(json!({"winner": winner, "got": got}))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_race_across_suspensions_takes_the_first_and_cancels_the_rest() {
+    let h = harness(vec![racer()]);
+    // The reply comes while the run waits: the sleep is cancelled, its timer finds it done.
+    let answered = h.send("test/race", json!({})).await;
+    let answered = RunId::for_event("racer", &answered);
+    assert_eq!(h.meta(&answered).await.status, RunStatus::Waiting);
+    h.send("test/reply", json!({"ok": 1})).await;
+    let run = h.meta(&answered).await;
+    assert_eq!((run.status, run.output), (RunStatus::Completed, Some(json!({"winner": 0, "got": {"ok": 1}}))));
+    // No reply: the timer ends the sleep, which wins; a late reply resumes nothing.
+    h.clock.advance(Duration::from_secs(7_200));
+    let silent = h.send("test/race", json!({})).await;
+    let silent = RunId::for_event("racer", &silent);
+    h.advance_to_next_timer().await;
+    let run = h.meta(&silent).await;
+    assert_eq!((run.status, run.output), (RunStatus::Completed, Some(json!({"winner": 1, "got": null}))));
+    let steps = h.runner.store().load(&silent).await.unwrap().unwrap().steps;
+    let reply = steps.iter().find(|step| step.name == "reply").unwrap();
+    assert!(matches!(&reply.state, StepState::Failed { error } if error.name == "StepCancelledError"), "{reply:?}");
+    h.send("test/reply", json!({"late": true})).await;
+    assert_eq!(h.meta(&silent).await.output, Some(json!({"winner": 1, "got": null})));
+}
+
 #[tokio::test]
 async fn a_final_failure_runs_the_on_failure_handler_once() {
     let handled = Arc::new(AtomicU32::new(0));

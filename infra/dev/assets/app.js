@@ -3,7 +3,8 @@
 "use strict";
 
 const view = document.getElementById("view");
-const state = { functions: [], filter: { function: "", status: "" }, rendering: false, again: false, console: false };
+// signalDrafts: what the user typed for a signal's data, kept across live re-renders.
+const state = { functions: [], filter: { function: "", status: "" }, rendering: false, again: false, console: false, signalDrafts: {} };
 
 const esc = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 const json = (value) => esc(JSON.stringify(value, null, 2));
@@ -121,6 +122,7 @@ async function renderRuns(selected) {
   document.getElementById("filter-function").onchange = (e) => { state.filter.function = e.target.value; render(); };
   document.getElementById("filter-status").onchange = (e) => { state.filter.status = e.target.value; render(); };
   view.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("click", () => runAction(b.dataset.action, b.dataset.run)));
+  view.querySelectorAll("[data-draft]").forEach((t) => t.addEventListener("input", () => { state.signalDrafts[t.dataset.draft] = t.value; }));
   view.querySelectorAll("[data-signal]").forEach((b) => b.addEventListener("click", () => sendSignal(b.dataset.signal, view.querySelector("[data-testid=signal-data]").value)));
   view.querySelectorAll("[data-bulk]").forEach((b) => b.addEventListener("click", () => bulkAction(b.dataset.bulk)));
 }
@@ -200,7 +202,7 @@ function runDetail(detail) {
       ${signalWait && !finished ? `<div class="section">Signal</div>
       <div class="signal" data-testid="signal-form">
         <p>Waiting for the signal <code data-testid="signal-name">${esc(signalWait.detail.signal)}</code>: send it with this data (JSON).</p>
-        <textarea data-testid="signal-data" rows="3" spellcheck="false">{}</textarea>
+        <textarea data-testid="signal-data" data-draft="${esc(signalWait.detail.signal)}" rows="3" spellcheck="false">${esc(state.signalDrafts[signalWait.detail.signal] ?? "{}")}</textarea>
         <button data-signal="${esc(signalWait.detail.signal)}" data-testid="send-signal">Send signal</button>
       </div>` : ""}
       ${run.status === "failed" && run.error ? `<div class="section">Error</div><div class="errbox" data-testid="run-error">${esc(run.error.message || JSON.stringify(run.error))}</div>` : ""}
@@ -220,6 +222,7 @@ async function sendSignal(signal, text) {
   }
   try {
     const { data: sent } = await post("/api/signals", { signal, data });
+    delete state.signalDrafts[signal];
     toast(`Signal sent to ${sent.run_id}`);
     render();
   } catch (err) {

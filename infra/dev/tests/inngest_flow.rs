@@ -93,6 +93,8 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
     run_of(&url, "flow-approval", &by_api, &["waiting"]).await;
     let by_page = send(&url, "flow/approval", json!({"id": 3})).await;
     let approve = send(&url, "flow/approve", json!({"id": 1, "by": "ann"})).await;
+    // group.parallel race: the first step in the memo wins; the run goes on after it.
+    let race = send(&url, "flow/race", json!({})).await;
     // Batches of 3: four events make one full batch at once and one of one event 2 s later.
     let mut batched = Vec::new();
     for n in 1..=4 {
@@ -229,6 +231,10 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
     assert_eq!(approved["run"]["output"], json!({"signal": "approve-2", "data": 42}));
     let (status, body) = common::post(&format!("{url}/api/signals"), json!({"signal": "approve-9"})).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("no run waits for signal `approve-9`")));
+    let raced = run_of(&url, "flow-racer", &race, &["completed"]).await;
+    assert_eq!(raced["run"]["output"], json!("fast won"), "{raced}");
+    let names: Vec<&str> = raced["steps"].as_array().unwrap().iter().filter_map(|step| step["name"].as_str()).collect();
+    assert_eq!(names, ["fast", "slow", "after"], "{raced}");
     // Batches: the app's handler got every event of its batch, the first as `event`.
     let mut batch_runs = Vec::new();
     for (first, expected) in

@@ -186,7 +186,10 @@ pub fn opcode(op: &Op, now: Millis, app_id: &str) -> Value {
     let remaining =
         |at: Millis| cairn::format_duration(std::time::Duration::from_millis(u64::try_from(at - now).unwrap_or(0)));
     let mut object = match &op.kind {
-        OpKind::Run { .. } | OpKind::Retry { .. } => base(&op.id, &op.name, "StepPlanned"),
+        // A decision or a cancellation is recorded by the engine before any plan is made.
+        OpKind::Run { .. } | OpKind::Retry { .. } | OpKind::Decide { .. } | OpKind::Cancelled { .. } => {
+            base(&op.id, &op.name, "StepPlanned")
+        }
         OpKind::Sleep { until } => {
             let mut object = base(&op.id, &remaining(*until), "Sleep");
             object.insert("displayName".into(), json!(op.name));

@@ -98,7 +98,26 @@ fn functions(calls: Arc<AtomicU32>) -> Registry {
             Ok(json!({"signal": got, "events": events}))
         })
         .unwrap();
-    Registry::new([hello, parallel, flaky, fatal, waiter, invoker, slow, patient, signaled]).unwrap()
+    let mapped = Function::new("mapped")
+        .on_event("test/mapped")
+        .handler(|_: Event, step: Step| async move {
+            step.map("fetch", ["a", "bb", "ccc"], 2, |page| async move { Ok(page.len()) }).await
+        })
+        .unwrap();
+    let raced = Function::new("raced")
+        .on_event("test/raced")
+        .awaits("test/reply")
+        .handler(|_: Event, step: Step| async move {
+            use futures::FutureExt;
+            let reply = step
+                .wait_for_event::<Value>("reply", WaitFor::event("test/reply").timeout("1d"))
+                .map(|got| got.map(|event| event.is_some()));
+            let give_up = step.sleep("give-up", "1h").map(|slept| slept.map(|()| false));
+            let (winner, replied) = step.race("first", vec![reply.boxed(), give_up.boxed()]).await?;
+            Ok(json!([winner, replied]))
+        })
+        .unwrap();
+    Registry::new([hello, parallel, flaky, fatal, waiter, invoker, slow, patient, signaled, mapped, raced]).unwrap()
 }
 
 const NOW: i64 = 1_800_000_000_000;
@@ -154,7 +173,7 @@ async fn get_introspects_in_dev_mode() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         reply.body,
-        json!({"extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": false, "function_count": 9, "mode": "dev", "schema_version": "2024-05-24"})
+        json!({"extra": {"native_crypto": true}, "has_event_key": false, "has_signing_key": false, "function_count": 11, "mode": "dev", "schema_version": "2024-05-24"})
     );
     assert_eq!(reply.headers["x-inngest-sdk"], "cairn:v0.1.0");
     assert_eq!(reply.headers["x-inngest-req-version"], "2");
@@ -307,6 +326,46 @@ async fn a_signal_wait_is_inngests_wait_for_signal_and_a_batch_arrives_as_events
     let memo = json!({ hid("approval"): null });
     let timed_out = post(&e, "signaled", "step", &call_body("test/signaled", memo, json!({}))).await;
     assert_eq!(timed_out.body, json!({"signal": null, "events": 1}));
+}
+
+#[tokio::test]
+async fn a_map_plans_at_most_its_concurrency_and_a_race_records_its_winner_then_cancels() {
+    let e = endpoint(ServeConfig::dev("app"));
+    let ops = |reply: &Reply| -> Vec<(String, String)> {
+        reply.body.as_array().unwrap().iter().map(|op| (op["op"].to_string(), op["displayName"].to_string())).collect()
+    };
+    let planned = |names: &[&str]| -> Vec<(String, String)> {
+        names.iter().map(|name| ("\"StepPlanned\"".to_string(), format!("\"{name}\""))).collect()
+    };
+    // Two of three items at once; as one finishes, the next is planned.
+    let first = post(&e, "mapped", "step", &call_body("test/mapped", json!({}), json!({}))).await;
+    assert_eq!(ops(&first), planned(&["fetch[0]", "fetch[1]"]));
+    let memo = json!({ hid("fetch[1]"): {"data": 2} });
+    let next = post(&e, "mapped", "step", &call_body("test/mapped", memo, json!({}))).await;
+    assert_eq!(ops(&next), planned(&["fetch[0]", "fetch[2]"]));
+    let all = json!({ hid("fetch[0]"): {"data": 1}, hid("fetch[1]"): {"data": 2}, hid("fetch[2]"): {"data": 3} });
+    let done = post(&e, "mapped", "step", &call_body("test/mapped", all, json!({}))).await;
+    assert_eq!((done.status, done.body), (StatusCode::OK, json!([1, 2, 3])));
+    // A race: both branches wait; the reply comes; the winner is recorded, then the sleep is
+    // cancelled, then the run completes.
+    let waiting = post(&e, "raced", "step", &call_body("test/raced", json!({}), json!({}))).await;
+    let kinds: Vec<&str> = waiting.body.as_array().unwrap().iter().map(|op| op["op"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["WaitForEvent", "Sleep"]);
+    let mut memo = json!({ hid("reply"): {"name": "test/reply", "data": {}, "id": "r1", "ts": 5} });
+    let decided = post(&e, "raced", "step", &call_body("test/raced", memo.clone(), json!({}))).await;
+    assert_eq!(
+        (decided.body[0]["op"].clone(), decided.body[0]["id"].clone(), decided.body[0]["data"].clone()),
+        (json!("StepRun"), json!(hid("first")), json!({"winner": 0}))
+    );
+    memo[hid("first")] = json!({"data": {"winner": 0}});
+    let cancelled = post(&e, "raced", "step", &call_body("test/raced", memo.clone(), json!({}))).await;
+    assert_eq!(
+        (cancelled.body[0]["op"].clone(), cancelled.body[0]["id"].clone(), cancelled.body[0]["error"]["name"].clone()),
+        (json!("StepFailed"), json!(hid("give-up")), json!("StepCancelledError"))
+    );
+    memo[hid("give-up")] = json!({"error": cancelled.body[0]["error"].clone()});
+    let finished = post(&e, "raced", "step", &call_body("test/raced", memo, json!({}))).await;
+    assert_eq!((finished.status, finished.body), (StatusCode::OK, json!([0, true])));
 }
 
 #[tokio::test]

@@ -70,17 +70,32 @@ pub enum OpKind {
         /// When the invoke step fails with a timeout.
         timeout_at: Millis,
     },
+    /// A decision the code made (a race's winner): completed at once with `output`, so a
+    /// replay finds it recorded.
+    Decide {
+        /// The recorded output.
+        output: Value,
+    },
+    /// A step of kind `kind` the code gave up on (a race's losing branch): recorded failed
+    /// with `error` at once; it never runs, and a sleep or wait stops waiting.
+    Cancelled {
+        /// The step's kind, as begun.
+        kind: StepKind,
+        /// Why (`StepCancelledError`).
+        error: StepError,
+    },
 }
 
 impl Op {
     /// The step kind of this op.
     pub fn step_kind(&self) -> StepKind {
         match self.kind {
-            OpKind::Run { .. } | OpKind::Retry { .. } => StepKind::Run,
+            OpKind::Run { .. } | OpKind::Retry { .. } | OpKind::Decide { .. } => StepKind::Run,
             OpKind::Sleep { .. } => StepKind::Sleep,
             OpKind::WaitForEvent { .. } => StepKind::WaitForEvent,
             OpKind::SendEvent { .. } => StepKind::SendEvent,
             OpKind::Invoke { .. } => StepKind::Invoke,
+            OpKind::Cancelled { kind, .. } => kind,
         }
     }
 
@@ -89,7 +104,7 @@ impl Op {
         match &self.kind {
             OpKind::Retry { until, .. } | OpKind::Sleep { until } => Some(*until),
             OpKind::WaitForEvent { timeout_at, .. } | OpKind::Invoke { timeout_at, .. } => Some(*timeout_at),
-            OpKind::Run { .. } | OpKind::SendEvent { .. } => None,
+            OpKind::Run { .. } | OpKind::SendEvent { .. } | OpKind::Decide { .. } | OpKind::Cancelled { .. } => None,
         }
     }
 

@@ -401,3 +401,110 @@ async fn a_signal_wait_times_out_with_none_and_bad_data_names_the_field() {
     let error = TestRun::new(undeclared).result().await.unwrap_err();
     assert!(error.message.contains("does not declare that it waits for signals: add `.signals()`"), "{error:?}");
 }
+
+fn reply_or_give_up() -> Function {
+    use futures::FutureExt;
+    Function::new("ask")
+        .on_event("app/ask")
+        .awaits("app/reply")
+        .handler(|_: Event, step: Step| async move {
+            let reply = step
+                .wait_for_event::<Value>("reply", WaitFor::event("app/reply").timeout("1d"))
+                .map(|got| got.map(|event| event.map(|event| event.data)));
+            let give_up = step.sleep("give-up", "1h").map(|slept| slept.map(|()| None));
+            let (winner, got) = step.race("first", vec![reply.boxed(), give_up.boxed()]).await?;
+            step.run("after", || async { Ok(1) }).await?;
+            Ok(json!({"winner": winner, "got": got}))
+        })
+        .unwrap()
+}
+
+fn state_of(run: &TestRun, name: &str) -> StepState {
+    run.steps().into_iter().find(|step| step.name == name).unwrap_or_else(|| panic!("no step {name}")).state
+}
+
+#[tokio::test]
+async fn a_race_returns_the_first_step_to_finish_and_cancels_the_others() {
+    // The reply comes first: the sleep is cancelled and recorded so.
+    let mut run = TestRun::new(reply_or_give_up());
+    let Outcome::Planned(ops) = run.next().await.unwrap() else { panic!() };
+    assert_eq!(ops.iter().map(|op| op.name.as_str()).collect::<Vec<_>>(), ["reply", "give-up"]);
+    run.clock().advance(Duration::from_secs(60));
+    assert!(run.send(EventPayload::new("app/reply", json!({"ok": true}))));
+    assert_eq!(run.result().await.unwrap(), json!({"winner": 0, "got": {"ok": true}}));
+    assert_eq!(state_of(&run, "first"), StepState::Completed { output: json!({"winner": 0}) });
+    let StepState::Failed { error } = state_of(&run, "give-up") else { panic!() };
+    assert_eq!(
+        (error.name.as_str(), error.message.as_str()),
+        ("StepCancelledError", "step `give-up`: cancelled: branch 0 of race `first` finished first")
+    );
+    // Replayed over its journal, the run takes the same branch and asks for nothing.
+    let steps = run.steps();
+    let replay =
+        Execution::new(&reply_or_give_up(), RunId::new("run-1"), &EventPayload::new("app/ask", json!({})), &steps, 0)
+            .next(0)
+            .await
+            .unwrap();
+    assert_eq!(replay, Outcome::Completed(json!({"winner": 0, "got": {"ok": true}})));
+    // No reply within the hour: the sleep wins and the wait is cancelled.
+    let mut run = TestRun::new(reply_or_give_up());
+    run.next().await.unwrap();
+    run.clock().advance(Duration::from_secs(3_600));
+    assert_eq!(run.result().await.unwrap(), json!({"winner": 1, "got": null}));
+    assert!(matches!(state_of(&run, "reply"), StepState::Failed { error } if error.name == "StepCancelledError"));
+    assert!(!run.send(EventPayload::new("app/reply", json!({"late": true}))), "a cancelled wait resumes nothing");
+}
+
+#[tokio::test]
+async fn a_raced_run_step_that_lost_never_runs() {
+    use futures::FutureExt;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let f = Function::new("two")
+        .on_event("app/two")
+        .handler(move |_: Event, step: Step| {
+            let seen = seen.clone();
+            async move {
+                let branch = |label: &'static str| {
+                    let seen = seen.clone();
+                    step.run(label, move || async move {
+                        seen.lock().unwrap().push(label);
+                        Ok(label.to_string())
+                    })
+                    .boxed()
+                };
+                let (winner, label) = step.race("pick", vec![branch("a"), branch("b")]).await?;
+                Ok(json!([winner, label]))
+            }
+        })
+        .unwrap();
+    let mut run = TestRun::new(f);
+    assert_eq!(run.result().await.unwrap(), json!([0, "a"]));
+    assert_eq!(*calls.lock().unwrap(), ["a"]);
+    assert!(matches!(state_of(&run, "b"), StepState::Failed { error } if error.name == "StepCancelledError"));
+}
+
+#[tokio::test]
+async fn map_runs_a_step_per_item_in_order_and_stops_at_the_first_failure() {
+    let f = Function::new("sizes")
+        .on_event("app/sizes")
+        .handler(|event: Event, step: Step| async move {
+            let pages: Vec<String> = serde_json::from_value(event.data["pages"].clone()).unwrap_or_default();
+            let sizes: Vec<usize> = step
+                .map("fetch", pages, 2, |page| async move {
+                    if page == "bad" {
+                        return Err(StepError::non_retriable(format!("page `{page}` is gone")));
+                    }
+                    Ok(page.len())
+                })
+                .await?;
+            Ok(sizes)
+        })
+        .unwrap();
+    let mut run = TestRun::new(f.clone()).event("app/sizes", json!({"pages": ["a", "bb", "ccc", "dddd", "eeeee"]}));
+    assert_eq!(run.result().await.unwrap(), json!([1, 2, 3, 4, 5]));
+    let names: Vec<String> = run.steps().into_iter().map(|step| step.name).collect();
+    assert_eq!(names, ["fetch[0]", "fetch[1]", "fetch[2]", "fetch[3]", "fetch[4]"]);
+    let mut failing = TestRun::new(f).event("app/sizes", json!({"pages": ["a", "bad", "c"]}));
+    assert_eq!(failing.result().await.unwrap_err().message, "page `bad` is gone");
+}

@@ -136,10 +136,23 @@ impl InngestApps {
         run_id: &RunId,
         slots: &mut Vec<cairn::flow::Slot>,
     ) -> Result<RunStatus> {
+        // How many steps had completed when the app was last called in this drive.
+        let mut seen_completed: Option<usize> = None;
         for _ in 0..1_000 {
             let journal =
                 dev.store().load(run_id).await.map_err(store_err)?.ok_or_else(|| format!("no run `{run_id}`"))?;
             let mut meta = journal.meta;
+            // A step finished that the app has not seen: it is called even while other steps
+            // sleep or wait (a race, `group.parallel({mode: "race"})`, may be decided).
+            let completed =
+                journal.steps.iter().filter(|step| matches!(step.state, StepState::Completed { .. })).count();
+            let fresh = match seen_completed {
+                Some(seen) => completed > seen,
+                None => journal.steps.iter().any(|step| {
+                    matches!(step.state, StepState::Completed { .. })
+                        && step.ended_at.is_some_and(|ended| ended > meta.updated_at)
+                }),
+            };
             if meta.status.is_finished() {
                 self.leave_queues(dev, function, &meta).await;
                 return Ok(meta.status);
@@ -181,7 +194,7 @@ impl InngestApps {
                         dev.store().commit_step(run_id, &done).await.map_err(store_err)?;
                         resolved = true;
                     }
-                    StepState::Scheduled { wake_at } => {
+                    StepState::Scheduled { wake_at } if !fresh => {
                         let status =
                             if step.kind == StepKind::WaitForEvent { RunStatus::Waiting } else { RunStatus::Sleeping };
                         return self.suspend(dev, &mut meta, status, cap(*wake_at)).await;
@@ -205,6 +218,7 @@ impl InngestApps {
                 meta = dev.store().update_meta(&running).await.map_err(store_err)?;
             }
             let memo = memo(&journal.steps);
+            seen_completed = Some(completed);
             // A batch's run hands the app every event of its batch (the SDK's `events`).
             let events = AppControl::new(dev).runs().run_events(&meta).await.map_err(control_err)?;
             let mut queue = VecDeque::from([target]);
@@ -292,6 +306,12 @@ impl InngestApps {
         let existing = |id: &str| steps.iter().find(|s| s.id.as_str() == id).cloned();
         for op in ops {
             let id = op["id"].as_str().unwrap_or_default().to_string();
+            // A sleep or wait the app reports again (called while it is pending) keeps its time.
+            if matches!(op["op"].as_str(), Some("Sleep" | "WaitForEvent" | "WaitForSignal"))
+                && existing(&id).is_some_and(|step| matches!(step.state, StepState::Scheduled { .. }))
+            {
+                continue;
+            }
             let name = op["displayName"]
                 .as_str()
                 .or(op["userland"]["id"].as_str())
@@ -445,6 +465,22 @@ impl InngestApps {
         meta: &mut RunMeta,
         result: std::result::Result<Value, StepError>,
     ) -> Result<RunStatus> {
+        // Steps still sleeping or waiting lost a race (`group.parallel({mode: "race"})`): they
+        // are recorded cancelled, their waits removed, before the run ends.
+        if let Some(journal) = dev.store().load(&meta.run_id).await.map_err(store_err)? {
+            for step in journal.steps.iter().filter(|step| matches!(step.state, StepState::Scheduled { .. })) {
+                if let Some(wait) = Wait::of_step(&meta.event, &meta.run_id, step) {
+                    dev.store().remove_wait(&wait).await.map_err(store_err)?;
+                }
+                let error = StepError {
+                    name: "StepCancelledError".into(),
+                    ..StepError::non_retriable(format!("step `{}`: cancelled: the run ended first", step.name))
+                };
+                let cancelled =
+                    StepRecord { state: StepState::Failed { error }, ended_at: Some(dev.now()), ..step.clone() };
+                dev.store().commit_step(&meta.run_id, &cancelled).await.map_err(store_err)?;
+            }
+        }
         let ended = transition::ended(meta.clone(), &RunEnd::from(result), dev.now(), durations());
         *meta = dev.store().update_meta(&ended).await.map_err(store_err)?;
         if let Err(error) = deliver_outbox(dev.store(), &HostBus(Arc::clone(dev)), meta.clone()).await {

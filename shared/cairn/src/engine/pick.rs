@@ -44,6 +44,12 @@ pub(super) fn pick(state: &ExecutionState, policy: &ExecutionPolicy) -> Pick {
             }
             continue;
         }
+        // A decision or a cancellation is recorded at once, persisted or not.
+        match &op.kind {
+            OpKind::Decide { output } => return Pick::Complete(op.completed_record(output.clone(), now)),
+            OpKind::Cancelled { error, .. } => return Pick::Complete(op.failed_record(error.clone(), now)),
+            _ => {}
+        }
         if op.new {
             continue;
         }

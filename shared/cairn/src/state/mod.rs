@@ -230,6 +230,28 @@ impl ExecutionState {
         self.ops.insert(position, op);
     }
 
+    /// The position the next step call gets.
+    pub(crate) fn next_position(&self) -> u32 {
+        self.next_position
+    }
+
+    /// Gives up on the steps pending at `positions` (a race's losers): each is recorded failed
+    /// with `StepCancelledError` saying `because`, without running or waiting any more.
+    pub(crate) fn cancel_ops(&mut self, positions: &[u32], because: &str) {
+        for position in positions {
+            if let Some(op) = self.ops.get_mut(position)
+                && !matches!(op.kind, OpKind::Cancelled { .. })
+            {
+                let error = StepError {
+                    name: "StepCancelledError".into(),
+                    ..StepError::non_retriable(format!("step `{}`: {because}", op.name))
+                };
+                op.kind = OpKind::Cancelled { kind: op.step_kind(), error };
+                op.replay_required = false;
+            }
+        }
+    }
+
     /// Whether the engine lets the `run` step `id` execute now.
     pub(crate) fn is_permitted(&self, id: &StepId) -> bool {
         self.permitted.as_ref() == Some(id)

@@ -5,6 +5,7 @@
 //! every step a stable name, and keep side effects and ambient time or randomness inside
 //! `step.run`. Code outside steps runs again on every replay.
 
+mod combinators;
 mod options;
 mod support;
 
