@@ -83,7 +83,8 @@ pub trait Timer: Send + Sync + 'static {
 /// # Errors
 /// An empty signal name, or the bus's error.
 pub async fn send_signal<B: Bus>(bus: &B, signal: &str, data: Value, now: Millis) -> Result<String, BusError> {
-    if signal.trim().is_empty() {
+    let signal = signal.trim();
+    if signal.is_empty() {
         return Err(BusError::new("a signal name must not be empty"));
     }
     let id = crate::id::new_event_id(now);

@@ -508,3 +508,52 @@ async fn map_runs_a_step_per_item_in_order_and_stops_at_the_first_failure() {
     let mut failing = TestRun::new(f).event("app/sizes", json!({"pages": ["a", "bad", "c"]}));
     assert_eq!(failing.result().await.unwrap_err().message, "page `bad` is gone");
 }
+
+#[tokio::test]
+async fn a_failed_map_item_cancels_the_pending_ones_and_the_run_goes_on_when_it_is_caught() {
+    let f = Function::new("tolerant")
+        .on_event("app/tolerant")
+        .handler(|_: Event, step: Step| async move {
+            let failed = step
+                .map("fetch", ["bad", "b", "c"], 2, |page| async move {
+                    if page == "bad" { Err(StepError::non_retriable("page `bad` is gone")) } else { Ok(page.len()) }
+                })
+                .await;
+            let after: u32 = step.run("after", || async { Ok(7) }).await?;
+            Ok(json!([failed.map_err(|error| error.message).err(), after]))
+        })
+        .unwrap();
+    let mut run = TestRun::new(f);
+    assert_eq!(run.result().await.unwrap(), json!(["page `bad` is gone", 7]));
+    let StepState::Failed { error } = state_of(&run, "fetch[1]") else { panic!("{:?}", run.steps()) };
+    assert_eq!(
+        (error.name.as_str(), error.message.as_str()),
+        ("StepCancelledError", "step `fetch[1]`: cancelled: an item of map `fetch` failed")
+    );
+    assert!(run.steps().iter().all(|step| step.name != "fetch[2]"), "item 2 never started");
+}
+
+#[tokio::test]
+async fn a_race_branch_that_is_not_one_step_is_refused_and_leaves_nothing_pending() {
+    use futures::FutureExt;
+    let f = Function::new("bad-race")
+        .on_event("app/bad-race")
+        .handler(|_: Event, step: Step| async move {
+            let waits = step.sleep("nap", "1h");
+            let refused =
+                step.race("pick", vec![waits.boxed(), futures::future::ready(Ok(())).boxed()]).await.map(|(w, _)| w);
+            let after: u32 = step.run("after", || async { Ok(1) }).await?;
+            Ok(json!([refused.map_err(|error| error.message).err(), after]))
+        })
+        .unwrap();
+    let mut run = TestRun::new(f);
+    let output = run.result().await.unwrap();
+    assert_eq!(
+        output,
+        json!([
+            "step `pick`: branch 1 of the race must be one step (a `run`, `sleep`, `wait_for_event`, `wait_for_signal` or `invoke`); it began 0",
+            1
+        ])
+    );
+    assert!(matches!(state_of(&run, "nap"), StepState::Failed { error } if error.name == "StepCancelledError"));
+}

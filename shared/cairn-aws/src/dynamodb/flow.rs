@@ -309,7 +309,7 @@ impl DynamoDbStore {
 
     /// Applies a window change; a pushed event the rule keeps is written under the placeholder
     /// that took it in the same transaction, conditioned on its absence (a redelivery writes
-    /// nothing).
+    /// nothing). One decision, one write: what the write holds is what `apply` decided.
     pub(super) async fn update_window(
         &self,
         keys: &[&str],
@@ -323,16 +323,10 @@ impl DynamoDbStore {
             let read: Vec<(WindowState, Option<i64>)> = self.states("WINDOW", keys).await?;
             let states: Vec<WindowState> = read.iter().map(|(state, _)| state.clone()).collect();
             let (next, outcome) = apply(change, &states, now);
-            let Some(taken_by) = outcome.taken_by() else {
-                // Ignored, or limited: nothing to keep. Written as any change is.
-                return self.update_states("WINDOW", keys, |states: &[WindowState]| apply(change, states, now)).await;
-            };
-            let seq = next[0]
-                .open
-                .iter()
-                .chain(&next[0].closed)
-                .find(|window| &window.run_id == taken_by)
-                .map_or(1, |window| window.count);
+            if next == states {
+                // Ignored (a redelivery, an older event) or limited: nothing to write.
+                return Ok(outcome);
+            }
             let mut transaction = self.client.transact_write_items();
             for ((key, (_, version)), state) in keys.iter().zip(&read).zip(&next) {
                 let item = Item::from([
@@ -351,20 +345,32 @@ impl DynamoDbStore {
                 transaction = transaction
                     .transact_items(TransactWriteItem::builder().put(put.build().map_err(build_error)?).build());
             }
-            let kept = Item::from([
-                ("PK".into(), AttributeValue::S(self.key("WINEV", taken_by))),
-                ("SK".into(), AttributeValue::S(format!("E#{}", event.id.as_deref().unwrap_or_default()))),
-                ("seq".into(), number(seq)),
-                ("event".into(), AttributeValue::S(encode(event)?)),
-                ("expires_at".into(), number(now / 1000 + KEPT_EVENT_TTL_SECS)),
-            ]);
-            let kept = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(kept))
-                .condition_expression("attribute_not_exists(PK)")
-                .build()
-                .map_err(build_error)?;
-            transaction = transaction.transact_items(TransactWriteItem::builder().put(kept).build());
+            let kept = match outcome.taken_by() {
+                Some(taken_by) => {
+                    let seq = next[0]
+                        .open
+                        .iter()
+                        .chain(&next[0].closed)
+                        .find(|window| &window.run_id == taken_by)
+                        .map_or(1, |window| window.count);
+                    let item = Item::from([
+                        ("PK".into(), AttributeValue::S(self.key("WINEV", taken_by))),
+                        ("SK".into(), AttributeValue::S(format!("E#{}", event.id.as_deref().unwrap_or_default()))),
+                        ("seq".into(), number(seq)),
+                        ("event".into(), AttributeValue::S(encode(event)?)),
+                        ("expires_at".into(), number(now / 1000 + KEPT_EVENT_TTL_SECS)),
+                    ]);
+                    let put = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(PK)")
+                        .build()
+                        .map_err(build_error)?;
+                    transaction = transaction.transact_items(TransactWriteItem::builder().put(put).build());
+                    true
+                }
+                None => false,
+            };
             let err = match transaction.send().await {
                 Ok(_) => return Ok(outcome),
                 Err(err) => err,
@@ -375,7 +381,7 @@ impl DynamoDbStore {
                 }
                 _ => return Err(sdk_error("TransactWriteItems", err)),
             };
-            if reasons.last().is_some_and(|code| code == "ConditionalCheckFailed") {
+            if kept && reasons.last().is_some_and(|code| code == "ConditionalCheckFailed") {
                 return Ok(redelivered(&states[0], placeholder));
             }
             // A window item moved since it was read: read it again.

@@ -32,7 +32,8 @@ pub use slots::{Acquired, Slot, SlotState, acquire, release};
 pub use throttle::{ThrottleState, Throttled, leave, throttle};
 pub(crate) use window::window_key;
 pub use window::{
-    MAX_WINDOW_BYTES, Window, WindowChange, WindowRule, WindowState, Windowed, apply, fired_run, redelivered,
+    FIRED_KEPT, MAX_WINDOW_BYTES, Window, WindowChange, WindowRule, WindowState, Windowed, apply, fired_run,
+    redelivered,
 };
 
 use crate::event::EventPayload;

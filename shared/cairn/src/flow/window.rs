@@ -101,7 +101,14 @@ pub struct WindowState {
     /// A rate-limit bucket's theoretical arrival time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tat: Option<Millis>,
+    /// The placeholders of the last windows fired ([`FIRED_KEPT`]): a redelivery of the event
+    /// that opened one is a duplicate, not a new window under a placeholder that has ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fired: Vec<RunId>,
 }
+
+/// How many fired placeholders a window item remembers.
+pub const FIRED_KEPT: usize = 32;
 
 /// A change to a window, applied atomically by a store ([`apply`]).
 #[derive(Debug, Clone)]
@@ -218,6 +225,11 @@ pub fn apply(change: &WindowChange, states: &[WindowState], now: Millis) -> (Vec
         WindowChange::Finish { run_id } | WindowChange::Drop { run_id } => {
             let state = &mut next[0];
             state.closed.retain(|closed| &closed.run_id != run_id);
+            if !state.fired.contains(run_id) {
+                state.fired.push(run_id.clone());
+                let excess = state.fired.len().saturating_sub(FIRED_KEPT);
+                state.fired.drain(..excess);
+            }
             if matches!(change, WindowChange::Drop { .. })
                 && state.open.as_ref().is_some_and(|open| &open.run_id == run_id)
             {
@@ -274,6 +286,10 @@ fn push(
     let seen = |window: &Window| event.id.is_some() && (window.last_id == event.id || window.event.id == event.id);
     if states[0].open.iter().chain(&states[0].closed).any(seen) {
         return redelivered(&states[0], placeholder);
+    }
+    // The event opened a window that has fired (or was dropped) since: a redelivery.
+    if states[0].fired.contains(placeholder) {
+        return Windowed::Ignored { run_id: placeholder.clone() };
     }
     if let (Some(limiter), Some(bucket)) = (limiter, states.get_mut(1)) {
         match limiter.admit(bucket.tat, now) {
@@ -419,6 +435,16 @@ mod tests {
         assert_eq!(reopened, Windowed::Opened { run_id: RunId::new("p-e12"), fire_at: 17_000, full: false });
         let (finished, _) = apply(&WindowChange::Finish { run_id: RunId::new("p-e0") }, &[state], 12_000);
         assert!(finished[0].closed.is_empty() && finished[0].open.is_some());
+    }
+
+    #[test]
+    fn the_event_that_opened_a_fired_window_is_a_duplicate_when_redelivered() {
+        let (state, _) = push_at(&WindowState::default(), "e1", 0, DEBOUNCE);
+        let take = WindowChange::Take { run_id: RunId::new("p-e1") };
+        let (taken, _) = apply(&take, &[state], 5_000);
+        let (finished, _) = apply(&WindowChange::Finish { run_id: RunId::new("p-e1") }, &taken, 5_000);
+        let (unchanged, again) = push_at(&finished[0], "e1", 6_000, DEBOUNCE);
+        assert_eq!((again, unchanged.open), (Windowed::Ignored { run_id: RunId::new("p-e1") }, None));
     }
 
     #[test]

@@ -56,8 +56,37 @@ impl Step {
             Begin::Halt => return halt().await,
             Begin::Pending { id, position, existing } => (None, Some((id, position, existing))),
         };
-        let first_branch = self.state.lock().next_position();
+        // Each branch alone first: it must begin exactly one step, whose position is then the
+        // same on every pass (what a loser's cancellation is recorded under).
         let mut settled: Vec<Option<StepResult<T>>> = branches.iter().map(|_| None).collect();
+        let mut positions = Vec::with_capacity(branches.len());
+        for (index, branch) in branches.iter_mut().enumerate() {
+            let before = self.state.lock().next_position();
+            let polled = std::future::poll_fn(|cx| Poll::Ready(branch.as_mut().poll(cx))).await;
+            let began = self.state.lock().next_position() - before;
+            if began != 1 {
+                self.cancel_and_settle(&positions, &format!("cancelled: race `{name}` is invalid")).await;
+                return Err(StepError::non_retriable(format!(
+                    "step `{name}`: branch {index} of the race must be one step (a `run`, `sleep`, `wait_for_event`, \
+                     `wait_for_signal` or `invoke`); it began {began}{}",
+                    match polled {
+                        Poll::Ready(Err(error)) if began == 0 => format!(": {}", error.message),
+                        _ => String::new(),
+                    }
+                )));
+            }
+            positions.push(before);
+            if let Poll::Ready(output) = polled {
+                settled[index] = Some(output);
+            }
+        }
+        if let Some(winner) = decided.filter(|&winner| winner >= branches.len()) {
+            self.cancel_and_settle(&positions, &format!("cancelled: race `{name}` is invalid")).await;
+            return Err(StepError::non_retriable(format!(
+                "step `{name}`: the recorded winner, branch {winner}, is not one of its {} branches",
+                branches.len()
+            )));
+        }
         let winner = std::future::poll_fn(|cx| {
             for (branch, result) in branches.iter_mut().zip(settled.iter_mut()) {
                 if result.is_none()
@@ -67,7 +96,7 @@ impl Step {
                 }
             }
             match decided {
-                Some(winner) if settled.get(winner).is_some_and(Option::is_some) => Poll::Ready(winner),
+                Some(winner) if settled[winner].is_some() => Poll::Ready(winner),
                 Some(_) => Poll::Pending,
                 None => settled.iter().position(Option::is_some).map_or(Poll::Pending, Poll::Ready),
             }
@@ -80,28 +109,35 @@ impl Step {
         }
         // Every other branch still waiting is cancelled, on every pass (a crash after the
         // decision leaves some to cancel again), and the race ends once they are recorded.
-        let losers: Vec<u32> = (0..branches.len())
-            .filter(|&index| index != winner && settled[index].is_none())
-            .filter_map(|index| u32::try_from(index).ok().map(|index| first_branch + index))
+        let losers: Vec<u32> = positions
+            .iter()
+            .enumerate()
+            .filter(|&(index, _)| index != winner && settled[index].is_none())
+            .map(|(_, p)| *p)
             .collect();
-        let because = format!("cancelled: branch {winner} of race `{name}` finished first");
-        self.state.lock().cancel_ops(&losers, &because);
+        self.cancel_and_settle(&losers, &format!("cancelled: branch {winner} of race `{name}` finished first")).await;
+        drop(branches);
+        match settled[winner].take() {
+            Some(result) => result.map(|output| (winner, output)),
+            None => {
+                Err(StepError::non_retriable(format!("step `{name}`: the recorded winner {winner} did not finish")))
+            }
+        }
+    }
+
+    /// Records the steps pending at `positions` failed with `StepCancelledError` (`because`)
+    /// and waits until the driver has committed them, so nothing is left pending.
+    async fn cancel_and_settle(&self, positions: &[u32], because: &str) {
+        self.state.lock().cancel_ops(positions, because);
         std::future::poll_fn(|_| {
             let state = self.state.lock();
-            if losers.iter().any(|position| state.ops().contains_key(position)) {
+            if positions.iter().any(|position| state.ops().contains_key(position)) {
                 Poll::Pending
             } else {
                 Poll::Ready(())
             }
         })
         .await;
-        drop(branches);
-        match settled[winner].take() {
-            Some(result) => result.map(|output| (winner, output)),
-            None => {
-                Err(StepError::non_retriable(format!("step `{name}`: the recorded winner {winner} is not a branch")))
-            }
-        }
     }
 
     /// Runs `f` for every item as a `run` step of its own, named `name[i]`, at most
@@ -134,12 +170,23 @@ impl Step {
         }
         let mut queue = items.into_iter().enumerate().collect::<std::collections::VecDeque<_>>();
         let mut outputs: Vec<Option<T>> = (0..queue.len()).map(|_| None).collect();
-        let f = &f;
+        // Where each item's step began (it begins at its first poll): a failure cancels those
+        // still pending.
+        let positions = std::sync::Mutex::new(vec![None; queue.len()]);
+        let (f, positions_ref) = (&f, &positions);
         let start = |(index, item): (usize, I)| -> (usize, BoxFuture<'_, StepResult<T>>) {
             let step_name = format!("{name}[{index}]");
-            (index, Box::pin(async move { self.run(step_name, move || f(item)).await }))
+            let future = async move {
+                let position = self.state.lock().next_position();
+                if let Ok(mut positions) = positions_ref.lock() {
+                    positions[index] = Some(position);
+                }
+                self.run(step_name, move || f(item)).await
+            };
+            (index, Box::pin(future))
         };
         let mut in_flight: Vec<(usize, BoxFuture<'_, StepResult<T>>)> = Vec::new();
+        let mut errors: Vec<StepError> = Vec::new();
         std::future::poll_fn(|cx| {
             loop {
                 // Start what fits, in the items' order, then poll everything in flight in order:
@@ -151,7 +198,6 @@ impl Step {
                     }
                 }
                 let mut finished = false;
-                let mut failed = None;
                 in_flight.retain_mut(|(index, future)| match future.as_mut().poll(cx) {
                     Poll::Ready(Ok(output)) => {
                         outputs[*index] = Some(output);
@@ -159,23 +205,32 @@ impl Step {
                         false
                     }
                     Poll::Ready(Err(error)) => {
-                        failed.get_or_insert(error);
+                        errors.push(error);
                         false
                     }
                     Poll::Pending => true,
                 });
-                if let Some(error) = failed {
-                    return Poll::Ready(Err(error));
-                }
-                if in_flight.is_empty() && queue.is_empty() {
-                    return Poll::Ready(Ok(()));
+                if !errors.is_empty() || (in_flight.is_empty() && queue.is_empty()) {
+                    return Poll::Ready(());
                 }
                 if !finished {
                     return Poll::Pending;
                 }
             }
         })
-        .await?;
-        Ok(outputs.into_iter().flatten().collect())
+        .await;
+        if errors.is_empty() {
+            return Ok(outputs.into_iter().flatten().collect());
+        }
+        // An item failed: the ones still pending are cancelled and recorded so, and the map
+        // fails with the first real failure (on a replay the cancelled ones fail too).
+        let pending: Vec<u32> = {
+            let positions = positions.lock().map(|positions| positions.clone()).unwrap_or_default();
+            in_flight.iter().filter_map(|(index, _)| positions[*index]).collect()
+        };
+        drop(in_flight);
+        self.cancel_and_settle(&pending, &format!("cancelled: an item of map `{name}` failed")).await;
+        let first = errors.iter().position(|error| error.name != "StepCancelledError").unwrap_or(0);
+        Err(errors.swap_remove(first))
     }
 }

@@ -281,7 +281,9 @@ impl Step {
     {
         let name = checked_name(name)?;
         let timeout = checked_wait(name, timeout.into_duration())?;
-        if signal.trim().is_empty() {
+        // Senders trim the name too, so " approve-1" and "approve-1" are one signal.
+        let signal = signal.trim();
+        if signal.is_empty() {
             return Err(StepError::non_retriable(format!("step `{name}`: the signal name is empty")));
         }
         let (id, position, existing) =
@@ -311,7 +313,8 @@ impl Step {
     /// Sends `data` to the run waiting for `signal` (from one run to another; a retry never
     /// sends twice). Declare `.signals()` on the function.
     pub async fn send_signal(&self, name: &str, signal: &str, data: Value) -> StepResult<SendResult> {
-        if signal.trim().is_empty() {
+        let signal = signal.trim();
+        if signal.is_empty() {
             return Err(StepError::non_retriable(format!("step `{name}`: the signal name is empty")));
         }
         self.send_event(name, crate::event::signal(signal, data)).await

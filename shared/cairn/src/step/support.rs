@@ -79,8 +79,6 @@ pub(super) fn decode_event<T: DeserializeOwned>(name: &str, record: &StepRecord)
     }
 }
 
-/// Runs one attempt of a `run` closure; with a `(limit, attempt)` timeout, an attempt still
-/// running at `limit` is dropped and fails with `StepTimeoutError`.
 /// A signal wait's result: `None` on timeout; the signal from the signal event a Cairn driver
 /// recorded, or from the `{signal, data}` an Inngest executor memoizes.
 pub(super) fn decode_signal<T: DeserializeOwned>(name: &str, record: &StepRecord) -> StepResult<Option<Signal<T>>> {
@@ -99,6 +97,8 @@ pub(super) fn decode_signal<T: DeserializeOwned>(name: &str, record: &StepRecord
     })
 }
 
+/// Runs one attempt of a `run` closure; with a `(limit, attempt)` timeout, an attempt still
+/// running at `limit` is dropped and fails with `StepTimeoutError`.
 pub(super) async fn execute<T, F, Fut>(name: &str, f: F, timeout: Option<(Duration, u32)>) -> Result<Value, StepError>
 where
     T: Serialize,
