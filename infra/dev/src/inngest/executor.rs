@@ -371,66 +371,60 @@ impl InngestApps {
                     commit(record(StepKind::Sleep, StepState::Scheduled { wake_at }, 0, None, position)).await?;
                     position += 1;
                 }
-                "WaitForEvent" => {
-                    let event = op["opts"]["event"].as_str().or(op["name"].as_str()).unwrap_or_default().to_string();
-                    let timeout = op["opts"]["timeout"].as_str().unwrap_or("1d");
-                    let timeout_at = sleep_until(timeout, now)?;
-                    let expression = op["opts"]["if"].as_str().map(str::to_string);
-                    let detail = json!({"event": event, "if": expression});
-                    commit(record(
-                        StepKind::WaitForEvent,
-                        StepState::Scheduled { wake_at: timeout_at },
-                        0,
-                        Some(detail),
-                        position,
-                    ))
-                    .await?;
-                    position += 1;
-                    let step_id = StepId::from_hashed(id.clone());
-                    let wait = Wait::new(&event, &run_id, &step_id, expression, &meta.event, timeout_at, now);
-                    dev.store().put_wait(&wait).await.map_err(store_err)?;
-                    self.has_waiters.store(true, Ordering::Relaxed);
-                }
-                "WaitForSignal" => {
-                    let signal = op["opts"]["signal"].as_str().or(op["name"].as_str()).unwrap_or_default().to_string();
+                "WaitForEvent" | "WaitForSignal" => {
                     let timeout_at = sleep_until(op["opts"]["timeout"].as_str().unwrap_or("1d"), now)?;
-                    let expression = signal_condition(&signal);
                     let step_id = StepId::from_hashed(id.clone());
-                    let wait = Wait::new(
-                        cairn::SIGNAL_EVENT,
-                        &run_id,
-                        &step_id,
-                        Some(expression.clone()),
-                        &meta.event,
-                        timeout_at,
-                        now,
-                    );
-                    // One waiter per signal: `conflict: "replace"` takes the signal from the
-                    // waiting run (its wait then times out); otherwise this step fails.
-                    if let Some(holder) = signal_holder(dev.store(), &wait).await.map_err(store_err)? {
-                        if op["opts"]["conflict"] == "replace" {
-                            let probe = cairn::signal(&signal, Value::Null);
-                            for other in dev.store().waits_for(&probe).await.map_err(store_err)? {
-                                if other.run_id == holder && signal_of(&other) == Some(signal.as_str()) {
-                                    dev.store().remove_wait(&other).await.map_err(store_err)?;
+                    let (wait, detail) = if op["op"] == "WaitForSignal" {
+                        let signal = op["opts"]["signal"]
+                            .as_str()
+                            .or(op["name"].as_str())
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string();
+                        let expression = signal_condition(&signal);
+                        let wait = Wait::new(
+                            cairn::SIGNAL_EVENT,
+                            &run_id,
+                            &step_id,
+                            Some(expression.clone()),
+                            &meta.event,
+                            timeout_at,
+                            now,
+                        );
+                        // One waiter per signal: `conflict: "replace"` takes the signal from the
+                        // waiting run (its wait then times out); otherwise this step fails.
+                        if let Some(holder) = signal_holder(dev.store(), &wait).await.map_err(store_err)? {
+                            if op["opts"]["conflict"] == "replace" {
+                                let probe = cairn::signal(&signal, Value::Null);
+                                for other in dev.store().waits_for(&probe).await.map_err(store_err)? {
+                                    if other.run_id == holder && signal_of(&other) == Some(signal.as_str()) {
+                                        dev.store().remove_wait(&other).await.map_err(store_err)?;
+                                    }
                                 }
+                            } else {
+                                let error = signal_conflict(&name, &signal, &holder);
+                                let detail = json!({"error": {"name": error.name, "message": error.message}});
+                                commit(record(
+                                    StepKind::WaitForEvent,
+                                    StepState::Failed { error },
+                                    1,
+                                    Some(detail),
+                                    position,
+                                ))
+                                .await?;
+                                position += 1;
+                                continue;
                             }
-                        } else {
-                            let error = signal_conflict(&name, &signal, &holder);
-                            let detail = json!({"error": {"name": error.name, "message": error.message}});
-                            commit(record(
-                                StepKind::WaitForEvent,
-                                StepState::Failed { error },
-                                1,
-                                Some(detail),
-                                position,
-                            ))
-                            .await?;
-                            position += 1;
-                            continue;
                         }
-                    }
-                    let detail = json!({"event": cairn::SIGNAL_EVENT, "if": expression, "signal": signal});
+                        (wait, json!({"event": cairn::SIGNAL_EVENT, "if": expression, "signal": signal}))
+                    } else {
+                        let event =
+                            op["opts"]["event"].as_str().or(op["name"].as_str()).unwrap_or_default().to_string();
+                        let expression = op["opts"]["if"].as_str().map(str::to_string);
+                        let wait =
+                            Wait::new(&event, &run_id, &step_id, expression.clone(), &meta.event, timeout_at, now);
+                        (wait, json!({"event": event, "if": expression}))
+                    };
                     commit(record(
                         StepKind::WaitForEvent,
                         StepState::Scheduled { wake_at: timeout_at },
