@@ -391,31 +391,6 @@ impl InngestApps {
                             timeout_at,
                             now,
                         );
-                        // One waiter per signal: `conflict: "replace"` takes the signal from the
-                        // waiting run (its wait then times out); otherwise this step fails.
-                        if let Some(holder) = signal_holder(dev.store(), &wait).await.map_err(store_err)? {
-                            if op["opts"]["conflict"] == "replace" {
-                                let probe = cairn::signal(&signal, Value::Null);
-                                for other in dev.store().waits_for(&probe).await.map_err(store_err)? {
-                                    if other.run_id == holder && signal_of(&other) == Some(signal.as_str()) {
-                                        dev.store().remove_wait(&other).await.map_err(store_err)?;
-                                    }
-                                }
-                            } else {
-                                let error = signal_conflict(&name, &signal, &holder);
-                                let detail = json!({"error": {"name": error.name, "message": error.message}});
-                                commit(record(
-                                    StepKind::WaitForEvent,
-                                    StepState::Failed { error },
-                                    1,
-                                    Some(detail),
-                                    position,
-                                ))
-                                .await?;
-                                position += 1;
-                                continue;
-                            }
-                        }
                         (wait, json!({"event": cairn::SIGNAL_EVENT, "if": expression, "signal": signal}))
                     } else {
                         let event =
@@ -425,17 +400,44 @@ impl InngestApps {
                             Wait::new(&event, &run_id, &step_id, expression.clone(), &meta.event, timeout_at, now);
                         (wait, json!({"event": event, "if": expression}))
                     };
-                    commit(record(
+                    let scheduled = record(
                         StepKind::WaitForEvent,
                         StepState::Scheduled { wake_at: timeout_at },
                         0,
                         Some(detail),
                         position,
-                    ))
-                    .await?;
-                    position += 1;
+                    );
+                    commit(scheduled).await?;
                     dev.store().put_wait(&wait).await.map_err(store_err)?;
                     self.has_waiters.store(true, Ordering::Relaxed);
+                    // One waiter per signal, checked once registered (as the Runner does):
+                    // `conflict: "replace"` takes the signal from the waiting run (its wait then
+                    // times out); otherwise this wait withdraws and its step fails.
+                    if let Some(signal) = signal_of(&wait)
+                        && let Some(holder) = signal_holder(dev.store(), &wait).await.map_err(store_err)?
+                    {
+                        if op["opts"]["conflict"] == "replace" {
+                            let probe = cairn::signal(signal, Value::Null);
+                            for other in dev.store().waits_for(&probe).await.map_err(store_err)? {
+                                if other.run_id == holder && signal_of(&other) == Some(signal) {
+                                    dev.store().remove_wait(&other).await.map_err(store_err)?;
+                                }
+                            }
+                        } else {
+                            dev.store().remove_wait(&wait).await.map_err(store_err)?;
+                            let error = signal_conflict(&name, signal, &holder);
+                            let detail = json!({"error": {"name": error.name, "message": error.message}});
+                            commit(record(
+                                StepKind::WaitForEvent,
+                                StepState::Failed { error },
+                                1,
+                                Some(detail),
+                                position,
+                            ))
+                            .await?;
+                        }
+                    }
+                    position += 1;
                 }
                 "RunComplete" => return self.finish(dev, meta, Ok(op["data"].clone())).await.map(Applied::Finished),
                 other => {

@@ -529,17 +529,20 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     }
                     let wait =
                         Wait::new(event, &run_id, &op.id, expression.clone(), &hold.meta.event, *timeout_at, now);
-                    // A signal has one waiter: a second run's wait fails its step.
+                    self.store.put_wait(&wait).await?;
+                    // A signal has one waiter: registered first, then checked, a wait that finds
+                    // another run waiting withdraws and fails its step. Two runs beginning at
+                    // the same instant may both withdraw; they never both stay.
                     if let Some(signal) = signal_of(&wait)
                         && let Some(holder) = signal_holder(&self.store, &wait).await?
                     {
+                        self.store.remove_wait(&wait).await?;
                         let error = signal_conflict(&op.name, signal, &holder);
                         let adopted = self.commit(hold, op.failed_record(error, now), progress).await?;
                         execution.committed(adopted);
                         progressed = true;
                         continue;
                     }
-                    self.store.put_wait(&wait).await?;
                     // A signal goes to the run waiting for it when it is sent, or to none (as
                     // Inngest's): it is not looked back for, so it is never delivered twice.
                     if !self.config.wait_lookback.is_zero() && signal_of(&wait).is_none() {
