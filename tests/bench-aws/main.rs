@@ -226,6 +226,7 @@ async fn window_cost(endpoint: &str) -> anyhow::Result<()> {
         runner.accept(&first).await?;
         let opened = proxy.traffic();
         proxy.reset();
+        let mut to_drive = Vec::new();
         for n in 1..100 {
             clock.advance(Duration::from_millis(10));
             let event =
@@ -234,6 +235,7 @@ async fn window_cost(endpoint: &str) -> anyhow::Result<()> {
             // The 100th event fills the batch: its delivery is told to drive it now.
             if name == "batched" && n == 99 {
                 anyhow::ensure!(due.len() == 1, "the full batch's placeholder is driven at once: {due:?}");
+                to_drive = due;
             } else {
                 anyhow::ensure!(due.is_empty(), "a windowed event starts nothing: {due:?}");
             }
@@ -241,9 +243,12 @@ async fn window_cost(endpoint: &str) -> anyhow::Result<()> {
         let burst = proxy.traffic();
         proxy.reset();
         if name != "batched" {
+            // A debounce fires when its timer wakes the placeholder, 5 s after the last event.
             clock.advance(Duration::from_secs(6));
+            to_drive = runner.timer().take_due(clock.now_ms());
         }
         let placeholder = RunId::for_event(name, &format!("{name}-0"));
+        anyhow::ensure!(to_drive == [placeholder.clone()], "the placeholder, and only it, is due: {to_drive:?}");
         let drive = runner.drive(&placeholder).await?;
         let expected = if name == "batched" { json!(100) } else { json!(1) };
         anyhow::ensure!(drive == cairn::Drive::Completed(expected), "the window's run completed: {drive:?}");

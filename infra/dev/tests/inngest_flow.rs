@@ -9,7 +9,7 @@ mod common;
 
 use cairn::RunId;
 use cairn_tests::{free_port, workspace};
-use common::{DevServer, NodeApp, get, run_of, send, until};
+use common::{DevServer, NodeApp, get, run_by_id, run_of, send, until};
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -198,18 +198,10 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
     let a_run = cairn::flow::fired_run(&a_window, "flow-debounced");
     let b_window = RunId::for_event("flow-debounced", &typed[2]);
     let b_run = cairn::flow::fired_run(&b_window, "flow-debounced");
-    let superseded = until("a's window to fire", 30, || async {
-        let body = get(&format!("{url}/api/runs/{a_window}")).await;
-        (body["run"]["status"] == "skipped").then_some(body)
-    })
-    .await;
+    let superseded = run_by_id(&url, &a_window, &["skipped"]).await;
     assert_eq!(reason(&superseded), format!("debounced for key `a`: the window's run is `{a_run}`"));
     for (run, output) in [(&a_run, 4), (&b_run, 3)] {
-        let body = until("the window's run to complete", 30, || async {
-            let body = get(&format!("{url}/api/runs/{run}")).await;
-            (body["run"]["status"] == "completed").then_some(body)
-        })
-        .await;
+        let body = run_by_id(&url, run, &["completed"]).await;
         assert_eq!(body["run"]["output"], json!(output), "{body}");
     }
     for later in [&typed[1], &typed[3]] {
@@ -241,11 +233,7 @@ async fn cairn_dev_enforces_the_flow_control_a_typescript_app_syncs() {
         [(&batched[0], json!({"first": 1, "all": [1, 2, 3]})), (&batched[3], json!({"first": 4, "all": [4]}))]
     {
         let run = cairn::flow::fired_run(&RunId::for_event("flow-batched", first), "flow-batched");
-        let body = until("a batch's run to complete", 30, || async {
-            let body = get(&format!("{url}/api/runs/{run}")).await;
-            (body["run"]["status"] == "completed").then_some(body)
-        })
-        .await;
+        let body = run_by_id(&url, &run, &["completed"]).await;
         assert_eq!(body["run"]["output"], expected, "{body}");
         batch_runs.push((run, body["run"]["started_by"].as_str().unwrap_or_default().to_string()));
     }

@@ -189,8 +189,13 @@ pub(crate) async fn send(url: &str, name: &str, data: Value) -> String {
 
 /// The run of `function` for event `event_id`, once its status is one of `statuses`.
 pub(crate) async fn run_of(url: &str, function: &str, event_id: &str, statuses: &[&str]) -> Value {
-    let run_id = RunId::for_event(function, event_id);
-    until(&format!("{function} run {run_id} to be {statuses:?}"), 60, || async {
+    run_by_id(url, &RunId::for_event(function, event_id), statuses).await
+}
+
+/// The run `run_id` (one no event id names: a window's run), once its status is one of
+/// `statuses`.
+pub(crate) async fn run_by_id(url: &str, run_id: &RunId, statuses: &[&str]) -> Value {
+    until(&format!("run {run_id} to be {statuses:?}"), 60, || async {
         let body = get(&format!("{url}/api/runs/{run_id}")).await;
         statuses.contains(&body["run"]["status"].as_str().unwrap_or_default()).then_some(body)
     })

@@ -195,6 +195,34 @@ impl DynamoDbStore {
         Ok(states)
     }
 
+    /// A flow-control state item of `kind` under `key`, one version past the `version` read.
+    fn state_item<T: serde::Serialize>(
+        &self,
+        kind: &str,
+        key: &str,
+        state: &T,
+        version: Option<i64>,
+    ) -> Result<Item, StoreError> {
+        Ok(Item::from([
+            ("PK".into(), AttributeValue::S(self.key(kind, key))),
+            ("SK".into(), AttributeValue::S(kind.into())),
+            ("state".into(), AttributeValue::S(encode(state)?)),
+            ("ver".into(), number(version.unwrap_or(0) + 1)),
+        ]))
+    }
+
+    /// `item` as a transaction's put, conditioned on the `version` read (absent: not there yet).
+    fn versioned_put(&self, item: Item, version: Option<i64>) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = match version {
+            None => put.condition_expression("attribute_not_exists(PK)"),
+            Some(version) => {
+                put.condition_expression("ver = :read").expression_attribute_values(":read", number(version))
+            }
+        };
+        Ok(TransactWriteItem::builder().put(put.build().map_err(build_error)?).build())
+    }
+
     /// Reads the keys' states, applies `decide`, writes them back conditioned on the versions
     /// read (one key: one conditional put, none if nothing changed; several: one transaction);
     /// again if another writer came first.
@@ -213,13 +241,7 @@ impl DynamoDbStore {
             let (next, outcome) = decide(&states);
             let mut puts = Vec::with_capacity(keys.len());
             for ((key, (_, version)), state) in keys.iter().zip(&read).zip(&next) {
-                let item = Item::from([
-                    ("PK".into(), AttributeValue::S(self.key(kind, key))),
-                    ("SK".into(), AttributeValue::S(kind.into())),
-                    ("state".into(), AttributeValue::S(encode(state)?)),
-                    ("ver".into(), number(version.unwrap_or(0) + 1)),
-                ]);
-                puts.push((item, *version));
+                puts.push((self.state_item(kind, key, state, *version)?, *version));
             }
             // One key: a conditional put (half a transaction's cost), or nothing if the
             // decision changed nothing (the strongly consistent read was the whole decision).
@@ -244,15 +266,7 @@ impl DynamoDbStore {
             }
             let mut transaction = self.client.transact_write_items();
             for (item, version) in puts {
-                let put = Put::builder().table_name(&self.table).set_item(Some(item));
-                let put = match version {
-                    None => put.condition_expression("attribute_not_exists(PK)"),
-                    Some(version) => {
-                        put.condition_expression("ver = :read").expression_attribute_values(":read", number(version))
-                    }
-                };
-                transaction = transaction
-                    .transact_items(TransactWriteItem::builder().put(put.build().map_err(build_error)?).build());
+                transaction = transaction.transact_items(self.versioned_put(item, version)?);
             }
             match transaction.send().await {
                 Ok(_) => return Ok(outcome),
@@ -329,21 +343,8 @@ impl DynamoDbStore {
             }
             let mut transaction = self.client.transact_write_items();
             for ((key, (_, version)), state) in keys.iter().zip(&read).zip(&next) {
-                let item = Item::from([
-                    ("PK".into(), AttributeValue::S(self.key("WINDOW", key))),
-                    ("SK".into(), AttributeValue::S("WINDOW".into())),
-                    ("state".into(), AttributeValue::S(encode(state)?)),
-                    ("ver".into(), number(version.unwrap_or(0) + 1)),
-                ]);
-                let put = Put::builder().table_name(&self.table).set_item(Some(item));
-                let put = match version {
-                    None => put.condition_expression("attribute_not_exists(PK)"),
-                    Some(version) => {
-                        put.condition_expression("ver = :read").expression_attribute_values(":read", number(*version))
-                    }
-                };
-                transaction = transaction
-                    .transact_items(TransactWriteItem::builder().put(put.build().map_err(build_error)?).build());
+                let item = self.state_item("WINDOW", key, state, *version)?;
+                transaction = transaction.transact_items(self.versioned_put(item, *version)?);
             }
             let kept = match outcome.taken_by() {
                 Some(taken_by) => {
