@@ -16,10 +16,12 @@ dev:
 ## `cairn new` end to end on a scratch copy of the project.
 test: lint template unit scaffold
 
-## Formatting, clippy, and infra/local/check-lambda-deps.sh: no Lambda binary (functions/*) nor cairn-aws links
-## SQLite (cairn's `sqlite` feature is for the dev server, local runs and tests).
+## Formatting, clippy, infra/local/check-lambda-deps.sh: no Lambda binary (functions/*) nor cairn-aws links
+## SQLite (cairn's `sqlite` feature is for the dev server, local runs and tests), and
+## infra/local/check-module-cycles.py: no crate's modules depend on each other in a cycle.
 lint:
 	$(CARGO) fmt --all -- --check
+	python3 infra/local/check-module-cycles.py
 	CARGO=$(CARGO) infra/local/check-lambda-deps.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -4,6 +4,7 @@
 //! `GetSchedule` / `ListSchedules` (REST JSON), with AWS-shaped errors, so the SDKs and
 //! `aws --endpoint-url http://localhost:8288` work unchanged.
 
+use crate::DevError;
 use crate::dev::{ACCOUNT, Dev, Entry, MAX_ENTRY_BYTES};
 use crate::devdb::Schedule;
 use crate::schedule::Expression;
@@ -280,7 +281,7 @@ pub fn decode_create_schedule(
     query: &HashMap<String, String>,
     body: &[u8],
     now: Millis,
-) -> Result<Schedule, String> {
+) -> Result<Schedule, DevError> {
     let request: Value = match serde_json::from_slice(body) {
         Ok(value @ Value::Object(_)) => value,
         _ => return Err("the request body must be a JSON object".into()),

@@ -2,6 +2,7 @@
 //! runs it started), `cairn runs` and `cairn runs show ID` (a run's timeline in the terminal).
 //! Colour and progress only when stdout is a terminal (and `NO_COLOR` is unset).
 
+use crate::DevError;
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -79,31 +80,32 @@ impl Style {
     }
 }
 
-async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> {
-    let response =
-        client.get(url).send().await.map_err(|err| format!("cannot reach the dev server at {url}: {err}"))?;
+async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, DevError> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|err| DevError::with_source(format!("cannot reach the dev server at {url}: {err}"), err))?;
     let status = response.status();
-    let body: Value = response.json().await.map_err(|err| format!("{url}: {err}"))?;
+    let body: Value = response.json().await.map_err(|err| DevError::with_source(format!("{url}: {err}"), err))?;
     if status.is_success() {
         Ok(body)
     } else {
-        Err(body["error"].as_str().map_or_else(|| format!("{url}: {status}"), str::to_string))
+        Err(body["error"].as_str().map_or_else(|| format!("{url}: {status}"), str::to_string).into())
     }
 }
 
-async fn post_json(url: &str, body: &Value) -> Result<Value, String> {
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|err| format!("cannot reach the dev server or console at {url}: {err}"))?;
+async fn post_json(url: &str, body: &Value) -> Result<Value, DevError> {
+    let response =
+        reqwest::Client::new().post(url).json(body).send().await.map_err(|err| {
+            DevError::with_source(format!("cannot reach the dev server or console at {url}: {err}"), err)
+        })?;
     let status = response.status();
-    let answer: Value = response.json().await.map_err(|err| format!("{url}: {err}"))?;
+    let answer: Value = response.json().await.map_err(|err| DevError::with_source(format!("{url}: {err}"), err))?;
     if status.is_success() {
         Ok(answer)
     } else {
-        Err(answer["error"].as_str().map_or_else(|| format!("{url}: {status}"), str::to_string))
+        Err(answer["error"].as_str().map_or_else(|| format!("{url}: {status}"), str::to_string).into())
     }
 }
 
@@ -132,7 +134,7 @@ impl RunFilter {
 ///
 /// # Errors
 /// The server's refusal (unknown run, ended already), as its message.
-pub async fn cancel(url: &str, run_id: &str) -> Result<String, String> {
+pub async fn cancel(url: &str, run_id: &str) -> Result<String, DevError> {
     post_json(&format!("{url}/api/runs/{run_id}/cancel"), &json!({})).await?;
     Ok(format!("cancelled {run_id}"))
 }
@@ -141,7 +143,7 @@ pub async fn cancel(url: &str, run_id: &str) -> Result<String, String> {
 ///
 /// # Errors
 /// The server's refusal (unknown run, no failed step), as its message.
-pub async fn rerun(url: &str, run_id: &str, from: &str) -> Result<String, String> {
+pub async fn rerun(url: &str, run_id: &str, from: &str) -> Result<String, DevError> {
     let answer = post_json(&format!("{url}/api/runs/{run_id}/rerun"), &json!({"from": from})).await?;
     Ok(format!("rerun of {run_id} from {from}: {}", answer["run_id"].as_str().unwrap_or_default()))
 }
@@ -151,7 +153,7 @@ pub async fn rerun(url: &str, run_id: &str, from: &str) -> Result<String, String
 ///
 /// # Errors
 /// A bad filter or an unreachable server, as a message.
-pub async fn bulk(url: &str, action: &str, filter: &RunFilter, from: &str, as_json: bool) -> Result<String, String> {
+pub async fn bulk(url: &str, action: &str, filter: &RunFilter, from: &str, as_json: bool) -> Result<String, DevError> {
     let mut body = filter.to_json();
     body["from"] = json!(from);
     let report = post_json(&format!("{url}/api/runs/{action}"), &body).await?;
@@ -183,8 +185,9 @@ pub async fn bulk(url: &str, action: &str, filter: &RunFilter, from: &str, as_js
 ///
 /// # Errors
 /// Bad data, an unknown function or an unreachable server, as a message.
-pub async fn invoke(url: &str, function: &str, data: &str, name: Option<&str>) -> Result<String, String> {
-    let data: Value = serde_json::from_str(data).map_err(|err| format!("--data is not JSON: {err}"))?;
+pub async fn invoke(url: &str, function: &str, data: &str, name: Option<&str>) -> Result<String, DevError> {
+    let data: Value =
+        serde_json::from_str(data).map_err(|err| DevError::with_source(format!("--data is not JSON: {err}"), err))?;
     if !data.is_object() {
         return Err("--data must be a JSON object".into());
     }
@@ -198,9 +201,10 @@ pub async fn invoke(url: &str, function: &str, data: &str, name: Option<&str>) -
 ///
 /// # Errors
 /// Bad data, an unreachable server, or a rejected entry, as a message.
-pub async fn send(url: &str, name: &str, data: &str, source: &str, bus: &str, follow: bool) -> Result<(), String> {
+pub async fn send(url: &str, name: &str, data: &str, source: &str, bus: &str, follow: bool) -> Result<(), DevError> {
     let style = Style::detect();
-    let data: Value = serde_json::from_str(data).map_err(|err| format!("--data is not JSON: {err}"))?;
+    let data: Value =
+        serde_json::from_str(data).map_err(|err| DevError::with_source(format!("--data is not JSON: {err}"), err))?;
     if !data.is_object() {
         return Err("--data must be a JSON object".into());
     }
@@ -217,14 +221,16 @@ pub async fn send(url: &str, name: &str, data: &str, source: &str, bus: &str, fo
         .body(body.to_string())
         .send()
         .await
-        .map_err(|err| format!("cannot reach the dev server at {url}: {err} (is `make dev` running?)"))?;
+        .map_err(|err| {
+            DevError::with_source(format!("cannot reach the dev server at {url}: {err} (is `make dev` running?)"), err)
+        })?;
     let answer: Value = response.json().await.map_err(|err| err.to_string())?;
     if let Some(message) = answer["message"].as_str() {
-        return Err(format!("{}: {message}", answer["__type"].as_str().unwrap_or("error")));
+        return Err(format!("{}: {message}", answer["__type"].as_str().unwrap_or("error")).into());
     }
     let entry = &answer["Entries"][0];
     if let Some(message) = entry["ErrorMessage"].as_str() {
-        return Err(format!("{}: {message}", entry["ErrorCode"].as_str().unwrap_or("error")));
+        return Err(format!("{}: {message}", entry["ErrorCode"].as_str().unwrap_or("error")).into());
     }
     let envelope_id = entry["EventId"].as_str().unwrap_or_default().to_string();
     println!("{} {} {}", style.status("sent"), style.bold(name), style.dim(&format!("event {id}")));
@@ -254,7 +260,7 @@ async fn follow_runs(
     event: &str,
     expected: usize,
     style: Style,
-) -> Result<(), String> {
+) -> Result<(), DevError> {
     let spinner = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut tick = 0usize;
@@ -274,7 +280,8 @@ async fn follow_runs(
                         invocation["function"].as_str().unwrap_or_default(),
                         invocation["attempts"],
                         invocation["error"].as_str().unwrap_or_default()
-                    ));
+                    )
+                    .into());
                 }
                 for run in invocation["response"]["runs"].as_array().into_iter().flatten() {
                     let run_id = run["run_id"].as_str().unwrap_or_default();
@@ -333,7 +340,7 @@ pub async fn runs(
     status: Option<&str>,
     limit: usize,
     as_json: bool,
-) -> Result<String, String> {
+) -> Result<String, DevError> {
     let client = reqwest::Client::new();
     let mut query = vec![format!("limit={limit}")];
     if let Some(f) = function {
@@ -376,7 +383,7 @@ pub async fn runs(
 ///
 /// # Errors
 /// An unknown run or an unreachable server, as a message.
-pub async fn show(url: &str, run_id: &str, as_json: bool, style: Style) -> Result<String, String> {
+pub async fn show(url: &str, run_id: &str, as_json: bool, style: Style) -> Result<String, DevError> {
     let client = reqwest::Client::new();
     let body = get_json(&client, &format!("{url}/api/runs/{run_id}")).await?;
     if as_json {

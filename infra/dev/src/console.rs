@@ -9,6 +9,7 @@
 //! console holds one store per scope, finds a run by trying each, and acts on it with that
 //! scope's timer queue.
 
+use crate::DevError;
 use crate::api::{self, BulkRequest, RunsQuery, control_error, error, rerun_from};
 use crate::template::Template;
 use axum::Json;
@@ -46,16 +47,16 @@ impl ConsoleConfig {
     ///
     /// # Errors
     /// An entry without `=`, or with an empty scope or URL, named.
-    pub fn parse_timer_queues(text: &str) -> Result<Vec<(String, String)>, String> {
+    pub fn parse_timer_queues(text: &str) -> Result<Vec<(String, String)>, DevError> {
         text.split(',')
             .map(str::trim)
             .filter(|entry| !entry.is_empty())
             .map(|entry| match entry.split_once('=') {
                 Some((scope, url)) if !scope.trim().is_empty() && !url.trim().is_empty() => {
-                    cairn_aws::check_scope(scope.trim()).map_err(|err| err.to_string())?;
+                    cairn_aws::check_scope(scope.trim()).map_err(DevError::caused_by)?;
                     Ok((scope.trim().to_string(), url.trim().to_string()))
                 }
-                _ => Err(format!("timer queue `{entry}` is not `scope=queue-url`")),
+                _ => Err(DevError::new(format!("timer queue `{entry}` is not `scope=queue-url`"))),
             })
             .collect()
     }
@@ -115,7 +116,11 @@ impl Console {
     ///
     /// # Errors
     /// No scope to read, or a scope name that cannot be one.
-    pub fn new(config: ConsoleConfig, aws: &aws_config::SdkConfig, template: Option<Template>) -> Result<Self, String> {
+    pub fn new(
+        config: ConsoleConfig,
+        aws: &aws_config::SdkConfig,
+        template: Option<Template>,
+    ) -> Result<Self, DevError> {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
         let sqs = aws_sdk_sqs::Client::new(aws);
         let scheduler = aws_sdk_scheduler::Client::new(aws);
@@ -142,7 +147,7 @@ impl Console {
                     .map(|(_, url)| QueueTimer::new(sqs.clone(), url, schedules.clone()));
                 Ok(Scope { name, store, timer: ScopeTimer { queue, schedules } })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, DevError>>()?;
         let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(aws), &config.bus);
         Ok(Console { config, scopes, bus, template, clock: SystemClock })
     }

@@ -3,6 +3,7 @@
 //! PutEvents' path (logged, routed by the template and to the Inngest apps), wake-ups are queued
 //! resumes of the function (a binary, or an Inngest app's function) that owns the run.
 
+use crate::DevError;
 use crate::dev::{Dev, INNGEST_PREFIX};
 use crate::devdb::NewInvocation;
 use crate::host::HostBus;
@@ -40,13 +41,13 @@ pub fn queue_resume(
     run_id: &RunId,
     cause: &str,
     due_at: Option<Millis>,
-) -> Result<(), String> {
+) -> Result<(), DevError> {
     let target = if let Some(function) = dev.template.by_function_id(function_id) {
         function.binary.clone()
     } else if dev.inngest.has_function(function_id) {
         format!("{INNGEST_PREFIX}{function_id}")
     } else {
-        return Err(format!("no function `{function_id}` in template.yaml or the Inngest apps"));
+        return Err(format!("no function `{function_id}` in template.yaml or the Inngest apps").into());
     };
     dev.enqueue(NewInvocation {
         function: target,

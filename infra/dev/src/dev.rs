@@ -3,6 +3,7 @@
 //! their input), delivering SQS messages when their delay ends, and invoking functions under
 //! `cargo lambda watch` asynchronously with Lambda's retries (SQS's redeliveries for messages).
 
+use crate::DevError;
 pub use crate::devdb::Entry;
 use crate::devdb::{DevDb, Invocation, LoggedEvent, NewInvocation, Schedule};
 use crate::inngest::InngestApps;
@@ -92,7 +93,7 @@ impl Dev {
     ///
     /// # Errors
     /// A template mistake or an unopenable store, as a message naming it.
-    pub fn new(config: DevConfig, store: AnyStore) -> Result<Arc<Dev>, String> {
+    pub fn new(config: DevConfig, store: AnyStore) -> Result<Arc<Dev>, DevError> {
         let mut template = Template::load(&config.template_path).map_err(|err| err.to_string())?;
         if let Some(secs) = config.reconcile_secs {
             if secs == 0 {
@@ -128,7 +129,7 @@ impl Dev {
         self.clock.now()
     }
 
-    fn install_template_schedules(&self) -> Result<(), String> {
+    fn install_template_schedules(&self) -> Result<(), DevError> {
         let now = self.now();
         for function in &self.template.functions {
             for schedule in &function.schedules {
@@ -166,7 +167,7 @@ impl Dev {
     /// The log could not be written: nothing was accepted.
     /// With `only`, the rules are bypassed and every entry goes to that target alone (a binary,
     /// or `inngest:<function id>`): the dashboard's "invoke".
-    pub fn put(&self, entries: Vec<Entry>, cause: &str, only: Option<&str>) -> Result<Vec<String>, String> {
+    pub fn put(&self, entries: Vec<Entry>, cause: &str, only: Option<&str>) -> Result<Vec<String>, DevError> {
         let now = self.now();
         let mut events = Vec::with_capacity(entries.len());
         let mut invocations = Vec::new();
@@ -249,7 +250,7 @@ impl Dev {
     ///
     /// # Errors
     /// The queue could not be written.
-    pub fn enqueue(&self, invocation: NewInvocation) -> Result<(), String> {
+    pub fn enqueue(&self, invocation: NewInvocation) -> Result<(), DevError> {
         self.db.accept(&[], &[invocation], self.now())?;
         self.queued.notify_one();
         Ok(())
@@ -343,7 +344,7 @@ impl Dev {
             crate::sqs_delivery::set_receive_count(&mut invocation.payload, invocation.attempts);
         }
         let result = if let Some(target) = invocation.function.strip_prefix(INNGEST_PREFIX) {
-            self.inngest.execute(self, target, &invocation).await.map_err(Delivery::Retry)
+            self.inngest.execute(self, target, &invocation).await.map_err(|error| Delivery::Retry(error.to_string()))
         } else {
             self.invoke_lambda(&invocation.function, &invocation.payload).await
         };
@@ -491,7 +492,7 @@ impl crate::host::Host for Dev {
         Dev::now(self)
     }
 
-    fn put_events(&self, entries: Vec<Entry>, cause: &str) -> Result<Vec<String>, String> {
+    fn put_events(&self, entries: Vec<Entry>, cause: &str) -> Result<Vec<String>, DevError> {
         self.put(entries, cause, None)
     }
 }

@@ -3,6 +3,7 @@
 //! [`Host`]; the parts depend on this trait, not on `Dev`, so no module depends back on the
 //! server that holds it.
 
+use crate::DevError;
 use crate::devdb::{DevDb, Entry};
 use crate::template::LOCAL_STACK_NAME;
 use cairn::{Bus, BusError, EventPayload, Millis};
@@ -22,7 +23,7 @@ pub trait Host: Send + Sync + 'static {
     ///
     /// # Errors
     /// The log could not be written: nothing was accepted.
-    fn put_events(&self, entries: Vec<Entry>, cause: &str) -> Result<Vec<String>, String>;
+    fn put_events(&self, entries: Vec<Entry>, cause: &str) -> Result<Vec<String>, DevError>;
 }
 
 /// Sends events as the functions do (PutEvents on the stack's bus): the [`Bus`] of the core's

@@ -13,6 +13,7 @@ pub mod console;
 pub mod control;
 pub mod dev;
 pub mod devdb;
+pub mod error;
 pub mod generate;
 pub mod host;
 pub mod inngest;
@@ -26,3 +27,5 @@ pub mod sqs_delivery;
 pub mod ssm;
 pub mod template;
 pub mod wire;
+
+pub use error::DevError;

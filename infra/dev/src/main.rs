@@ -1,5 +1,6 @@
 //! `cairn`: the dev server and CLI. See `cairn --help`.
 
+use cairn_dev::DevError;
 use cairn_dev::cli::{self, Style};
 use cairn_dev::dev::{Dev, DevConfig};
 use clap::{Parser, Subcommand};
@@ -313,8 +314,9 @@ fn main() -> ExitCode {
 
 /// `cairn new`: scaffolds the workflow, then regenerates template.yaml through cargo (this
 /// binary was built without the new crate, so it cannot generate its resources itself).
-fn new_workflow(name: &str, no_template: bool) -> Result<(), String> {
-    let here = std::env::current_dir().map_err(|err| format!("cannot read the current directory: {err}"))?;
+fn new_workflow(name: &str, no_template: bool) -> Result<(), DevError> {
+    let here = std::env::current_dir()
+        .map_err(|err| DevError::with_source(format!("cannot read the current directory: {err}"), err))?;
     let root = cairn_dev::scaffold::project_root(&here).map_err(|err| err.to_string())?;
     let written = cairn_dev::scaffold::scaffold(&root, name).map_err(|err| err.to_string())?;
     for path in &written {
@@ -326,11 +328,12 @@ fn new_workflow(name: &str, no_template: bool) -> Result<(), String> {
             .current_dir(&root)
             .args(["run", "-q", "-p", "cairn-dev", "--bin", "cairn", "--", "template"])
             .status()
-            .map_err(|err| format!("cannot run {cargo}: {err}"))?;
+            .map_err(|err| DevError::with_source(format!("cannot run {cargo}: {err}"), err))?;
         if !status.success() {
             return Err(format!(
                 "functions/{name} is written, but `cairn template` failed; fix it, then run `make generate`"
-            ));
+            )
+            .into());
         }
     }
     println!(
@@ -341,10 +344,11 @@ fn new_workflow(name: &str, no_template: bool) -> Result<(), String> {
 
 /// `cairn template`: rewrites the generated parts of `path`, or with `check` fails if they are
 /// out of date.
-fn template(path: &str, check: bool) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {path}: {err}"))?;
-    let generated =
-        cairn_dev::generate::regenerate(&text, &cairn_functions::lambdas()).map_err(|err| format!("{path}: {err}"))?;
+fn template(path: &str, check: bool) -> Result<(), DevError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| DevError::with_source(format!("cannot read {path}: {err}"), err))?;
+    let generated = cairn_dev::generate::regenerate(&text, &cairn_functions::lambdas())
+        .map_err(|err| DevError::with_source(format!("{path}: {err}"), err))?;
     if generated == text {
         println!("{path} is up to date with the functions");
         return Ok(());
@@ -352,9 +356,9 @@ fn template(path: &str, check: bool) -> Result<(), String> {
     if check {
         return Err(format!(
             "{path} differs from what the functions generate; run `make generate` (target/debug/cairn template) and commit it"
-        ));
+        ).into());
     }
-    std::fs::write(path, generated).map_err(|err| format!("cannot write {path}: {err}"))?;
+    std::fs::write(path, generated).map_err(|err| DevError::with_source(format!("cannot write {path}: {err}"), err))?;
     println!("{path}: function resources regenerated");
     Ok(())
 }
@@ -370,18 +374,23 @@ fn init_logging() {
         .init();
 }
 
-async fn dev(args: DevArgs) -> Result<(), String> {
+async fn dev(args: DevArgs) -> Result<(), DevError> {
     init_logging();
-    let db = std::path::absolute(&args.db).map_err(|err| format!("--db {}: {err}", args.db))?.display().to_string();
+    let db = std::path::absolute(&args.db)
+        .map_err(|err| DevError::with_source(format!("--db {}: {err}", args.db), err))?
+        .display()
+        .to_string();
     if let Some(parent) = std::path::Path::new(&db).parent() {
-        std::fs::create_dir_all(parent).map_err(|err| format!("--db {db}: {err}"))?;
+        std::fs::create_dir_all(parent).map_err(|err| DevError::with_source(format!("--db {db}: {err}"), err))?;
     }
     // The functions' store: DynamoDB when CAIRN_TABLE is set (as in AWS; with CAIRN_SCOPE, which
     // `--watch` forwards, so every function runs under that one scope locally), else the SQLite file.
     let store = if std::env::var("CAIRN_TABLE").is_ok_and(|t| !t.is_empty()) {
         cairn_aws::store_from_env(&aws_config::load_from_env().await).map_err(|err| err.to_string())?
     } else {
-        cairn_aws::AnyStore::Sqlite(cairn::SqliteStore::open(&db).map_err(|err| format!("--db {db}: {err}"))?)
+        cairn_aws::AnyStore::Sqlite(
+            cairn::SqliteStore::open(&db).map_err(|err| DevError::with_source(format!("--db {db}: {err}"), err))?,
+        )
     };
     let config = DevConfig {
         template_path: args.template.clone(),
@@ -397,7 +406,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
     let dev = Dev::new(config, store)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
-        .map_err(|err| format!("cannot listen on {}:{}: {err}", args.host, args.port))?;
+        .map_err(|err| DevError::with_source(format!("cannot listen on {}:{}: {err}", args.host, args.port), err))?;
     let url = format!("http://{}:{}", client_host(&args.host), args.port);
     let bus = dev.template.buses().into_iter().find(|b| b != "default").unwrap_or_else(|| "default".into());
     let declared: Vec<String> = dev.template.functions.iter().flat_map(|f| f.environment.iter().cloned()).collect();
@@ -410,7 +419,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
     print_banner(&dev, &url, &args.lambda_url, &bus);
     let server = axum::serve(listener, cairn_dev::server::router(dev));
     let result = tokio::select! {
-        served = server => served.map_err(|err| err.to_string()),
+        served = server => served.map_err(DevError::caused_by),
         _ = shutdown_signal() => Ok(()),
     };
     if let Some(child) = watch {
@@ -419,7 +428,7 @@ async fn dev(args: DevArgs) -> Result<(), String> {
     result
 }
 
-async fn console(args: ConsoleArgs) -> Result<(), String> {
+async fn console(args: ConsoleArgs) -> Result<(), DevError> {
     init_logging();
     let template = if std::path::Path::new(&args.template).exists() {
         Some(cairn_dev::template::Template::load(&args.template).map_err(|err| err.to_string())?)
@@ -429,7 +438,7 @@ async fn console(args: ConsoleArgs) -> Result<(), String> {
     let config = cairn_dev::console::ConsoleConfig {
         schedule_group: args.schedule_group.clone().unwrap_or_else(|| args.bus.clone()),
         timer_queues: cairn_dev::console::ConsoleConfig::parse_timer_queues(&args.timer_queues)
-            .map_err(|err| format!("--timer-queues: {err}"))?,
+            .map_err(|err| DevError::with_source(format!("--timer-queues: {err}"), err))?,
         scopes: args.scopes.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
         table: args.table.clone(),
@@ -439,7 +448,7 @@ async fn console(args: ConsoleArgs) -> Result<(), String> {
     let console = cairn_dev::console::Console::new(config, &aws, template)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
-        .map_err(|err| format!("cannot listen on {}:{}: {err}", args.host, args.port))?;
+        .map_err(|err| DevError::with_source(format!("cannot listen on {}:{}: {err}", args.host, args.port), err))?;
     let url = format!("http://{}:{}", client_host(&args.host), args.port);
     let scopes: Vec<&str> = console.scopes.iter().map(|scope| scope.name.as_str()).collect();
     println!("\n  cairn console  dashboard {url}");
@@ -447,7 +456,7 @@ async fn console(args: ConsoleArgs) -> Result<(), String> {
     println!("  try:  CAIRN_DEV_URL={url} target/debug/cairn runs\n");
     let server = axum::serve(listener, cairn_dev::console::router(std::sync::Arc::new(console)));
     tokio::select! {
-        served = server => served.map_err(|err| err.to_string()),
+        served = server => served.map_err(DevError::caused_by),
         _ = shutdown_signal() => Ok(()),
     }
 }
@@ -484,7 +493,7 @@ async fn shutdown_signal() {
 /// Starts `cargo lambda watch` with the dev server's settings (`env`), and the variables the
 /// template declares for the functions (`declared`, e.g. `HELLO_SLEEP=10s make dev`), `CAIRN_*`
 /// and `RUST_LOG` taken from this environment.
-fn start_watch(lambda_url: &str, env: &[(String, String)], declared: &[String]) -> Result<Child, String> {
+fn start_watch(lambda_url: &str, env: &[(String, String)], declared: &[String]) -> Result<Child, DevError> {
     let port = lambda_url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(9000);
     let mut command = Command::new("cargo");
     // The functions keep their runs in the dev server's SQLite file: the store Lambda builds leave
@@ -501,9 +510,12 @@ fn start_watch(lambda_url: &str, env: &[(String, String)], declared: &[String]) 
         command.arg("--env-var").arg(format!("{name}={value}")).env(&name, &value);
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    command
-        .spawn()
-        .map_err(|err| format!("cannot start `cargo lambda watch` (install cargo-lambda, or run `make dev`): {err}"))
+    command.spawn().map_err(|err| {
+        DevError::with_source(
+            format!("cannot start `cargo lambda watch` (install cargo-lambda, or run `make dev`): {err}"),
+            err,
+        )
+    })
 }
 
 /// Stops `cargo lambda watch` (which stops the functions it started) by its process group id,

@@ -6,22 +6,23 @@
 //! null) and the content filters `prefix`, `suffix`, `equals-ignore-case`, `anything-but`,
 //! `exists`, `numeric` and `wildcard`; `$or` takes a list of patterns.
 
+use crate::DevError;
 use serde_json::Value;
 
 /// Checks that `pattern` is a pattern, naming the first field that is not.
 ///
 /// # Errors
 /// A sentence naming the field path and what is wrong with it.
-pub fn validate(pattern: &Value) -> Result<(), String> {
+pub fn validate(pattern: &Value) -> Result<(), DevError> {
     validate_at(pattern, "")
 }
 
-fn validate_at(pattern: &Value, path: &str) -> Result<(), String> {
+fn validate_at(pattern: &Value, path: &str) -> Result<(), DevError> {
     let Some(object) = pattern.as_object() else {
-        return Err(format!("{} must be an object of fields", name(path)));
+        return Err(format!("{} must be an object of fields", name(path)).into());
     };
     if object.is_empty() {
-        return Err(format!("{} matches nothing: it has no fields", name(path)));
+        return Err(format!("{} matches nothing: it has no fields", name(path)).into());
     }
     for (key, value) in object {
         let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
@@ -40,21 +41,21 @@ fn validate_at(pattern: &Value, path: &str) -> Result<(), String> {
                     validate_matcher(matcher, &here)?;
                 }
             }
-            Value::Array(_) => return Err(format!("{here} is an empty list, which matches nothing")),
+            Value::Array(_) => return Err(format!("{here} is an empty list, which matches nothing").into()),
             other => {
-                return Err(format!("{here} must be a list of values (e.g. [{other}]), found {}", kind(other)));
+                return Err(format!("{here} must be a list of values (e.g. [{other}]), found {}", kind(other)).into());
             }
         }
     }
     Ok(())
 }
 
-fn validate_matcher(matcher: &Value, path: &str) -> Result<(), String> {
+fn validate_matcher(matcher: &Value, path: &str) -> Result<(), DevError> {
     let Some(filter) = matcher.as_object() else {
-        return if matcher.is_array() { Err(format!("{path} has a nested list")) } else { Ok(()) };
+        return if matcher.is_array() { Err(format!("{path} has a nested list").into()) } else { Ok(()) };
     };
     let [(operator, operand)] = filter.iter().collect::<Vec<_>>()[..] else {
-        return Err(format!("{path}: a content filter has exactly one operator"));
+        return Err(format!("{path}: a content filter has exactly one operator").into());
     };
     let ok = match operator.as_str() {
         "prefix" | "suffix" => operand.is_string() || operand.get("equals-ignore-case").is_some_and(Value::is_string),
@@ -66,9 +67,9 @@ fn validate_matcher(matcher: &Value, path: &str) -> Result<(), String> {
             other => other.is_string() || other.is_number(),
         },
         "numeric" => numeric_ok(operand),
-        other => return Err(format!("{path}: unknown content filter `{other}`")),
+        other => return Err(format!("{path}: unknown content filter `{other}`").into()),
     };
-    if ok { Ok(()) } else { Err(format!("{path}: `{operator}` has an invalid operand {operand}")) }
+    if ok { Ok(()) } else { Err(format!("{path}: `{operator}` has an invalid operand {operand}").into()) }
 }
 
 fn numeric_ok(operand: &Value) -> bool {

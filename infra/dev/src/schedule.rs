@@ -3,6 +3,7 @@
 //! the dev server's own `rate(n seconds)` (the reconciler tick of `--reconcile-secs`); and the
 //! context attributes Scheduler substitutes in a target's input.
 
+use crate::DevError;
 use cairn::{CronSchedule, Millis};
 use chrono::{NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
@@ -23,7 +24,7 @@ impl Expression {
     ///
     /// # Errors
     /// A sentence naming what is wrong, as Scheduler's ValidationException would.
-    pub fn parse(expression: &str, time_zone: &str) -> Result<Expression, String> {
+    pub fn parse(expression: &str, time_zone: &str) -> Result<Expression, DevError> {
         Expression::parse_with(expression, time_zone, false)
     }
 
@@ -32,18 +33,18 @@ impl Expression {
     ///
     /// # Errors
     /// As [`Expression::parse`].
-    pub fn parse_dev(expression: &str, time_zone: &str) -> Result<Expression, String> {
+    pub fn parse_dev(expression: &str, time_zone: &str) -> Result<Expression, DevError> {
         Expression::parse_with(expression, time_zone, true)
     }
 
-    fn parse_with(expression: &str, time_zone: &str, seconds: bool) -> Result<Expression, String> {
+    fn parse_with(expression: &str, time_zone: &str, seconds: bool) -> Result<Expression, DevError> {
         let zone = parse_zone(time_zone)?;
         let expression = expression.trim();
         let inner = |prefix: &str| expression.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(')'));
         if let Some(at) = inner("at(") {
-            return NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S")
-                .map(Expression::At)
-                .map_err(|_| format!("Invalid Schedule Expression {expression}: at() takes yyyy-mm-ddThh:mm:ss"));
+            return NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S").map(Expression::At).map_err(|_| {
+                DevError::new(format!("Invalid Schedule Expression {expression}: at() takes yyyy-mm-ddThh:mm:ss"))
+            });
         }
         if let Some(rate) = inner("rate(") {
             let (count, unit) = rate.trim().split_once(' ').ok_or(format!(
@@ -59,7 +60,7 @@ impl Expression {
                 "hour" | "hours" => 3_600_000,
                 "day" | "days" => 86_400_000,
                 other => {
-                    return Err(format!("Invalid Schedule Expression {expression}: unknown unit `{other}`"));
+                    return Err(format!("Invalid Schedule Expression {expression}: unknown unit `{other}`").into());
                 }
             };
             let every = count
@@ -73,25 +74,27 @@ impl Expression {
                 return Err(format!(
                     "Invalid Schedule Expression {expression}: cron() needs 6 fields (minutes hours day-of-month month day-of-week year), found {}",
                     fields.len()
-                ));
+                ).into());
             };
             if (day_of_month == "?") == (day_of_week == "?") {
                 return Err(format!(
                     "Invalid Schedule Expression {expression}: exactly one of day-of-month and day-of-week must be `?`"
-                ));
+                )
+                .into());
             }
             if year != "*" {
                 return Err(format!(
                     "Invalid Schedule Expression {expression}: only `*` is supported in the year field"
-                ));
+                )
+                .into());
             }
             let day_of_week = unshift_weekdays(day_of_week);
             let source = format!("TZ={zone} {minute} {hour} {day_of_month} {month} {day_of_week}").replace('?', "*");
             return CronSchedule::parse(&source)
                 .map(|cron| Expression::Cron(Box::new(cron)))
-                .map_err(|err| format!("Invalid Schedule Expression {expression}: {err}"));
+                .map_err(|err| DevError::with_source(format!("Invalid Schedule Expression {expression}: {err}"), err));
         }
-        Err(format!("Invalid Schedule Expression {expression}: expected at(...), cron(...) or rate(...)"))
+        Err(format!("Invalid Schedule Expression {expression}: expected at(...), cron(...) or rate(...)").into())
     }
 
     /// The first firing strictly after `after`, for a schedule created at `created_at` in
@@ -148,13 +151,13 @@ pub fn substitute_context(input: &str, context: &FiringContext<'_>) -> String {
         .replace("<aws.scheduler.attempt-number>", &context.attempt.to_string())
 }
 
-fn parse_zone(time_zone: &str) -> Result<Tz, String> {
+fn parse_zone(time_zone: &str) -> Result<Tz, DevError> {
     if time_zone.is_empty() {
         return Ok(Tz::UTC);
     }
     time_zone
         .parse::<Tz>()
-        .map_err(|_| format!("Invalid ScheduleExpressionTimezone {time_zone}: not an IANA time zone"))
+        .map_err(|_| DevError::new(format!("Invalid ScheduleExpressionTimezone {time_zone}: not an IANA time zone")))
 }
 
 /// EventBridge numbers weekdays 1-7 from Sunday; Unix crons 0-6.

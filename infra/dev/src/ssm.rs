@@ -6,6 +6,7 @@
 //! `AWS_ENDPOINT_URL` is the dev server). Values are returned only by `GetParameter(s)`, a
 //! `SecureString` only `WithDecryption`; nothing else (event log, dashboard, logs) shows them.
 
+use crate::DevError;
 use crate::wire::{ACCOUNT, json11_error};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,8 +48,8 @@ pub struct ParameterStore {
     connection: Arc<Mutex<Connection>>,
 }
 
-fn sql_err(err: rusqlite::Error) -> String {
-    format!("dev database: {err}")
+fn sql_err(err: rusqlite::Error) -> DevError {
+    DevError::with_source(format!("dev database: {err}"), err)
 }
 
 type Outcome = Result<Value, Response>;
@@ -57,8 +58,8 @@ fn validation(message: impl Into<String>) -> Response {
     json11_error(StatusCode::BAD_REQUEST, "ValidationException", message)
 }
 
-fn internal(message: String) -> Response {
-    json11_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", message)
+fn internal(error: DevError) -> Response {
+    json11_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", error.to_string())
 }
 
 fn not_found(name: &str) -> Response {
@@ -70,7 +71,7 @@ impl ParameterStore {
     ///
     /// # Errors
     /// The file cannot be opened.
-    pub fn open(path: &str) -> Result<ParameterStore, String> {
+    pub fn open(path: &str) -> Result<ParameterStore, DevError> {
         let connection = Connection::open(path).map_err(sql_err)?;
         connection.busy_timeout(Duration::from_secs(10)).map_err(sql_err)?;
         connection.execute_batch(SCHEMA).map_err(sql_err)?;
@@ -81,7 +82,7 @@ impl ParameterStore {
         self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn get(&self, name: &str) -> Result<Option<Parameter>, String> {
+    fn get(&self, name: &str) -> Result<Option<Parameter>, DevError> {
         self.lock()
             .query_row(
                 "SELECT name, type, value, version, modified_at FROM dev_parameters WHERE name = ?1",
@@ -104,7 +105,7 @@ impl ParameterStore {
     ///
     /// # Errors
     /// A database error.
-    pub fn list(&self) -> Result<Vec<Value>, String> {
+    pub fn list(&self) -> Result<Vec<Value>, DevError> {
         let connection = self.lock();
         let mut statement = connection
             .prepare("SELECT name, type, version, modified_at FROM dev_parameters ORDER BY name")

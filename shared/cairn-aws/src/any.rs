@@ -122,20 +122,6 @@ pub enum AnyBus {
     Log,
 }
 
-impl AnyBus {
-    /// The EventBridge bus `CAIRN_BUS` names (with the default AWS configuration), or
-    /// [`AnyBus::Log`] when it is unset or empty.
-    pub async fn from_env() -> Self {
-        // AWS configuration is loaded only when a bus is named (local mode needs no region).
-        if std::env::var("CAIRN_BUS").is_ok_and(|name| !name.trim().is_empty()) {
-            let aws = aws_config::load_from_env().await;
-            crate::env::bus_from_env(&aws).map_or(AnyBus::Log, AnyBus::EventBridge)
-        } else {
-            AnyBus::Log
-        }
-    }
-}
-
 impl Bus for AnyBus {
     async fn send(&self, events: &[EventPayload]) -> Result<Vec<String>, BusError> {
         match self {

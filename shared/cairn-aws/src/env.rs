@@ -118,6 +118,20 @@ pub async fn runner_from_env(functions: Vec<Function>) -> Result<Runner<AnyStore
     Ok(Runner::new(registry, store, bus, timer).with_config(config))
 }
 
+impl AnyBus {
+    /// The EventBridge bus `CAIRN_BUS` names (with the default AWS configuration), or
+    /// [`AnyBus::Log`] when it is unset or empty.
+    pub async fn from_env() -> Self {
+        // AWS configuration is loaded only when a bus is named (local mode needs no region).
+        if std::env::var("CAIRN_BUS").is_ok_and(|name| !name.trim().is_empty()) {
+            let aws = aws_config::load_from_env().await;
+            bus_from_env(&aws).map_or(AnyBus::Log, AnyBus::EventBridge)
+        } else {
+            AnyBus::Log
+        }
+    }
+}
+
 /// The EventBridge bus `CAIRN_BUS` names, if it names one.
 pub(crate) fn bus_from_env(aws: &aws_config::SdkConfig) -> Option<crate::EventBridgeBus> {
     non_empty("CAIRN_BUS").map(|name| crate::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(aws), name))

@@ -4,18 +4,12 @@
 //! 1 h, 2 h, then 2 h) plus up to 30 s of jitter, so runs that failed together do not retry
 //! together.
 
+use crate::clock::Millis;
 use crate::duration::{IntoDuration, millis};
-use crate::error::StepError;
-use crate::record::Millis;
+use crate::error::{BackoffError, MAX_RETRY_AFTER, MIN_RETRY_AFTER, StepError};
 use sha1::{Digest, Sha1};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The longest delay [`StepError::retry_after`] may ask for: Inngest's executor clamps
-/// `Retry-After` to [1 s, 24 h], and an unclamped one could land past the end of time.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
-/// The shortest delay [`StepError::retry_after`] may ask for (Inngest's).
-pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 const TABLE_SECS: [u64; 10] = [15, 30, 60, 120, 300, 600, 1_200, 2_400, 3_600, 7_200];
 const MAX_JITTER_MS: u64 = 30_000;
@@ -69,7 +63,7 @@ pub struct Backoff(BackoffKind);
 
 #[derive(Clone)]
 enum BackoffKind {
-    Table(Result<Vec<Duration>, String>),
+    Table(Result<Vec<Duration>, BackoffError>),
     Function(Arc<dyn Fn(u32) -> Duration + Send + Sync>),
 }
 
@@ -89,9 +83,11 @@ impl Backoff {
         let table = delays
             .into_iter()
             .enumerate()
-            .map(|(index, delay)| delay.into_duration().map_err(|reason| format!("entry {index}: {reason}")))
+            .map(|(index, delay)| {
+                delay.into_duration().map_err(|reason| BackoffError::from(format!("entry {index}: {reason}")))
+            })
             .collect::<Result<Vec<_>, _>>()
-            .and_then(|table| if table.is_empty() { Err("the table is empty".to_string()) } else { Ok(table) });
+            .and_then(|table| if table.is_empty() { Err(BackoffError::from("the table is empty")) } else { Ok(table) });
         Backoff(BackoffKind::Table(table))
     }
 
@@ -105,8 +101,8 @@ impl Backoff {
     /// `MAX_RETRY_AFTER`].
     ///
     /// # Errors
-    /// A message naming the table entry that is not a duration, or an empty table.
-    pub fn delay(&self, failed: u32) -> Result<Duration, String> {
+    /// [`BackoffError`] naming the table entry that is not a duration, or an empty table.
+    pub fn delay(&self, failed: u32) -> Result<Duration, BackoffError> {
         let delay = match &self.0 {
             BackoffKind::Table(table) => {
                 let table = table.as_ref().map_err(Clone::clone)?;
@@ -119,9 +115,9 @@ impl Backoff {
     }
 
     /// Checks a table once, before the step runs: `Err` names what is wrong.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), &BackoffError> {
         match &self.0 {
-            BackoffKind::Table(Err(reason)) => Err(format!("invalid back-off: {reason}")),
+            BackoffKind::Table(Err(reason)) => Err(reason),
             _ => Ok(()),
         }
     }

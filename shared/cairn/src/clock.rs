@@ -1,8 +1,15 @@
 //! Time as drivers see it: [`SystemClock`] in production, `ManualClock` in tests.
 
-use crate::record::Millis;
 use futures::future::BoxFuture;
 use std::fmt::Debug;
+
+/// Milliseconds since the Unix epoch: every timestamp Cairn stores.
+pub type Millis = i64;
+
+/// `duration` in whole milliseconds, saturating (timestamps are [`Millis`]).
+pub(crate) fn millis(duration: std::time::Duration) -> Millis {
+    Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX)
+}
 
 /// A source of time that can also wait.
 pub trait Clock: Send + Sync + Debug + 'static {
@@ -60,7 +67,7 @@ impl ManualClock {
 
     /// Moves time forward.
     pub fn advance(&self, by: std::time::Duration) {
-        self.now.fetch_add(crate::duration::millis(by), std::sync::atomic::Ordering::SeqCst);
+        self.now.fetch_add(millis(by), std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The current time in ms since the epoch (the same as [`Clock::now`]).

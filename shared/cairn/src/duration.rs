@@ -1,7 +1,7 @@
 //! Durations as users write them: a [`std::time::Duration`] or an Inngest time string
 //! (`"30s"`, `"90m"`, `"1h"`, `"2d"`, `"1h30m"`).
 
-use crate::record::Millis;
+pub(crate) use crate::clock::millis;
 use std::time::Duration;
 
 /// Something that names a duration; `&str` is parsed with [`humantime`].
@@ -63,11 +63,6 @@ pub fn format_duration(duration: Duration) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
-}
-
-/// `duration` in whole milliseconds, saturating (timestamps are [`Millis`]).
-pub(crate) fn millis(duration: Duration) -> Millis {
-    Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX)
 }
 
 #[cfg(test)]

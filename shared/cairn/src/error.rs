@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
+/// The longest delay [`StepError::retry_after`] may ask for: Inngest's executor clamps
+/// `Retry-After` to [1 s, 24 h], and an unclamped one could land past the end of time.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+/// The shortest delay [`StepError::retry_after`] may ask for (Inngest's).
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// The error of a step or of a whole function.
 ///
 /// Any `E: std::error::Error` converts into a *retriable* `StepError` with `?`. Opt out with
@@ -60,10 +66,10 @@ impl StepError {
     }
 
     /// A retriable error whose next attempt should wait `delay` instead of the back-off,
-    /// clamped to Inngest's [1 s, 24 h] ([`MIN_RETRY_AFTER`](crate::MIN_RETRY_AFTER),
-    /// [`MAX_RETRY_AFTER`](crate::MAX_RETRY_AFTER)).
+    /// clamped to Inngest's [1 s, 24 h] ([`MIN_RETRY_AFTER`],
+    /// [`MAX_RETRY_AFTER`]).
     pub fn retry_after(message: impl Into<String>, delay: Duration) -> Self {
-        let delay = delay.clamp(crate::backoff::MIN_RETRY_AFTER, crate::backoff::MAX_RETRY_AFTER);
+        let delay = delay.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER);
         StepError {
             name: "RetryAfterError".into(),
             retry_after_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
@@ -306,6 +312,11 @@ macro_rules! input_error {
 input_error!(
     /// A duration that does not parse (`parse_duration`).
     DurationError
+);
+input_error!(
+    /// A back-off table that is empty or holds an entry that is not a duration
+    /// (`Backoff::table`).
+    BackoffError
 );
 input_error!(
     /// A CEL expression that does not parse or evaluate (`MatchExpr`).

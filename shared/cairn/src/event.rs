@@ -21,6 +21,12 @@ pub const CANCELLED_EVENT: &str = "inngest/function.cancelled";
 /// payload. Reserved: outside senders use a signal endpoint, which builds it.
 pub const SIGNAL_EVENT: &str = "cairn/signal";
 
+/// The condition a signal wait is filed under: the signal event's `data.signal` equals `signal`
+/// (a literal, so the wait is found by value).
+pub fn signal_condition(signal: &str) -> String {
+    format!("async.data.signal == {}", Value::String(signal.to_string()))
+}
+
 /// The event that delivers `data` to the run waiting for `signal` (`step.wait_for_signal`):
 /// send it on any [`Bus`](crate::Bus), or with [`send_signal`](crate::send_signal).
 pub fn signal(signal: &str, data: Value) -> EventPayload {

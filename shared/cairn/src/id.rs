@@ -228,7 +228,7 @@ impl fmt::Display for RunId {
 static EVENT_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A new unique event id (time-ordered): for events that arrive without one.
-pub fn new_event_id(now: crate::record::Millis) -> String {
+pub fn new_event_id(now: crate::clock::Millis) -> String {
     let seq = EVENT_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let hashed = StepId::hash(&format!("{now}/{}/{seq}", std::process::id()));
     format!("{now:013x}{}", &hashed.as_str()[..13])

@@ -50,7 +50,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backoff::{Backoff, MAX_RETRY_AFTER, MIN_RETRY_AFTER, backoff};
+pub use backoff::{Backoff, backoff};
 pub use bus::{Bus, BusError, MemoryBus, MemoryTimer, Timer, send_signal};
 #[cfg(feature = "testing")]
 pub use clock::ManualClock;
@@ -58,8 +58,10 @@ pub use clock::{Clock, SystemClock};
 pub use duration::{IntoDuration, format_duration, parse_duration};
 pub use engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
 pub use error::{
-    CronError, DefinitionError, DurationError, EngineError, EventError, ExprError, ResultExt, StepError, StepResult,
+    BackoffError, CronError, DefinitionError, DurationError, EngineError, EventError, ExprError, ResultExt, StepError,
+    StepResult,
 };
+pub use error::{MAX_RETRY_AFTER, MIN_RETRY_AFTER};
 pub use event::{
     CANCELLED_EVENT, Event, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT, MAX_EVENT_ID_LEN,
     MAX_EVENT_NAME_LEN, RESERVED_PREFIXES, SCHEDULED_EVENT, SIGNAL_EVENT, is_reserved_name, redact_serde_error, signal,

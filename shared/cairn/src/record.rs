@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 
-/// Milliseconds since the Unix epoch: every timestamp Cairn stores.
-pub type Millis = i64;
+pub use crate::clock::Millis;
 
 /// The kind of a step, as the code asked for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! invocation queue (so an accepted event is never dropped, even across a restart) and the
 //! Scheduler's schedules.
 
+use crate::DevError;
 use cairn::Millis;
 use cairn::store::schema::migrate;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -128,8 +129,8 @@ pub struct NewInvocation {
     pub due_at: Option<Millis>,
 }
 
-fn sql_err(err: rusqlite::Error) -> String {
-    format!("dev database: {err}")
+fn sql_err(err: rusqlite::Error) -> DevError {
+    DevError::with_source(format!("dev database: {err}"), err)
 }
 
 impl DevDb {
@@ -139,9 +140,9 @@ impl DevDb {
     /// # Errors
     /// The file cannot be opened or upgraded, or was written by a newer version (the message
     /// names the file and both versions).
-    pub fn open(path: &str) -> Result<DevDb, String> {
+    pub fn open(path: &str) -> Result<DevDb, DevError> {
         if let Some(parent) = std::path::Path::new(path).parent() {
-            std::fs::create_dir_all(parent).map_err(|err| format!("{path}: {err}"))?;
+            std::fs::create_dir_all(parent).map_err(|err| DevError::with_source(format!("{path}: {err}"), err))?;
         }
         let mut connection = Connection::open(path).map_err(sql_err)?;
         connection.busy_timeout(Duration::from_secs(10)).map_err(sql_err)?;
@@ -163,7 +164,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn accept(&self, events: &[LoggedEvent], invocations: &[NewInvocation], now: Millis) -> Result<(), String> {
+    pub fn accept(&self, events: &[LoggedEvent], invocations: &[NewInvocation], now: Millis) -> Result<(), DevError> {
         let mut connection = self.lock();
         let tx = connection.transaction().map_err(sql_err)?;
         for event in events {
@@ -197,7 +198,7 @@ impl DevDb {
         &self,
         now: Millis,
         mut admit: impl FnMut(&Invocation) -> Option<T>,
-    ) -> Result<Vec<(Invocation, T)>, String> {
+    ) -> Result<Vec<(Invocation, T)>, DevError> {
         let mut connection = self.lock();
         let tx = connection.transaction().map_err(sql_err)?;
         let mut due = Vec::new();
@@ -236,7 +237,7 @@ impl DevDb {
         result: Result<Value, String>,
         retry_at: Option<Millis>,
         now: Millis,
-    ) -> Result<(), String> {
+    ) -> Result<(), DevError> {
         let connection = self.lock();
         match (result, retry_at) {
             (Ok(response), _) => connection.execute(
@@ -268,7 +269,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn events(&self, limit: usize, name: Option<&str>) -> Result<Vec<LoggedEvent>, String> {
+    pub fn events(&self, limit: usize, name: Option<&str>) -> Result<Vec<LoggedEvent>, DevError> {
         let connection = self.lock();
         let mut statement = connection
             .prepare(&format!("{EVENT_COLUMNS} WHERE (?2 IS NULL OR name = ?2) ORDER BY seq DESC LIMIT ?1"))
@@ -284,7 +285,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn event(&self, id: &str) -> Result<Option<LoggedEvent>, String> {
+    pub fn event(&self, id: &str) -> Result<Option<LoggedEvent>, DevError> {
         self.lock()
             .query_row(&format!("{EVENT_COLUMNS} WHERE id = ?1 OR event_id = ?1 LIMIT 1"), params![id], event_row)
             .optional()
@@ -300,7 +301,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn invocations(&self, limit: usize, event_id: Option<&str>) -> Result<Vec<Invocation>, String> {
+    pub fn invocations(&self, limit: usize, event_id: Option<&str>) -> Result<Vec<Invocation>, DevError> {
         let connection = self.lock();
         let mut statement = connection
             .prepare(&format!("{INVOCATION_COLUMNS} WHERE (?2 IS NULL OR event_id = ?2) ORDER BY seq DESC LIMIT ?1"))
@@ -325,7 +326,7 @@ impl DevDb {
 }
 
 /// Queues one invocation, due at its `due_at` (else now), inside the caller's transaction.
-fn queue(tx: &rusqlite::Transaction<'_>, invocation: &NewInvocation, now: Millis) -> Result<(), String> {
+fn queue(tx: &rusqlite::Transaction<'_>, invocation: &NewInvocation, now: Millis) -> Result<(), DevError> {
     tx.execute(
         "INSERT INTO dev_invocations (function, cause, event_id, payload, status, next_at, created_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
         params![

@@ -1,6 +1,7 @@
 //! The Scheduler stand-in's schedules: created, replaced, deleted, listed, and fired when due.
 
 use super::{DevDb, NewInvocation, SCHEDULE_COLUMNS, Schedule, queue, schedule_row, sql_err};
+use crate::DevError;
 use cairn::Millis;
 use rusqlite::{OptionalExtension, params};
 
@@ -9,7 +10,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn create_schedule(&self, schedule: &Schedule) -> Result<bool, String> {
+    pub fn create_schedule(&self, schedule: &Schedule) -> Result<bool, DevError> {
         let inserted = self
             .lock()
             .execute(
@@ -34,7 +35,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn put_schedule(&self, schedule: &Schedule) -> Result<(), String> {
+    pub fn put_schedule(&self, schedule: &Schedule) -> Result<(), DevError> {
         self.delete_schedule(&schedule.group_name, &schedule.name)?;
         self.create_schedule(schedule).map(|_| ())
     }
@@ -43,7 +44,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn delete_schedule(&self, group: &str, name: &str) -> Result<bool, String> {
+    pub fn delete_schedule(&self, group: &str, name: &str) -> Result<bool, DevError> {
         let deleted = self
             .lock()
             .execute("DELETE FROM dev_schedules WHERE group_name = ?1 AND name = ?2", params![group, name])
@@ -55,7 +56,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn delete_schedules_of_run(&self, run_id: &str) -> Result<usize, String> {
+    pub fn delete_schedules_of_run(&self, run_id: &str) -> Result<usize, DevError> {
         self.lock()
             .execute("DELETE FROM dev_schedules WHERE input LIKE ?1", params![format!("%\"{run_id}\"%")])
             .map_err(sql_err)
@@ -65,7 +66,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn schedules(&self, group: Option<&str>) -> Result<Vec<Schedule>, String> {
+    pub fn schedules(&self, group: Option<&str>) -> Result<Vec<Schedule>, DevError> {
         let connection = self.lock();
         let mut statement = connection
             .prepare(&format!("{SCHEDULE_COLUMNS} WHERE (?1 IS NULL OR group_name = ?1) ORDER BY group_name, name"))
@@ -81,7 +82,7 @@ impl DevDb {
     ///
     /// # Errors
     /// A database error.
-    pub fn due_schedules(&self, now: Millis) -> Result<Vec<Schedule>, String> {
+    pub fn due_schedules(&self, now: Millis) -> Result<Vec<Schedule>, DevError> {
         let connection = self.lock();
         let mut statement = connection
             .prepare(&format!("{SCHEDULE_COLUMNS} WHERE next_at IS NOT NULL AND next_at <= ?1 ORDER BY next_at"))
@@ -107,7 +108,7 @@ impl DevDb {
         invocation: &NewInvocation,
         now: Millis,
         coalesce: bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DevError> {
         let mut connection = self.lock();
         let tx = connection.transaction().map_err(sql_err)?;
         if next_at.is_none() && schedule.delete_after {

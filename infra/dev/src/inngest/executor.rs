@@ -243,7 +243,7 @@ impl InngestApps {
                 }
             }
         }
-        Err(format!("run `{run_id}` made no progress in 1,000 calls"))
+        Err(format!("run `{run_id}` made no progress in 1,000 calls").into())
     }
 
     pub(super) async fn suspend<H: Host>(
@@ -299,7 +299,7 @@ impl InngestApps {
         let ops = match answer.body {
             Value::Array(ops) => ops,
             single @ Value::Object(_) => vec![single],
-            other => return Err(format!("206 without opcodes: {other}")),
+            other => return Err(format!("206 without opcodes: {other}").into()),
         };
         let mut planned = Vec::new();
         let mut position = u32::try_from(steps.len()).unwrap_or(u32::MAX);

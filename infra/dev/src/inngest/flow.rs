@@ -159,7 +159,7 @@ impl InngestApps {
                     });
                     return self.suspend(dev, meta, RunStatus::Queued, at).await.map(Gate::Stopped);
                 }
-                Err(error) => return Err(store_err(error)),
+                Err(error) => return Err(store_err(error).into()),
             }
         }
         let slots = flow.slots(&function.id, &meta.event, meta.created_at);
@@ -216,7 +216,7 @@ impl InngestApps {
         match control.runs().cancel_because(&meta.run_id, Some(because)).await {
             Ok(cancelled) => *meta = cancelled,
             Err(ControlError::AlreadyEnded { .. }) => {}
-            Err(other) => return Err(control_err(other)),
+            Err(other) => return Err(control_err(other).into()),
         }
         Ok(Gate::Stopped(RunStatus::Cancelled))
     }

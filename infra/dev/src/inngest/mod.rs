@@ -16,6 +16,7 @@ mod executor;
 mod flow;
 mod protocol;
 
+use crate::DevError;
 use crate::devdb::Schedule;
 use crate::host::Host;
 use cairn::{CronSchedule, Millis};
@@ -60,7 +61,7 @@ pub struct InngestApps {
     timeout: std::time::Duration,
 }
 
-type Result<T> = std::result::Result<T, String>;
+type Result<T> = std::result::Result<T, DevError>;
 
 pub(crate) fn store_err(err: cairn::StoreError) -> String {
     err.to_string()
@@ -173,7 +174,7 @@ impl InngestApps {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(format!("sync answered {status}: {body}"));
+            return Err(format!("sync answered {status}: {body}").into());
         }
         if in_band {
             self.register(dev, url, &body)?;
@@ -215,8 +216,8 @@ impl InngestApps {
         let now = dev.now();
         for function in &synced {
             for (index, source) in function.crons.iter().enumerate() {
-                let cron =
-                    CronSchedule::parse(source).map_err(|err| format!("{}: cron `{source}`: {err}", function.id))?;
+                let cron = CronSchedule::parse(source)
+                    .map_err(|err| DevError::with_source(format!("{}: cron `{source}`: {err}", function.id), err))?;
                 let expressions = cairn_aws::schedule_expression(&cron)
                     .map_err(|err| format!("{}: cron `{source}`: {err}", function.id))?;
                 let time_zone = cron.time_zone().to_string();

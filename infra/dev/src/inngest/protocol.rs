@@ -3,6 +3,7 @@
 //! and the values inside (errors, sleep times, events in EventBridge envelopes).
 
 use super::{AppFunction, InngestApps, MAX_WAKE_AT, Result};
+use crate::DevError;
 use cairn::{EventPayload, Millis, RunMeta, StepError, StepKind, StepRecord, StepState};
 use serde_json::{Value, json};
 
@@ -135,7 +136,7 @@ pub(super) fn sleep_until(text: &str, now: Millis) -> Result<Millis> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.timestamp_millis().min(MAX_WAKE_AT));
     }
-    let duration = cairn::parse_duration(text)?;
+    let duration = cairn::parse_duration(text).map_err(DevError::caused_by)?;
     Ok(now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)).min(MAX_WAKE_AT))
 }
 

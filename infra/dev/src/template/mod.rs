@@ -215,7 +215,8 @@ impl Template {
                             .get("Pattern")
                             .ok_or_else(|| fail(&here, "an EventBridgeRule needs a Pattern".to_string()))?;
                         let pattern = yaml_to_json(pattern);
-                        pattern::validate(&pattern).map_err(|message| fail(&format!("{here}.Pattern"), message))?;
+                        pattern::validate(&pattern)
+                            .map_err(|error| fail(&format!("{here}.Pattern"), error.to_string()))?;
                         let bus = match props.get("EventBusName") {
                             None => "default".to_string(),
                             Some(value) => resolver
@@ -235,7 +236,7 @@ impl Template {
                         let time_zone =
                             props.get("ScheduleExpressionTimezone").and_then(Yaml::as_str).unwrap_or("UTC").to_string();
                         let expression = Expression::parse(text, &time_zone)
-                            .map_err(|message| fail(&format!("{here}.ScheduleExpression"), message))?;
+                            .map_err(|error| fail(&format!("{here}.ScheduleExpression"), error.to_string()))?;
                         let input = props.get("Input").and_then(Yaml::as_str).unwrap_or("{}").to_string();
                         serde_json::from_str::<Value>(&input)
                             .map_err(|err| fail(&format!("{here}.Input"), format!("not JSON: {err}")))?;

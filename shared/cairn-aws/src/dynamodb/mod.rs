@@ -35,14 +35,10 @@
 //! record in the same round trip.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use cairn::flow::{Acquired, Claim, Gcra, Slot, Throttled};
 use cairn::store::{Admission, Commit, CreateRun, RunQuery};
-use cairn::{
-    EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepId, StepRecord, StepState, StoreError, Wait, WaitKey,
-};
+use cairn::{EventPayload, Journal, Millis, RunId, RunMeta, RunStore, StepRecord, StoreError, Wait};
 use std::collections::HashMap;
 
 /// Outputs whose record is larger than this are split into chunk items (an item holds 400 KB,
@@ -71,10 +67,12 @@ type Item = HashMap<String, AttributeValue>;
 mod flow;
 mod items;
 mod listing;
+mod steps;
 mod table;
+mod waits;
 
 pub(crate) use items::sdk_error;
-use items::{build_error, decode, decode_meta, encode, meta_item, number, split_on_char_boundaries, string};
+use items::{build_error, decode_meta, meta_item, number, string};
 
 /// The longest scope: it also prefixes the Scheduler schedule names (64 characters at most).
 pub const MAX_SCOPE_LEN: usize = 43;
@@ -97,9 +95,6 @@ pub fn check_scope(scope: &str) -> Result<(), InvalidScope> {
         && scope.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if valid { Ok(()) } else { Err(InvalidScope(scope.to_string())) }
 }
-
-/// The sort key of the marker listing the paths waits of an event name are filed under.
-const WAIT_PATHS_SK: &str = "!paths";
 
 /// The run store on DynamoDB. Cheap to clone (the SDK client is shared).
 #[derive(Clone, Debug)]
@@ -146,63 +141,8 @@ impl DynamoDbStore {
         format!("{}#{kind}#{name}", self.scope)
     }
 
-    /// The partition a wait is kept in: its key's, or its event name's for the general form.
-    fn wait_partition(&self, wait: &Wait) -> String {
-        match &wait.key {
-            Some(key) => self.key("WAITKEY", format!("{}#{}", wait.event, key.digest())),
-            None => self.key("WAIT", &wait.event),
-        }
-    }
-
-    /// Adds `path` to the fields waits for `event` are filed under, before the first such
-    /// wait is written (so an event that reads the set after the wait exists finds it).
-    async fn note_wait_path(&self, event: &str, path: &str) -> Result<(), StoreError> {
-        let noted = format!("{event}#{path}");
-        if self.noted_wait_paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&noted) {
-            return Ok(());
-        }
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("PK", AttributeValue::S(self.key("WAIT", event)))
-            .key("SK", AttributeValue::S(WAIT_PATHS_SK.into()))
-            .update_expression("ADD paths :path")
-            .expression_attribute_values(":path", AttributeValue::Ss(vec![path.to_string()]))
-            .send()
-            .await
-            .map_err(|err| sdk_error("UpdateItem", err))?;
-        self.noted_wait_paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(noted);
-        Ok(())
-    }
-
     fn run_key(&self, run_id: &RunId) -> String {
         self.key("RUN", run_id)
-    }
-
-    async fn load_chunks(
-        &self,
-        run_id: &RunId,
-        record_id: &StepId,
-        nonce: &str,
-        chunks: usize,
-    ) -> Result<String, StoreError> {
-        let prefix = format!("STEP#{record_id}#{nonce}#");
-        let items = self.query_all(&self.run_key(run_id), SortKey::Prefix(&prefix)).await?;
-        let mut parts: Vec<(usize, String)> = items
-            .iter()
-            .filter_map(|item| {
-                let n = string(item, "SK").ok()?.strip_prefix(&prefix)?.parse().ok()?;
-                Some((n, string(item, "data").ok()?))
-            })
-            .collect();
-        if parts.len() != chunks {
-            return Err(StoreError::Serialization(format!(
-                "step {record_id} of run {run_id}: found {} of {chunks} output chunks",
-                parts.len()
-            )));
-        }
-        parts.sort_by_key(|(n, _)| *n);
-        Ok(parts.into_iter().map(|(_, data)| data).collect())
     }
 
     async fn query_all(&self, pk: &str, sort_key: SortKey<'_>) -> Result<Vec<Item>, StoreError> {
@@ -244,67 +184,6 @@ impl DynamoDbStore {
             .await
             .map_err(|err| sdk_error("PutItem", err))?;
         Ok(())
-    }
-
-    /// The item a step record is stored as; an output over [`CHUNK_BYTES`] is first written as
-    /// chunk items keyed by a hash of their content (so a racing writer with another output
-    /// never overwrites the winner's chunks), and the item references them.
-    async fn step_item(&self, run_id: &RunId, record: &StepRecord) -> Result<Item, StoreError> {
-        let encoded = encode(record)?;
-        let mut item = Item::from([
-            ("PK".into(), AttributeValue::S(self.run_key(run_id))),
-            ("SK".into(), AttributeValue::S(format!("STEP#{}", record.id))),
-            ("final".into(), AttributeValue::Bool(record.state.is_final())),
-            ("position".into(), number(record.position)),
-            ("attempts".into(), number(record.attempts)),
-            ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
-        ]);
-        if encoded.len() <= CHUNK_BYTES {
-            item.insert("record".into(), AttributeValue::S(encoded));
-            return Ok(item);
-        }
-        let StepState::Completed { output } = &record.state else {
-            // An error (or a scheduled detail) this large: the step fails with the size instead.
-            return Err(StoreError::TooLarge { step: record.name.clone(), bytes: encoded.len(), limit: CHUNK_BYTES });
-        };
-        let output = encode(output)?;
-        if output.len() > MAX_OUTPUT_BYTES {
-            return Err(StoreError::TooLarge {
-                step: record.name.clone(),
-                bytes: output.len(),
-                limit: MAX_OUTPUT_BYTES,
-            });
-        }
-        let nonce = &StepId::hash(&output).to_string()[..12];
-        let parts = split_on_char_boundaries(&output, CHUNK_BYTES);
-        for (n, part) in parts.iter().enumerate() {
-            let chunk = Item::from([
-                ("PK".into(), AttributeValue::S(self.run_key(run_id))),
-                ("SK".into(), AttributeValue::S(format!("STEP#{}#{nonce}#{n}", record.id))),
-                ("data".into(), AttributeValue::S(part.to_string())),
-                ("expires_at".into(), number(record.started_at / 1000 + STEP_TTL_SECS)),
-            ]);
-            self.put(chunk).await?;
-        }
-        let mut head = record.clone();
-        head.state = StepState::Completed { output: serde_json::Value::Null };
-        item.insert("record".into(), AttributeValue::S(encode(&head)?));
-        item.insert("chunks".into(), number(parts.len()));
-        item.insert("nonce".into(), AttributeValue::S(nonce.to_string()));
-        Ok(item)
-    }
-
-    /// Decodes a step item, reassembling a chunked output.
-    async fn decode_step(&self, run_id: &RunId, item: &Item) -> Result<StepRecord, StoreError> {
-        let mut record: StepRecord = decode(&string(item, "record")?)?;
-        if let (Some(AttributeValue::N(chunks)), Some(AttributeValue::S(nonce))) =
-            (item.get("chunks"), item.get("nonce"))
-        {
-            let chunks: usize = chunks.parse().map_err(|_| StoreError::Serialization("bad chunk count".into()))?;
-            let output = self.load_chunks(run_id, &record.id, nonce, chunks).await?;
-            record.state = StepState::Completed { output: decode(&output)? };
-        }
-        Ok(record)
     }
 }
 
@@ -570,82 +449,23 @@ impl RunStore for DynamoDbStore {
     }
 
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
-        if let Some(key) = &wait.key {
-            self.note_wait_path(&wait.event, &key.path).await?;
-        }
-        let item = Item::from([
-            ("PK".into(), AttributeValue::S(self.wait_partition(wait))),
-            ("SK".into(), AttributeValue::S(format!("{}#{}", wait.run_id, wait.step_id))),
-            ("wait".into(), AttributeValue::S(encode(wait)?)),
-            ("created_at".into(), number(wait.created_at)),
-            ("expires_at".into(), number(wait.timeout_at / 1000 + 86_400)),
-        ]);
-        self.put(item).await
+        self.write_wait(wait).await
     }
 
     async fn waits_for(&self, event: &EventPayload) -> Result<Vec<Wait>, StoreError> {
-        let candidate = serde_json::to_value(event).map_err(|err| StoreError::Serialization(err.to_string()))?;
-        // The general partition holds the general-form waits and the paths marker: one Query
-        // (as before waits were filed) unless some waits of this name are filed by value.
-        let mut paths = Vec::new();
-        let mut waits = Vec::new();
-        for item in self.query_all(&self.key("WAIT", &event.name), SortKey::Any).await? {
-            match item.get("paths") {
-                Some(marker) => paths.extend(
-                    marker
-                        .as_ss()
-                        .map_err(|_| StoreError::Serialization("wait paths marker is not a string set".into()))?
-                        .iter()
-                        .cloned(),
-                ),
-                None => waits.push(decode::<Wait>(&string(&item, "wait")?)?),
-            }
-        }
-        for key in paths.iter().filter_map(|path| WaitKey::of_event(path, &candidate)) {
-            let partition = self.key("WAITKEY", format!("{}#{}", event.name, key.digest()));
-            for item in self.query_all(&partition, SortKey::Any).await? {
-                waits.push(decode::<Wait>(&string(&item, "wait")?)?);
-            }
-        }
-        waits.sort_by(|a, b| (a.created_at, &a.run_id, &a.step_id).cmp(&(b.created_at, &b.run_id, &b.step_id)));
-        Ok(waits)
+        self.read_waits(event).await
     }
 
     async fn remove_wait(&self, wait: &Wait) -> Result<bool, StoreError> {
-        let deleted = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("PK", AttributeValue::S(self.wait_partition(wait)))
-            .key("SK", AttributeValue::S(format!("{}#{}", wait.run_id, wait.step_id)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|err| sdk_error("DeleteItem", err))?;
-        Ok(deleted.attributes.is_some_and(|old| !old.is_empty()))
+        self.delete_wait(wait).await
     }
 
     async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {
-        let item = Item::from([
-            ("PK".into(), AttributeValue::S(self.key("EVENTS", &event.name))),
-            ("SK".into(), AttributeValue::S(format!("{received_at:013}#{}", event.id.as_deref().unwrap_or_default()))),
-            ("event".into(), AttributeValue::S(encode(event)?)),
-            ("expires_at".into(), number(received_at / 1000 + 86_400)),
-        ]);
-        self.put(item).await
+        self.write_event(event, received_at).await
     }
 
     async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {
-        let items = self.query_all(&self.key("EVENTS", name), SortKey::AtLeast(&format!("{since:013}"))).await?;
-        let mut events: Vec<EventPayload> = Vec::new();
-        for item in &items {
-            let event: EventPayload = decode(&string(item, "event")?)?;
-            // One entry per event id, however often it was delivered.
-            if !events.iter().any(|known| known.id == event.id) {
-                events.push(event);
-            }
-        }
-        Ok(events)
+        self.read_events(name, since).await
     }
 
     /// Runs through the `runs` index, per function (the query's, else every function noted in

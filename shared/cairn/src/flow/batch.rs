@@ -2,7 +2,7 @@
 //! a [window](super::window) that fires `timeout` after its first event or once it holds
 //! `max_size` events, and whose run receives every event.
 
-use super::options::{Expr, Period, SECOND};
+use super::values::{Expr, Period, SECOND};
 use super::window::WindowRule;
 use serde_json::{Map, Value, json};
 

@@ -1,7 +1,7 @@
 //! Debounce (flow-control reference, section 4.5), the option: [`Debounce`]. A debounce is a
 //! [window](super::window) each event restarts; its run starts with the last event.
 
-use super::options::{DAY, Expr, Period, SECOND};
+use super::values::{DAY, Expr, Period, SECOND};
 use super::window::WindowRule;
 use serde_json::{Map, Value, json};
 

@@ -16,20 +16,22 @@ mod batch;
 mod debounce;
 mod gcra;
 mod options;
+mod register;
 mod slots;
 mod throttle;
+mod values;
 mod window;
 
 pub use batch::{BatchEvents, MAX_BATCH_SIZE};
 pub use debounce::Debounce;
 pub use gcra::Gcra;
-pub(crate) use options::Expr;
 pub use options::{
     CancelOn, Concurrency, ConcurrencyScope, FlowControl, MAX_PRIORITY_SECS, RateLimit, Singleton, SingletonMode,
     Throttle, Timeouts,
 };
 pub use slots::{Acquired, Slot, SlotState, acquire, release};
 pub use throttle::{ThrottleState, Throttled, leave, throttle};
+pub(crate) use values::Expr;
 pub(crate) use window::window_key;
 pub use window::{
     FIRED_KEPT, MAX_WINDOW_BYTES, Window, WindowChange, WindowRule, WindowState, Windowed, apply, fired_run,

@@ -9,6 +9,9 @@ use crate::id::{RunId, StepId};
 use crate::record::{InvokedBy, Millis, StepKind, StepRecord, StepState, Wait, WaitKey};
 use serde_json::Value;
 
+/// Re-exported for the drivers that file signal waits (the dev executor).
+pub use crate::event::signal_condition;
+
 /// The largest trigger projection a general-form wait carries (beyond it, the run is loaded
 /// to evaluate the condition): a wait item stays small however large the trigger.
 const TRIGGER_PROJECTION_BYTES: usize = 4 * 1024;
@@ -196,12 +199,6 @@ pub fn invoke_resolved(step: &StepRecord, result: Result<Value, StepError>, now:
     };
     record.ended_at = Some(now);
     record
-}
-
-/// The condition a signal wait is filed under: the signal event's `data.signal` equals `signal`
-/// (a literal, so the wait is found by value).
-pub fn signal_condition(signal: &str) -> String {
-    format!("async.data.signal == {}", Value::String(signal.to_string()))
 }
 
 /// The signal a signal wait (`step.wait_for_signal`) waits for: its filed `data.signal`.

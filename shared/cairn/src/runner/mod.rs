@@ -13,7 +13,9 @@ mod accept;
 mod admission;
 mod config;
 mod drive;
+mod finish;
 mod listeners;
+mod ops;
 mod report;
 
 use crate::bus::{Bus, Timer};

@@ -18,9 +18,9 @@ use crate::duration::IntoDuration;
 use crate::error::{StepError, StepResult};
 use crate::event::Event;
 use crate::event::SIGNAL_EVENT;
+use crate::event::signal_condition;
 use crate::expr::MatchExpr;
 use crate::id::{RunId, StepId};
-use crate::lifecycle::waits::signal_condition;
 use crate::op::OpKind;
 use crate::record::{Millis, StepKind, StepRecord, StepState};
 use crate::state::{Attempt, Begun, SharedState};
@@ -114,7 +114,7 @@ impl Step {
         let name = checked_name(&options.name)?;
         let timeout = checked_timeout(name, options.timeout.clone())?;
         if let Some(reason) = options.backoff.as_ref().and_then(|backoff| backoff.check().err()) {
-            return Err(StepError::non_retriable(format!("step `{name}`: {reason}")));
+            return Err(StepError::non_retriable(format!("step `{name}`: invalid back-off: {reason}")));
         }
         let (id, position, existing) = match self.begin(StepKind::Run, name, decode_output) {
             Begin::Memoized(result) => return result,
