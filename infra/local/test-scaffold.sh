@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `cairn new` end to end, as a user runs it, on a scratch copy of this project (the repository
 # itself is never touched): `cairn new nightly-report` regenerates template.yaml, the new
-# crate's own test passes, the template check and the template tests pass with it, clippy is
-# clean, and `cairn dev --watch` runs it: an event sent to the dev server completes a run.
+# crate's own test passes, the template check and the template tests pass with it, the dev
+# server installs its schedules, clippy is clean, and `cairn dev --watch` runs it: an event sent to the dev server completes a run.
 # The scratch copy builds into target/scaffold: its first run compiles the dependencies once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -41,6 +41,8 @@ $cargo build -q "${features[@]}" --bins
 $cargo build -q "${features[@]}" --bins
 "$CARGO_TARGET_DIR/debug/cairn" template --check
 $cargo test -q "${features[@]}" --test nightly_report --test template
+# The dev server installs every schedule of the regenerated template, the new reconciler included.
+$cargo test -q "${features[@]}" --test api -- bad_schedules_get_aws_shaped_errors
 $cargo clippy -q -p nightly-report -p cairn-functions --all-targets -- -D warnings
 grep -q "NightlyReportFunction:" template.yaml
 

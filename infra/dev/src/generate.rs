@@ -27,7 +27,8 @@ pub enum GenerateError {
         /// The function.
         function: String,
         /// What EventBridge cannot express.
-        reason: String,
+        #[source]
+        reason: cairn::CronError,
     },
     /// Two binaries, or a binary and a hand-written resource, share a name.
     #[error("binary `{0}` appears twice in the list of functions")]

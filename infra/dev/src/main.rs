@@ -317,8 +317,8 @@ fn main() -> ExitCode {
 fn new_workflow(name: &str, no_template: bool) -> Result<(), DevError> {
     let here = std::env::current_dir()
         .map_err(|err| DevError::with_source(format!("cannot read the current directory: {err}"), err))?;
-    let root = cairn_dev::scaffold::project_root(&here).map_err(|err| err.to_string())?;
-    let written = cairn_dev::scaffold::scaffold(&root, name).map_err(|err| err.to_string())?;
+    let root = cairn_dev::scaffold::project_root(&here).map_err(DevError::caused_by)?;
+    let written = cairn_dev::scaffold::scaffold(&root, name).map_err(DevError::caused_by)?;
     for path in &written {
         println!("  wrote {}", path.strip_prefix(&root).unwrap_or(path).display());
     }

@@ -22,6 +22,31 @@ pub enum ScaffoldError {
     /// The name is taken.
     #[error("functions/{0} already exists")]
     Exists(String),
+    /// The name is a Rust keyword, so the crate could not be named in code.
+    #[error(
+        "`{0}` is a Rust keyword, and the workflow's crate is named in code as `{1}::lambda()`; choose another name"
+    )]
+    Keyword(String, String),
+    /// Another package or binary of the project has the name.
+    #[error("`{name}` is already a package or binary of this project ({manifest}); choose another name")]
+    PackageTaken {
+        /// The name.
+        name: String,
+        /// The manifest that declares it.
+        manifest: String,
+    },
+    /// The template's resource names would collide with an existing workflow's.
+    #[error(
+        "`{name}`'s template resources would be named `{logical}Function`, as `{existing}`'s are; choose another name"
+    )]
+    LogicalIdTaken {
+        /// The name.
+        name: String,
+        /// The logical id both derive.
+        logical: String,
+        /// The existing workflow.
+        existing: String,
+    },
     /// No project here.
     #[error("no Cairn project here: functions/registry/Cargo.toml is not in {0} or any directory above it")]
     NoProject(String),
@@ -65,6 +90,61 @@ fn check_name(name: &str) -> Result<(), ScaffoldError> {
         && !name.contains("--")
         && !["registry", "serve", "cairn", "tests"].contains(&name);
     if valid { Ok(()) } else { Err(ScaffoldError::InvalidName(name.to_string())) }
+}
+
+/// Rust's keywords (strict, reserved and 2024-edition): a crate named one cannot be written as
+/// `name::lambda()`.
+const KEYWORDS: &[&str] = &[
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn", "else",
+    "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro", "match", "mod",
+    "move", "mut", "override", "priv", "pub", "ref", "return", "self", "static", "struct", "super", "trait", "true",
+    "try", "type", "typeof", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
+
+/// Checks that `name` names nothing else of the project at `root`: no Rust keyword, no package
+/// or binary of any manifest (the crates under `shared/`, `functions/`, `infra/`, `vercel/`,
+/// `tests/`), and no workflow whose template resources would share its logical id.
+fn check_untaken(root: &Path, name: &str) -> Result<(), ScaffoldError> {
+    let ident = name.replace('-', "_");
+    if KEYWORDS.contains(&ident.as_str()) {
+        return Err(ScaffoldError::Keyword(name.to_string(), ident));
+    }
+    let mut manifests = vec![root.join("vercel/Cargo.toml"), root.join("tests/Cargo.toml")];
+    for group in ["shared", "functions", "infra"] {
+        let Ok(entries) = std::fs::read_dir(root.join(group)) else { continue };
+        manifests.extend(entries.flatten().map(|entry| entry.path().join("Cargo.toml")));
+    }
+    manifests.sort();
+    for manifest in manifests {
+        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+        if declared_names(&text).any(|declared| declared == name || declared.replace('-', "_") == ident) {
+            let manifest = manifest.strip_prefix(root).unwrap_or(&manifest).display().to_string();
+            return Err(ScaffoldError::PackageTaken { name: name.to_string(), manifest });
+        }
+    }
+    let logical = crate::generate::logical_id(name);
+    let functions = std::fs::read_dir(root.join("functions")).map_err(io(&root.join("functions")))?;
+    let mut existing: Vec<String> =
+        functions.flatten().filter_map(|entry| entry.file_name().into_string().ok()).collect();
+    existing.sort();
+    if let Some(existing) = existing.into_iter().find(|other| crate::generate::logical_id(other) == logical) {
+        return Err(ScaffoldError::LogicalIdTaken { name: name.to_string(), logical, existing });
+    }
+    Ok(())
+}
+
+/// The `name = "..."` values of a manifest's `[package]` and `[[bin]]` sections.
+fn declared_names(manifest: &str) -> impl Iterator<Item = &str> {
+    let mut section = "";
+    manifest.lines().filter_map(move |line| {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line;
+            return None;
+        }
+        let value = line.strip_prefix("name")?.trim_start().strip_prefix('=')?.trim();
+        (section == "[package]" || section == "[[bin]]").then(|| value.trim_matches('"'))
+    })
 }
 
 /// The files of a new workflow crate, relative to `functions/NAME`.
@@ -182,6 +262,7 @@ pub fn scaffold(root: &Path, name: &str) -> Result<Vec<PathBuf>, ScaffoldError> 
     if dir.exists() {
         return Err(ScaffoldError::Exists(name.to_string()));
     }
+    check_untaken(root, name)?;
     let manifest_path = root.join("functions/registry/Cargo.toml");
     let list_path = root.join("functions/registry/src/lib.rs");
     let manifest = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
@@ -239,6 +320,66 @@ mod tests {
         for bad in ["Nightly", "nightly_report", "-x", "x-", "a--b", "2fa", "registry", "serve", ""] {
             assert_eq!(check_name(bad), Err(ScaffoldError::InvalidName(bad.to_string())), "{bad}");
         }
+    }
+
+    /// A scratch project with the manifests `cairn new` reads.
+    fn project(files: &[(&str, &str)]) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let root = std::env::temp_dir().join(format!("cairn-scaffold-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (path, text) in files {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn keywords_packages_binaries_and_colliding_resource_names_are_refused_before_writing() {
+        let root = project(&[
+            ("functions/registry/Cargo.toml", "[package]\nname = \"cairn-functions\"\n\n[dependencies]\n"),
+            ("functions/registry/src/lib.rs", "vec![\n    // cairn new: entries above this line\n]\n"),
+            ("functions/x-2/Cargo.toml", "[package]\nname = \"x-2\"\n"),
+            (
+                "shared/cairn-aws/Cargo.toml",
+                "[package]\nname = \"cairn-aws\"\n[dependencies]\nname = \"not-a-package\"\n",
+            ),
+            (
+                "vercel/Cargo.toml",
+                "[package]\nname = \"cairn-vercel\"\n\n[[bin]]\nname = \"inngest\"\npath = \"api/inngest.rs\"\n",
+            ),
+        ]);
+        let refused = |name: &str| scaffold(&root, name).unwrap_err().to_string();
+        assert_eq!(
+            refused("type"),
+            "`type` is a Rust keyword, and the workflow's crate is named in code as `type::lambda()`; choose another name"
+        );
+        assert_eq!(
+            refused("cairn-aws"),
+            "`cairn-aws` is already a package or binary of this project (shared/cairn-aws/Cargo.toml); choose another name"
+        );
+        assert_eq!(
+            refused("inngest"),
+            "`inngest` is already a package or binary of this project (vercel/Cargo.toml); choose another name"
+        );
+        assert_eq!(
+            refused("cairn-functions"),
+            "`cairn-functions` is already a package or binary of this project (functions/registry/Cargo.toml); choose another name"
+        );
+        assert_eq!(
+            refused("x2"),
+            "`x2`'s template resources would be named `X2Function`, as `x-2`'s are; choose another name"
+        );
+        // Nothing was written, and a name in a dependency table is no package.
+        assert_eq!(std::fs::read_dir(root.join("functions")).unwrap().count(), 2);
+        assert_eq!(
+            std::fs::read_to_string(root.join("functions/registry/src/lib.rs")).unwrap(),
+            "vec![\n    // cairn new: entries above this line\n]\n"
+        );
+        assert!(scaffold(&root, "not-a-package").is_ok());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -84,10 +84,7 @@ async fn receive_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_lists_and_acts_on_a_deployed_stacks_runs_through_its_own_bus_and_queues() {
-    let Ok(endpoint) = std::env::var("CAIRN_TEST_AWS_ENDPOINT") else {
-        eprintln!("skipped: CAIRN_TEST_AWS_ENDPOINT is not set (make test starts moto)");
-        return;
-    };
+    let Some(endpoint) = cairn_tests::tools::moto() else { return };
     let aws = sdk_config(&endpoint).await;
     let pid = std::process::id();
     let (table, bus) = (format!("cairn-console-{pid}"), format!("cairn-console-{pid}"));

@@ -1,6 +1,6 @@
 //! Unix 5-field crons (Inngest's) as EventBridge Scheduler expressions.
 
-use cairn::CronSchedule;
+use cairn::{CronError, CronSchedule};
 
 /// The `ScheduleExpression`s of the ScheduleV2s that fire `cron` (in its time zone,
 /// `cron.time_zone()`): EventBridge wants six fields (a year), `?` in one of day-of-month /
@@ -21,11 +21,11 @@ use cairn::CronSchedule;
 /// ```
 ///
 /// # Errors
-/// A sentence naming the field EventBridge cannot express (e.g. `#` or `L` inside a list).
-pub fn schedule_expression(cron: &CronSchedule) -> Result<Vec<String>, String> {
+/// [`CronError`] naming the field EventBridge cannot express (e.g. `#` or `L` inside a list).
+pub fn schedule_expression(cron: &CronSchedule) -> Result<Vec<String>, CronError> {
     let fields: Vec<&str> = cron.pattern().split_whitespace().collect();
     let [minute, hour, day_of_month, month, day_of_week] = fields[..] else {
-        return Err(format!("cron `{}`: expected 5 fields", cron.source()));
+        return Err(format!("cron `{}`: expected 5 fields", cron.source()).into());
     };
     let minute = increments_from(minute, 0);
     let hour = increments_from(hour, 0);

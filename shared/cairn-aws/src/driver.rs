@@ -249,6 +249,9 @@ impl LambdaDriver {
                                 observer.emit(function, Metric::QueueDelay, delay, Some(run_id), None);
                             }
                         }
+                        for (run_id, function) in &accepted.cancelled {
+                            observer.emit(function, Metric::RunsCancelled, 1, Some(run_id), None);
+                        }
                         accepted.runs
                     }
                     // An invalid event fails the same way on every retry: it is refused once,

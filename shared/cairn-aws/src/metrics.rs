@@ -10,7 +10,7 @@
 //! | `RunsStarted` | Count | an event (or an invoke) created a run (duplicate deliveries do not) |
 //! | `RunsCompleted` | Count | a run ended with an output |
 //! | `RunsFailed` | Count | a run finally failed |
-//! | `RunsCancelled` | Count | a run being executed stopped because it was cancelled |
+//! | `RunsCancelled` | Count | a `cancel_on` event cancelled a run no invocation was executing (counted by the invocation that received the event), or a run being executed stopped because it was cancelled (counted by that invocation): each such cancel once |
 //! | `StepDuration` | Milliseconds | a `step.run` reached its final state: from its first attempt's start to its end (retries included) |
 //! | `QueueDelay` | Milliseconds | from when the event was sent, or the wake-up was due, to when the driver picked it up |
 
@@ -362,15 +362,56 @@ mod tests {
         }
     }
 
+    type Lines = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+    /// A driver over `functions` on an in-memory SQLite store and `clock`, and the metric lines
+    /// it writes.
+    #[cfg(feature = "sqlite")]
+    fn metered_driver(functions: Vec<cairn::Function>, clock: &cairn::ManualClock) -> (crate::LambdaDriver, Lines) {
+        use crate::{AnyBus, AnyStore, AnyTimer, DriverConfig, LambdaDriver};
+        use cairn::{Registry, Runner, SqliteStore};
+
+        let registry = Registry::new(functions).expect("a registry");
+        let store = AnyStore::Sqlite(SqliteStore::in_memory().expect("in-memory SQLite"));
+        let runner = Runner::new(registry, store, AnyBus::Log, AnyTimer::Log).with_clock(Arc::new(clock.clone()));
+        let lines = Lines::default();
+        let sink = Arc::clone(&lines);
+        let driver = LambdaDriver::new(runner, DriverConfig::default()).with_metrics(Metrics::to(move |line| {
+            sink.lock().expect("lines").push(serde_json::from_str(line).expect("a JSON line"));
+        }));
+        (driver, lines)
+    }
+
+    /// Each line as (function, metric, value, run id), after checking it is a valid EMF record
+    /// of the Cairn namespace.
+    fn summary(lines: &[Value]) -> Vec<(String, String, u64, String)> {
+        lines
+            .iter()
+            .map(|line| {
+                let directive = &line["_aws"]["CloudWatchMetrics"][0];
+                assert_eq!(
+                    (&directive["Namespace"], &directive["Dimensions"]),
+                    (&serde_json::json!("Cairn"), &serde_json::json!([["FunctionName"]]))
+                );
+                let name = directive["Metrics"][0]["Name"].as_str().expect("a metric name");
+                assert!(line[name].is_u64(), "{line}");
+                let text = |key: &str| line[key].as_str().unwrap_or_default().to_string();
+                (text("FunctionName"), name.to_string(), line[name].as_u64().unwrap_or_default(), text("RunId"))
+            })
+            .collect()
+    }
+
+    fn row(function: &str, metric: &str, value: u64, run: &RunId) -> (String, String, u64, String) {
+        (function.to_string(), metric.to_string(), value, run.as_str().to_string())
+    }
+
     /// Through the driver: an event that starts two runs (one completes after a 250 ms step,
     /// one fails), then a timer message two seconds late.
     #[cfg(feature = "sqlite")]
     #[test]
     fn the_driver_writes_one_line_per_event() {
-        use crate::{AnyBus, AnyStore, AnyTimer, DriverConfig, LambdaDriver};
+        use cairn::ManualClock;
         use cairn::prelude::*;
-        use cairn::{ManualClock, Registry, Runner, SqliteStore};
-        use std::sync::Mutex;
 
         const START: Millis = 1_795_392_000_000;
         let clock = ManualClock::at(START);
@@ -395,14 +436,7 @@ mod tests {
                 step.run("boom", || async { Err::<Value, _>(StepError::non_retriable("no")) }).await
             })
             .expect("a valid definition");
-        let registry = Registry::new(vec![works, fails]).expect("a registry");
-        let store = AnyStore::Sqlite(SqliteStore::in_memory().expect("in-memory SQLite"));
-        let runner = Runner::new(registry, store, AnyBus::Log, AnyTimer::Log).with_clock(Arc::new(clock.clone()));
-        let lines = Arc::new(Mutex::new(Vec::<Value>::new()));
-        let sink = Arc::clone(&lines);
-        let driver = LambdaDriver::new(runner, DriverConfig::default()).with_metrics(Metrics::to(move |line| {
-            sink.lock().expect("lines").push(serde_json::from_str(line).expect("a JSON line"));
-        }));
+        let (driver, lines) = metered_driver(vec![works, fails], &clock);
         let event = json!({"name": "test/go", "data": {}, "id": "e-1", "ts": START - 1_500});
         cairn::testing::block_on(driver.handle(event, 0)).expect("handled");
         let late = serde_json::json!({"cairn": "resume", "function_id": "metered", "run_id": "run_gone", "at": clock.now_ms() - 2_000});
@@ -411,29 +445,8 @@ mod tests {
 
         let lines = lines.lock().expect("lines").clone();
         let (ok, failed) = (RunId::for_event("metered", "e-1"), RunId::for_event("metered-fail", "e-1"));
-        // Every line is a valid EMF record of the Cairn namespace.
-        for line in &lines {
-            let directive = &line["_aws"]["CloudWatchMetrics"][0];
-            assert_eq!(
-                (&directive["Namespace"], &directive["Dimensions"]),
-                (&json!("Cairn"), &json!([["FunctionName"]]))
-            );
-            let name = directive["Metrics"][0]["Name"].as_str().expect("a metric name");
-            assert!(line[name].is_u64(), "{line}");
-        }
-        let summary: Vec<(String, String, u64, String)> = lines
-            .iter()
-            .map(|line| {
-                let name = line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().unwrap_or_default();
-                let text = |key: &str| line[key].as_str().unwrap_or_default().to_string();
-                (text("FunctionName"), name.to_string(), line[name].as_u64().unwrap_or_default(), text("RunId"))
-            })
-            .collect();
-        let row = |function: &str, metric: &str, value: u64, run: &RunId| {
-            (function.to_string(), metric.to_string(), value, run.as_str().to_string())
-        };
         assert_eq!(
-            summary,
+            summary(&lines),
             vec![
                 row("metered", "RunsStarted", 1, &ok),
                 row("metered", "QueueDelay", 1_500, &ok),
@@ -447,5 +460,46 @@ mod tests {
             ]
         );
         assert_eq!(lines[4]["StepName"], "work");
+    }
+
+    /// A `cancel_on` event cancels a sleeping run: the invocation that received the event counts
+    /// it, once (the event delivered again cancels nothing more).
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_run_cancel_on_ends_is_counted_once_by_the_invocation_that_cancelled_it() {
+        use cairn::flow::CancelOn;
+        use cairn::prelude::*;
+        use cairn::{ManualClock, RunStatus, RunStore};
+
+        const START: Millis = 1_795_392_000_000;
+        let clock = ManualClock::at(START);
+        let sleeper = Function::new("napper")
+            .on_event("test/nap")
+            .cancel_on(CancelOn::event("test/stop"))
+            .handler(|_: Event, step: Step| async move {
+                step.sleep("nap", "1h").await?;
+                Ok(json!("woke"))
+            })
+            .expect("a valid definition");
+        let (driver, lines) = metered_driver(vec![sleeper], &clock);
+        let nap = json!({"name": "test/nap", "data": {}, "id": "e-nap", "ts": START});
+        cairn::testing::block_on(driver.handle(nap, 0)).expect("handled");
+        clock.advance(std::time::Duration::from_secs(5));
+        let stop = json!({"name": "test/stop", "data": {}, "id": "e-stop", "ts": clock.now_ms()});
+        cairn::testing::block_on(driver.handle(stop.clone(), 0)).expect("handled");
+        cairn::testing::block_on(driver.handle(stop, 0)).expect("handled again");
+
+        let run = RunId::for_event("napper", "e-nap");
+        let head = cairn::testing::block_on(driver.runner().store().load(&run)).expect("loaded").expect("the run");
+        assert_eq!(head.meta.status, RunStatus::Cancelled);
+        let lines = lines.lock().expect("lines").clone();
+        assert_eq!(
+            summary(&lines),
+            vec![
+                row("napper", "RunsStarted", 1, &run),
+                row("napper", "QueueDelay", 0, &run),
+                row("napper", "RunsCancelled", 1, &run),
+            ]
+        );
     }
 }

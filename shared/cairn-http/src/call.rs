@@ -2,12 +2,16 @@
 //! journal, and the engine's outcome encoded as Inngest's answer (`reference/inngest-protocol.md`
 //! sections 4.3, 5).
 
+use crate::opcode::{
+    GeneratorOpcode, InvokeOpts, Opcode, PlannedOpts, SerializedError, SignalOpts, Userland, WaitOpts,
+};
 use cairn::{EventPayload, Millis, Op, OpKind, Outcome, StepError, StepId, StepKind, StepRecord, StepState};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-/// The body of a call request (the fields Cairn reads).
-#[derive(Debug, Clone, Deserialize)]
+/// The body of a call request: what the dev server's executor sends an app, and what the
+/// serve endpoint reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallRequest {
     /// The triggering event.
     pub event: EventPayload,
@@ -23,10 +27,13 @@ pub struct CallRequest {
     /// Deprecated duplicate of [`CallContext::use_api`].
     #[serde(default)]
     pub use_api: bool,
+    /// The request's version (2).
+    #[serde(default)]
+    pub version: u32,
 }
 
 /// `ctx` of a call request.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CallContext {
     /// The run.
     #[serde(default)]
@@ -50,11 +57,14 @@ pub struct CallContext {
 }
 
 /// `ctx.stack`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CallStack {
     /// Hashed ids in completion order.
     #[serde(default)]
     pub stack: Vec<String>,
+    /// How many of them the SDK has seen (all of them).
+    #[serde(default)]
+    pub current: usize,
 }
 
 /// A call request body that is not one.
@@ -139,33 +149,37 @@ fn repeat_index(name: &str, id: &StepId) -> u32 {
     (0..1_000).find(|&n| &StepId::for_name(name, n) == id).unwrap_or(0)
 }
 
-fn userland(op_name: &str, id: &StepId) -> Value {
-    match repeat_index(op_name, id) {
-        0 => json!({"id": op_name}),
-        index => json!({"id": op_name, "index": index}),
-    }
+fn userland(op_name: &str, id: &StepId) -> Userland {
+    let index = repeat_index(op_name, id);
+    Userland { id: op_name.to_string(), index: (index > 0).then_some(index) }
 }
 
-fn base(id: &StepId, name: &str, op: &str) -> Map<String, Value> {
-    let mut object = Map::new();
-    object.insert("id".into(), json!(id));
-    object.insert("op".into(), json!(op));
-    object.insert("name".into(), json!(name));
-    object.insert("displayName".into(), json!(name));
-    object.insert("opts".into(), json!({}));
-    object.insert("userland".into(), userland(name, id));
-    object
+/// An opcode of step `id` as every answer writes it: its name, shown name and `userland`.
+fn base(id: &StepId, name: &str, op: Opcode) -> GeneratorOpcode {
+    let mut opcode = GeneratorOpcode::new(op, id.to_string());
+    opcode.name = Some(name.to_string());
+    opcode.display_name = Some(name.to_string());
+    opcode.userland = Some(userland(name, id));
+    opcode
+}
+
+/// The same, shown as `shown` (the user's name) while its `name` says what it is (a sleep's
+/// duration, a wait's event, a signal).
+fn named(id: &StepId, name: &str, shown: &str, op: Opcode) -> GeneratorOpcode {
+    let mut opcode = base(id, shown, op);
+    opcode.name = Some(name.to_string());
+    opcode
+}
+
+fn options(opts: impl Serialize) -> Value {
+    serde_json::to_value(opts).unwrap_or_default()
 }
 
 /// The `StepRun` op of a step that ran in this request with `output`.
-pub fn step_run(id: &StepId, name: &str, output: Value) -> Value {
-    let mut object = base(id, name, "StepRun");
-    object.insert("data".into(), output);
-    Value::Object(object)
-}
-
-fn serialized(error: &StepError) -> Value {
-    json!({"name": error.name, "message": error.message, "stack": error.stack.clone().unwrap_or_default(), "__serialized": true})
+pub fn step_run(id: &StepId, name: &str, output: Value) -> GeneratorOpcode {
+    let mut opcode = base(id, name, Opcode::StepRun);
+    opcode.data = output;
+    opcode
 }
 
 /// The signal a wait on [`cairn::SIGNAL_EVENT`] waits for (`step.wait_for_signal` files it as
@@ -182,64 +196,54 @@ fn signal_of(event: &str, expression: Option<&str>) -> Option<String> {
 }
 
 /// A planned op as Inngest's opcode. `app_id` makes invoked function ids composite.
-pub fn opcode(op: &Op, now: Millis, app_id: &str) -> Value {
+pub fn opcode(op: &Op, now: Millis, app_id: &str) -> GeneratorOpcode {
     let remaining =
         |at: Millis| cairn::format_duration(std::time::Duration::from_millis(u64::try_from(at - now).unwrap_or(0)));
-    let mut object = match &op.kind {
+    match &op.kind {
         // A decision or a cancellation is recorded by the engine before any plan is made.
         OpKind::Run { .. } | OpKind::Retry { .. } | OpKind::Decide { .. } | OpKind::Cancelled { .. } => {
-            base(&op.id, &op.name, "StepPlanned")
+            base(&op.id, &op.name, Opcode::StepPlanned)
         }
-        OpKind::Sleep { until } => {
-            let mut object = base(&op.id, &remaining(*until), "Sleep");
-            object.insert("displayName".into(), json!(op.name));
-            object.insert("userland".into(), userland(&op.name, &op.id));
-            object
-        }
+        OpKind::Sleep { until } => named(&op.id, &remaining(*until), &op.name, Opcode::Sleep),
         OpKind::WaitForEvent { event, expression, timeout_at }
             if let Some(signal) = signal_of(event, expression.as_deref()) =>
         {
             // Inngest's own signal wait: its executor resolves it by name (one waiter).
-            let mut object = base(&op.id, &signal, "WaitForSignal");
-            object.insert(
-                "opts".into(),
-                json!({"signal": signal, "timeout": remaining(*timeout_at), "conflict": "fail"}),
-            );
-            object.insert("displayName".into(), json!(op.name));
-            object.insert("userland".into(), userland(&op.name, &op.id));
-            object
+            let mut opcode = named(&op.id, &signal, &op.name, Opcode::WaitForSignal);
+            opcode.opts = options(SignalOpts {
+                signal: Some(signal.clone()),
+                timeout: Some(remaining(*timeout_at)),
+                conflict: Some("fail".into()),
+            });
+            opcode
         }
         OpKind::WaitForEvent { event, expression, timeout_at } => {
-            let mut object = base(&op.id, event, "WaitForEvent");
-            let mut opts = json!({"timeout": remaining(*timeout_at)});
-            if let Some(expression) = expression {
-                opts["if"] = json!(expression);
-            }
-            object.insert("opts".into(), opts);
-            object.insert("displayName".into(), json!(op.name));
-            object.insert("userland".into(), userland(&op.name, &op.id));
-            object
+            let mut opcode = named(&op.id, event, &op.name, Opcode::WaitForEvent);
+            opcode.opts =
+                options(WaitOpts { event: None, condition: expression.clone(), timeout: Some(remaining(*timeout_at)) });
+            opcode
         }
         OpKind::SendEvent { .. } => {
-            let mut object = base(&op.id, "sendEvent", "StepPlanned");
-            object.insert("opts".into(), json!({"type": "step.sendEvent"}));
-            object.insert("displayName".into(), json!(op.name));
-            object.insert("userland".into(), userland(&op.name, &op.id));
-            object
+            let mut opcode = named(&op.id, "sendEvent", &op.name, Opcode::StepPlanned);
+            opcode.opts = options(PlannedOpts { kind: Some("step.sendEvent".into()) });
+            opcode
         }
         OpKind::Invoke { function_id, data, timeout_at } => {
-            let mut object = base(&op.id, &op.name, "InvokeFunction");
-            object.remove("name");
-            let mut opts = json!({"function_id": format!("{app_id}-{function_id}"), "payload": {"data": data}});
-            if *timeout_at - now < std::time::Duration::from_secs(366 * 86_400).as_millis() as i64 {
-                opts["timeout"] = json!(remaining(*timeout_at));
-            }
-            object.insert("opts".into(), opts);
-            object
+            let mut opcode = base(&op.id, &op.name, Opcode::InvokeFunction);
+            opcode.name = None;
+            let forever = *timeout_at - now >= std::time::Duration::from_secs(366 * 86_400).as_millis() as i64;
+            opcode.opts = options(InvokeOpts {
+                function_id: format!("{app_id}-{function_id}"),
+                payload: json!({"data": data}),
+                timeout: (!forever).then(|| remaining(*timeout_at)),
+            });
+            opcode
         }
-    };
-    object.insert("data".into(), Value::Null);
-    Value::Object(object)
+    }
+}
+
+fn ops_body(ops: &[GeneratorOpcode]) -> Value {
+    serde_json::to_value(ops).unwrap_or_default()
 }
 
 /// The answer for an engine outcome.
@@ -248,7 +252,7 @@ pub fn answer(outcome: &Outcome, now: Millis, app_id: &str) -> Answer {
     match outcome {
         Outcome::Completed(output) => ok(200, output.clone()),
         Outcome::StepCompleted(record) => match &record.state {
-            StepState::Completed { output } => ok(206, json!([step_run(&record.id, &record.name, output.clone())])),
+            StepState::Completed { output } => ok(206, ops_body(&[step_run(&record.id, &record.name, output.clone())])),
             // A sleep or wait the engine completed itself has nothing to report: ask again.
             _ => ok(206, json!([])),
         },
@@ -258,23 +262,27 @@ pub fn answer(outcome: &Outcome, now: Millis, app_id: &str) -> Answer {
                 _ => StepError::new("step failed"),
             };
             let final_failure = retry_at.is_none();
-            let mut object = base(&record.id, &record.name, if final_failure { "StepFailed" } else { "StepError" });
-            object.insert("error".into(), serialized(&error));
-            object.insert("data".into(), if final_failure { serialized(&error) } else { Value::Null });
+            let mut opcode =
+                base(&record.id, &record.name, if final_failure { Opcode::StepFailed } else { Opcode::StepError });
+            let serialized = SerializedError::from(&error);
+            if final_failure {
+                opcode.data = serde_json::to_value(&serialized).unwrap_or_default();
+            }
+            opcode.error = Some(serialized);
             Answer {
                 status: 206,
                 no_retry: Some(final_failure),
                 retry_after: error.retry_after_ms.map(|ms| ms.div_ceil(1000)),
-                body: json!([object]),
+                body: ops_body(&[opcode]),
             }
         }
-        Outcome::Sleeping { op, .. } | Outcome::Waiting { op } => ok(206, json!([opcode(op, now, app_id)])),
-        Outcome::Planned(ops) => ok(206, Value::Array(ops.iter().map(|op| opcode(op, now, app_id)).collect())),
+        Outcome::Sleeping { op, .. } | Outcome::Waiting { op } => ok(206, ops_body(&[opcode(op, now, app_id)])),
+        Outcome::Planned(ops) => ok(206, ops_body(&ops.iter().map(|op| opcode(op, now, app_id)).collect::<Vec<_>>())),
         Outcome::Failed { error, retry_at } => Answer {
             status: if retry_at.is_some() { 500 } else { 400 },
             no_retry: Some(retry_at.is_none()),
             retry_after: error.retry_after_ms.map(|ms| ms.div_ceil(1000)),
-            body: json!({"name": error.name, "message": error.message, "stack": error.stack.clone().unwrap_or_default(), "__serialized": true}),
+            body: serde_json::to_value(SerializedError::from(error)).unwrap_or_default(),
         },
     }
 }

@@ -16,6 +16,7 @@
 pub mod call;
 pub mod config;
 pub mod ingest;
+pub mod opcode;
 mod response;
 mod router;
 pub mod signing;

@@ -2,6 +2,7 @@
 
 use crate::call::{self, CallRequest};
 use crate::config::{HTTP_CONNECT_TIMEOUT, ServeConfig};
+use crate::opcode::{Opcode, SerializedError, StreamEnvelope};
 use crate::response::{SDK, ServeOrigin, json_response};
 use crate::signing::{self, SigningKey};
 use axum::Router;
@@ -222,13 +223,13 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
         let mut opcode = call::opcode(op, now, &app.config.app_id);
         let no_retry = match send_events(app, events).await {
             Ok(ids) => {
-                opcode["op"] = json!("StepRun");
-                opcode["data"] = json!({ "ids": ids });
+                opcode.op = Opcode::StepRun;
+                opcode.data = json!({ "ids": ids });
                 None
             }
             Err(message) => {
-                opcode["op"] = json!("StepError");
-                opcode["error"] = json!({"name": "Error", "message": message});
+                opcode.op = Opcode::StepError;
+                opcode.error = Some(SerializedError { name: "Error".into(), message, stack: None, serialized: false });
                 Some("false")
             }
         };
@@ -304,8 +305,8 @@ fn stream_call(
             headers.insert("x-inngest-signature".into(), json!(key.header(&inner, signed_at)));
         }
         let envelope =
-            json!({"status": status, "headers": headers, "body": String::from_utf8_lossy(&inner), "version": 2});
-        let _ = done.send(envelope.to_string());
+            StreamEnvelope { status, headers, body: String::from_utf8_lossy(&inner).into_owned(), version: 2 };
+        let _ = done.send(serde_json::to_string(&envelope).unwrap_or_default());
     });
     let ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let chunks = futures::stream::unfold(Some((answer, ticks)), |state| async move {

@@ -123,21 +123,33 @@ impl Backoff {
     }
 }
 
-/// How many attempts a step or a function gets, and when the next one runs.
+/// How many attempts a step or a function gets, and when the next one runs: the one place a
+/// driver decides whether a failed attempt is tried again (the Runner for Rust functions, the
+/// dev server's executor for Inngest-protocol apps).
+///
+/// ```
+/// use cairn::{RetryPolicy, StepError};
+/// let policy = RetryPolicy::with_retries(1);
+/// let failed = StepError::new("boom");
+/// assert!(policy.retry_at(&failed, 1, 0, "run-1").is_some_and(|at| at >= 15_000)); // Inngest's back-off
+/// assert_eq!(policy.retry_at(&failed, 2, 0, "run-1"), None); // no attempt left
+/// let asked = StepError::retry_after("rate limited", std::time::Duration::from_secs(90));
+/// assert_eq!(policy.retry_at(&asked, 1, 0, "run-1"), Some(90_000)); // the error's own delay wins
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct RetryPolicy<'a> {
+pub struct RetryPolicy<'a> {
     max_attempts: u32,
     backoff: Option<&'a Backoff>,
 }
 
 impl<'a> RetryPolicy<'a> {
     /// `retries` after the first attempt.
-    pub(crate) fn with_retries(retries: u32) -> Self {
+    pub fn with_retries(retries: u32) -> Self {
         RetryPolicy { max_attempts: retries.saturating_add(1), backoff: None }
     }
 
     /// Delays from `backoff` instead of the default table, if given.
-    pub(crate) fn backoff(mut self, backoff: Option<&'a Backoff>) -> Self {
+    pub fn backoff(mut self, backoff: Option<&'a Backoff>) -> Self {
         self.backoff = backoff;
         self
     }
@@ -145,7 +157,7 @@ impl<'a> RetryPolicy<'a> {
     /// The error a failed attempt is recorded with: under a custom back-off, it carries its
     /// delay as its retry-after (how the Inngest protocol conveys a step's delay to the
     /// executor), unless it already asks for one.
-    pub(crate) fn judged(&self, mut error: StepError, attempts_made: u32) -> StepError {
+    pub fn judged(&self, mut error: StepError, attempts_made: u32) -> StepError {
         if let (Some(backoff), None) = (self.backoff, error.retry_after_ms)
             && error.retriable
             && attempts_made < self.max_attempts
@@ -159,7 +171,7 @@ impl<'a> RetryPolicy<'a> {
     /// When the attempt after `attempts_made` attempts (the last failing with `error` at `now`)
     /// runs; `None` when the failure is final (non-retriable, or the attempts are used up).
     /// `seed` spreads the jitter (the run, or the run and step).
-    pub(crate) fn retry_at(&self, error: &StepError, attempts_made: u32, now: Millis, seed: &str) -> Option<Millis> {
+    pub fn retry_at(&self, error: &StepError, attempts_made: u32, now: Millis, seed: &str) -> Option<Millis> {
         (error.retriable && attempts_made < self.max_attempts)
             .then(|| now.saturating_add(millis(retry_delay(error, attempts_made, seed))))
     }

@@ -2,29 +2,30 @@
 //! (`"30s"`, `"90m"`, `"1h"`, `"2d"`, `"1h30m"`).
 
 pub(crate) use crate::clock::millis;
+use crate::error::DurationError;
 use std::time::Duration;
 
 /// Something that names a duration; `&str` is parsed with [`humantime`].
 pub trait IntoDuration {
-    /// The duration, or a message naming what cannot be parsed.
-    fn into_duration(self) -> Result<Duration, String>;
+    /// The duration, or a [`DurationError`] naming what cannot be parsed.
+    fn into_duration(self) -> Result<Duration, DurationError>;
 }
 
 impl IntoDuration for Duration {
-    fn into_duration(self) -> Result<Duration, String> {
+    fn into_duration(self) -> Result<Duration, DurationError> {
         Ok(self)
     }
 }
 
 impl IntoDuration for &str {
-    fn into_duration(self) -> Result<Duration, String> {
-        Ok(parse_duration(self)?)
+    fn into_duration(self) -> Result<Duration, DurationError> {
+        parse_duration(self)
     }
 }
 
 impl IntoDuration for String {
-    fn into_duration(self) -> Result<Duration, String> {
-        Ok(parse_duration(&self)?)
+    fn into_duration(self) -> Result<Duration, DurationError> {
+        parse_duration(&self)
     }
 }
 

@@ -50,7 +50,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backoff::{Backoff, backoff};
+pub use backoff::{Backoff, RetryPolicy, backoff};
 pub use bus::{Bus, BusError, MemoryBus, MemoryTimer, Timer, send_signal};
 #[cfg(feature = "testing")]
 pub use clock::ManualClock;

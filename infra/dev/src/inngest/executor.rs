@@ -4,18 +4,20 @@
 //! Runner's, so a TypeScript run and a Rust run behave alike in the dev server.
 
 use super::flow::{AppControl, Gate, control_err, durations, finish_at, schedule_resume};
-use super::protocol::{Answer, backoff_ms, error_of, event_of_envelope, memo, sleep_until, step_error};
+use super::protocol::{Answer, answered_error, error_of, event_of_envelope, memo, sleep_until};
 use super::{AppFunction, InngestApps, Result, WAITS_TARGET, store_err};
+use crate::DevError;
 use crate::devdb::Invocation;
 use crate::host::{Host, HostBus};
 use cairn::lifecycle::transition;
-use cairn::lifecycle::waits::{signal_condition, signal_conflict, signal_holder, signal_of};
+use cairn::lifecycle::waits::{Registered, register_wait, signal_condition};
 use cairn::lifecycle::{Admitted, Fired, RunEnd, WaitMatch, deliver_outbox, match_wait};
 use cairn::{
     EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, StepError, StepId, StepKind, StepRecord,
     StepState, Wait,
 };
 use cairn_aws::{ControlMessage, WireError};
+use cairn_http::opcode::{GeneratorOpcode, Opcode, PlannedOpts, SerializedError, SignalOpts, SleepOpts, WaitOpts};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -233,7 +235,7 @@ impl InngestApps {
                         until: None,
                         events: None,
                     });
-                    let recheck = dev.now().saturating_add(super::flow::QUEUE_RECHECK);
+                    let recheck = dev.now().saturating_add(cairn::lifecycle::gate::QUEUE_RECHECK);
                     return self.suspend(dev, &mut meta, RunStatus::Queued, recheck).await;
                 }
                 let answer = self.call(function, &meta, &events, &step_id, attempt, &memo).await?;
@@ -281,11 +283,10 @@ impl InngestApps {
             200 => return self.finish(dev, meta, Ok(answer.body)).await.map(Applied::Finished),
             206 => {}
             status => {
-                let error = error_of(&answer.body, status);
-                if answer.no_retry || attempt + 1 >= function.max_attempts {
+                let error = answered_error(error_of(&answer.body, status), answer.no_retry, answer.retry_after_ms);
+                let Some(retry_at) = function.retries().retry_at(&error, attempt + 1, now, run_id.as_str()) else {
                     return self.finish(dev, meta, Err(error)).await.map(Applied::Finished);
-                }
-                let retry_at = now.saturating_add(backoff_ms(attempt + 1, run_id.as_str()));
+                };
                 let mut failed_attempt = meta.clone();
                 failed_attempt.attempt = attempt;
                 let retrying = transition::retrying(failed_attempt, retry_at, now);
@@ -296,28 +297,25 @@ impl InngestApps {
                 return Ok(Applied::Finished(RunStatus::Sleeping));
             }
         }
-        let ops = match answer.body {
-            Value::Array(ops) => ops,
-            single @ Value::Object(_) => vec![single],
+        let (no_retry, retry_after_ms) = (answer.no_retry, answer.retry_after_ms);
+        let ops: Vec<GeneratorOpcode> = match answer.body {
+            Value::Array(_) => serde_json::from_value(answer.body),
+            single @ Value::Object(_) => serde_json::from_value(single).map(|op| vec![op]),
             other => return Err(format!("206 without opcodes: {other}").into()),
-        };
+        }
+        .map_err(|err| DevError::with_source(format!("{}: malformed opcodes: {err}", function.app_url), err))?;
         let mut planned = Vec::new();
         let mut position = u32::try_from(steps.len()).unwrap_or(u32::MAX);
         let existing = |id: &str| steps.iter().find(|s| s.id.as_str() == id).cloned();
         for op in ops {
-            let id = op["id"].as_str().unwrap_or_default().to_string();
+            let id = op.id.clone();
             // A sleep or wait the app reports again (called while it is pending) keeps its time.
-            if matches!(op["op"].as_str(), Some("Sleep" | "WaitForEvent" | "WaitForSignal"))
+            if matches!(op.op, Opcode::Sleep | Opcode::WaitForEvent | Opcode::WaitForSignal)
                 && existing(&id).is_some_and(|step| matches!(step.state, StepState::Scheduled { .. }))
             {
                 continue;
             }
-            let name = op["displayName"]
-                .as_str()
-                .or(op["userland"]["id"].as_str())
-                .or(op["name"].as_str())
-                .unwrap_or(&id)
-                .to_string();
+            let name = op.shown_name().to_string();
             let record = |kind: StepKind, state: StepState, attempts: u32, detail: Option<Value>, position: u32| {
                 let prior = existing(&id);
                 StepRecord {
@@ -332,52 +330,57 @@ impl InngestApps {
                     detail,
                 }
             };
-            let kind = if op["opts"]["type"] == "step.sendEvent" { StepKind::SendEvent } else { StepKind::Run };
+            let planned_by = op.opts::<PlannedOpts>().kind;
+            let kind =
+                if planned_by.as_deref() == Some("step.sendEvent") { StepKind::SendEvent } else { StepKind::Run };
             let run_ref = &run_id;
             let commit =
                 |record: StepRecord| async move { dev.store().commit_step(run_ref, &record).await.map_err(store_err) };
-            match op["op"].as_str().unwrap_or_default() {
-                "StepRun" | "Step" => {
-                    commit(record(
-                        kind,
-                        StepState::Completed { output: op["data"].clone() },
-                        attempt + 1,
-                        None,
-                        position,
-                    ))
-                    .await?;
+            match &op.op {
+                Opcode::StepRun | Opcode::Step => {
+                    commit(record(kind, StepState::Completed { output: op.data.clone() }, attempt + 1, None, position))
+                        .await?;
                     position += 1;
                 }
-                "StepPlanned" => planned.push(id.clone()),
-                "StepFailed" | "StepError" => {
-                    // A StepError with no attempts left is final, as a StepFailed is.
-                    let error = step_error(&op["error"]);
-                    let last = op["op"] == "StepFailed" || attempt + 1 >= function.max_attempts;
-                    let retry_at = now.saturating_add(backoff_ms(attempt + 1, &format!("{run_id}/{id}")));
-                    let (state, detail) = if last {
-                        (StepState::Failed { error }, Some(json!({"error": op["error"]})))
-                    } else {
-                        (StepState::Retrying { error, retry_at }, None)
+                Opcode::StepPlanned => planned.push(id.clone()),
+                Opcode::StepFailed | Opcode::StepError => {
+                    // A StepFailed, or a StepError with no attempts left, is final.
+                    let reported = op.error.clone().unwrap_or_else(|| SerializedError {
+                        name: "Error".into(),
+                        message: "error".into(),
+                        stack: None,
+                        serialized: false,
+                    });
+                    let final_op = op.op == Opcode::StepFailed;
+                    let error = answered_error(StepError::from(&reported), no_retry || final_op, retry_after_ms);
+                    let retry_at = function.retries().retry_at(&error, attempt + 1, now, &format!("{run_id}/{id}"));
+                    let (state, detail) = match retry_at {
+                        None => (StepState::Failed { error }, Some(json!({"error": reported}))),
+                        Some(retry_at) => (StepState::Retrying { error, retry_at }, None),
                     };
                     commit(record(kind, state, attempt + 1, detail, position)).await?;
-                    if !last {
+                    if let Some(retry_at) = retry_at {
                         self.wake_at(dev, &function.id, &run_id, retry_at)?;
                     }
                     position += 1;
                 }
-                "Sleep" => {
-                    let until = op["opts"]["duration"].as_str().or(op["name"].as_str()).unwrap_or_default();
-                    let wake_at = sleep_until(until, now)?;
+                Opcode::Sleep => {
+                    let until = op.opts::<SleepOpts>().duration.or_else(|| op.name.clone()).unwrap_or_default();
+                    let wake_at = sleep_until(&until, now)?;
                     commit(record(StepKind::Sleep, StepState::Scheduled { wake_at }, 0, None, position)).await?;
                     position += 1;
                 }
-                "WaitForEvent" | "WaitForSignal" => {
-                    let timeout_at = sleep_until(op["opts"]["timeout"].as_str().unwrap_or("1d"), now)?;
+                Opcode::WaitForEvent | Opcode::WaitForSignal => {
+                    let signal_opts = op.opts::<SignalOpts>();
+                    let wait_opts = op.opts::<WaitOpts>();
+                    let timeout = wait_opts.timeout.clone().unwrap_or_else(|| "1d".into());
+                    let timeout_at = sleep_until(&timeout, now)?;
                     let step_id = StepId::from_hashed(id.clone());
-                    let (wait, detail) = if op["op"] == "WaitForSignal" {
-                        let signal = op["opts"]["signal"]
-                            .as_str()
-                            .or(op["name"].as_str())
+                    let (wait, detail) = if op.op == Opcode::WaitForSignal {
+                        let signal = signal_opts
+                            .signal
+                            .clone()
+                            .or_else(|| op.name.clone())
                             .unwrap_or_default()
                             .trim()
                             .to_string();
@@ -393,9 +396,8 @@ impl InngestApps {
                         );
                         (wait, json!({"event": cairn::SIGNAL_EVENT, "if": expression, "signal": signal}))
                     } else {
-                        let event =
-                            op["opts"]["event"].as_str().or(op["name"].as_str()).unwrap_or_default().to_string();
-                        let expression = op["opts"]["if"].as_str().map(str::to_string);
+                        let event = wait_opts.event.clone().or_else(|| op.name.clone()).unwrap_or_default();
+                        let expression = wait_opts.condition.clone();
                         let wait =
                             Wait::new(&event, &run_id, &step_id, expression.clone(), &meta.event, timeout_at, now);
                         (wait, json!({"event": event, "if": expression}))
@@ -408,43 +410,23 @@ impl InngestApps {
                         position,
                     );
                     commit(scheduled).await?;
-                    dev.store().put_wait(&wait).await.map_err(store_err)?;
+                    // One waiter per signal (as the Runner): `conflict: "replace"` takes the signal
+                    // from the waiting run; otherwise this wait withdraws and its step fails.
+                    let replace = signal_opts.conflict.as_deref() == Some("replace");
+                    let registered = register_wait(dev.store(), &wait, &name, replace).await.map_err(store_err)?;
                     self.has_waiters.store(true, Ordering::Relaxed);
-                    // One waiter per signal, checked once registered (as the Runner does):
-                    // `conflict: "replace"` takes the signal from the waiting run (its wait then
-                    // times out); otherwise this wait withdraws and its step fails.
-                    if let Some(signal) = signal_of(&wait)
-                        && let Some(holder) = signal_holder(dev.store(), &wait).await.map_err(store_err)?
-                    {
-                        if op["opts"]["conflict"] == "replace" {
-                            let probe = cairn::signal(signal, Value::Null);
-                            for other in dev.store().waits_for(&probe).await.map_err(store_err)? {
-                                if other.run_id == holder && signal_of(&other) == Some(signal) {
-                                    dev.store().remove_wait(&other).await.map_err(store_err)?;
-                                }
-                            }
-                        } else {
-                            dev.store().remove_wait(&wait).await.map_err(store_err)?;
-                            let error = signal_conflict(&name, signal, &holder);
-                            let detail = json!({"error": {"name": error.name, "message": error.message}});
-                            commit(record(
-                                StepKind::WaitForEvent,
-                                StepState::Failed { error },
-                                1,
-                                Some(detail),
-                                position,
-                            ))
+                    if let Registered::Conflict(error) = registered {
+                        let detail = json!({"error": {"name": error.name, "message": error.message}});
+                        commit(record(StepKind::WaitForEvent, StepState::Failed { error }, 1, Some(detail), position))
                             .await?;
-                        }
                     }
                     position += 1;
                 }
-                "RunComplete" => return self.finish(dev, meta, Ok(op["data"].clone())).await.map(Applied::Finished),
-                other => {
-                    let message = if other == "InvokeFunction" {
-                        "step.invoke is not supported by `cairn dev -u` yet".to_string()
-                    } else {
-                        format!("opcode `{other}` is not supported by `cairn dev -u`")
+                Opcode::RunComplete => return self.finish(dev, meta, Ok(op.data.clone())).await.map(Applied::Finished),
+                Opcode::InvokeFunction | Opcode::Other(_) => {
+                    let message = match &op.op {
+                        Opcode::Other(other) => format!("opcode `{other}` is not supported by `cairn dev -u`"),
+                        _ => "step.invoke is not supported by `cairn dev -u` yet".to_string(),
                     };
                     return self.finish(dev, meta, Err(StepError::non_retriable(message))).await.map(Applied::Finished);
                 }

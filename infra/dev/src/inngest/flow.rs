@@ -7,16 +7,13 @@
 use super::{AppFunction, INNGEST_PREFIX, InngestApps, MAX_WAKE_AT, Result, store_err};
 use crate::devdb::Schedule;
 use crate::host::{Host, HostBus};
-use cairn::flow::{Acquired, Slot, Throttled};
+use cairn::flow::{Acquired, Slot};
+use cairn::lifecycle::gate::{self, Turn};
 use cairn::lifecycle::transition::Durations;
 use cairn::lifecycle::{ControlError, RunControl};
-use cairn::{BusError, Millis, Queued, RunId, RunMeta, RunStatus, RunStore, RunnerConfig, StepRecord, Timer};
+use cairn::{BusError, Millis, RunId, RunMeta, RunStatus, RunStore, RunnerConfig, StepRecord, Timer};
 use cairn_aws::ControlMessage;
 use std::sync::Arc;
-
-/// How long a queued run waits before checking its concurrency key again, should the wake-up
-/// of a freed slot be lost (as the Runner's reconciler recheck).
-pub(super) const QUEUE_RECHECK: Millis = 60_000;
 
 pub(super) fn durations() -> Durations {
     RunnerConfig::default().durations()
@@ -90,8 +87,11 @@ pub(super) enum Gate {
 
 /// When the run's `timeouts.finish` passes: from its first step (or now, before one).
 pub(super) fn finish_at(function: &AppFunction, steps: &[StepRecord], now: Millis) -> Option<Millis> {
-    let first_started = steps.iter().map(|step| step.started_at).min();
-    function.flow.finish_timeout().map(|finish| first_started.unwrap_or(now).saturating_add(finish))
+    gate::finish_at(&function.flow, first_started(steps), now)
+}
+
+fn first_started(steps: &[StepRecord]) -> Option<Millis> {
+    steps.iter().map(|step| step.started_at).min()
 }
 
 impl InngestApps {
@@ -105,22 +105,12 @@ impl InngestApps {
         meta: &mut RunMeta,
         steps: &[StepRecord],
     ) -> Result<Gate> {
-        let flow = &function.flow;
         let now = dev.now();
-        if steps.is_empty()
-            && meta.attempt == 0
-            && let Some(start) = flow.start_timeout()
-            && now >= meta.created_at.saturating_add(start)
-        {
-            let because = format!("timeouts.start: not started {}s after it was created", start / 1000);
+        if let Some(because) = gate::start_overdue(&function.flow, meta, first_started(steps), now) {
             return self.cancel_overdue(dev, meta, because).await;
         }
-        if let Some(at) = finish_at(function, steps, now)
-            && now >= at
-        {
-            let finish = flow.finish_timeout().unwrap_or(0) / 1000;
-            let because = format!("timeouts.finish: not finished {finish}s after its first step started");
-            return self.cancel_overdue(dev, meta, because).await;
+        if finish_at(function, steps, now).is_some_and(|at| now >= at) {
+            return self.cancel_overdue(dev, meta, gate::finish_reason(&function.flow)).await;
         }
         Ok(Gate::Call)
     }
@@ -141,43 +131,25 @@ impl InngestApps {
             return Ok(Gate::Call);
         }
         let now = dev.now();
-        if steps.is_empty()
-            && meta.attempt == 0
-            && !meta.throttle_passed
-            && let Some(throttle) = flow.throttle_key(&function.id, &meta.event, meta.created_at)
+        let store = dev.store();
+        match gate::throttle_turn(store, &function.id, flow, meta, first_started(steps), false, now)
+            .await
+            .map_err(store_err)?
         {
-            let store = dev.store();
-            match store.throttle_start(&meta.run_id, &throttle.key, throttle.limiter, throttle.score, now).await {
-                Ok(Throttled::Admitted) => meta.throttle_passed = true,
-                Ok(Throttled::Queued { position, at }) => {
-                    meta.queued = Some(Queued {
-                        option: "throttle".into(),
-                        key: throttle.text,
-                        position,
-                        until: Some(at),
-                        events: None,
-                    });
-                    return self.suspend(dev, meta, RunStatus::Queued, at).await.map(Gate::Stopped);
-                }
-                Err(error) => return Err(store_err(error).into()),
+            Turn::Open => {}
+            Turn::Passed(()) => meta.throttle_passed = true,
+            Turn::Queued { queued, wake_at } => {
+                meta.queued = Some(queued);
+                return self.suspend(dev, meta, RunStatus::Queued, wake_at).await.map(Gate::Stopped);
             }
         }
-        let slots = flow.slots(&function.id, &meta.event, meta.created_at);
-        if !slots.is_empty() {
-            let plain: Vec<Slot> = slots.iter().map(|(slot, _)| slot.clone()).collect();
-            match dev.store().acquire_slots(&meta.run_id, &plain, now, self.hold_until(now)).await.map_err(store_err)? {
-                Acquired::Granted => *held = plain,
-                Acquired::Queued { slot, position } => {
-                    meta.queued = Some(Queued {
-                        option: "concurrency".into(),
-                        key: slots[slot].1.clone(),
-                        position,
-                        until: None,
-                        events: None,
-                    });
-                    let recheck = now.saturating_add(QUEUE_RECHECK);
-                    return self.suspend(dev, meta, RunStatus::Queued, recheck).await.map(Gate::Stopped);
-                }
+        let hold_until = self.hold_until(now);
+        match gate::concurrency_turn(store, &function.id, flow, meta, now, hold_until).await.map_err(store_err)? {
+            Turn::Open => {}
+            Turn::Passed(slots) => *held = slots,
+            Turn::Queued { queued, wake_at } => {
+                meta.queued = Some(queued);
+                return self.suspend(dev, meta, RunStatus::Queued, wake_at).await.map(Gate::Stopped);
             }
         }
         Ok(Gate::Call)

@@ -50,6 +50,14 @@ struct AppFunction {
     flow: cairn::flow::FlowControl,
 }
 
+impl AppFunction {
+    /// Its retry policy (the synced `retries`): the same decision the Runner makes for a Rust
+    /// function's attempts, honouring an answer's `X-Inngest-No-Retry` and `Retry-After`.
+    fn retries(&self) -> cairn::RetryPolicy<'static> {
+        cairn::RetryPolicy::with_retries(self.max_attempts.saturating_sub(1))
+    }
+}
+
 /// The Inngest-protocol apps the dev server drives.
 #[derive(Debug, Default)]
 pub struct InngestApps {
@@ -202,7 +210,7 @@ impl InngestApps {
             }
             let retries = function["steps"]["step"]["retries"]["attempts"].as_u64().unwrap_or(4).min(20);
             let flow = cairn::flow::FlowControl::from_wire(function)
-                .map_err(|(option, reason)| format!("function `{id}`: invalid `{option}`: {reason}"))?;
+                .map_err(|error| DevError::with_source(format!("function `{id}`: {error}"), error))?;
             synced.push(AppFunction {
                 id: id.to_string(),
                 name: function["name"].as_str().unwrap_or(id).to_string(),

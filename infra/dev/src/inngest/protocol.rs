@@ -5,13 +5,37 @@
 use super::{AppFunction, InngestApps, MAX_WAKE_AT, Result};
 use crate::DevError;
 use cairn::{EventPayload, Millis, RunMeta, StepError, StepKind, StepRecord, StepState};
+use cairn_http::call::{CallContext, CallRequest, CallStack};
+use cairn_http::opcode::{SerializedError, StreamEnvelope};
 use serde_json::{Value, json};
 
 /// An app's answer to a call request.
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) no_retry: bool,
+    /// `Retry-After`, in milliseconds: the delay the app asked for before the next attempt.
+    pub(super) retry_after_ms: Option<u64>,
     pub(super) body: Value,
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (as the SDKs' `RetryAfterError` sends it),
+/// as milliseconds from `now`.
+pub(super) fn retry_after_ms(value: &str, now: Millis) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.saturating_mul(1000));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?.timestamp_millis();
+    Some(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+}
+
+/// The error of a failed attempt as the app reported it, with what its answer says of retrying:
+/// `no_retry` (`X-Inngest-No-Retry`, or a `StepFailed`) makes it final, `retry_after_ms`
+/// (`Retry-After`) sets its delay.
+pub(super) fn answered_error(mut error: StepError, no_retry: bool, retry_after_ms: Option<u64>) -> StepError {
+    error.retriable = !no_retry;
+    error.retry_after_ms = retry_after_ms;
+    error
 }
 
 impl InngestApps {
@@ -25,22 +49,21 @@ impl InngestApps {
         attempt: u32,
         memo: &Memo,
     ) -> Result<Answer> {
-        let event = serde_json::to_value(&meta.event).unwrap_or_default();
-        let body = json!({
-            "event": event,
-            "events": events,
-            "steps": memo.steps,
-            "ctx": {
-                "run_id": meta.run_id,
-                "attempt": attempt,
-                "max_attempts": function.max_attempts,
-                "disable_immediate_execution": false,
-                "use_api": false,
-                "stack": {"stack": memo.stack, "current": memo.stack.len()},
+        let body = CallRequest {
+            event: meta.event.clone(),
+            events: events.to_vec(),
+            steps: memo.steps.clone(),
+            ctx: CallContext {
+                run_id: meta.run_id.to_string(),
+                attempt,
+                max_attempts: Some(function.max_attempts),
+                disable_immediate_execution: false,
+                stack: Some(CallStack { stack: memo.stack.clone(), current: memo.stack.len() }),
+                use_api: false,
             },
-            "version": 2,
-            "use_api": false,
-        });
+            use_api: false,
+            version: 2,
+        };
         let response = self
             .http
             .post(format!(
@@ -57,19 +80,24 @@ impl InngestApps {
             .map_err(|err| self.call_error(&function.app_url, &err))?;
         let mut status = response.status().as_u16();
         let mut no_retry = response.headers().get("x-inngest-no-retry").is_some_and(|v| v == "true");
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| retry_after_ms(v, now));
         let text = response.text().await.map_err(|err| self.call_error(&function.app_url, &err))?;
         let mut body: Value = serde_json::from_str(text.trim()).unwrap_or(Value::String(text));
         if status == 201 {
-            // Streaming: keep-alive spaces, then {"status", "headers", "body": "<json text>"}.
-            status = u16::try_from(body["status"].as_u64().unwrap_or(500)).unwrap_or(500);
-            no_retry =
-                body["headers"]["x-inngest-no-retry"] == "true" || body["headers"]["X-Inngest-No-Retry"] == "true";
-            body = match &body["body"] {
-                Value::String(inner) => serde_json::from_str(inner).unwrap_or(Value::String(inner.clone())),
-                other => other.clone(),
-            };
+            // Streaming: keep-alive spaces, then the answer in its envelope (none: an error).
+            match serde_json::from_value::<StreamEnvelope>(body.clone()) {
+                Ok(envelope) => {
+                    status = envelope.status;
+                    no_retry = envelope.header("x-inngest-no-retry") == Some("true");
+                    retry_after = envelope.header("retry-after").and_then(|value| retry_after_ms(value, now));
+                    body = serde_json::from_str(&envelope.body).unwrap_or(Value::String(envelope.body));
+                }
+                Err(_) => status = 500,
+            }
         }
-        Ok(Answer { status, no_retry, body })
+        Ok(Answer { status, no_retry, retry_after_ms: retry_after, body })
     }
 
     fn call_error(&self, app_url: &str, err: &reqwest::Error) -> String {
@@ -113,22 +141,15 @@ pub(super) fn memo(steps: &[StepRecord]) -> Memo {
     memo
 }
 
-pub(super) fn step_error(error: &Value) -> StepError {
-    let mut step_error = StepError::new(error["message"].as_str().unwrap_or("error"));
-    step_error.name = error["name"].as_str().unwrap_or("Error").to_string();
-    step_error.stack = error["stack"].as_str().map(str::to_string);
-    step_error
-}
-
 pub(super) fn error_of(body: &Value, status: u16) -> StepError {
     match body {
-        Value::Object(_) if body.get("message").is_some() => step_error(body),
+        Value::Object(_) if body.get("message").is_some() => serde_json::from_value::<SerializedError>(body.clone())
+            .map_or_else(
+                |_| StepError::new(format!("the app answered {status}: {body}")),
+                |error| StepError::from(&error),
+            ),
         other => StepError::new(format!("the app answered {status}: {other}")),
     }
-}
-
-pub(super) fn backoff_ms(attempts: u32, seed: &str) -> Millis {
-    i64::try_from(cairn::backoff(attempts, seed).as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A sleep's end: an ISO time, or a duration from `now`; at most [`MAX_WAKE_AT`].
@@ -153,4 +174,36 @@ pub(super) fn event_of_envelope(envelope: &Value, now: Millis) -> EventPayload {
     }
     event.ts.get_or_insert(now);
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = 1_795_392_000_000; // 2026-11-23T00:00:00Z, a Monday
+        assert_eq!(retry_after_ms("90", now), Some(90_000));
+        assert_eq!(retry_after_ms(" 5 ", now), Some(5_000));
+        assert_eq!(retry_after_ms("Mon, 23 Nov 2026 00:01:00 GMT", now), Some(60_000));
+        assert_eq!(retry_after_ms("Sun, 22 Nov 2026 23:00:00 GMT", now), Some(0), "a date past is now");
+        assert_eq!(retry_after_ms("soon", now), None);
+    }
+
+    /// What an answer says of retrying decides, through the Runner's `RetryPolicy`, when (and
+    /// whether) the next attempt runs.
+    #[test]
+    fn an_answer_says_whether_and_when_the_next_attempt_runs() {
+        let policy = cairn::RetryPolicy::with_retries(3);
+        let asked = answered_error(StepError::new("rate limited"), false, Some(90_000));
+        assert_eq!(policy.retry_at(&asked, 1, 1_000, "r/s"), Some(91_000));
+        let default = answered_error(StepError::new("boom"), false, None);
+        assert_eq!(
+            policy.retry_at(&default, 1, 0, "r/s"),
+            Some(i64::try_from(cairn::backoff(1, "r/s").as_millis()).unwrap())
+        );
+        let fatal = answered_error(StepError::new("no"), true, Some(90_000));
+        assert_eq!(policy.retry_at(&fatal, 1, 0, "r/s"), None);
+        assert_eq!(policy.retry_at(&default, 4, 0, "r/s"), None, "four attempts made of four");
+    }
 }

@@ -26,8 +26,8 @@ pub use batch::{BatchEvents, MAX_BATCH_SIZE};
 pub use debounce::Debounce;
 pub use gcra::Gcra;
 pub use options::{
-    CancelOn, Concurrency, ConcurrencyScope, FlowControl, MAX_PRIORITY_SECS, RateLimit, Singleton, SingletonMode,
-    Throttle, Timeouts,
+    CancelOn, Concurrency, ConcurrencyScope, FlowControl, MAX_PRIORITY_SECS, OptionError, RateLimit, Singleton,
+    SingletonMode, Throttle, Timeouts,
 };
 pub use slots::{Acquired, Slot, SlotState, acquire, release};
 pub use throttle::{ThrottleState, Throttled, leave, throttle};

@@ -7,6 +7,23 @@ use super::debounce::Debounce;
 use super::values::{DAY, Expr, Period, SECOND};
 use serde_json::{Map, Value, json};
 
+/// A flow-control option Inngest would refuse: which option (as the builder names it:
+/// `throttle`, `rate_limit`, ...), and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{option}`: {reason}")]
+pub struct OptionError {
+    /// The option.
+    pub option: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl From<(&'static str, String)> for OptionError {
+    fn from((option, reason): (&'static str, String)) -> Self {
+        OptionError { option, reason }
+    }
+}
+
 /// Which runs share a concurrency limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConcurrencyScope {
@@ -405,15 +422,16 @@ impl FlowControl {
 
     /// The options set on this function's builder, in the order Inngest's validator checks
     /// them; the first problem, naming its option.
-    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub(crate) fn validate(&self) -> Result<(), OptionError> {
         if self.concurrency.len() > MAX_CONCURRENCY_LIMITS {
             return Err((
                 "concurrency",
                 format!("at most {MAX_CONCURRENCY_LIMITS} limits, got {}", self.concurrency.len()),
-            ));
+            )
+                .into());
         }
         if self.cancel.len() > MAX_CANCEL_RULES {
-            return Err(("cancel_on", format!("at most {MAX_CANCEL_RULES} rules, got {}", self.cancel.len())));
+            return Err(("cancel_on", format!("at most {MAX_CANCEL_RULES} rules, got {}", self.cancel.len())).into());
         }
         if self.batch.is_some() {
             // Inngest's validator refuses the first four; its docs also the last two.
@@ -429,14 +447,16 @@ impl FlowControl {
                 return Err((
                     "batch_events",
                     format!("cannot be combined with `{other}` (a batch's run has no single triggering event)"),
-                ));
+                )
+                    .into());
             }
         }
         if self.idempotency.is_some() && self.rate_limit.is_some() {
             return Err((
                 "idempotency",
                 "set idempotency or rate_limit, not both: idempotency is a rate limit of 1 per 24h".into(),
-            ));
+            )
+                .into());
         }
         Ok(())
     }

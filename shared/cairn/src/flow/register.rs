@@ -4,7 +4,9 @@
 
 use super::batch::BatchEvents;
 use super::debounce::Debounce;
-use super::options::{CancelOn, Concurrency, ConcurrencyScope, FlowControl, RateLimit, Singleton, Throttle, Timeouts};
+use super::options::{
+    CancelOn, Concurrency, ConcurrencyScope, FlowControl, OptionError, RateLimit, Singleton, Throttle, Timeouts,
+};
 use super::values::Expr;
 use serde_json::{Map, Value, json};
 
@@ -59,7 +61,7 @@ impl FlowControl {
     ///
     /// # Errors
     /// The first option Inngest would refuse, with the reason (as the builder names it).
-    pub fn from_wire(config: &Value) -> Result<FlowControl, (&'static str, String)> {
+    pub fn from_wire(config: &Value) -> Result<FlowControl, OptionError> {
         let text = |value: &Value, field: &str| value[field].as_str().map(str::to_string);
         let limit = |value: &Value| u32::try_from(value["limit"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
         let mut flow = FlowControl::default();
@@ -80,7 +82,9 @@ impl FlowControl {
                 None | Some("fn") => ConcurrencyScope::Function,
                 Some("env") => ConcurrencyScope::Environment,
                 Some("account") => ConcurrencyScope::Account,
-                Some(other) => return Err(("concurrency", format!("unknown scope `{other}`: fn, env or account"))),
+                Some(other) => {
+                    return Err(("concurrency", format!("unknown scope `{other}`: fn, env or account")).into());
+                }
             });
             limit.check().map_err(|reason| ("concurrency", reason))?;
             flow.concurrency.push(limit);
@@ -115,7 +119,7 @@ impl FlowControl {
             let mut option = match singleton["mode"].as_str() {
                 Some("skip") | None => Singleton::skip(),
                 Some("cancel") => Singleton::cancel(),
-                Some(other) => return Err(("singleton", format!("unknown mode `{other}`: skip or cancel"))),
+                Some(other) => return Err(("singleton", format!("unknown mode `{other}`: skip or cancel")).into()),
             };
             if let Some(key) = text(singleton, "key") {
                 option = option.key(key);

@@ -280,7 +280,7 @@ mod tests {
         let refused = |config: serde_json::Value| FlowControl::from_wire(&config).unwrap_err();
         assert_eq!(
             refused(json!({"throttle": {"limit": 1, "period": "8d"}})),
-            ("throttle", "period `8d` is out of bounds: from 1s to 7d".to_string())
+            ("throttle", "period `8d` is out of bounds: from 1s to 7d".to_string()).into()
         );
         let batched = json!({"batchEvents": {"maxSize": 100, "timeout": "5s", "key": "event.data.accountId", "if": "event.data.plan == \"free\""}});
         assert_eq!(json!(FlowControl::from_wire(&batched).unwrap().wire()), batched);
@@ -290,10 +290,11 @@ mod tests {
                 "batch_events",
                 "cannot be combined with `cancel_on` (a batch's run has no single triggering event)".to_string()
             )
+                .into()
         );
         assert_eq!(
             refused(json!({"debounce": {"period": "500ms"}})),
-            ("debounce", "period `500ms` is out of bounds: from 1s to 7d".to_string())
+            ("debounce", "period `500ms` is out of bounds: from 1s to 7d".to_string()).into()
         );
         assert_eq!(
             json!(FlowControl::from_wire(&json!({"debounce": {"period": "5s", "key": ""}})).unwrap().wire()),
@@ -302,11 +303,11 @@ mod tests {
         );
         assert_eq!(
             refused(json!({"concurrency": [{"limit": 1}, {"limit": 2}, {"limit": 3}]})),
-            ("concurrency", "at most 2 limits, got 3".to_string())
+            ("concurrency", "at most 2 limits, got 3".to_string()).into()
         );
         assert_eq!(
             refused(json!({"concurrency": {"limit": 1, "scope": "galaxy"}})),
-            ("concurrency", "unknown scope `galaxy`: fn, env or account".to_string())
+            ("concurrency", "unknown scope `galaxy`: fn, env or account".to_string()).into()
         );
         assert_eq!(
             refused(json!({"rateLimit": {"limit": 1, "period": "1m"}, "idempotency": "event.data.id"})),
@@ -314,6 +315,7 @@ mod tests {
                 "idempotency",
                 "set idempotency or rate_limit, not both: idempotency is a rate limit of 1 per 24h".to_string()
             )
+                .into()
         );
     }
 }

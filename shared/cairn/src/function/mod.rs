@@ -308,7 +308,7 @@ impl<T> FunctionBuilder<T> {
         if self.triggers.is_empty() {
             return Err(DefinitionError::NoTrigger(self.id));
         }
-        if let Err((option, reason)) = self.flow.validate() {
+        if let Err(crate::flow::OptionError { option, reason }) = self.flow.validate() {
             return Err(DefinitionError::InvalidFlowControl { function: self.id, option, reason });
         }
         let on_failure = self.on_failure.map(|failure_handler| {

@@ -155,40 +155,42 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
     /// 4.8): cancels its run if the rule's condition holds, whatever the run is doing; the step
     /// in flight may finish, the run does not continue. A listener past its timeout, or of a
     /// run that has ended, is dropped. The run's own trigger, and an event sent at or before
-    /// the run was created, never cancel it.
+    /// the run was created, never cancel it. Returns the run's head as the event found it, if the
+    /// event cancelled it.
     ///
     /// # Errors
     /// The store, bus or timer failed (the event is delivered again).
-    pub async fn hear_cancel(&self, listener: &Wait, event: &EventPayload) -> Result<(), ControlError> {
+    pub async fn hear_cancel(&self, listener: &Wait, event: &EventPayload) -> Result<Option<RunMeta>, ControlError> {
         let meta = match self.store.load(&listener.run_id).await? {
             Some(journal) if !journal.meta.status.is_finished() && self.now <= listener.timeout_at => journal.meta,
             _ => {
                 self.store.remove_wait(listener).await?;
-                return Ok(());
+                return Ok(None);
             }
         };
         if meta.event.id == event.id || event.ts.unwrap_or(self.now) <= meta.created_at {
-            return Ok(());
+            return Ok(None);
         }
         if let Some(source) = &listener.expression {
             let trigger = serde_json::to_value(&meta.event).unwrap_or(Value::Null);
             let incoming = serde_json::to_value(event).unwrap_or(Value::Null);
             match MatchExpr::cached(source).and_then(|expr| expr.matches(&trigger, &incoming)) {
                 Ok(true) => {}
-                Ok(false) => return Ok(()),
+                Ok(false) => return Ok(None),
                 Err(error) => {
                     tracing::warn!(%error, run_id = %meta.run_id, "cancel_on condition failed; the run goes on");
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
         let because = format!("cancel_on: event `{}` ({})", event.name, event.id.as_deref().unwrap_or("no id"));
         // Boxed, as in admission: this runs inside event delivery's future.
-        match Box::pin(self.cancel_because(&meta.run_id, Some(because))).await {
-            Ok(_) | Err(ControlError::AlreadyEnded { .. } | ControlError::NotFound(_)) => {}
+        let cancelled = match Box::pin(self.cancel_because(&meta.run_id, Some(because))).await {
+            Ok(_) => Some(meta),
+            Err(ControlError::AlreadyEnded { .. } | ControlError::NotFound(_)) => None,
             Err(other) => return Err(other),
-        }
+        };
         self.store.remove_wait(listener).await?;
-        Ok(())
+        Ok(cancelled)
     }
 }

@@ -48,6 +48,7 @@
 pub mod admission;
 pub mod control;
 pub mod events;
+pub mod gate;
 pub mod transition;
 pub mod waits;
 pub mod window;

@@ -207,6 +207,48 @@ pub fn signal_of(wait: &Wait) -> Option<&str> {
     (key.path == "data.signal").then(|| key.value.strip_prefix("s:")).flatten()
 }
 
+/// What registering a wait decided ([`register_wait`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registered {
+    /// The wait is pending: an event (or its timeout) resumes it.
+    Waiting,
+    /// Another run already waits for the signal: the wait withdrew, and its step fails with
+    /// this `SignalConflictError`.
+    Conflict(StepError),
+}
+
+/// Registers `wait` (idempotent: a driver registers it on every pass, so a crash between the
+/// step's scheduled record and the wait never leaves the run deaf). A signal has one waiter:
+/// the wait is written first, then checked for another run waiting. With `replace` (Inngest's
+/// `conflict: "replace"`) the other run's wait is withdrawn (it then times out); otherwise this
+/// wait withdraws and the step `step_name` fails. Two runs beginning at the same instant may
+/// both withdraw; they never both stay.
+///
+/// # Errors
+/// The store failed.
+pub async fn register_wait<S: crate::store::RunStore>(
+    store: &S,
+    wait: &Wait,
+    step_name: &str,
+    replace: bool,
+) -> Result<Registered, crate::store::StoreError> {
+    store.put_wait(wait).await?;
+    let (Some(signal), Some(holder)) = (signal_of(wait), signal_holder(store, wait).await?) else {
+        return Ok(Registered::Waiting);
+    };
+    if replace {
+        let probe = crate::event::signal(signal, Value::Null);
+        for other in store.waits_for(&probe).await? {
+            if other.run_id == holder && signal_of(&other) == Some(signal) {
+                store.remove_wait(&other).await?;
+            }
+        }
+        return Ok(Registered::Waiting);
+    }
+    store.remove_wait(wait).await?;
+    Ok(Registered::Conflict(signal_conflict(step_name, signal, &holder)))
+}
+
 /// A signal has one waiter at a time: the run other than `wait`'s already waiting for the
 /// signal `wait` waits for, if any. Waits left behind by runs that ended, or whose step no
 /// longer waits, are removed on the way.

@@ -64,6 +64,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         }
         let mut runs = Vec::new();
         let mut started = Vec::new();
+        let mut cancelled = Vec::new();
         if event.name == INVOKED_EVENT {
             if let Some((run, created)) = self.start_invoked(event, now).await? {
                 if let Some(function_id) = created {
@@ -109,14 +110,14 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         let candidate = serde_json::to_value(event).unwrap_or_default();
         for wait in Wait::possible(self.store.waits_for(event).await?, &candidate) {
             if wait.cancels {
-                self.hear_cancel(&wait, event).await?;
+                cancelled.extend(self.hear_cancel(&wait, event).await?);
                 continue;
             }
             if self.resolve_wait(&wait, event, now, true).await?.is_some() && !runs.contains(&wait.run_id) {
                 runs.push(wait.run_id.clone());
             }
         }
-        Ok(Accepted { runs, started })
+        Ok(Accepted { runs, started, cancelled })
     }
 
     /// A failure event with the failed run's triggering event in full, read from the run's head

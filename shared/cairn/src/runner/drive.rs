@@ -6,10 +6,11 @@ use super::report::ended_at;
 use super::{DRIVE_SEQUENCE, Decision, Drive, Progress, ProgressSink, Runner, RunnerError};
 use crate::bus::{Bus, Timer};
 use crate::engine::{Execution, ExecutionPolicy, Op, OpKind, Outcome};
-use crate::flow::{Acquired, Slot, Throttled};
+use crate::flow::Slot;
 use crate::id::RunId;
+use crate::lifecycle::gate::{self, Turn};
 use crate::lifecycle::transition;
-use crate::record::{Millis, Queued, RunStatus};
+use crate::record::{Millis, RunStatus};
 use crate::step::millis;
 use crate::store::{RunStore, StoreError};
 use std::sync::atomic::Ordering;
@@ -204,23 +205,13 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             // Timeouts (flow-control reference, 4.10): `start` until the first step starts,
             // `finish` from then on, checked before anything runs.
             let first_started = journal.steps.iter().map(|step| step.started_at).min();
-            if first_started.is_none()
-                && hold.meta.attempt == 0
-                && let Some(start) = function.flow().start_timeout()
-                && now >= hold.meta.created_at.saturating_add(start)
-            {
-                return self
-                    .cancel_overdue(
-                        &hold,
-                        format!("timeouts.start: not started {}s after it was created", start / 1000),
-                    )
-                    .await;
+            if let Some(because) = gate::start_overdue(function.flow(), &hold.meta, first_started, now) {
+                return self.cancel_overdue(&hold, because).await;
             }
-            let finish = function.flow().finish_timeout();
-            hold.finish_at = finish.map(|finish| first_started.unwrap_or(now).saturating_add(finish));
+            hold.finish_at = gate::finish_at(function.flow(), first_started, now);
             if let Some(retry_at) = hold.meta.retry_at.filter(|at| *at > now) {
                 if hold.finish_at.is_some_and(|at| now >= at) {
-                    return self.cancel_overdue(&hold, finish_reason(finish)).await;
+                    return self.cancel_overdue(&hold, gate::finish_reason(function.flow())).await;
                 }
                 match self.wait_until(&mut hold, retry_at, deadline, RunStatus::Sleeping, "retry").await? {
                     Some(drive) => return Ok(drive),
@@ -229,57 +220,54 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
             // Throttle: a run starts when its key's limiter lets it, or waits in the key's queue
             // until its turn (once: its first step, or the head's flag, says it passed).
-            if first_started.is_none()
-                && hold.meta.attempt == 0
-                && !hold.meta.throttle_passed
-                && !throttle_passed
-                && let Some(throttle) =
-                    function.flow().throttle_key(function.id(), &hold.meta.event, hold.meta.created_at)
-            {
-                match self.store.throttle_start(run_id, &throttle.key, throttle.limiter, throttle.score, now).await? {
-                    Throttled::Admitted => throttle_passed = true,
-                    Throttled::Queued { position, at } => {
-                        hold.meta.queued = Some(Queued {
-                            option: "throttle".into(),
-                            key: throttle.text,
-                            position,
-                            until: Some(at),
-                            events: None,
-                        });
-                        match self.release(&mut hold, RunStatus::Queued, Some(at)).await? {
-                            Released::Done => {
-                                self.timer.wake_at(run_id, function.id(), "throttle", at).await?;
-                                return Ok(Drive::Suspended { status: RunStatus::Queued, wake_at: Some(at) });
-                            }
-                            Released::Replay => continue 'replay,
+            // Boxed, as every store call inside the drive's loop: a DynamoDB call's future is large,
+            // and a drive runs on a 2 MB stack in Lambda.
+            let throttle = Box::pin(gate::throttle_turn(
+                &self.store,
+                function.id(),
+                function.flow(),
+                &hold.meta,
+                first_started,
+                throttle_passed,
+                now,
+            ))
+            .await?;
+            match throttle {
+                Turn::Open => {}
+                Turn::Passed(()) => throttle_passed = true,
+                Turn::Queued { queued, wake_at } => {
+                    hold.meta.queued = Some(queued);
+                    match self.release(&mut hold, RunStatus::Queued, Some(wake_at)).await? {
+                        Released::Done => {
+                            self.timer.wake_at(run_id, function.id(), "throttle", wake_at).await?;
+                            return Ok(Drive::Suspended { status: RunStatus::Queued, wake_at: Some(wake_at) });
                         }
+                        Released::Replay => continue 'replay,
                     }
                 }
             }
             hold.meta.throttle_passed |= throttle_passed;
             // Concurrency: a slot of every key before any code runs, or wait in the queue.
             if held.is_none() {
-                let slots = function.flow().slots(function.id(), &hold.meta.event, hold.meta.created_at);
-                if !slots.is_empty() {
-                    let plain: Vec<Slot> = slots.iter().map(|(slot, _)| slot.clone()).collect();
-                    let hold_until = deadline.max(now).saturating_add(millis(self.config.lease));
-                    match self.store.acquire_slots(run_id, &plain, now, hold_until).await? {
-                        Acquired::Granted => *held = Some((function.id().to_string(), plain)),
-                        Acquired::Queued { slot, position } => {
-                            hold.meta.queued = Some(Queued {
-                                option: "concurrency".into(),
-                                key: slots[slot].1.clone(),
-                                position,
-                                until: None,
-                                events: None,
-                            });
-                            let recheck = now.saturating_add(QUEUE_RECHECK);
-                            match self.release(&mut hold, RunStatus::Queued, Some(recheck)).await? {
-                                Released::Done => {
-                                    return Ok(Drive::Suspended { status: RunStatus::Queued, wake_at: Some(recheck) });
-                                }
-                                Released::Replay => continue 'replay,
+                let hold_until = deadline.max(now).saturating_add(millis(self.config.lease));
+                let turn = Box::pin(gate::concurrency_turn(
+                    &self.store,
+                    function.id(),
+                    function.flow(),
+                    &hold.meta,
+                    now,
+                    hold_until,
+                ));
+                match turn.await? {
+                    Turn::Open => {}
+                    Turn::Passed(slots) => *held = Some((function.id().to_string(), slots)),
+                    Turn::Queued { queued, wake_at } => {
+                        hold.meta.queued = Some(queued);
+                        match self.release(&mut hold, RunStatus::Queued, Some(wake_at)).await? {
+                            Released::Done => {
+                                return Ok(Drive::Suspended { status: RunStatus::Queued, wake_at: Some(wake_at) });
                             }
+                            Released::Replay => continue 'replay,
                         }
                     }
                 }
@@ -338,7 +326,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     *decision = Some(Ok(outcome.clone()));
                 }
                 if overdue && !matches!(outcome, Outcome::Completed(_) | Outcome::Failed { retry_at: None, .. }) {
-                    return self.cancel_overdue(&hold, finish_reason(finish)).await;
+                    return self.cancel_overdue(&hold, gate::finish_reason(function.flow())).await;
                 }
                 match outcome {
                     Outcome::StepCompleted(record) | Outcome::StepFailed { record, retry_at: None } => {
@@ -419,11 +407,4 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             }
         }
     }
-}
-
-/// When a queued run tries for a slot again if no release woke it (the reconciler drives it).
-const QUEUE_RECHECK: Millis = 60_000;
-
-fn finish_reason(finish: Option<Millis>) -> String {
-    format!("timeouts.finish: not finished {}s after its first step started", finish.unwrap_or(0) / 1000)
 }

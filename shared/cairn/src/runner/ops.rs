@@ -9,7 +9,7 @@ use crate::engine::{Execution, Op, OpKind};
 use crate::error::StepError;
 use crate::event::{EventPayload, INVOKED_EVENT};
 use crate::id::{RunId, StepId};
-use crate::lifecycle::waits::{signal_conflict, signal_holder, signal_of};
+use crate::lifecycle::waits::{Registered, register_wait, signal_of};
 use crate::record::{Millis, RunStatus, StepRecord, StepState, Wait};
 use crate::step::millis;
 use crate::store::{Commit, RunStore, StoreError};
@@ -120,15 +120,9 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                     }
                     let wait =
                         Wait::new(event, &run_id, &op.id, expression.clone(), &hold.meta.event, *timeout_at, now);
-                    self.store.put_wait(&wait).await?;
-                    // A signal has one waiter: registered first, then checked, a wait that finds
-                    // another run waiting withdraws and fails its step. Two runs beginning at
-                    // the same instant may both withdraw; they never both stay.
-                    if let Some(signal) = signal_of(&wait)
-                        && let Some(holder) = signal_holder(&self.store, &wait).await?
+                    if let Registered::Conflict(error) =
+                        Box::pin(register_wait(&self.store, &wait, &op.name, false)).await?
                     {
-                        self.store.remove_wait(&wait).await?;
-                        let error = signal_conflict(&op.name, signal, &holder);
                         let adopted = self.commit(hold, op.failed_record(error, now), progress).await?;
                         execution.committed(adopted);
                         progressed = true;

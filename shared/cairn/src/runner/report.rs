@@ -58,6 +58,10 @@ pub struct Accepted {
     pub runs: Vec<RunId>,
     /// The runs this delivery created, with their function ids (none for a duplicate delivery).
     pub started: Vec<(RunId, String)>,
+    /// The runs this delivery cancelled (`cancel_on`) that no invocation was executing, with
+    /// their function ids (a run being executed is reported by the drive that finds it
+    /// cancelled: [`Drive::AlreadyFinished`]).
+    pub cancelled: Vec<(RunId, String)>,
 }
 
 /// What a run reports while it is driven, e.g. streamed to a caller as NDJSON.

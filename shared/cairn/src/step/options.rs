@@ -15,7 +15,7 @@ use std::time::Duration;
 pub struct StepOptions {
     pub(super) name: String,
     pub(super) retries: Option<u32>,
-    pub(super) timeout: Option<Result<Duration, String>>,
+    pub(super) timeout: Option<Result<Duration, crate::error::DurationError>>,
     pub(super) backoff: Option<Backoff>,
 }
 
@@ -62,7 +62,7 @@ impl From<String> for StepOptions {
 #[derive(Debug)]
 pub struct WaitFor<T = Value> {
     pub(super) event: String,
-    pub(super) timeout: Result<Duration, String>,
+    pub(super) timeout: Result<Duration, crate::error::DurationError>,
     pub(super) expression: Option<String>,
     _data: PhantomData<fn() -> T>,
 }
@@ -116,7 +116,7 @@ impl<T> WaitFor<T> {
 pub struct Invoke {
     pub(super) function_id: String,
     pub(super) data: Value,
-    pub(super) timeout: Result<Duration, String>,
+    pub(super) timeout: Result<Duration, crate::error::DurationError>,
 }
 
 impl Invoke {
@@ -142,17 +142,17 @@ impl Invoke {
 /// One or many events for `step.send_event`.
 pub trait IntoEvents {
     /// The events, or a message naming what cannot be sent.
-    fn into_events(self) -> Result<Vec<EventPayload>, String>;
+    fn into_events(self) -> Result<Vec<EventPayload>, crate::error::EventError>;
 }
 
 impl IntoEvents for EventPayload {
-    fn into_events(self) -> Result<Vec<EventPayload>, String> {
+    fn into_events(self) -> Result<Vec<EventPayload>, crate::error::EventError> {
         Ok(vec![self])
     }
 }
 
 impl IntoEvents for Vec<EventPayload> {
-    fn into_events(self) -> Result<Vec<EventPayload>, String> {
+    fn into_events(self) -> Result<Vec<EventPayload>, crate::error::EventError> {
         Ok(self)
     }
 }

@@ -26,7 +26,10 @@ pub(super) fn checked_name(name: &str) -> StepResult<&str> {
     Ok(name)
 }
 
-pub(super) fn checked_wait(name: &str, duration: Result<Duration, String>) -> StepResult<Duration> {
+pub(super) fn checked_wait(
+    name: &str,
+    duration: Result<Duration, crate::error::DurationError>,
+) -> StepResult<Duration> {
     let duration = duration.map_err(|reason| StepError::non_retriable(format!("step `{name}`: {reason}")))?;
     if duration > MAX_WAIT {
         return Err(StepError::non_retriable(format!(
@@ -37,7 +40,10 @@ pub(super) fn checked_wait(name: &str, duration: Result<Duration, String>) -> St
     Ok(duration)
 }
 
-pub(super) fn checked_timeout(name: &str, timeout: Option<Result<Duration, String>>) -> StepResult<Option<Duration>> {
+pub(super) fn checked_timeout(
+    name: &str,
+    timeout: Option<Result<Duration, crate::error::DurationError>>,
+) -> StepResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
         Some(Err(reason)) => Err(StepError::non_retriable(format!("step `{name}`: invalid timeout: {reason}"))),
