@@ -72,14 +72,42 @@ def paths_in(code):
     return paths
 
 
+def root_reexports(src, top_modules):
+    """`pub use module::{A, b::C}` in the crate root: each re-exported name, and its module, so a
+    `crate::A` path counts as a use of `module`."""
+    owner = {}
+    for root_file in ("lib.rs", "main.rs"):
+        path = os.path.join(src, root_file)
+        if not os.path.isfile(path):
+            continue
+        code = code_of(path)
+        for match in re.finditer(r"pub use (\w+)::", code):
+            module = match.group(1)
+            if module not in top_modules:
+                continue
+            rest = code[match.end():]
+            if rest.startswith("{"):
+                items = braced(code, match.end())
+            else:
+                items = [re.match(r"[\w:]+", rest).group(0)]
+            for item in items:
+                for name in re.findall(r"(\w+)\s*(?:[,}]|$)", item.replace("{", ",").replace("}", ",")):
+                    owner.setdefault(name, module)
+    return owner
+
+
 def graph(src, depth):
     edges = {}
-    for path, parts in modules(src).items():
+    found = modules(src)
+    top_modules = {parts[0] for parts in found.values() if parts}
+    reexported = root_reexports(src, top_modules) if depth == 1 else {}
+    for path, parts in found.items():
         if len(parts) < depth:
             continue
         me = tuple(parts[:depth])
         code = code_of(path)
-        targets = [tuple(p[:depth]) for p in paths_in(code) if len(p) > depth - 1 and tuple(p[: depth - 1]) == me[:-1]]
+        paths = [[reexported.get(p[0], p[0])] + p[1:] if p and p[0] not in top_modules else p for p in paths_in(code)]
+        targets = [tuple(p[:depth]) for p in paths if len(p) > depth - 1 and tuple(p[: depth - 1]) == me[:-1]]
         if len(parts) == depth:  # `super::x` from a direct child of the parent module
             targets += [me[:-1] + (m.group(1),) for m in re.finditer(r"super::(\w+)", code)]
         for target in targets:

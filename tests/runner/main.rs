@@ -633,3 +633,36 @@ async fn an_invalid_event_is_rejected_with_its_problem_and_starts_nothing() {
     assert_eq!(err.to_string(), "invalid event: event `app/my.event` has no id");
     assert!(h.runner.store().list_runs(&RunQuery::default()).await.unwrap().is_empty());
 }
+
+/// A `cancel_on` event reports the runs it cancelled that no invocation was executing (the
+/// invocation that received it counts them in `RunsCancelled`); a run whose lease is held is
+/// left to the invocation executing it, which finds it cancelled, so each cancel counts once.
+#[tokio::test]
+async fn a_cancel_on_event_reports_the_idle_runs_it_cancelled_and_leaves_executing_ones_to_their_driver() {
+    let napper = Function::new("napper")
+        .on_event("test/nap")
+        .cancel_on(cairn::flow::CancelOn::event("test/stop"))
+        .handler(|_: Event, step: Step| async move {
+            step.sleep("nap", "1h").await?;
+            Ok(json!("woke"))
+        })
+        .unwrap();
+    let h = harness(vec![napper]);
+    let idle = h.runner.accept(&EventPayload::new("test/nap", json!({})).with_id("nap-idle")).await.unwrap().remove(0);
+    let busy = h.runner.accept(&EventPayload::new("test/nap", json!({})).with_id("nap-busy")).await.unwrap().remove(0);
+    for run in [&idle, &busy] {
+        assert!(matches!(h.runner.drive(run).await.unwrap(), Drive::Suspended { status: RunStatus::Sleeping, .. }));
+    }
+    // An invocation is executing `busy` (it holds the lease).
+    let mut meta = h.meta(&busy).await;
+    meta.lease = Some(cairn::Lease { owner: "elsewhere".into(), expires_at: h.clock.now_ms() + 60_000 });
+    h.runner.store().update_meta(&meta).await.unwrap();
+    h.clock.advance(Duration::from_secs(1));
+
+    let stop = EventPayload::new("test/stop", json!({})).with_id("stop-1").with_ts(h.clock.now_ms());
+    let accepted = h.runner.accept_detailed(&stop).await.unwrap();
+    assert_eq!(accepted.cancelled, vec![(idle.clone(), "napper".to_string())]);
+    assert_eq!((h.meta(&idle).await.status, h.meta(&busy).await.status), (RunStatus::Cancelled, RunStatus::Cancelled));
+    // Delivered again, it cancels nothing more.
+    assert_eq!(h.runner.accept_detailed(&stop).await.unwrap().cancelled, vec![]);
+}

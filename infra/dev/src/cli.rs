@@ -224,7 +224,7 @@ pub async fn send(url: &str, name: &str, data: &str, source: &str, bus: &str, fo
         .map_err(|err| {
             DevError::with_source(format!("cannot reach the dev server at {url}: {err} (is `make dev` running?)"), err)
         })?;
-    let answer: Value = response.json().await.map_err(|err| err.to_string())?;
+    let answer: Value = response.json().await.map_err(DevError::caused_by)?;
     if let Some(message) = answer["message"].as_str() {
         return Err(format!("{}: {message}", answer["__type"].as_str().unwrap_or("error")).into());
     }

@@ -137,8 +137,7 @@ impl Console {
         let scopes = names
             .into_iter()
             .map(|name| {
-                let store =
-                    DynamoDbStore::new(dynamodb.clone(), &config.table, &name).map_err(|err| err.to_string())?;
+                let store = DynamoDbStore::new(dynamodb.clone(), &config.table, &name).map_err(DevError::caused_by)?;
                 let schedules = SchedulerTimer::new(scheduler.clone(), &config.schedule_group, "", "", "").scope(&name);
                 let queue = config
                     .timer_queues

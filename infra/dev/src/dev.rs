@@ -94,7 +94,7 @@ impl Dev {
     /// # Errors
     /// A template mistake or an unopenable store, as a message naming it.
     pub fn new(config: DevConfig, store: AnyStore) -> Result<Arc<Dev>, DevError> {
-        let mut template = Template::load(&config.template_path).map_err(|err| err.to_string())?;
+        let mut template = Template::load(&config.template_path).map_err(DevError::caused_by)?;
         if let Some(secs) = config.reconcile_secs {
             if secs == 0 {
                 return Err("the reconcile interval must be at least 1 second".into());
@@ -107,7 +107,7 @@ impl Dev {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(config.app_timeout)
             .build()
-            .map_err(|err| err.to_string())?;
+            .map_err(DevError::caused_by)?;
         let dev = Arc::new(Dev {
             inngest: InngestApps::new(config.apps.clone(), http.clone(), config.app_timeout),
             parameters,

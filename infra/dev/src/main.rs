@@ -386,7 +386,7 @@ async fn dev(args: DevArgs) -> Result<(), DevError> {
     // The functions' store: DynamoDB when CAIRN_TABLE is set (as in AWS; with CAIRN_SCOPE, which
     // `--watch` forwards, so every function runs under that one scope locally), else the SQLite file.
     let store = if std::env::var("CAIRN_TABLE").is_ok_and(|t| !t.is_empty()) {
-        cairn_aws::store_from_env(&aws_config::load_from_env().await).map_err(|err| err.to_string())?
+        cairn_aws::store_from_env(&aws_config::load_from_env().await).map_err(DevError::caused_by)?
     } else {
         cairn_aws::AnyStore::Sqlite(
             cairn::SqliteStore::open(&db).map_err(|err| DevError::with_source(format!("--db {db}: {err}"), err))?,
@@ -431,7 +431,7 @@ async fn dev(args: DevArgs) -> Result<(), DevError> {
 async fn console(args: ConsoleArgs) -> Result<(), DevError> {
     init_logging();
     let template = if std::path::Path::new(&args.template).exists() {
-        Some(cairn_dev::template::Template::load(&args.template).map_err(|err| err.to_string())?)
+        Some(cairn_dev::template::Template::load(&args.template).map_err(DevError::caused_by)?)
     } else {
         None
     };

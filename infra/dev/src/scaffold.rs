@@ -103,13 +103,14 @@ const KEYWORDS: &[&str] = &[
 
 /// Checks that `name` names nothing else of the project at `root`: no Rust keyword, no package
 /// or binary of any manifest (the crates under `shared/`, `functions/`, `infra/`, `vercel/`,
-/// `tests/`), and no workflow whose template resources would share its logical id.
+/// `tests/`), no dependency the workspace declares, and no workflow whose template resources
+/// would share its logical id.
 fn check_untaken(root: &Path, name: &str) -> Result<(), ScaffoldError> {
     let ident = name.replace('-', "_");
     if KEYWORDS.contains(&ident.as_str()) {
         return Err(ScaffoldError::Keyword(name.to_string(), ident));
     }
-    let mut manifests = vec![root.join("vercel/Cargo.toml"), root.join("tests/Cargo.toml")];
+    let mut manifests = vec![root.join("Cargo.toml"), root.join("vercel/Cargo.toml"), root.join("tests/Cargo.toml")];
     for group in ["shared", "functions", "infra"] {
         let Ok(entries) = std::fs::read_dir(root.join(group)) else { continue };
         manifests.extend(entries.flatten().map(|entry| entry.path().join("Cargo.toml")));
@@ -133,17 +134,24 @@ fn check_untaken(root: &Path, name: &str) -> Result<(), ScaffoldError> {
     Ok(())
 }
 
-/// The `name = "..."` values of a manifest's `[package]` and `[[bin]]` sections.
+/// The names a manifest declares: the `name` of its `[package]` and `[[bin]]` sections (a
+/// comment after it, single or double quotes), and the keys of `[workspace.dependencies]`.
 fn declared_names(manifest: &str) -> impl Iterator<Item = &str> {
+    let quotes = |c: char| c == '"' || c == '\'';
     let mut section = "";
     manifest.lines().filter_map(move |line| {
-        let line = line.trim();
+        let line = line.split('#').next().unwrap_or_default().trim();
         if line.starts_with('[') {
             section = line;
             return None;
         }
-        let value = line.strip_prefix("name")?.trim_start().strip_prefix('=')?.trim();
-        (section == "[package]" || section == "[[bin]]").then(|| value.trim_matches('"'))
+        let (key, value) = line.split_once('=')?;
+        let key = key.trim().trim_matches(quotes);
+        match section {
+            "[package]" | "[[bin]]" if key == "name" => Some(value.trim().trim_matches(quotes)),
+            "[workspace.dependencies]" => key.split('.').next(),
+            _ => None,
+        }
     })
 }
 
@@ -344,8 +352,13 @@ mod tests {
             ("functions/x-2/Cargo.toml", "[package]\nname = \"x-2\"\n"),
             (
                 "shared/cairn-aws/Cargo.toml",
-                "[package]\nname = \"cairn-aws\"\n[dependencies]\nname = \"not-a-package\"\n",
+                "[package]\nname = \"cairn-aws\" # the AWS half\n[dependencies]\nname = \"not-a-package\"\n",
             ),
+            (
+                "Cargo.toml",
+                "[workspace]\nmembers = [\"functions/*\"]\n\n[workspace.dependencies]\ntokio = { version = \"1\" }\nserde.workspace = true\n",
+            ),
+            ("tests/Cargo.toml", "[package]\nname = 'cairn-tests'\n"),
             (
                 "vercel/Cargo.toml",
                 "[package]\nname = \"cairn-vercel\"\n\n[[bin]]\nname = \"inngest\"\npath = \"api/inngest.rs\"\n",
@@ -367,6 +380,14 @@ mod tests {
         assert_eq!(
             refused("cairn-functions"),
             "`cairn-functions` is already a package or binary of this project (functions/registry/Cargo.toml); choose another name"
+        );
+        assert_eq!(
+            refused("tokio"),
+            "`tokio` is already a package or binary of this project (Cargo.toml); choose another name"
+        );
+        assert_eq!(
+            refused("cairn-tests"),
+            "`cairn-tests` is already a package or binary of this project (tests/Cargo.toml); choose another name"
         );
         assert_eq!(
             refused("x2"),

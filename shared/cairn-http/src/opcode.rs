@@ -103,14 +103,15 @@ pub struct Userland {
     pub index: Option<u32>,
 }
 
-/// An error as the SDKs serialize it (`{name, message, stack, __serialized}`).
+/// An error as the SDKs serialize it (`{name, message, stack, __serialized}`, and whatever else
+/// the error carried, such as its `cause`, kept as it came).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SerializedError {
     /// The error's class (`Error`, `NonRetriableError`, ...).
-    #[serde(default = "error_name")]
+    #[serde(default = "error_name", deserialize_with = "text")]
     pub name: String,
-    /// Its message.
-    #[serde(default)]
+    /// Its message (an SDK passes a thrown object's non-string `message` through: read as text).
+    #[serde(default, deserialize_with = "text")]
     pub message: String,
     /// Its stack, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +119,31 @@ pub struct SerializedError {
     /// The SDKs' marker of a serialized error (written only when set).
     #[serde(rename = "__serialized", default, skip_serializing_if = "is_false")]
     pub serialized: bool,
+    /// Every other field of the error (`cause`, a user's own), as it came.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl SerializedError {
+    /// An `Error` with `message` and nothing else.
+    pub fn new(message: impl Into<String>) -> Self {
+        SerializedError {
+            name: error_name(),
+            message: message.into(),
+            stack: None,
+            serialized: false,
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+/// Any JSON value as text: a string as it is, anything else as its JSON (`null`: empty).
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::String(text) => text,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
 }
 
 fn error_name() -> String {
@@ -136,6 +162,7 @@ impl From<&StepError> for SerializedError {
             message: error.message.clone(),
             stack: Some(error.stack.clone().unwrap_or_default()),
             serialized: true,
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -243,7 +270,7 @@ mod tests {
             {"op": "StepRun", "id": "a1", "name": "fetch", "displayName": "fetch", "opts": {}, "userland": {"id": "fetch"}, "data": {"n": 1}},
             {"op": "WaitForEvent", "id": "b2", "name": "app/approved", "displayName": "approval", "opts": {"timeout": "1d", "if": "async.data.id == event.data.id"}, "data": null},
             {"op": "WaitForSignal", "id": "c3", "name": "approve-7", "opts": {"signal": "approve-7", "timeout": "2d", "conflict": "replace"}, "data": null},
-            {"op": "StepError", "id": "d4", "name": "charge", "opts": {}, "error": {"name": "Error", "message": "boom", "stack": "at x", "__serialized": true}, "data": null},
+            {"op": "StepError", "id": "d4", "name": "charge", "opts": {}, "error": {"name": "Error", "message": "boom", "stack": "at x", "__serialized": true, "cause": {"name": "Error", "message": "socket hang up"}}, "data": null},
             {"op": "InvokeFunction", "id": "e5", "displayName": "charge", "opts": {"function_id": "app-charge", "payload": {"data": {"x": 1}}}, "data": null},
             {"op": "Teleport", "id": "f6", "name": "?", "data": null}
         ]);
@@ -268,7 +295,16 @@ mod tests {
             (error.name.as_str(), error.message.as_str(), error.stack.as_deref()),
             ("Error", "boom", Some("at x"))
         );
-        assert_eq!(serde_json::to_value(&ops).unwrap(), answer);
+        assert_eq!(serde_json::to_value(&ops).unwrap(), answer, "written back whole, the error's cause with it");
+    }
+
+    #[test]
+    fn an_error_with_a_thrown_objects_message_reads_as_text() {
+        let error: SerializedError =
+            serde_json::from_value(json!({"name": "Error", "message": {"code": 7}, "__serialized": true})).unwrap();
+        assert_eq!(error.message, r#"{"code":7}"#);
+        let bare: SerializedError = serde_json::from_value(json!({})).unwrap();
+        assert_eq!((bare.name.as_str(), bare.message.as_str()), ("Error", ""));
     }
 
     #[test]

@@ -229,7 +229,7 @@ async fn call(app: &App, query: &HashMap<String, String>, body: &[u8], now: cair
             }
             Err(message) => {
                 opcode.op = Opcode::StepError;
-                opcode.error = Some(SerializedError { name: "Error".into(), message, stack: None, serialized: false });
+                opcode.error = Some(SerializedError::new(message));
                 Some("false")
             }
         };

@@ -234,12 +234,21 @@ async fn a_failing_step_errors_until_its_last_attempt_then_fails() {
         post(&e, "flaky", "step", &call_body("test/flaky", json!({}), json!({"attempt": 0, "max_attempts": 3}))).await;
     assert_eq!(early.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(early.headers["x-inngest-no-retry"], "false");
-    assert_eq!(early.body[0]["op"], json!("StepError"));
-    assert_eq!(early.body[0]["error"]["message"], json!("boom"));
+    // The whole opcode, as the TypeScript SDK writes it: a retriable attempt's error, no data.
+    let error = json!({"name": "Error", "message": "boom", "stack": "", "__serialized": true});
+    assert_eq!(
+        early.body,
+        json!([{"id": hid("may-fail"), "op": "StepError", "name": "may-fail", "displayName": "may-fail", "opts": {},
+                "userland": {"id": "may-fail"}, "error": error, "data": null}])
+    );
     let last =
         post(&e, "flaky", "step", &call_body("test/flaky", json!({}), json!({"attempt": 2, "max_attempts": 3}))).await;
     assert_eq!(last.headers["x-inngest-no-retry"], "true");
-    assert_eq!(last.body[0]["op"], json!("StepFailed"));
+    assert_eq!(
+        last.body,
+        json!([{"id": hid("may-fail"), "op": "StepFailed", "name": "may-fail", "displayName": "may-fail", "opts": {},
+                "userland": {"id": "may-fail"}, "error": error, "data": error}])
+    );
     let fatal = post(&e, "fatal", "step", &call_body("test/fatal", json!({}), json!({}))).await;
     assert_eq!(
         (fatal.body[0]["op"].clone(), fatal.headers["x-inngest-no-retry"].clone()),
@@ -250,7 +259,7 @@ async fn a_failing_step_errors_until_its_last_attempt_then_fails() {
     let failed = post(&e, "fatal", "step", &call_body("test/fatal", memo, json!({}))).await;
     assert_eq!(failed.status, StatusCode::BAD_REQUEST);
     assert_eq!(failed.headers["x-inngest-no-retry"], "true");
-    assert_eq!(failed.body["message"], json!("nope"));
+    assert_eq!(failed.body, json!({"name": "NonRetriableError", "message": "nope", "stack": "", "__serialized": true}));
 }
 
 #[tokio::test]
@@ -290,8 +299,12 @@ async fn waits_and_invokes_become_their_opcodes() {
         post(&e, "waiter", "step", &call_body("test/wait", json!({ hid("wait-approval"): null }), json!({}))).await;
     assert_eq!(timed_out.body, Value::Null);
     let invoke = post(&e, "invoker", "step", &call_body("test/invoke", json!({}), json!({}))).await;
-    assert_eq!(invoke.body[0]["op"], json!("InvokeFunction"));
-    assert_eq!(invoke.body[0]["opts"], json!({"function_id": "app-hello", "payload": {"data": {"userId": "x"}}}));
+    assert_eq!(
+        invoke.body,
+        json!([{"id": hid("call-hello"), "op": "InvokeFunction", "displayName": "call-hello",
+                "opts": {"function_id": "app-hello", "payload": {"data": {"userId": "x"}}},
+                "userland": {"id": "call-hello"}, "data": null}])
+    );
     let returned = post(
         &e,
         "invoker",

@@ -148,7 +148,7 @@ impl DevDb {
         connection.busy_timeout(Duration::from_secs(10)).map_err(sql_err)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err)?;
-        migrate(&mut connection, path, &DEV_SCHEMA).map_err(|err| err.to_string())?;
+        migrate(&mut connection, path, &DEV_SCHEMA).map_err(DevError::caused_by)?;
         connection
             .execute("UPDATE dev_invocations SET status = 'queued' WHERE status = 'running'", [])
             .map_err(sql_err)?;

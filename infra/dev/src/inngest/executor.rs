@@ -4,9 +4,8 @@
 //! Runner's, so a TypeScript run and a Rust run behave alike in the dev server.
 
 use super::flow::{AppControl, Gate, control_err, durations, finish_at, schedule_resume};
-use super::protocol::{Answer, answered_error, error_of, event_of_envelope, memo, sleep_until};
+use super::protocol::{Answer, answered_error, error_of, event_of_envelope, memo, retry_after_ms, sleep_until};
 use super::{AppFunction, InngestApps, Result, WAITS_TARGET, store_err};
-use crate::DevError;
 use crate::devdb::Invocation;
 use crate::host::{Host, HostBus};
 use cairn::lifecycle::transition;
@@ -283,8 +282,10 @@ impl InngestApps {
             200 => return self.finish(dev, meta, Ok(answer.body)).await.map(Applied::Finished),
             206 => {}
             status => {
-                let error = answered_error(error_of(&answer.body, status), answer.no_retry, answer.retry_after_ms);
+                let asked_delay = answer.retry_after.as_deref().and_then(|value| retry_after_ms(value, now));
+                let mut error = answered_error(error_of(&answer.body, status), answer.no_retry, asked_delay);
                 let Some(retry_at) = function.retries().retry_at(&error, attempt + 1, now, run_id.as_str()) else {
+                    error.retry_after_ms = None; // Nothing follows a final failure.
                     return self.finish(dev, meta, Err(error)).await.map(Applied::Finished);
                 };
                 let mut failed_attempt = meta.clone();
@@ -297,13 +298,21 @@ impl InngestApps {
                 return Ok(Applied::Finished(RunStatus::Sleeping));
             }
         }
-        let (no_retry, retry_after_ms) = (answer.no_retry, answer.retry_after_ms);
-        let ops: Vec<GeneratorOpcode> = match answer.body {
-            Value::Array(_) => serde_json::from_value(answer.body),
+        let no_retry = answer.no_retry;
+        let asked_delay = answer.retry_after.as_deref().and_then(|value| retry_after_ms(value, now));
+        let parsed = match answer.body {
+            Value::Array(_) => serde_json::from_value::<Vec<GeneratorOpcode>>(answer.body),
             single @ Value::Object(_) => serde_json::from_value(single).map(|op| vec![op]),
             other => return Err(format!("206 without opcodes: {other}").into()),
-        }
-        .map_err(|err| DevError::with_source(format!("{}: malformed opcodes: {err}", function.app_url), err))?;
+        };
+        // An answer this side cannot read fails the run, as an opcode it does not support does.
+        let ops = match parsed {
+            Ok(ops) => ops,
+            Err(error) => {
+                let error = StepError::non_retriable(format!("the app answered malformed opcodes: {error}"));
+                return self.finish(dev, meta, Err(error)).await.map(Applied::Finished);
+            }
+        };
         let mut planned = Vec::new();
         let mut position = u32::try_from(steps.len()).unwrap_or(u32::MAX);
         let existing = |id: &str| steps.iter().find(|s| s.id.as_str() == id).cloned();
@@ -345,16 +354,16 @@ impl InngestApps {
                 Opcode::StepPlanned => planned.push(id.clone()),
                 Opcode::StepFailed | Opcode::StepError => {
                     // A StepFailed, or a StepError with no attempts left, is final.
-                    let reported = op.error.clone().unwrap_or_else(|| SerializedError {
-                        name: "Error".into(),
-                        message: "error".into(),
-                        stack: None,
-                        serialized: false,
-                    });
+                    let reported = op.error.clone().unwrap_or_else(|| SerializedError::new("error"));
                     let final_op = op.op == Opcode::StepFailed;
-                    let error = answered_error(StepError::from(&reported), no_retry || final_op, retry_after_ms);
+                    let mut error = answered_error(StepError::from(&reported), no_retry || final_op, asked_delay);
                     let retry_at = function.retries().retry_at(&error, attempt + 1, now, &format!("{run_id}/{id}"));
+                    if retry_at.is_none() {
+                        error.retry_after_ms = None; // Nothing follows a final failure.
+                    }
                     let (state, detail) = match retry_at {
+                        // The error as the app reported it (its `cause` and other fields with it):
+                        // the memo hands it back to the app on every later call.
                         None => (StepState::Failed { error }, Some(json!({"error": reported}))),
                         Some(retry_at) => (StepState::Retrying { error, retry_at }, None),
                     };

@@ -87,11 +87,7 @@ pub(super) enum Gate {
 
 /// When the run's `timeouts.finish` passes: from its first step (or now, before one).
 pub(super) fn finish_at(function: &AppFunction, steps: &[StepRecord], now: Millis) -> Option<Millis> {
-    gate::finish_at(&function.flow, first_started(steps), now)
-}
-
-fn first_started(steps: &[StepRecord]) -> Option<Millis> {
-    steps.iter().map(|step| step.started_at).min()
+    gate::finish_at(&function.flow, gate::first_started(steps), now)
 }
 
 impl InngestApps {
@@ -106,7 +102,7 @@ impl InngestApps {
         steps: &[StepRecord],
     ) -> Result<Gate> {
         let now = dev.now();
-        if let Some(because) = gate::start_overdue(&function.flow, meta, first_started(steps), now) {
+        if let Some(because) = gate::start_overdue(&function.flow, meta, gate::first_started(steps), now) {
             return self.cancel_overdue(dev, meta, because).await;
         }
         if finish_at(function, steps, now).is_some_and(|at| now >= at) {
@@ -132,7 +128,7 @@ impl InngestApps {
         }
         let now = dev.now();
         let store = dev.store();
-        match gate::throttle_turn(store, &function.id, flow, meta, first_started(steps), false, now)
+        match gate::throttle_turn(store, &function.id, flow, meta, gate::first_started(steps), false, now)
             .await
             .map_err(store_err)?
         {

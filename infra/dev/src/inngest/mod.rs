@@ -7,7 +7,9 @@
 //! like any other event. A run is driven one request at a time (no checkpointing: `ctx.fn_id` is
 //! not sent), its steps kept in the same store as Cairn's runs: `StepRun` and `StepFailed` are
 //! memoized, `StepPlanned` steps are called by id, `Sleep` and `WaitForEvent` suspend the run on a
-//! dev schedule and a wait, `StepError` and function errors are retried with Inngest's back-off.
+//! dev schedule and a wait, `StepError` and function errors are retried as the Runner retries
+//! (`cairn::RetryPolicy`: Inngest's back-off, an answer's `Retry-After` and `X-Inngest-No-Retry`
+//! honoured).
 //! `InvokeFunction` is not supported yet: the run fails saying so. The functions' flow-control
 //! options (`concurrency`, `throttle`, `rateLimit`, `idempotency`, `priority`, `singleton`,
 //! `cancelOn`, `timeouts`) are enforced as a Rust function's are ([`flow`]).
@@ -71,8 +73,8 @@ pub struct InngestApps {
 
 type Result<T> = std::result::Result<T, DevError>;
 
-pub(crate) fn store_err(err: cairn::StoreError) -> String {
-    err.to_string()
+pub(crate) fn store_err(err: cairn::StoreError) -> DevError {
+    DevError::caused_by(err)
 }
 
 impl InngestApps {
@@ -177,7 +179,7 @@ impl InngestApps {
             .timeout(SYNC_TIMEOUT.min(self.timeout))
             .send()
             .await
-            .map_err(|err| err.to_string())?;
+            .map_err(DevError::caused_by)?;
         let in_band = response.headers().get("x-inngest-sync-kind").is_some_and(|v| v == "in_band");
         let status = response.status();
         let body: Value = response.json().await.unwrap_or_default();

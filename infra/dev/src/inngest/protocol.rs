@@ -13,20 +13,21 @@ use serde_json::{Value, json};
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) no_retry: bool,
-    /// `Retry-After`, in milliseconds: the delay the app asked for before the next attempt.
-    pub(super) retry_after_ms: Option<u64>,
+    /// `Retry-After` as the app sent it: the delay it asked for before the next attempt
+    /// ([`retry_after_ms`] reads it).
+    pub(super) retry_after: Option<String>,
     pub(super) body: Value,
 }
 
-/// A `Retry-After` value: seconds, or an HTTP date (as the SDKs' `RetryAfterError` sends it),
-/// as milliseconds from `now`.
+/// A `Retry-After` value as milliseconds from `now`: whole seconds, or a time (the TypeScript
+/// SDK's `RetryAfterError` sends an ISO time, `toISOString()`; HTTP's own form is a date).
 pub(super) fn retry_after_ms(value: &str, now: Millis) -> Option<u64> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(seconds.saturating_mul(1000));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?.timestamp_millis();
-    Some(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+    let at = chrono::DateTime::parse_from_rfc3339(value).or_else(|_| chrono::DateTime::parse_from_rfc2822(value));
+    Some(u64::try_from(at.ok()?.timestamp_millis().saturating_sub(now)).unwrap_or(0))
 }
 
 /// The error of a failed attempt as the app reported it, with what its answer says of retrying:
@@ -39,7 +40,8 @@ pub(super) fn answered_error(mut error: StepError, no_retry: bool, retry_after_m
 }
 
 impl InngestApps {
-    /// One call request; returns (status, no-retry, body), the streaming envelope unwrapped.
+    /// One call request; returns the app's answer (status, `X-Inngest-No-Retry`, `Retry-After`,
+    /// body), the streaming envelope unwrapped.
     pub(super) async fn call(
         &self,
         function: &AppFunction,
@@ -77,13 +79,11 @@ impl InngestApps {
             .json(&body)
             .send()
             .await
-            .map_err(|err| self.call_error(&function.app_url, &err))?;
+            .map_err(|err| self.call_error(&function.app_url, err))?;
         let mut status = response.status().as_u16();
         let mut no_retry = response.headers().get("x-inngest-no-retry").is_some_and(|v| v == "true");
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut retry_after =
-            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| retry_after_ms(v, now));
-        let text = response.text().await.map_err(|err| self.call_error(&function.app_url, &err))?;
+        let mut retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let text = response.text().await.map_err(|err| self.call_error(&function.app_url, err))?;
         let mut body: Value = serde_json::from_str(text.trim()).unwrap_or(Value::String(text));
         if status == 201 {
             // Streaming: keep-alive spaces, then the answer in its envelope (none: an error).
@@ -91,24 +91,25 @@ impl InngestApps {
                 Ok(envelope) => {
                     status = envelope.status;
                     no_retry = envelope.header("x-inngest-no-retry") == Some("true");
-                    retry_after = envelope.header("retry-after").and_then(|value| retry_after_ms(value, now));
+                    retry_after = envelope.header("retry-after").map(str::to_string);
                     body = serde_json::from_str(&envelope.body).unwrap_or(Value::String(envelope.body));
                 }
                 Err(_) => status = 500,
             }
         }
-        Ok(Answer { status, no_retry, retry_after_ms: retry_after, body })
+        Ok(Answer { status, no_retry, retry_after, body })
     }
 
-    fn call_error(&self, app_url: &str, err: &reqwest::Error) -> String {
-        if err.is_timeout() {
+    fn call_error(&self, app_url: &str, err: reqwest::Error) -> DevError {
+        let message = if err.is_timeout() {
             format!(
                 "the Inngest app at {app_url} did not answer within {} s (--app-timeout-secs)",
                 self.timeout.as_secs()
             )
         } else {
             format!("cannot reach the Inngest app at {app_url}: {err}")
-        }
+        };
+        DevError::with_source(message, err)
     }
 }
 
@@ -187,6 +188,7 @@ mod tests {
         assert_eq!(retry_after_ms(" 5 ", now), Some(5_000));
         assert_eq!(retry_after_ms("Mon, 23 Nov 2026 00:01:00 GMT", now), Some(60_000));
         assert_eq!(retry_after_ms("Sun, 22 Nov 2026 23:00:00 GMT", now), Some(0), "a date past is now");
+        assert_eq!(retry_after_ms("2026-11-23T00:00:30.000Z", now), Some(30_000), "the TypeScript SDK's form");
         assert_eq!(retry_after_ms("soon", now), None);
     }
 

@@ -155,8 +155,8 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
     /// 4.8): cancels its run if the rule's condition holds, whatever the run is doing; the step
     /// in flight may finish, the run does not continue. A listener past its timeout, or of a
     /// run that has ended, is dropped. The run's own trigger, and an event sent at or before
-    /// the run was created, never cancel it. Returns the run's head as the event found it, if the
-    /// event cancelled it.
+    /// the run was created, never cancel it. Returns the head the cancellation replaced (the run
+    /// as it was at that moment: whether an invocation held its lease), if the event cancelled it.
     ///
     /// # Errors
     /// The store, bus or timer failed (the event is delivered again).
@@ -185,8 +185,8 @@ impl<S: RunStore, B: Bus, T: Timer> RunControl<'_, S, B, T> {
         }
         let because = format!("cancel_on: event `{}` ({})", event.name, event.id.as_deref().unwrap_or("no id"));
         // Boxed, as in admission: this runs inside event delivery's future.
-        let cancelled = match Box::pin(self.cancel_because(&meta.run_id, Some(because))).await {
-            Ok(_) => Some(meta),
+        let cancelled = match Box::pin(self.cancel_replacing(&meta.run_id, Some(because))).await {
+            Ok((replaced, _)) => Some(replaced),
             Err(ControlError::AlreadyEnded { .. } | ControlError::NotFound(_)) => None,
             Err(other) => return Err(other),
         };

@@ -124,6 +124,19 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
     /// # Errors
     /// As [`RunControl::cancel`].
     pub async fn cancel_because(&self, run_id: &RunId, because: Option<String>) -> Result<RunMeta, ControlError> {
+        Ok(self.cancel_replacing(run_id, because).await?.1)
+    }
+
+    /// [`RunControl::cancel_because`], returning also the head the cancellation replaced: the
+    /// run as it was at that moment (whether an invocation held its lease, say).
+    ///
+    /// # Errors
+    /// As [`RunControl::cancel`].
+    pub async fn cancel_replacing(
+        &self,
+        run_id: &RunId,
+        because: Option<String>,
+    ) -> Result<(RunMeta, RunMeta), ControlError> {
         for _ in 0..CONFLICT_ATTEMPTS {
             let journal = self.store.load(run_id).await?.ok_or_else(|| ControlError::NotFound(run_id.clone()))?;
             let meta = journal.meta;
@@ -131,6 +144,7 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
                 return Err(ControlError::AlreadyEnded { run_id: run_id.clone(), status: meta.status });
             }
             let was_queued = meta.status == RunStatus::Queued;
+            let replaced = meta.clone();
             let mut cancelled = transition::ended(meta, &RunEnd::Cancelled, self.now, self.durations);
             cancelled.cancelled_by.clone_from(&because);
             let stored = match self.store.update_meta(&cancelled).await {
@@ -167,7 +181,7 @@ impl<'a, S: RunStore, B: Bus, T: Timer> RunControl<'a, S, B, T> {
             if let Err(error) = deliver_outbox(self.store, self.bus, stored.clone()).await {
                 tracing::warn!(%error, "could not deliver a cancelled run's events; the reconciler will");
             }
-            return Ok(stored);
+            return Ok((replaced, stored));
         }
         Err(ControlError::Contended(run_id.clone()))
     }

@@ -4,11 +4,16 @@
 //! releases its lease and arms its timer, the dev server's executor suspends the app's run.
 
 use crate::flow::{Acquired, FlowControl, Slot, Throttled};
-use crate::record::{Millis, Queued, RunMeta};
+use crate::record::{Millis, Queued, RunMeta, StepRecord};
 use crate::store::{RunStore, StoreError};
 
 /// When a queued run tries for a slot again if no release woke it (the reconciler drives it).
 pub const QUEUE_RECHECK: Millis = 60_000;
+
+/// When the run's first step started (`None`: none has): where `timeouts.finish` counts from.
+pub fn first_started(steps: &[StepRecord]) -> Option<Millis> {
+    steps.iter().map(|step| step.started_at).min()
+}
 
 /// Why `timeouts.start` cancels the run, if it does: no step started (`first_started`), on
 /// the first attempt, by `created_at + start`.

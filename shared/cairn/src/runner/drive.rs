@@ -204,7 +204,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
             let function = self.registry.get(&hold.meta.function_id).cloned().expect("checked before taking the lease");
             // Timeouts (flow-control reference, 4.10): `start` until the first step starts,
             // `finish` from then on, checked before anything runs.
-            let first_started = journal.steps.iter().map(|step| step.started_at).min();
+            let first_started = gate::first_started(&journal.steps);
             if let Some(because) = gate::start_overdue(function.flow(), &hold.meta, first_started, now) {
                 return self.cancel_overdue(&hold, because).await;
             }
