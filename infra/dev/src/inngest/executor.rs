@@ -4,7 +4,7 @@
 //! Runner's, so a TypeScript run and a Rust run behave alike in the dev server.
 
 use super::flow::{AppControl, Gate, control_err, durations, finish_at, schedule_resume};
-use super::protocol::{Answer, answered_error, error_of, event_of_envelope, memo, retry_after_ms, sleep_until};
+use super::protocol::{Answer, error_of, event_of_envelope, judged, memo, retry_after_ms, sleep_until};
 use super::{AppFunction, InngestApps, Result, WAITS_TARGET, store_err};
 use crate::devdb::Invocation;
 use crate::host::{Host, HostBus};
@@ -278,14 +278,16 @@ impl InngestApps {
     ) -> Result<Applied> {
         let now = dev.now();
         let run_id = meta.run_id.clone();
+        let asked_delay = answer.retry_after.as_deref().and_then(|value| retry_after_ms(value, now));
         match answer.status {
             200 => return self.finish(dev, meta, Ok(answer.body)).await.map(Applied::Finished),
             206 => {}
             status => {
-                let asked_delay = answer.retry_after.as_deref().and_then(|value| retry_after_ms(value, now));
-                let mut error = answered_error(error_of(&answer.body, status), answer.no_retry, asked_delay);
-                let Some(retry_at) = function.retries().retry_at(&error, attempt + 1, now, run_id.as_str()) else {
-                    error.retry_after_ms = None; // Nothing follows a final failure.
+                let error = error_of(&answer.body, status);
+                let policy = function.retries();
+                let (error, retry_at) =
+                    judged(&policy, error, answer.no_retry, asked_delay, attempt + 1, now, run_id.as_str());
+                let Some(retry_at) = retry_at else {
                     return self.finish(dev, meta, Err(error)).await.map(Applied::Finished);
                 };
                 let mut failed_attempt = meta.clone();
@@ -299,7 +301,6 @@ impl InngestApps {
             }
         }
         let no_retry = answer.no_retry;
-        let asked_delay = answer.retry_after.as_deref().and_then(|value| retry_after_ms(value, now));
         let parsed = match answer.body {
             Value::Array(_) => serde_json::from_value::<Vec<GeneratorOpcode>>(answer.body),
             single @ Value::Object(_) => serde_json::from_value(single).map(|op| vec![op]),
@@ -356,11 +357,11 @@ impl InngestApps {
                     // A StepFailed, or a StepError with no attempts left, is final.
                     let reported = op.error.clone().unwrap_or_else(|| SerializedError::new("error"));
                     let final_op = op.op == Opcode::StepFailed;
-                    let mut error = answered_error(StepError::from(&reported), no_retry || final_op, asked_delay);
-                    let retry_at = function.retries().retry_at(&error, attempt + 1, now, &format!("{run_id}/{id}"));
-                    if retry_at.is_none() {
-                        error.retry_after_ms = None; // Nothing follows a final failure.
-                    }
+                    let error = StepError::from(&reported);
+                    let seed = format!("{run_id}/{id}");
+                    let policy = function.retries();
+                    let (error, retry_at) =
+                        judged(&policy, error, no_retry || final_op, asked_delay, attempt + 1, now, &seed);
                     let (state, detail) = match retry_at {
                         // The error as the app reported it (its `cause` and other fields with it):
                         // the memo hands it back to the app on every later call.

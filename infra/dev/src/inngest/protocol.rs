@@ -30,13 +30,26 @@ pub(super) fn retry_after_ms(value: &str, now: Millis) -> Option<u64> {
     Some(u64::try_from(at.ok()?.timestamp_millis().saturating_sub(now)).unwrap_or(0))
 }
 
-/// The error of a failed attempt as the app reported it, with what its answer says of retrying:
+/// A failed attempt as the app reported it, judged by `policy` as the Runner judges its own:
 /// `no_retry` (`X-Inngest-No-Retry`, or a `StepFailed`) makes it final, `retry_after_ms`
-/// (`Retry-After`) sets its delay.
-pub(super) fn answered_error(mut error: StepError, no_retry: bool, retry_after_ms: Option<u64>) -> StepError {
+/// (`Retry-After`) sets its delay. Returns the error to record and when the next attempt runs
+/// (`None`: the failure is final, and the error keeps no delay, since nothing follows).
+pub(super) fn judged(
+    policy: &cairn::RetryPolicy<'_>,
+    mut error: StepError,
+    no_retry: bool,
+    retry_after_ms: Option<u64>,
+    attempts_made: u32,
+    now: Millis,
+    seed: &str,
+) -> (StepError, Option<Millis>) {
     error.retriable = !no_retry;
     error.retry_after_ms = retry_after_ms;
-    error
+    let retry_at = policy.retry_at(&error, attempts_made, now, seed);
+    if retry_at.is_none() {
+        error.retry_after_ms = None;
+    }
+    (error, retry_at)
 }
 
 impl InngestApps {
@@ -197,15 +210,16 @@ mod tests {
     #[test]
     fn an_answer_says_whether_and_when_the_next_attempt_runs() {
         let policy = cairn::RetryPolicy::with_retries(3);
-        let asked = answered_error(StepError::new("rate limited"), false, Some(90_000));
-        assert_eq!(policy.retry_at(&asked, 1, 1_000, "r/s"), Some(91_000));
-        let default = answered_error(StepError::new("boom"), false, None);
-        assert_eq!(
-            policy.retry_at(&default, 1, 0, "r/s"),
-            Some(i64::try_from(cairn::backoff(1, "r/s").as_millis()).unwrap())
-        );
-        let fatal = answered_error(StepError::new("no"), true, Some(90_000));
-        assert_eq!(policy.retry_at(&fatal, 1, 0, "r/s"), None);
-        assert_eq!(policy.retry_at(&default, 4, 0, "r/s"), None, "four attempts made of four");
+        let judge = |error: &str, no_retry, asked, attempts| {
+            judged(&policy, StepError::new(error), no_retry, asked, attempts, 1_000, "r/s")
+        };
+        let (asked, at) = judge("rate limited", false, Some(90_000), 1);
+        assert_eq!((asked.retry_after_ms, at), (Some(90_000), Some(91_000)));
+        let backoff = i64::try_from(cairn::backoff(1, "r/s").as_millis()).unwrap();
+        assert_eq!(judge("boom", false, None, 1).1, Some(1_000 + backoff));
+        let (fatal, at) = judge("no", true, Some(90_000), 1);
+        assert_eq!((fatal.retriable, fatal.retry_after_ms, at), (false, None, None), "a final failure keeps no delay");
+        let (spent, at) = judge("boom", false, Some(90_000), 4);
+        assert_eq!((spent.retry_after_ms, at), (None, None), "four attempts made of four");
     }
 }
