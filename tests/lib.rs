@@ -193,17 +193,72 @@ pub fn workspace() -> String {
     format!("{}/..", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A free TCP port on 127.0.0.1, never the same twice in one process: tests run in parallel,
-/// and two servers handed one port would collide (the loser's test then talks to the winner).
+/// A free TCP port on 127.0.0.1 for a server a test starts, never the same twice in one process
+/// (tests run in parallel, and two servers handed one port would collide). It is taken below
+/// the kernel's ephemeral range (`ip_local_port_range`), so no port the kernel hands out
+/// meanwhile can take it before the server binds it: another test's listener on port 0, or an
+/// outgoing connection's source port. That race once gave a differential test's node app's port
+/// to another test's stub server, which answered the readiness check and then went away.
 pub fn free_port() -> u16 {
     static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port) {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let floor = 10_000.min(ephemeral / 2);
+    let span = ephemeral - floor;
+    // Processes start at different places, so two test binaries rarely try the same ports.
+    let start = u64::from(std::process::id()) * 7_919;
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for n in 0..span {
+        let port = floor + u16::try_from((start + u64::from(n)) % u64::from(span)).unwrap_or(0);
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
+    panic!("no free port on 127.0.0.1 between {floor} and {ephemeral}");
+}
+
+/// Where [`spawn_listening`] writes what `what` on `port` prints.
+pub fn spawn_log(what: &str, port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("cairn-test-{what}-{port}.log"))
+}
+
+/// Spawns `command` with its output in [`spawn_log`] and waits (up to 60 s: a loaded 2-core
+/// machine starts node slowly) until it accepts connections on `port`. A process that exits or
+/// never listens fails the test with its output, instead of leaving the test to fail later on
+/// "connection refused" with nothing to go on.
+#[track_caller]
+pub fn spawn_listening(mut command: Command, port: u16, what: &str) -> Child {
+    let path = spawn_log(what, port);
+    let log = std::fs::File::create(&path).unwrap();
+    let mut child = command.stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    let failure = |reason: String| {
+        let output = std::fs::read_to_string(&path).unwrap_or_default();
+        format!("{what} on port {port} {reason}; its output ({}):\n{output}", path.display())
+    };
+    for _ in 0..1_200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{}", failure(format!("exited with {status} before listening")));
+        }
+        if listening(port) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{}", failure("did not listen within 60 s".to_string()));
+}
+
+/// Whether a server accepts connections on 127.0.0.1:`port`. A connection whose local and peer
+/// addresses are equal is Linux's TCP self-connect (the kernel picked `port` itself as the
+/// source port while nothing listened), not a server.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .is_ok_and(|stream| stream.local_addr().ok() != stream.peer_addr().ok())
 }
 
 /// `cargo lambda watch` in its own process group, stopped (with the functions it started) on drop.
@@ -236,7 +291,7 @@ impl Watch {
         }
         let child = command.stdout(log.try_clone().unwrap()).stderr(log).process_group(0).spawn().unwrap();
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if listening(port) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));

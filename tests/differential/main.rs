@@ -8,16 +8,17 @@
 use cairn::StepId;
 use cairn::testing::StubServer;
 use cairn_http::{SigningKey, signing};
-use cairn_tests::free_port;
+use cairn_tests::{free_port, spawn_listening, spawn_log};
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
 const KEY: &str = "signkey-test-8ee2262a15e8d3c42d6a840db7af3de2aab08ef632b32a37a687f24b34dba3ff";
 
 struct App {
     child: Child,
     url: String,
+    /// What the app printed: a failed call shows it.
+    log: std::path::PathBuf,
 }
 
 impl Drop for App {
@@ -27,9 +28,9 @@ impl Drop for App {
     }
 }
 
-fn start(mut command: Command, signed: bool, event_api: &str) -> App {
+fn start(mut command: Command, signed: bool, event_api: &str, what: &str) -> App {
     let port = free_port();
-    command.env("PORT", port.to_string()).stdout(Stdio::null()).stderr(Stdio::null());
+    command.env("PORT", port.to_string());
     // Both send events to the same stub of Inngest's event API.
     command.env("INNGEST_BASE_URL", event_api).env("INNGEST_EVENT_KEY", "test-key");
     if signed {
@@ -37,23 +38,17 @@ fn start(mut command: Command, signed: bool, event_api: &str) -> App {
     } else {
         command.env("INNGEST_DEV", "1");
     }
-    let child = command.spawn().unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    App { child, url: format!("http://127.0.0.1:{port}/api/inngest") }
+    let child = spawn_listening(command, port, what);
+    App { child, url: format!("http://127.0.0.1:{port}/api/inngest"), log: spawn_log(what, port) }
 }
 
 fn apps(signed: bool, event_api: &str) -> Option<(App, App)> {
     let ts = format!("{}/conformance-ts", env!("CARGO_MANIFEST_DIR"));
     cairn_tests::tools::inngest_npm(&ts)?;
-    let rust = start(Command::new(env!("CARGO_BIN_EXE_conformance-app")), signed, event_api);
+    let rust = start(Command::new(env!("CARGO_BIN_EXE_conformance-app")), signed, event_api, "conformance-app");
     let mut node = Command::new("node");
     node.arg(format!("{ts}/app.mjs")).current_dir(&ts);
-    Some((rust, start(node, signed, event_api)))
+    Some((rust, start(node, signed, event_api, "conformance-ts")))
 }
 
 /// What is compared of an answer.
@@ -77,10 +72,10 @@ fn strip(value: &mut Value) {
     }
 }
 
-async fn call(client: &reqwest::Client, url: &str, fn_id: &str, step: &str, body: &Value, signed: bool) -> Answer {
+async fn call(client: &reqwest::Client, app: &App, fn_id: &str, step: &str, body: &Value, signed: bool) -> Answer {
     let text = serde_json_canonicalizer::to_string(body).unwrap();
     let mut request = client
-        .post(format!("{url}?fnId=conformance-{fn_id}&stepId={step}"))
+        .post(format!("{}?fnId=conformance-{fn_id}&stepId={step}", app.url))
         .header("content-type", "application/json")
         .header("x-inngest-req-version", "2")
         .header("x-run-id", "01J0000000000000000000RUN1");
@@ -88,7 +83,10 @@ async fn call(client: &reqwest::Client, url: &str, fn_id: &str, step: &str, body
         let now = cairn::Clock::now(&cairn::SystemClock) / 1000;
         request = request.header("x-inngest-signature", SigningKey::new(KEY).header(text.as_bytes(), now));
     }
-    let response = request.body(text).send().await.unwrap();
+    let response = request.body(text).send().await.unwrap_or_else(|error| {
+        let output = std::fs::read_to_string(&app.log).unwrap_or_default();
+        panic!("{} did not answer: {error}; its output ({}):\n{output}", app.url, app.log.display())
+    });
     let status = response.status().as_u16();
     let no_retry = response.headers().get("x-inngest-no-retry").map(|v| v.to_str().unwrap().to_string());
     let mut body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null);
@@ -293,8 +291,8 @@ async fn compare(signed: bool) {
     let client = reqwest::Client::new();
     let mut differences = Vec::new();
     for (name, function, step, request) in scenarios() {
-        let ours = call(&client, &rust.url, function, &step, &request, signed).await;
-        let theirs = call(&client, &ts.url, function, &step, &request, signed).await;
+        let ours = call(&client, &rust, function, &step, &request, signed).await;
+        let theirs = call(&client, &ts, function, &step, &request, signed).await;
         if ours != theirs {
             differences.push(format!("{name}:\n  cairn:      {ours:?}\n  typescript: {theirs:?}"));
         }

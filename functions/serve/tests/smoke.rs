@@ -29,7 +29,8 @@ fn serves_every_function_at_api_inngest_and_guards_ingest() {
         .spawn()
         .unwrap();
     for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        // Equal local and peer addresses would be a TCP self-connect, not the server.
+        if TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -130,8 +130,8 @@ async fn the_console_lists_and_acts_on_a_deployed_stacks_runs_through_its_own_bu
     let charged = seed(&orders, "run_charge_done", "order-charge", 4_000, RunStatus::Completed).await;
 
     let port = free_port();
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("cairn-console-{port}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
         .args(["console", "--port", &port.to_string(), "--table", &table, "--bus", &bus])
         .args(["--timer-queues", &format!("hello={timer_queue}")])
         .args(["--template", &format!("{}/template.yaml", workspace())])
@@ -142,19 +142,10 @@ async fn the_console_lists_and_acts_on_a_deployed_stacks_runs_through_its_own_bu
             ("AWS_SECRET_ACCESS_KEY", "cairn-dev"),
         ])
         .env_remove("CAIRN_TABLE")
-        .env_remove("CAIRN_BUS")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        .env_remove("CAIRN_BUS");
+    let child = cairn_tests::spawn_listening(command, port, "cairn-console");
     let console = ConsoleProcess { child, url: format!("http://127.0.0.1:{port}") };
     let url = console.url.clone();
-    for _ in 0..1_200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     // Listed through the `runs` index, every scope, newest first; filters by function and status.
     let ids = |body: &Value| -> Vec<String> {

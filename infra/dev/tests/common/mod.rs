@@ -51,7 +51,7 @@ impl DevServer {
                 if matches!(child.try_wait(), Ok(Some(_))) {
                     break;
                 }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if cairn_tests::listening(port) {
                     return DevServer { child, url: format!("http://127.0.0.1:{port}") };
                 }
                 std::thread::sleep(Duration::from_millis(50));
