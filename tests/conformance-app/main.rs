@@ -54,11 +54,27 @@ fn functions() -> Result<Vec<Function>, cairn::DefinitionError> {
                 Ok(step.wait_for_event("wait-approval", wait).await?.map(|event| event.data))
             },
         )?,
-        Function::new("invoker").on_event("test/invoke").invokes("hello").handler(
-            |_: Event, step: Step| async move {
-                step.invoke::<Value>("call-hello", Invoke::function("hello").data(json!({"userId": "x"}))).await
-            },
-        )?,
+        Function::new("double").on_event("test/double").handler(|event: Event, step: Step| async move {
+            let n = event.data["n"].as_i64().unwrap_or(0);
+            step.run("double", || async move { Ok(n * 2) }).await
+        })?,
+        // Invokes `double`; with `slow`, `hello` (which sleeps an hour) under a 2 s timeout; with
+        // `missing`, a function no app serves.
+        Function::new("invoker")
+            .on_event("test/invoke")
+            .invokes("double")
+            .invokes("hello")
+            .invokes("missing")
+            .handler(|event: Event, step: Step| async move {
+                if event.data["slow"] == true {
+                    let hello = Invoke::function("hello").data(json!({"userId": "x"})).timeout("2s");
+                    return step.invoke::<Value>("call-hello", hello).await;
+                }
+                if event.data["missing"] == true {
+                    return step.invoke::<Value>("call-missing", Invoke::function("missing")).await;
+                }
+                step.invoke::<Value>("call-double", Invoke::function("double").data(json!({"n": 21}))).await
+            })?,
         // Flow control: the sync must register these options exactly as the SDK does.
         Function::new("flow-sync")
             .on_event("test/sync")

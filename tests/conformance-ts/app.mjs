@@ -2,7 +2,7 @@
 // (node adapter) on 127.0.0.1:$PORT at /api/inngest. The differential tests send both apps the
 // same executor requests and compare the answers.
 import http from "node:http";
-import { Inngest, NonRetriableError } from "inngest";
+import { Inngest, NonRetriableError, referenceFunction } from "inngest";
 import { serve } from "inngest/node";
 
 const inngest = new Inngest({ id: "conformance" });
@@ -51,8 +51,16 @@ const waiter = inngest.createFunction({ id: "waiter", triggers: [{ event: "test/
   return approval ? approval.data : null;
 });
 
-const invoker = inngest.createFunction({ id: "invoker", triggers: [{ event: "test/invoke" }] }, async ({ step }) => {
-  return await step.invoke("call-hello", { function: hello, data: { userId: "x" } });
+const double = inngest.createFunction({ id: "double", triggers: [{ event: "test/double" }] }, async ({ event, step }) => {
+  return await step.run("double", () => event.data.n * 2);
+});
+
+// Invokes `double`; with `slow`, `hello` (which sleeps an hour) under a 2 s timeout; with
+// `missing`, a function no app serves.
+const invoker = inngest.createFunction({ id: "invoker", triggers: [{ event: "test/invoke" }] }, async ({ event, step }) => {
+  if (event.data.slow) return await step.invoke("call-hello", { function: hello, data: { userId: "x" }, timeout: "2s" });
+  if (event.data.missing) return await step.invoke("call-missing", { function: referenceFunction({ functionId: "missing" }) });
+  return await step.invoke("call-double", { function: double, data: { n: 21 } });
 });
 
 // Flow control: the sync must register these options exactly as the Rust twins do.
@@ -94,7 +102,7 @@ const benchHundred = inngest.createFunction({ id: "bench-hundred", triggers: [{ 
   return total;
 });
 
-const functions = [hello, repeated, fanOut, parallel, flaky, fatal, waiter, invoker, flowSync, flowCharge, flowLimited];
+const functions = [hello, repeated, fanOut, parallel, flaky, fatal, waiter, double, invoker, flowSync, flowCharge, flowLimited];
 if (process.env.CAIRN_BENCH_FUNCTION) functions.push(benchHundred);
 const handler = serve({ client: inngest, functions });
 http.createServer(handler).listen(Number(process.env.PORT || 3000), "127.0.0.1");

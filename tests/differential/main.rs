@@ -272,8 +272,32 @@ fn scenarios() -> Vec<(&'static str, &'static str, String, Value)> {
             "invoker: returns the result",
             "invoker",
             "step".into(),
-            body("test/invoke", none.clone(), json!({hid("call-hello"): {"data": {"success": true}}}), none.clone()),
+            body("test/invoke", none.clone(), json!({hid("call-double"): {"data": 42}}), none.clone()),
         ),
+        (
+            "invoker: invokes with a timeout",
+            "invoker",
+            "step".into(),
+            body("test/invoke", json!({"slow": true}), none.clone(), none.clone()),
+        ),
+        (
+            "invoker: the timeout fails the function",
+            "invoker",
+            "step".into(),
+            body(
+                "test/invoke",
+                json!({"slow": true}),
+                json!({hid("call-hello"): {"error": {"name": "InngestInvokeTimeoutError", "message": "Timed out waiting for invoked function to complete"}}}),
+                none.clone(),
+            ),
+        ),
+        (
+            "invoker: invokes a function by reference",
+            "invoker",
+            "step".into(),
+            body("test/invoke", json!({"missing": true}), none.clone(), none.clone()),
+        ),
+        ("double: doubles", "double", "step".into(), body("test/double", json!({"n": 21}), none.clone(), none.clone())),
         ("unknown function", "nope", "step".into(), body("x/y", none.clone(), none.clone(), none.clone())),
     ];
     list
@@ -389,7 +413,7 @@ async fn a_sync_registers_the_same_functions_as_the_typescript_sdk() {
         payloads.push(registered(&serde_json::from_str(&request.body).unwrap(), &origin));
     }
     assert_eq!(payloads[0], payloads[1]);
-    assert_eq!(payloads[0].len(), 11);
+    assert_eq!(payloads[0].len(), 12);
     // The flow-control options are there to compare (the SDK turns `match` into an `if`).
     let sync = payloads[0].iter().find(|f| f["id"] == "conformance-flow-sync").unwrap();
     assert_eq!(

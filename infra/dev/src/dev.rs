@@ -199,7 +199,7 @@ impl Dev {
                     if entry.detail_type != cairn_aws::RESUME_EVENT {
                         targets.extend(
                             self.inngest
-                                .triggered_by(&entry.detail_type)
+                                .triggered_by(&entry.detail_type, &entry.detail)
                                 .iter()
                                 .map(|id| format!("{INNGEST_PREFIX}{id}")),
                         );

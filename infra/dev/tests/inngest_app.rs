@@ -1,7 +1,7 @@
 //! `cairn dev -u URL` drives an app built on the official TypeScript SDK (npm `inngest`,
 //! tests/conformance-ts) beside the Rust functions under `cargo lambda watch`: one event log, one
 //! run list. Covers sync, repeated steps, a parallel plan, a fatal error, a wait satisfied by the
-//! matching event only, a retried step, `step.invoke` failing clearly (not supported yet), a cron
+//! matching event only, a retried step, `step.invoke` (answered, timed out, of an unknown function), a cron
 //! function invoked from the API whose `step.sendEvent`s (through the
 //! dev server's `/e/{key}`) are routed by template.yaml to a Rust function.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
@@ -64,6 +64,7 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
             "conformance-flaky",
             "conformance-fatal",
             "conformance-waiter",
+            "conformance-double",
             "conformance-invoker",
             "conformance-flow-sync",
             "conformance-flow-charge",
@@ -109,10 +110,54 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
     assert_eq!(body["run"]["error"]["message"], "nope");
     assert_eq!(steps(&body), [("fatal-step".into(), "failed".into(), json!("nope"))]);
 
-    // Not supported yet: the run fails saying so, instead of hanging.
+    // `step.invoke`: the invoked run starts from `inngest/function.invoked` and its
+    // `inngest/function.finished` answers the caller's step.
     let invoke = send(&url, "test/invoke", json!({})).await;
-    let body = run_of(&url, "conformance-invoker", &invoke, &["failed"]).await;
-    assert_eq!(body["run"]["error"]["message"], "step.invoke is not supported by `cairn dev -u` yet");
+    let body = run_of(&url, "conformance-invoker", &invoke, &["completed"]).await;
+    assert_eq!(body["run"]["output"], json!(42));
+    assert_eq!(steps(&body), [("call-double".into(), "completed".into(), json!(42))]);
+    assert_eq!(body["steps"][0]["kind"], "invoke");
+    let invoked_event = until("the invoke to be logged", 30, || async {
+        let events = get(&format!("{url}/api/events?name=inngest/function.invoked")).await;
+        events["events"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    let caller = RunId::for_event("conformance-invoker", &invoke);
+    let call_step = cairn::StepId::hash("call-double");
+    assert_eq!(invoked_event["targets"], json!(["inngest:conformance-double"]));
+    assert_eq!(
+        invoked_event["envelope"]["detail"]["data"],
+        json!({"n": 21, "_inngest": {"fn_id": "conformance-double", "correlation_id": format!("{caller}.{call_step}"), "source_fn_id": "conformance-invoker"}})
+    );
+    let child = run_of(&url, "conformance-double", invoked_event["event_id"].as_str().unwrap(), &["completed"]).await;
+    assert_eq!(child["run"]["output"], json!(42));
+    assert_eq!(child["run"]["invoked_by"], json!({"run_id": caller, "step_id": call_step}));
+
+    // An invoke that outlives its timeout fails the caller with Inngest's error; the invoked
+    // run goes on (it sleeps an hour).
+    let slow = send(&url, "test/invoke", json!({"slow": true})).await;
+    let body = run_of(&url, "conformance-invoker", &slow, &["failed"]).await;
+    assert_eq!(body["run"]["error"]["message"], "Timed out waiting for invoked function to complete");
+    assert_eq!(body["steps"][0]["error"]["name"], "InngestInvokeTimeoutError");
+    let hello_run = RunId::for_event(
+        "conformance-hello",
+        &cairn::lifecycle::invoke_event(
+            &RunId::for_event("conformance-invoker", &slow),
+            "conformance-invoker",
+            &cairn::StepId::hash("call-hello"),
+            "conformance-hello",
+            &json!({}),
+            0,
+        )
+        .id
+        .unwrap(),
+    );
+    assert_eq!(common::run_by_id(&url, &hello_run, &["sleeping"]).await["run"]["status"], "sleeping");
+
+    // An invoke of a function nothing serves fails at once, naming it.
+    let missing = send(&url, "test/invoke", json!({"missing": true})).await;
+    let body = run_of(&url, "conformance-invoker", &missing, &["failed"]).await;
+    assert_eq!(body["run"]["error"]["message"], "invoked function `conformance-missing` does not exist");
 
     let wait = send(&url, "test/wait", json!({"id": 1})).await;
     run_of(&url, "conformance-waiter", &wait, &["waiting"]).await;

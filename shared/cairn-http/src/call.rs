@@ -234,7 +234,8 @@ pub fn opcode(op: &Op, now: Millis, app_id: &str) -> GeneratorOpcode {
             let forever = *timeout_at - now >= std::time::Duration::from_secs(366 * 86_400).as_millis() as i64;
             opcode.opts = options(InvokeOpts {
                 function_id: format!("{app_id}-{function_id}"),
-                payload: json!({"data": data}),
+                // No data given: no `data` field, as the TypeScript SDK sends it.
+                payload: if data.is_null() { json!({}) } else { json!({"data": data}) },
                 timeout: (!forever).then(|| remaining(*timeout_at)),
             });
             opcode

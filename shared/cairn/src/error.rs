@@ -65,6 +65,15 @@ impl StepError {
         StepError { name: "NonRetriableError".into(), retriable: false, ..StepError::new(message) }
     }
 
+    /// What an invoke step fails with when the invoked function has not finished by its
+    /// timeout (Inngest's `InngestInvokeTimeoutError`), on every driver.
+    pub fn invoke_timeout() -> Self {
+        StepError {
+            name: "InngestInvokeTimeoutError".into(),
+            ..StepError::non_retriable("Timed out waiting for invoked function to complete")
+        }
+    }
+
     /// A retriable error whose next attempt should wait `delay` instead of the back-off,
     /// clamped to Inngest's [1 s, 24 h] ([`MIN_RETRY_AFTER`],
     /// [`MAX_RETRY_AFTER`]).

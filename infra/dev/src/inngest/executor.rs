@@ -5,18 +5,20 @@
 
 use super::flow::{AppControl, Gate, control_err, durations, finish_at, schedule_resume};
 use super::protocol::{Answer, error_of, event_of_envelope, judged, memo, retry_after_ms, sleep_until};
-use super::{AppFunction, InngestApps, Result, WAITS_TARGET, store_err};
+use super::{AppFunction, InngestApps, MAX_WAKE_AT, Result, WAITS_TARGET, store_err};
 use crate::devdb::Invocation;
 use crate::host::{Host, HostBus};
 use cairn::lifecycle::transition;
 use cairn::lifecycle::waits::{Registered, register_wait, signal_condition};
-use cairn::lifecycle::{Admitted, Fired, RunEnd, WaitMatch, deliver_outbox, match_wait};
+use cairn::lifecycle::{Admitted, Fired, RunEnd, deliver_outbox};
 use cairn::{
     EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, StepError, StepId, StepKind, StepRecord,
     StepState, Wait,
 };
 use cairn_aws::{ControlMessage, WireError};
-use cairn_http::opcode::{GeneratorOpcode, Opcode, PlannedOpts, SerializedError, SignalOpts, SleepOpts, WaitOpts};
+use cairn_http::opcode::{
+    GeneratorOpcode, InvokeOpts, Opcode, PlannedOpts, SerializedError, SignalOpts, SleepOpts, WaitOpts,
+};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -68,6 +70,10 @@ impl InngestApps {
             }
             _ => {
                 let event = event_of_envelope(payload, dev.now());
+                if let Some(run_id) = self.start_invoked(dev, &function, &event).await? {
+                    let status = self.drive(dev, &function, &run_id).await?;
+                    return Ok(json!({"runs": [{"run_id": run_id, "status": status}]}));
+                }
                 let scheduled = event.name == cairn::SCHEDULED_EVENT && !function.crons.is_empty();
                 let matched = scheduled
                     || function.events.iter().any(|(name, expression)| {
@@ -114,14 +120,19 @@ impl InngestApps {
         })
     }
 
-    async fn lock(&self, run_id: &RunId) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) async fn lock(&self, run_id: &RunId) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.run_locks.lock().await;
         Arc::clone(locks.entry(run_id.to_string()).or_default())
     }
 
     /// Calls the app until the run finishes or suspends; returns its status. Concurrency slots
     /// taken for the calls are given back when it stops.
-    async fn drive<H: Host>(&self, dev: &Arc<H>, function: &AppFunction, run_id: &RunId) -> Result<RunStatus> {
+    pub(super) async fn drive<H: Host>(
+        &self,
+        dev: &Arc<H>,
+        function: &AppFunction,
+        run_id: &RunId,
+    ) -> Result<RunStatus> {
         let lock = self.lock(run_id).await;
         let _held = lock.lock().await;
         let mut slots = Vec::new();
@@ -187,17 +198,26 @@ impl InngestApps {
                         {
                             continue; // An event took it meanwhile; reload.
                         }
-                        let done = StepRecord {
-                            state: StepState::Completed { output: Value::Null },
-                            ended_at: Some(now),
-                            ..step.clone()
+                        // A sleep ends and a wait times out with null; an invoke times out failed.
+                        let state = if step.kind == StepKind::Invoke {
+                            StepState::Failed { error: StepError::invoke_timeout() }
+                        } else {
+                            StepState::Completed { output: Value::Null }
                         };
+                        let done = StepRecord { state, ended_at: Some(now), ..step.clone() };
                         dev.store().commit_step(run_id, &done).await.map_err(store_err)?;
                         resolved = true;
                     }
                     StepState::Scheduled { wake_at } if !fresh => {
-                        let status =
-                            if step.kind == StepKind::WaitForEvent { RunStatus::Waiting } else { RunStatus::Sleeping };
+                        if step.kind == StepKind::Invoke && !self.send_invoke(dev, &meta, step).await? {
+                            resolved = true; // No function takes the invoke: its step failed.
+                            continue;
+                        }
+                        let status = if matches!(step.kind, StepKind::WaitForEvent | StepKind::Invoke) {
+                            RunStatus::Waiting
+                        } else {
+                            RunStatus::Sleeping
+                        };
                         return self.suspend(dev, &mut meta, status, cap(*wake_at)).await;
                     }
                     StepState::Retrying { retry_at, .. } if *retry_at > now => {
@@ -320,7 +340,7 @@ impl InngestApps {
         for op in ops {
             let id = op.id.clone();
             // A sleep or wait the app reports again (called while it is pending) keeps its time.
-            if matches!(op.op, Opcode::Sleep | Opcode::WaitForEvent | Opcode::WaitForSignal)
+            if matches!(op.op, Opcode::Sleep | Opcode::WaitForEvent | Opcode::WaitForSignal | Opcode::InvokeFunction)
                 && existing(&id).is_some_and(|step| matches!(step.state, StepState::Scheduled { .. }))
             {
                 continue;
@@ -433,11 +453,23 @@ impl InngestApps {
                     position += 1;
                 }
                 Opcode::RunComplete => return self.finish(dev, meta, Ok(op.data.clone())).await.map(Applied::Finished),
-                Opcode::InvokeFunction | Opcode::Other(_) => {
-                    let message = match &op.op {
-                        Opcode::Other(other) => format!("opcode `{other}` is not supported by `cairn dev -u`"),
-                        _ => "step.invoke is not supported by `cairn dev -u` yet".to_string(),
+                Opcode::InvokeFunction => {
+                    // Recorded pending until its timeout (Inngest's longest wait without one);
+                    // the drive sends the invoke when the run suspends on it.
+                    let opts = op.opts::<InvokeOpts>();
+                    let timeout_at = match &opts.timeout {
+                        Some(timeout) => sleep_until(timeout, now)?,
+                        None => now
+                            .saturating_add(i64::try_from(cairn::MAX_WAIT.as_millis()).unwrap_or(i64::MAX))
+                            .min(MAX_WAKE_AT),
                     };
+                    let detail = json!({"function_id": opts.function_id, "data": opts.payload["data"]});
+                    let pending = StepState::Scheduled { wake_at: timeout_at };
+                    commit(record(StepKind::Invoke, pending, 0, Some(detail), position)).await?;
+                    position += 1;
+                }
+                Opcode::Other(other) => {
+                    let message = format!("opcode `{other}` is not supported by `cairn dev -u`");
                     return self.finish(dev, meta, Err(StepError::non_retriable(message))).await.map(Applied::Finished);
                 }
             }
@@ -477,54 +509,8 @@ impl InngestApps {
         Ok(meta.status)
     }
 
-    /// Matches an event against the apps' pending waits (the lifecycle's rules: the wait still
-    /// pending, an event resumes one wait of a run at most, the `if` expression); each matched run
-    /// resumes.
-    async fn resolve_waits<H: Host>(&self, dev: &Arc<H>, payload: &Value) -> Result<Value> {
-        let event = event_of_envelope(payload, dev.now());
-        let mut resumed = Vec::new();
-        let candidate = serde_json::to_value(&event).unwrap_or_default();
-        for wait in Wait::possible(dev.store().waits_for(&event).await.map_err(store_err)?, &candidate) {
-            if wait.cancels {
-                let control = AppControl::new(dev);
-                control.runs().hear_cancel(&wait, &event).await.map_err(control_err)?;
-                continue;
-            }
-            if wait.timeout_at <= dev.now() {
-                continue;
-            }
-            let Some(function) = self.function_of_run(dev, &wait.run_id).await? else { continue };
-            let lock = self.lock(&wait.run_id).await;
-            {
-                let _held = lock.lock().await;
-                let Some(journal) = dev.store().load(&wait.run_id).await.map_err(store_err)? else { continue };
-                let pending = !journal.meta.status.is_finished();
-                let step_id = &wait.step_id;
-                let now = dev.now();
-                match match_wait(&journal.meta.event, &journal.steps, step_id, wait.expression.as_deref(), &event, now)
-                {
-                    WaitMatch::Resumes(record) if pending => {
-                        if !dev.store().remove_wait(&wait).await.map_err(store_err)? {
-                            continue;
-                        }
-                        dev.store().commit_step(&wait.run_id, &record).await.map_err(store_err)?;
-                    }
-                    WaitMatch::NoMatch => continue,
-                    WaitMatch::Stale | WaitMatch::Resumes(_) => {
-                        // Resolved already, or the run ended: the wait is left over.
-                        dev.store().remove_wait(&wait).await.map_err(store_err)?;
-                        continue;
-                    }
-                }
-            }
-            let status = self.drive(dev, &function, &wait.run_id).await?;
-            resumed.push(json!({"run_id": wait.run_id, "status": status}));
-        }
-        Ok(json!({"runs": resumed}))
-    }
-
     /// The synced function a run belongs to, if it is an app's.
-    async fn function_of_run<H: Host>(&self, dev: &Arc<H>, run_id: &RunId) -> Result<Option<AppFunction>> {
+    pub(super) async fn function_of_run<H: Host>(&self, dev: &Arc<H>, run_id: &RunId) -> Result<Option<AppFunction>> {
         let journal = dev.store().load(run_id).await.map_err(store_err)?;
         Ok(journal.and_then(|journal| self.function(&journal.meta.function_id)))
     }

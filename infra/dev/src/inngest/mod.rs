@@ -10,13 +10,16 @@
 //! dev schedule and a wait, `StepError` and function errors are retried as the Runner retries
 //! (`cairn::RetryPolicy`: Inngest's back-off, an answer's `Retry-After` and `X-Inngest-No-Retry`
 //! honoured).
-//! `InvokeFunction` is not supported yet: the run fails saying so. The functions' flow-control
+//! `InvokeFunction` sends `inngest/function.invoked` and suspends the step until the invoked
+//! run's `inngest/function.finished` answers it or its timeout fails it
+//! ([`cairn::lifecycle::invoke`], as the Runner). The functions' flow-control
 //! options (`concurrency`, `throttle`, `rateLimit`, `idempotency`, `priority`, `singleton`,
 //! `cancelOn`, `timeouts`) are enforced as a Rust function's are ([`flow`]).
 
 mod executor;
 mod flow;
 mod protocol;
+mod resume;
 
 use crate::DevError;
 use crate::devdb::Schedule;
@@ -92,9 +95,16 @@ impl InngestApps {
         self.read().iter().find(|f| f.id == id).cloned()
     }
 
-    /// The functions an event named `name` starts.
-    pub fn triggered_by(&self, name: &str) -> Vec<String> {
-        self.read().iter().filter(|f| f.events.iter().any(|(event, _)| event == name)).map(|f| f.id.clone()).collect()
+    /// The functions an event named `name` (`detail` the event itself) starts: those it
+    /// triggers, and the function an `inngest/function.invoked` event names (Inngest routes an
+    /// invoke to its function directly: it needs no trigger for it).
+    pub fn triggered_by(&self, name: &str, detail: &Value) -> Vec<String> {
+        let invoked = (name == cairn::INVOKED_EVENT).then(|| detail["data"]["_inngest"]["fn_id"].as_str()).flatten();
+        self.read()
+            .iter()
+            .filter(|f| invoked == Some(f.id.as_str()) || f.events.iter().any(|(event, _)| event == name))
+            .map(|f| f.id.clone())
+            .collect()
     }
 
     /// Whether events must be matched against the apps' waits (there are apps: a wait may be

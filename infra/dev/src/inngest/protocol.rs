@@ -145,7 +145,9 @@ pub(super) fn memo(steps: &[StepRecord]) -> Memo {
             (StepState::Completed { output }, StepKind::Sleep | StepKind::WaitForEvent) => output.clone(),
             (StepState::Completed { output }, _) => json!({"data": output}),
             (StepState::Failed { error }, _) => {
-                json!({"error": step.detail.as_ref().map_or_else(|| json!({"name": error.name, "message": error.message}), |d| d["error"].clone())})
+                // The error as the app reported it when the step's detail keeps it.
+                let reported = step.detail.as_ref().and_then(|detail| detail.get("error")).cloned();
+                json!({"error": reported.unwrap_or_else(|| json!({"name": error.name, "message": error.message}))})
             }
             _ => continue,
         };

@@ -61,11 +61,7 @@ pub(super) fn pick(state: &ExecutionState, policy: &ExecutionPolicy) -> Pick {
                 return Pick::Complete(op.completed_record(Value::Null, now));
             }
             OpKind::Invoke { timeout_at, .. } if *timeout_at <= now => {
-                let error = StepError {
-                    name: "InngestInvokeTimeoutError".into(),
-                    ..StepError::non_retriable("Timed out waiting for invoked function to complete")
-                };
-                return Pick::Complete(op.failed_record(error, now));
+                return Pick::Complete(op.failed_record(StepError::invoke_timeout(), now));
             }
             _ => {}
         }

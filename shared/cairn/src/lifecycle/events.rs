@@ -74,7 +74,7 @@ pub fn system_events(meta: &RunMeta, end: &RunEnd, now: Millis) -> Vec<EventPayl
         }
     }
     if let Some(invoked_by) = &meta.invoked_by {
-        data["correlation_id"] = json!(format!("{}.{}", invoked_by.run_id, invoked_by.step_id));
+        data["correlation_id"] = json!(invoked_by.correlation_id());
     }
     let mut events = vec![EventPayload::new(FINISHED_EVENT, data).with_id(id("finished")).with_ts(now)];
     let (name, kind) = match end {

@@ -41,14 +41,15 @@
 //! Admission and `cancel_on` listeners hearing an event are [`RunControl::admit`] and
 //! [`RunControl::hear_cancel`] ([`admission`]), so every driver applies them alike.
 //!
-//! Matching an event against a pending wait, and reading an invoke's answer, live in
-//! [`waits`]; the operations an operator performs on runs in any [`RunStore`](crate::RunStore)
+//! Matching an event against a pending wait lives in [`waits`]; a `step.invoke`'s event, the
+//! run it starts and the answer that resolves it, in [`invoke`]; the operations an operator performs on runs in any [`RunStore`](crate::RunStore)
 //! are [`RunControl`]'s.
 
 pub mod admission;
 pub mod control;
 pub mod events;
 pub mod gate;
+pub mod invoke;
 pub mod transition;
 pub mod waits;
 pub mod window;
@@ -56,5 +57,6 @@ pub mod window;
 pub use admission::Admitted;
 pub use control::{BulkReport, ControlError, RerunFrom, RunControl, deliver_outbox};
 pub use events::{CANCELLED_MESSAGE, RunEnd, system_events};
-pub use waits::{WaitMatch, invoke_answer, match_wait};
+pub use invoke::{invoke_answer, invoke_event, invoked_function, invoked_run};
+pub use waits::{WaitMatch, match_wait};
 pub use window::Fired;

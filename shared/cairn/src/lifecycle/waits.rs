@@ -1,4 +1,4 @@
-//! Whether an event resumes a pending `wait_for_event`, and what an invoke's answer says: the
+//! Whether an event resumes a pending `wait_for_event`, and the one waiter a signal has: the
 //! rules every driver applies the same way (the Runner for Rust functions, in production and
 //! under `TestRun` in unit tests, and the dev server's executor for Inngest-protocol apps).
 
@@ -6,7 +6,7 @@ use crate::error::StepError;
 use crate::event::EventPayload;
 use crate::expr::{MatchExpr, index_text, lookup, on_cel_stack};
 use crate::id::{RunId, StepId};
-use crate::record::{InvokedBy, Millis, StepKind, StepRecord, StepState, Wait, WaitKey};
+use crate::record::{Millis, StepKind, StepRecord, StepState, Wait, WaitKey};
 use serde_json::Value;
 
 /// Re-exported for the drivers that file signal waits (the dev executor).
@@ -174,31 +174,6 @@ pub fn match_wait(
     record.state = StepState::Completed { output: candidate };
     record.ended_at = Some(now);
     WaitMatch::Resumes(Box::new(record))
-}
-
-/// The caller's step and the result an `inngest/function.finished` event carries back to a
-/// `step.invoke` (its `data.correlation_id` is `<run id>.<step id>`); `None` for a finished
-/// event that answers no invoke.
-pub fn invoke_answer(event: &EventPayload) -> Option<(InvokedBy, Result<Value, StepError>)> {
-    let (run, step) = event.data["correlation_id"].as_str()?.split_once('.')?;
-    let invoked_by = InvokedBy { run_id: RunId::new(run), step_id: StepId::from_hashed(step) };
-    let result = match event.data.get("error").filter(|error| !error.is_null()) {
-        Some(error) => Err(serde_json::from_value::<StepError>(error.clone())
-            .unwrap_or_else(|_| StepError::non_retriable(error.to_string()))),
-        None => Ok(event.data.get("result").cloned().unwrap_or(Value::Null)),
-    };
-    Some((invoked_by, result))
-}
-
-/// The record that resolves an invoke step with `result`.
-pub fn invoke_resolved(step: &StepRecord, result: Result<Value, StepError>, now: Millis) -> StepRecord {
-    let mut record = step.clone();
-    record.state = match result {
-        Ok(output) => StepState::Completed { output },
-        Err(error) => StepState::Failed { error },
-    };
-    record.ended_at = Some(now);
-    record
 }
 
 /// The signal a signal wait (`step.wait_for_signal`) waits for: its filed `data.signal`.

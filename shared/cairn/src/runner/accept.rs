@@ -5,11 +5,11 @@ use super::{Accepted, Runner, RunnerError};
 use crate::bus::{Bus, Timer};
 use crate::error::StepError;
 use crate::event::{EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT};
-use crate::id::{RunId, StepId, new_event_id};
+use crate::id::{RunId, new_event_id};
 use crate::lifecycle::Admitted;
+use crate::lifecycle::invoke::{invoke_answer, invoke_resolved, invoked_function, invoked_run};
 use crate::lifecycle::transition;
-use crate::lifecycle::waits::invoke_resolved;
-use crate::lifecycle::{WaitMatch, invoke_answer, match_wait};
+use crate::lifecycle::{WaitMatch, match_wait};
 use crate::record::{InvokedBy, Millis, RunMeta, StepRecord, Wait};
 use crate::store::{Commit, CreateRun, RunStore};
 use serde_json::Value;
@@ -142,29 +142,23 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
         event: &EventPayload,
         now: Millis,
     ) -> Result<Option<(RunId, Option<String>)>, RunnerError> {
-        let meta = &event.data["_inngest"];
-        let (Some(function_id), Some(correlation)) =
-            (meta["fn_id"].as_str(), meta["correlation_id"].as_str().and_then(|c| c.split_once('.')))
-        else {
+        let Some((function_id, invoked_by)) = invoked_function(event) else {
             return Err(RunnerError::InvalidEvent(
                 format!("`{INVOKED_EVENT}` needs data._inngest.fn_id and correlation_id").into(),
             ));
         };
-        let invoked_by = InvokedBy { run_id: RunId::new(correlation.0), step_id: StepId::from_hashed(correlation.1) };
-        if self.registry.get(function_id).is_none() {
+        if self.registry.get(&function_id).is_none() {
             let error = StepError::non_retriable(format!("invoked function `{function_id}` does not exist"));
             self.resolve_invoke(&invoked_by, Err(error), now).await?;
             return Ok(None);
         }
-        let event_id = event.id.clone().unwrap_or_default();
-        let run_id = RunId::for_event(function_id, &event_id);
-        let mut run = RunMeta::new(run_id.clone(), function_id, event.clone(), now);
-        run.invoked_by = Some(invoked_by);
+        let run = invoked_run(&function_id, invoked_by, event, now);
+        let run_id = run.run_id.clone();
         let created = matches!(
             self.store.create_run(transition::created(run, now, self.durations())).await?,
             CreateRun::Created(_)
         );
-        Ok(Some((run_id, created.then(|| function_id.to_string()))))
+        Ok(Some((run_id, created.then_some(function_id))))
     }
 
     /// Completes `wait` with `event` if it matches; returns the committed record. With `wake`,

@@ -7,8 +7,9 @@ use super::{Drive, Progress, ProgressSink, Runner, RunnerError};
 use crate::bus::{Bus, Timer};
 use crate::engine::{Execution, Op, OpKind};
 use crate::error::StepError;
-use crate::event::{EventPayload, INVOKED_EVENT};
-use crate::id::{RunId, StepId};
+use crate::event::EventPayload;
+use crate::id::RunId;
+use crate::lifecycle::invoke::invoke_event;
 use crate::lifecycle::waits::{Registered, register_wait, signal_of};
 use crate::record::{Millis, RunStatus, StepRecord, StepState, Wait};
 use crate::step::millis;
@@ -153,18 +154,7 @@ impl<S: RunStore, B: Bus, T: Timer> Runner<S, B, T> {
                         progressed = true;
                         continue;
                     }
-                    let mut payload = data.clone();
-                    if !payload.is_object() {
-                        payload = json!({});
-                    }
-                    payload["_inngest"] = json!({
-                        "fn_id": function_id,
-                        "correlation_id": format!("{}.{}", run_id, op.id),
-                        "source_fn_id": hold.meta.function_id,
-                    });
-                    let event = EventPayload::new(INVOKED_EVENT, payload)
-                        .with_id(StepId::hash(&format!("{run_id}/{}", op.id)).as_str()[..26].to_string())
-                        .with_ts(now);
+                    let event = invoke_event(&run_id, &hold.meta.function_id, &op.id, function_id, data, now);
                     self.bus.send(std::slice::from_ref(&event)).await?;
                 }
                 OpKind::Sleep { .. } => {

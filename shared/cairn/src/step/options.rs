@@ -120,10 +120,11 @@ pub struct Invoke {
 }
 
 impl Invoke {
-    /// Calls the function `function_id` (in the same app) with empty data and no timeout
-    /// beyond Inngest's maximum of 366 days.
+    /// Calls the function `function_id` (in the same app) with no data (its event's `data` is
+    /// then `{}`; the Inngest wire sends no `data`, as the SDK) and no timeout beyond Inngest's
+    /// maximum of 366 days.
     pub fn function(function_id: impl Into<String>) -> Self {
-        Invoke { function_id: function_id.into(), data: Value::Object(Default::default()), timeout: Ok(MAX_WAIT) }
+        Invoke { function_id: function_id.into(), data: Value::Null, timeout: Ok(MAX_WAIT) }
     }
 
     /// The data of the invoked function's event.

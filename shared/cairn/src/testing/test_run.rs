@@ -7,9 +7,9 @@ use crate::engine::Outcome;
 use crate::error::{EngineError, StepError};
 use crate::event::{CANCELLED_EVENT, EventData, EventPayload, FAILED_EVENT, FINISHED_EVENT, INVOKED_EVENT};
 use crate::function::{Function, Registry, Trigger};
-use crate::id::{RunId, StepId, new_event_id};
-use crate::lifecycle::{RunEnd, system_events};
-use crate::record::{InvokedBy, RunMeta, RunStatus, StepRecord};
+use crate::id::{RunId, new_event_id};
+use crate::lifecycle::{RunEnd, invoked_function, invoked_run, system_events};
+use crate::record::{RunMeta, RunStatus, StepRecord};
 use crate::runner::{Drive, Runner, RunnerConfig};
 use crate::store::{MemoryStore, RunStore};
 use futures::FutureExt;
@@ -236,23 +236,18 @@ impl TestRun {
     }
 
     async fn answer_invoke(&mut self, invoked: &EventPayload) {
-        let meta = &invoked.data["_inngest"];
-        let Some((caller, step)) = meta["correlation_id"].as_str().and_then(|c| c.split_once('.')) else { return };
-        let step_id = StepId::from_hashed(step);
+        let Some((function_id, invoked_by)) = invoked_function(invoked) else { return };
         let Some(result) = self
             .steps()
             .iter()
-            .find(|record| record.id == step_id)
+            .find(|record| record.id == invoked_by.step_id)
             .and_then(|record| self.invoke_results.get(&record.name))
             .cloned()
         else {
             return; // not mocked: the invoke waits until its timeout
         };
-        let function_id = meta["fn_id"].as_str().unwrap_or_default();
+        let child = invoked_run(&function_id, invoked_by, invoked, self.clock.now());
         let now = self.clock.now();
-        let child_id = RunId::for_event(function_id, invoked.id.as_deref().unwrap_or_default());
-        let mut child = RunMeta::new(child_id, function_id, invoked.clone(), now);
-        child.invoked_by = Some(InvokedBy { run_id: RunId::new(caller), step_id });
         for event in system_events(&child, &RunEnd::from(result), now) {
             if event.name == FINISHED_EVENT {
                 self.runner.accept(&event).await.unwrap_or_else(|error| panic!("{error}"));
