@@ -25,7 +25,9 @@ trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 cd "$root"
-git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$scratch"
+# The working tree as it is: tracked and new files, not those deleted but not yet committed.
+git ls-files -co --exclude-standard -z | while IFS= read -r -d '' file; do if [ -e "$file" ]; then printf '%s\0' "$file"; fi; done |
+  tar --null -T - -cf - | tar -xf - -C "$scratch"
 # A target directory of its own: the scratch crates get the same artifact names as this
 # project's (cargo hashes workspace paths relatively), and sharing one directory would leave this
 # project's test binaries built from the scratch copy, with its paths compiled in.

@@ -59,12 +59,14 @@ fn functions() -> Result<Vec<Function>, cairn::DefinitionError> {
             step.run("double", || async move { Ok(n * 2) }).await
         })?,
         // Invokes `double`; with `slow`, `hello` (which sleeps an hour) under a 2 s timeout; with
-        // `missing`, a function no app serves.
+        // `missing`, a function no app serves; with `failing`, `fatal`; with `both`, `double` twice
+        // at once.
         Function::new("invoker")
             .on_event("test/invoke")
             .invokes("double")
             .invokes("hello")
             .invokes("missing")
+            .invokes("fatal")
             .handler(|event: Event, step: Step| async move {
                 if event.data["slow"] == true {
                     let hello = Invoke::function("hello").data(json!({"userId": "x"})).timeout("2s");
@@ -72,6 +74,16 @@ fn functions() -> Result<Vec<Function>, cairn::DefinitionError> {
                 }
                 if event.data["missing"] == true {
                     return step.invoke::<Value>("call-missing", Invoke::function("missing")).await;
+                }
+                if event.data["failing"] == true {
+                    return step.invoke::<Value>("call-fatal", Invoke::function("fatal")).await;
+                }
+                if event.data["both"] == true {
+                    let (one, two) = join!(
+                        step.invoke::<Value>("double-one", Invoke::function("double").data(json!({"n": 1}))),
+                        step.invoke::<Value>("double-two", Invoke::function("double").data(json!({"n": 2})))
+                    );
+                    return Ok(json!([one?, two?]));
                 }
                 step.invoke::<Value>("call-double", Invoke::function("double").data(json!({"n": 21}))).await
             })?,

@@ -56,10 +56,17 @@ const double = inngest.createFunction({ id: "double", triggers: [{ event: "test/
 });
 
 // Invokes `double`; with `slow`, `hello` (which sleeps an hour) under a 2 s timeout; with
-// `missing`, a function no app serves.
+// `missing`, a function no app serves; with `failing`, `fatal`; with `both`, `double` twice at once.
 const invoker = inngest.createFunction({ id: "invoker", triggers: [{ event: "test/invoke" }] }, async ({ event, step }) => {
   if (event.data.slow) return await step.invoke("call-hello", { function: hello, data: { userId: "x" }, timeout: "2s" });
   if (event.data.missing) return await step.invoke("call-missing", { function: referenceFunction({ functionId: "missing" }) });
+  if (event.data.failing) return await step.invoke("call-fatal", { function: fatal });
+  if (event.data.both) {
+    return await Promise.all([
+      step.invoke("double-one", { function: double, data: { n: 1 } }),
+      step.invoke("double-two", { function: double, data: { n: 2 } }),
+    ]);
+  }
   return await step.invoke("call-double", { function: double, data: { n: 21 } });
 });
 

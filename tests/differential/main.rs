@@ -297,6 +297,34 @@ fn scenarios() -> Vec<(&'static str, &'static str, String, Value)> {
             "step".into(),
             body("test/invoke", json!({"missing": true}), none.clone(), none.clone()),
         ),
+        (
+            "invoker: a failed invoke fails the function",
+            "invoker",
+            "step".into(),
+            body(
+                "test/invoke",
+                json!({"failing": true}),
+                json!({hid("call-fatal"): {"error": {"name": "NonRetriableError", "message": "nope"}}}),
+                none.clone(),
+            ),
+        ),
+        (
+            "invoker: invokes two at once",
+            "invoker",
+            "step".into(),
+            body("test/invoke", json!({"both": true}), none.clone(), none.clone()),
+        ),
+        (
+            "invoker: joins both results",
+            "invoker",
+            "step".into(),
+            body(
+                "test/invoke",
+                json!({"both": true}),
+                json!({hid("double-one"): {"data": 2}, hid("double-two"): {"data": 4}}),
+                none.clone(),
+            ),
+        ),
         ("double: doubles", "double", "step".into(), body("test/double", json!({"n": 21}), none.clone(), none.clone())),
         ("unknown function", "nope", "step".into(), body("x/y", none.clone(), none.clone(), none.clone())),
     ];

@@ -1,7 +1,8 @@
 //! `cairn dev -u URL` drives an app built on the official TypeScript SDK (npm `inngest`,
 //! tests/conformance-ts) beside the Rust functions under `cargo lambda watch`: one event log, one
 //! run list. Covers sync, repeated steps, a parallel plan, a fatal error, a wait satisfied by the
-//! matching event only, a retried step, `step.invoke` (answered, timed out, of an unknown function), a cron
+//! matching event only, a retried step, `step.invoke` (answered, delivered twice, timed out, failed, two at once, of
+//! an unknown function), a cron
 //! function invoked from the API whose `step.sendEvent`s (through the
 //! dev server's `/e/{key}`) are routed by template.yaml to a Rust function.
 #![allow(clippy::unwrap_used)] // Tests: an unwrap that fails is a failed test.
@@ -23,6 +24,20 @@ fn steps(body: &Value) -> Vec<(String, String, Value)> {
             (s["name"].as_str().unwrap().to_string(), s["status"].as_str().unwrap().to_string(), outcome)
         })
         .collect()
+}
+
+/// The first logged `inngest/function.invoked` event of the invoke step `correlation_id` names
+/// (the caller sends it again whenever it suspends while the step is pending).
+async fn invoked_for(url: &str, correlation_id: &Value) -> Value {
+    until("the invoke to be logged", 30, || async {
+        let events = get(&format!("{url}/api/events?name=inngest/function.invoked&limit=1000")).await;
+        let logged = events["events"].as_array().unwrap().clone();
+        logged
+            .into_iter()
+            .rev()
+            .find(|event| event["envelope"]["detail"]["data"]["_inngest"]["correlation_id"] == *correlation_id)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,13 +132,9 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
     assert_eq!(body["run"]["output"], json!(42));
     assert_eq!(steps(&body), [("call-double".into(), "completed".into(), json!(42))]);
     assert_eq!(body["steps"][0]["kind"], "invoke");
-    let invoked_event = until("the invoke to be logged", 30, || async {
-        let events = get(&format!("{url}/api/events?name=inngest/function.invoked")).await;
-        events["events"].as_array().unwrap().first().cloned()
-    })
-    .await;
     let caller = RunId::for_event("conformance-invoker", &invoke);
     let call_step = cairn::StepId::hash("call-double");
+    let invoked_event = invoked_for(&url, &json!(format!("{caller}.{call_step}"))).await;
     assert_eq!(invoked_event["targets"], json!(["inngest:conformance-double"]));
     assert_eq!(
         invoked_event["envelope"]["detail"]["data"],
@@ -133,26 +144,78 @@ async fn cairn_dev_drives_a_typescript_inngest_app_beside_the_rust_functions() {
     assert_eq!(child["run"]["output"], json!(42));
     assert_eq!(child["run"]["invoked_by"], json!({"run_id": caller, "step_id": call_step}));
 
+    // Delivered again (EventBridge delivers at least once), the invoke starts no second run and
+    // its answer changes neither run.
+    let correlation_id = json!(format!("{caller}.{call_step}"));
+    let finished = until("the invoked run's answer to be logged", 30, || async {
+        let events = get(&format!("{url}/api/events?name=inngest/function.finished")).await;
+        let answers = events["events"].as_array().unwrap().clone();
+        answers.into_iter().find(|event| event["envelope"]["detail"]["data"]["correlation_id"] == correlation_id)
+    })
+    .await;
+    let deliveries = |event: &Value| {
+        let (url, id) = (url.clone(), event["event_id"].as_str().unwrap().to_string());
+        async move { get(&format!("{url}/api/events/{id}")).await["invocations"].as_array().unwrap().clone() }
+    };
+    let before = (deliveries(&invoked_event).await.len(), deliveries(&finished).await.len());
+    common::put_detail(&url, &invoked_event["envelope"]["detail"]).await;
+    common::put_detail(&url, &finished["envelope"]["detail"]).await;
+    until("the second deliveries to be handled", 30, || async {
+        let (invokes, answers) = (deliveries(&invoked_event).await, deliveries(&finished).await);
+        let done = invokes.len() == 2 * before.0 && answers.len() == 2 * before.1;
+        (done && invokes.iter().chain(&answers).all(|i| i["status"] == "ok")).then_some(())
+    })
+    .await;
+    let doubles = get(&format!("{url}/api/runs?function=conformance-double")).await;
+    assert_eq!(doubles["runs"].as_array().unwrap().len(), 1, "{doubles}");
+    let again = run_of(&url, "conformance-invoker", &invoke, &["completed"]).await;
+    assert_eq!((&again["run"]["output"], steps(&again)), (&json!(42), steps(&body)));
+
     // An invoke that outlives its timeout fails the caller with Inngest's error; the invoked
     // run goes on (it sleeps an hour).
     let slow = send(&url, "test/invoke", json!({"slow": true})).await;
     let body = run_of(&url, "conformance-invoker", &slow, &["failed"]).await;
     assert_eq!(body["run"]["error"]["message"], "Timed out waiting for invoked function to complete");
     assert_eq!(body["steps"][0]["error"]["name"], "InngestInvokeTimeoutError");
-    let hello_run = RunId::for_event(
-        "conformance-hello",
-        &cairn::lifecycle::invoke_event(
-            &RunId::for_event("conformance-invoker", &slow),
-            "conformance-invoker",
-            &cairn::StepId::hash("call-hello"),
-            "conformance-hello",
-            &json!({}),
-            0,
-        )
-        .id
-        .unwrap(),
+    let slow_call =
+        json!(format!("{}.{}", RunId::for_event("conformance-invoker", &slow), cairn::StepId::hash("call-hello")));
+    let slow_invoke = invoked_for(&url, &slow_call).await;
+    assert_eq!(slow_invoke["targets"], json!(["inngest:conformance-hello"]));
+    let hello_run = run_of(&url, "conformance-hello", slow_invoke["event_id"].as_str().unwrap(), &["sleeping"]).await;
+    assert_eq!(hello_run["run"]["event"]["data"]["userId"], "x");
+
+    // A failed invoked run fails the caller's step with its error.
+    let failing = send(&url, "test/invoke", json!({"failing": true})).await;
+    let body = run_of(&url, "conformance-invoker", &failing, &["failed"]).await;
+    assert_eq!(body["run"]["error"]["message"], "nope");
+    assert_eq!(steps(&body), [("call-fatal".into(), "failed".into(), json!("nope"))]);
+
+    // Two invokes at once are both sent; the caller joins both results.
+    let both = send(&url, "test/invoke", json!({"both": true})).await;
+    let body = run_of(&url, "conformance-invoker", &both, &["completed"]).await;
+    assert_eq!(body["run"]["output"], json!([2, 4]));
+    assert_eq!(
+        steps(&body),
+        [("double-one".into(), "completed".into(), json!(2)), ("double-two".into(), "completed".into(), json!(4))]
     );
-    assert_eq!(common::run_by_id(&url, &hello_run, &["sleeping"]).await["run"]["status"], "sleeping");
+    // Both were sent when the caller suspended, before either invoked run had finished.
+    let both_caller = RunId::for_event("conformance-invoker", &both);
+    let call = |name: &str| json!(format!("{both_caller}.{}", cairn::StepId::hash(name)));
+    let sent = [invoked_for(&url, &call("double-one")).await, invoked_for(&url, &call("double-two")).await];
+    let answers = get(&format!("{url}/api/events?name=inngest/function.finished&limit=1000")).await;
+    let first_answer = answers["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| {
+            [call("double-one"), call("double-two")].contains(&event["envelope"]["detail"]["data"]["correlation_id"])
+        })
+        .map(|event| event["received_at"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    for invoke in &sent {
+        assert!(invoke["received_at"].as_i64().unwrap() <= first_answer, "{invoke} after {first_answer}");
+    }
 
     // An invoke of a function nothing serves fails at once, naming it.
     let missing = send(&url, "test/invoke", json!({"missing": true})).await;

@@ -3,37 +3,25 @@
 //! ([`cairn::lifecycle`]): the same transitions, wait matching and system events as the
 //! Runner's, so a TypeScript run and a Rust run behave alike in the dev server.
 
+use super::apply::Applied;
 use super::flow::{AppControl, Gate, control_err, durations, finish_at, schedule_resume};
-use super::protocol::{Answer, error_of, event_of_envelope, judged, memo, retry_after_ms, sleep_until};
-use super::{AppFunction, InngestApps, MAX_WAKE_AT, Result, WAITS_TARGET, store_err};
+use super::protocol::{event_of_envelope, memo};
+use super::{AppFunction, InngestApps, Result, WAITS_TARGET, store_err};
 use crate::devdb::Invocation;
 use crate::host::{Host, HostBus};
 use cairn::lifecycle::transition;
-use cairn::lifecycle::waits::{Registered, register_wait, signal_condition};
 use cairn::lifecycle::{Admitted, Fired, RunEnd, deliver_outbox};
 use cairn::{
-    EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, StepError, StepId, StepKind, StepRecord,
-    StepState, Wait,
+    EventPayload, MatchExpr, Millis, RunId, RunMeta, RunStatus, RunStore, StepError, StepKind, StepRecord, StepState,
+    Wait,
 };
 use cairn_aws::{ControlMessage, WireError};
-use cairn_http::opcode::{
-    GeneratorOpcode, InvokeOpts, Opcode, PlannedOpts, SerializedError, SignalOpts, SleepOpts, WaitOpts,
-};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// Who holds a run while the dev server drives it (its lease's owner).
 const OWNER: &str = "cairn-dev";
-
-/// What applying an answer left to do.
-enum Applied {
-    /// Call these planned steps next.
-    Continue(Vec<String>),
-    /// The run finished or suspended in this status.
-    Finished(RunStatus),
-}
 
 impl InngestApps {
     /// Executes one queued invocation for function `target` (or the waits matcher).
@@ -154,16 +142,16 @@ impl InngestApps {
             let journal =
                 dev.store().load(run_id).await.map_err(store_err)?.ok_or_else(|| format!("no run `{run_id}`"))?;
             let mut meta = journal.meta;
-            // A step finished that the app has not seen: it is called even while other steps
-            // sleep or wait (a race, `group.parallel({mode: "race"})`, may be decided).
-            let completed =
-                journal.steps.iter().filter(|step| matches!(step.state, StepState::Completed { .. })).count();
+            // A step ended (completed or failed) that the app has not seen: it is called even
+            // while other steps sleep or wait (a race, `group.parallel({mode: "race"})`, may be
+            // decided, and a failed invoke or step may be caught).
+            let completed = journal.steps.iter().filter(|step| step.state.is_final()).count();
             let fresh = match seen_completed {
                 Some(seen) => completed > seen,
-                None => journal.steps.iter().any(|step| {
-                    matches!(step.state, StepState::Completed { .. })
-                        && step.ended_at.is_some_and(|ended| ended > meta.updated_at)
-                }),
+                None => journal
+                    .steps
+                    .iter()
+                    .any(|step| step.state.is_final() && step.ended_at.is_some_and(|ended| ended > meta.updated_at)),
             };
             if meta.status.is_finished() {
                 self.leave_queues(dev, function, &meta).await;
@@ -187,16 +175,24 @@ impl InngestApps {
             if let Some(at) = meta.retry_at.filter(|at| *at > now) {
                 return self.suspend(dev, &mut meta, RunStatus::Sleeping, cap(at)).await;
             }
-            // Time-bound steps: due ones resolve, others suspend the run.
+            // Time-bound steps: due ones resolve (then the run is read again); pending invokes are
+            // sent; the run suspends until the earliest pending one unless a retry is due now.
             let mut target = ("step".to_string(), meta.attempt);
             let mut resolved = false;
+            let mut pending: Option<(Millis, RunStatus)> = None;
+            let mut pend = |at: Millis, status: RunStatus| {
+                let waiting = status == RunStatus::Waiting || pending.is_some_and(|(_, s)| s == RunStatus::Waiting);
+                let earliest = pending.map_or(at, |(earlier, _)| earlier.min(at));
+                pending = Some((earliest, if waiting { RunStatus::Waiting } else { status }));
+            };
             for step in &journal.steps {
                 match &step.state {
                     StepState::Scheduled { wake_at } if *wake_at <= now => {
-                        if let Some(wait) = Wait::of_step(&meta.event, run_id, step)
-                            && !dev.store().remove_wait(&wait).await.map_err(store_err)?
-                        {
-                            continue; // An event took it meanwhile; reload.
+                        resolved = true;
+                        // Under the run's lock no event resolves it meanwhile: a wait already gone
+                        // was never registered (a crash), and the step times out all the same.
+                        if let Some(wait) = Wait::of_step(&meta.event, run_id, step) {
+                            dev.store().remove_wait(&wait).await.map_err(store_err)?;
                         }
                         // A sleep ends and a wait times out with null; an invoke times out failed.
                         let state = if step.kind == StepKind::Invoke {
@@ -206,29 +202,26 @@ impl InngestApps {
                         };
                         let done = StepRecord { state, ended_at: Some(now), ..step.clone() };
                         dev.store().commit_step(run_id, &done).await.map_err(store_err)?;
-                        resolved = true;
                     }
                     StepState::Scheduled { wake_at } if !fresh => {
                         if step.kind == StepKind::Invoke && !self.send_invoke(dev, &meta, step).await? {
                             resolved = true; // No function takes the invoke: its step failed.
                             continue;
                         }
-                        let status = if matches!(step.kind, StepKind::WaitForEvent | StepKind::Invoke) {
-                            RunStatus::Waiting
-                        } else {
-                            RunStatus::Sleeping
-                        };
-                        return self.suspend(dev, &mut meta, status, cap(*wake_at)).await;
+                        let sleeping = !matches!(step.kind, StepKind::WaitForEvent | StepKind::Invoke);
+                        pend(*wake_at, if sleeping { RunStatus::Sleeping } else { RunStatus::Waiting });
                     }
-                    StepState::Retrying { retry_at, .. } if *retry_at > now => {
-                        return self.suspend(dev, &mut meta, RunStatus::Sleeping, cap(*retry_at)).await;
-                    }
+                    StepState::Retrying { retry_at, .. } if *retry_at > now => pend(*retry_at, RunStatus::Sleeping),
                     StepState::Retrying { .. } => target = (step.id.to_string(), step.attempts),
                     _ => {}
                 }
             }
             if resolved {
                 continue;
+            }
+            let retry_due = target.0 != "step";
+            if let Some((at, status)) = pending.filter(|_| !retry_due) {
+                return self.suspend(dev, &mut meta, status, cap(at)).await;
             }
             if let Gate::Stopped(status) = self.gate(dev, function, &mut meta, &journal.steps, slots).await? {
                 return Ok(status);
@@ -283,203 +276,13 @@ impl InngestApps {
     }
 
     /// A one-time dev schedule that resumes the run at `at` (idempotent by name).
-    fn wake_at<H: Host>(&self, dev: &Arc<H>, function_id: &str, run_id: &RunId, at: Millis) -> Result<()> {
+    pub(super) fn wake_at<H: Host>(&self, dev: &Arc<H>, function_id: &str, run_id: &RunId, at: Millis) -> Result<()> {
         schedule_resume(dev.as_ref(), function_id, run_id, at)
-    }
-
-    async fn apply<H: Host>(
-        &self,
-        dev: &Arc<H>,
-        function: &AppFunction,
-        meta: &mut RunMeta,
-        answer: Answer,
-        steps: &[StepRecord],
-        attempt: u32,
-    ) -> Result<Applied> {
-        let now = dev.now();
-        let run_id = meta.run_id.clone();
-        let asked_delay = answer.retry_after.as_deref().and_then(|value| retry_after_ms(value, now));
-        match answer.status {
-            200 => return self.finish(dev, meta, Ok(answer.body)).await.map(Applied::Finished),
-            206 => {}
-            status => {
-                let error = error_of(&answer.body, status);
-                let policy = function.retries();
-                let (error, retry_at) =
-                    judged(&policy, error, answer.no_retry, asked_delay, attempt + 1, now, run_id.as_str());
-                let Some(retry_at) = retry_at else {
-                    return self.finish(dev, meta, Err(error)).await.map(Applied::Finished);
-                };
-                let mut failed_attempt = meta.clone();
-                failed_attempt.attempt = attempt;
-                let retrying = transition::retrying(failed_attempt, retry_at, now);
-                let wake = finish_at(function, steps, now).map_or(retry_at, |finish| retry_at.min(finish));
-                let sleeping = transition::suspended(retrying, RunStatus::Sleeping, Some(wake), now, durations());
-                *meta = dev.store().update_meta(&sleeping).await.map_err(store_err)?;
-                self.wake_at(dev, &function.id, &run_id, wake)?;
-                return Ok(Applied::Finished(RunStatus::Sleeping));
-            }
-        }
-        let no_retry = answer.no_retry;
-        let parsed = match answer.body {
-            Value::Array(_) => serde_json::from_value::<Vec<GeneratorOpcode>>(answer.body),
-            single @ Value::Object(_) => serde_json::from_value(single).map(|op| vec![op]),
-            other => return Err(format!("206 without opcodes: {other}").into()),
-        };
-        // An answer this side cannot read fails the run, as an opcode it does not support does.
-        let ops = match parsed {
-            Ok(ops) => ops,
-            Err(error) => {
-                let error = StepError::non_retriable(format!("the app answered malformed opcodes: {error}"));
-                return self.finish(dev, meta, Err(error)).await.map(Applied::Finished);
-            }
-        };
-        let mut planned = Vec::new();
-        let mut position = u32::try_from(steps.len()).unwrap_or(u32::MAX);
-        let existing = |id: &str| steps.iter().find(|s| s.id.as_str() == id).cloned();
-        for op in ops {
-            let id = op.id.clone();
-            // A sleep or wait the app reports again (called while it is pending) keeps its time.
-            if matches!(op.op, Opcode::Sleep | Opcode::WaitForEvent | Opcode::WaitForSignal | Opcode::InvokeFunction)
-                && existing(&id).is_some_and(|step| matches!(step.state, StepState::Scheduled { .. }))
-            {
-                continue;
-            }
-            let name = op.shown_name().to_string();
-            let record = |kind: StepKind, state: StepState, attempts: u32, detail: Option<Value>, position: u32| {
-                let prior = existing(&id);
-                StepRecord {
-                    id: StepId::from_hashed(id.clone()),
-                    name: name.clone(),
-                    kind,
-                    position: prior.as_ref().map_or(position, |p| p.position),
-                    ended_at: state.is_final().then_some(now),
-                    state,
-                    attempts,
-                    started_at: prior.map_or(now, |p| p.started_at),
-                    detail,
-                }
-            };
-            let planned_by = op.opts::<PlannedOpts>().kind;
-            let kind =
-                if planned_by.as_deref() == Some("step.sendEvent") { StepKind::SendEvent } else { StepKind::Run };
-            let run_ref = &run_id;
-            let commit =
-                |record: StepRecord| async move { dev.store().commit_step(run_ref, &record).await.map_err(store_err) };
-            match &op.op {
-                Opcode::StepRun | Opcode::Step => {
-                    commit(record(kind, StepState::Completed { output: op.data.clone() }, attempt + 1, None, position))
-                        .await?;
-                    position += 1;
-                }
-                Opcode::StepPlanned => planned.push(id.clone()),
-                Opcode::StepFailed | Opcode::StepError => {
-                    // A StepFailed, or a StepError with no attempts left, is final.
-                    let reported = op.error.clone().unwrap_or_else(|| SerializedError::new("error"));
-                    let final_op = op.op == Opcode::StepFailed;
-                    let error = StepError::from(&reported);
-                    let seed = format!("{run_id}/{id}");
-                    let policy = function.retries();
-                    let (error, retry_at) =
-                        judged(&policy, error, no_retry || final_op, asked_delay, attempt + 1, now, &seed);
-                    let (state, detail) = match retry_at {
-                        // The error as the app reported it (its `cause` and other fields with it):
-                        // the memo hands it back to the app on every later call.
-                        None => (StepState::Failed { error }, Some(json!({"error": reported}))),
-                        Some(retry_at) => (StepState::Retrying { error, retry_at }, None),
-                    };
-                    commit(record(kind, state, attempt + 1, detail, position)).await?;
-                    if let Some(retry_at) = retry_at {
-                        self.wake_at(dev, &function.id, &run_id, retry_at)?;
-                    }
-                    position += 1;
-                }
-                Opcode::Sleep => {
-                    let until = op.opts::<SleepOpts>().duration.or_else(|| op.name.clone()).unwrap_or_default();
-                    let wake_at = sleep_until(&until, now)?;
-                    commit(record(StepKind::Sleep, StepState::Scheduled { wake_at }, 0, None, position)).await?;
-                    position += 1;
-                }
-                Opcode::WaitForEvent | Opcode::WaitForSignal => {
-                    let signal_opts = op.opts::<SignalOpts>();
-                    let wait_opts = op.opts::<WaitOpts>();
-                    let timeout = wait_opts.timeout.clone().unwrap_or_else(|| "1d".into());
-                    let timeout_at = sleep_until(&timeout, now)?;
-                    let step_id = StepId::from_hashed(id.clone());
-                    let (wait, detail) = if op.op == Opcode::WaitForSignal {
-                        let signal = signal_opts
-                            .signal
-                            .clone()
-                            .or_else(|| op.name.clone())
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string();
-                        let expression = signal_condition(&signal);
-                        let wait = Wait::new(
-                            cairn::SIGNAL_EVENT,
-                            &run_id,
-                            &step_id,
-                            Some(expression.clone()),
-                            &meta.event,
-                            timeout_at,
-                            now,
-                        );
-                        (wait, json!({"event": cairn::SIGNAL_EVENT, "if": expression, "signal": signal}))
-                    } else {
-                        let event = wait_opts.event.clone().or_else(|| op.name.clone()).unwrap_or_default();
-                        let expression = wait_opts.condition.clone();
-                        let wait =
-                            Wait::new(&event, &run_id, &step_id, expression.clone(), &meta.event, timeout_at, now);
-                        (wait, json!({"event": event, "if": expression}))
-                    };
-                    let scheduled = record(
-                        StepKind::WaitForEvent,
-                        StepState::Scheduled { wake_at: timeout_at },
-                        0,
-                        Some(detail),
-                        position,
-                    );
-                    commit(scheduled).await?;
-                    // One waiter per signal (as the Runner): `conflict: "replace"` takes the signal
-                    // from the waiting run; otherwise this wait withdraws and its step fails.
-                    let replace = signal_opts.conflict.as_deref() == Some("replace");
-                    let registered = register_wait(dev.store(), &wait, &name, replace).await.map_err(store_err)?;
-                    self.has_waiters.store(true, Ordering::Relaxed);
-                    if let Registered::Conflict(error) = registered {
-                        let detail = json!({"error": {"name": error.name, "message": error.message}});
-                        commit(record(StepKind::WaitForEvent, StepState::Failed { error }, 1, Some(detail), position))
-                            .await?;
-                    }
-                    position += 1;
-                }
-                Opcode::RunComplete => return self.finish(dev, meta, Ok(op.data.clone())).await.map(Applied::Finished),
-                Opcode::InvokeFunction => {
-                    // Recorded pending until its timeout (Inngest's longest wait without one);
-                    // the drive sends the invoke when the run suspends on it.
-                    let opts = op.opts::<InvokeOpts>();
-                    let timeout_at = match &opts.timeout {
-                        Some(timeout) => sleep_until(timeout, now)?,
-                        None => now
-                            .saturating_add(i64::try_from(cairn::MAX_WAIT.as_millis()).unwrap_or(i64::MAX))
-                            .min(MAX_WAKE_AT),
-                    };
-                    let detail = json!({"function_id": opts.function_id, "data": opts.payload["data"]});
-                    let pending = StepState::Scheduled { wake_at: timeout_at };
-                    commit(record(StepKind::Invoke, pending, 0, Some(detail), position)).await?;
-                    position += 1;
-                }
-                Opcode::Other(other) => {
-                    let message = format!("opcode `{other}` is not supported by `cairn dev -u`");
-                    return self.finish(dev, meta, Err(StepError::non_retriable(message))).await.map(Applied::Finished);
-                }
-            }
-        }
-        Ok(Applied::Continue(planned))
     }
 
     /// Ends the run (completed or failed) through the lifecycle, then delivers its system events
     /// (`inngest/function.finished`, and `failed`) on the bus.
-    async fn finish<H: Host>(
+    pub(super) async fn finish<H: Host>(
         &self,
         dev: &Arc<H>,
         meta: &mut RunMeta,

@@ -16,6 +16,7 @@
 //! options (`concurrency`, `throttle`, `rateLimit`, `idempotency`, `priority`, `singleton`,
 //! `cancelOn`, `timeouts`) are enforced as a Rust function's are ([`flow`]).
 
+mod apply;
 mod executor;
 mod flow;
 mod protocol;
@@ -96,15 +97,15 @@ impl InngestApps {
     }
 
     /// The functions an event named `name` (`detail` the event itself) starts: those it
-    /// triggers, and the function an `inngest/function.invoked` event names (Inngest routes an
-    /// invoke to its function directly: it needs no trigger for it).
+    /// triggers; for `inngest/function.invoked`, only the function it names (Inngest routes an
+    /// invoke to its function directly, which needs no trigger for it).
     pub fn triggered_by(&self, name: &str, detail: &Value) -> Vec<String> {
-        let invoked = (name == cairn::INVOKED_EVENT).then(|| detail["data"]["_inngest"]["fn_id"].as_str()).flatten();
-        self.read()
-            .iter()
-            .filter(|f| invoked == Some(f.id.as_str()) || f.events.iter().any(|(event, _)| event == name))
-            .map(|f| f.id.clone())
-            .collect()
+        let functions = self.read();
+        if name == cairn::INVOKED_EVENT {
+            let invoked = detail["data"]["_inngest"]["fn_id"].as_str();
+            return functions.iter().filter(|f| invoked == Some(f.id.as_str())).map(|f| f.id.clone()).collect();
+        }
+        functions.iter().filter(|f| f.events.iter().any(|(event, _)| event == name)).map(|f| f.id.clone()).collect()
     }
 
     /// Whether events must be matched against the apps' waits (there are apps: a wait may be

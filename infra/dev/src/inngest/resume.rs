@@ -80,7 +80,13 @@ impl InngestApps {
             let Some(step) = pending.filter(|_| !journal.meta.status.is_finished()) else {
                 return Ok(None); // answered already, timed out, or the run ended
             };
-            let resolved = invoke_resolved(step, result, dev.now());
+            let mut resolved = invoke_resolved(step, result, dev.now());
+            // The child's error as it was serialized (stack, cause): the memo hands it to the app.
+            if let Some(error) = event.data.get("error").filter(|error| !error.is_null())
+                && let Some(detail) = resolved.detail.as_mut()
+            {
+                detail["error"] = error.clone();
+            }
             dev.store().commit_step(&invoked_by.run_id, &resolved).await.map_err(store_err)?;
         }
         let status = self.drive(dev, &function, &invoked_by.run_id).await?;

@@ -171,6 +171,14 @@ impl Drop for NodeApp {
 /// Puts one event on the dev server's bus through PutEvents; returns its id.
 pub(crate) async fn send(url: &str, name: &str, data: Value) -> String {
     let detail = json!({"name": name, "data": data, "id": cairn::new_event_id(chrono::Utc::now().timestamp_millis())});
+    put_detail(url, &detail).await;
+    detail["id"].as_str().unwrap().to_string()
+}
+
+/// Puts the event `detail` (a Cairn event: name, data, id) on the dev server's bus through
+/// PutEvents, as the functions do; again, it is what EventBridge's at-least-once delivery does.
+pub(crate) async fn put_detail(url: &str, detail: &Value) {
+    let name = detail["name"].as_str().unwrap();
     let body = json!({"Entries": [{"EventBusName": "cairn", "Source": "tests", "DetailType": name, "Detail": detail.to_string()}]});
     let answer: Value = reqwest::Client::new()
         .post(url)
@@ -184,7 +192,6 @@ pub(crate) async fn send(url: &str, name: &str, data: Value) -> String {
         .await
         .unwrap();
     assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
-    detail["id"].as_str().unwrap().to_string()
 }
 
 /// The run of `function` for event `event_id`, once its status is one of `statuses`.

@@ -3,6 +3,7 @@
 //! (`STEP#`), `waits` (`WAIT#`), `flow` (`FLOW#`).
 
 mod migrations;
+mod waits;
 
 use super::schema::migrate;
 use super::{Admission, Commit, CreateRun, RunQuery, RunStore, StoreError, effective_limit};
@@ -12,7 +13,7 @@ use crate::flow::{
     apply, decide, leave, redelivered, release, throttle,
 };
 use crate::id::RunId;
-use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait, WaitKey};
+use crate::record::{Journal, Millis, RunMeta, StepRecord, Wait};
 pub use migrations::STORE_SCHEMA;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
@@ -443,87 +444,23 @@ impl RunStore for SqliteStore {
     }
 
     async fn put_wait(&self, wait: &Wait) -> Result<(), StoreError> {
-        let (path, value) = wait.key.as_ref().map(|key| (key.path.as_str(), key.value.as_str())).unzip();
-        self.connection()
-            .execute(
-                "INSERT OR REPLACE INTO waits (event, run_id, step_id, created_at, wait, key_path, key_value)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    wait.event,
-                    wait.run_id.as_str(),
-                    wait.step_id.as_str(),
-                    wait.created_at,
-                    encode(wait)?,
-                    path,
-                    value
-                ],
-            )
-            .map_err(backend)?;
-        Ok(())
+        self.write_wait(wait)
     }
 
     async fn waits_for(&self, event: &EventPayload) -> Result<Vec<Wait>, StoreError> {
-        let candidate = serde_json::to_value(event).map_err(|err| StoreError::Serialization(err.to_string()))?;
-        let connection = self.connection();
-        let paths: Vec<String> = connection
-            .prepare_cached("SELECT DISTINCT key_path FROM waits WHERE event = ?1 AND key_path IS NOT NULL")
-            .map_err(backend)?
-            .query_map([&event.name], |row| row.get::<_, String>(0))
-            .map_err(backend)?
-            .collect::<Result<_, _>>()
-            .map_err(backend)?;
-        let mut texts: Vec<String> = connection
-            .prepare_cached("SELECT wait FROM waits WHERE event = ?1 AND key_path IS NULL")
-            .map_err(backend)?
-            .query_map([&event.name], |row| row.get::<_, String>(0))
-            .map_err(backend)?
-            .collect::<Result<_, _>>()
-            .map_err(backend)?;
-        let mut filed = connection
-            .prepare_cached("SELECT wait FROM waits WHERE event = ?1 AND key_path = ?2 AND key_value = ?3")
-            .map_err(backend)?;
-        for key in paths.iter().filter_map(|path| WaitKey::of_event(path, &candidate)) {
-            let rows = filed.query_map(params![event.name, key.path, key.value], |row| row.get::<_, String>(0));
-            for text in rows.map_err(backend)? {
-                texts.push(text.map_err(backend)?);
-            }
-        }
-        let mut waits: Vec<Wait> = texts.iter().map(|text| decode(text)).collect::<Result<_, _>>()?;
-        waits.sort_by(|a, b| (a.created_at, &a.run_id, &a.step_id).cmp(&(b.created_at, &b.run_id, &b.step_id)));
-        Ok(waits)
+        self.find_waits(event)
     }
 
     async fn remove_wait(&self, wait: &Wait) -> Result<bool, StoreError> {
-        let removed = self
-            .connection()
-            .execute(
-                "DELETE FROM waits WHERE event = ?1 AND run_id = ?2 AND step_id = ?3",
-                params![wait.event, wait.run_id.as_str(), wait.step_id.as_str()],
-            )
-            .map_err(backend)?;
-        Ok(removed == 1)
+        self.delete_wait(wait)
     }
 
     async fn record_event(&self, event: &EventPayload, received_at: Millis) -> Result<(), StoreError> {
-        self.connection()
-            .execute(
-                "INSERT OR IGNORE INTO events (name, id, received_at, event) VALUES (?1, ?2, ?3, ?4)",
-                params![event.name, event.id.clone().unwrap_or_default(), received_at, encode(event)?],
-            )
-            .map_err(backend)?;
-        Ok(())
+        self.log_event(event, received_at)
     }
 
     async fn events_since(&self, name: &str, since: Millis) -> Result<Vec<EventPayload>, StoreError> {
-        let connection = self.connection();
-        let mut statement = connection
-            .prepare_cached("SELECT event FROM events WHERE name = ?1 AND received_at >= ?2 ORDER BY received_at, id")
-            .map_err(backend)?;
-        statement
-            .query_map(params![name, since], |row| row.get::<_, String>(0))
-            .map_err(backend)?
-            .map(|row| row.map_err(backend).and_then(|text| decode(&text)))
-            .collect()
+        self.logged_events(name, since)
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunMeta>, StoreError> {
