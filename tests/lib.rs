@@ -290,13 +290,19 @@ impl Watch {
             command.arg("--env-var").arg(format!("{name}={value}")).env(name, value);
         }
         let child = command.stdout(log.try_clone().unwrap()).stderr(log).process_group(0).spawn().unwrap();
-        for _ in 0..100 {
+        let mut watch = Watch { child, port, cargo_lambda: cargo_lambda.to_string() };
+        // Listening within 60 s on a loaded machine; one that exits first (its port taken, say)
+        // fails here, its log printed by the drop.
+        for _ in 0..600 {
+            if let Ok(Some(status)) = watch.child.try_wait() {
+                panic!("cargo lambda watch exited with {status} before listening on port {port}");
+            }
             if listening(port) {
-                break;
+                return watch;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Watch { child, port, cargo_lambda: cargo_lambda.to_string() }
+        panic!("cargo lambda watch did not listen on port {port} within 60 s");
     }
 
     /// An HTTP client for calls through the watch: its first call compiles the function, so it
