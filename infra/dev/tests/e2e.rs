@@ -301,13 +301,7 @@ async fn the_dev_server_drives_the_functions_like_aws_does() {
 
     // Nothing accepted was lost: every delivery succeeded (but the ghost's), once settled (the
     // every-minute cron and reconcilers may have one in flight right now).
-    let invocations = until("the deliveries to settle", 120, || async {
-        let invocations = get(&format!("{url}/api/invocations?limit=1000")).await;
-        let invocations = invocations["invocations"].as_array().unwrap().clone();
-        let settled = invocations.iter().all(|i| i["status"] != "running" && i["status"] != "queued");
-        settled.then_some(invocations)
-    })
-    .await;
+    let invocations = common::settled_invocations(&url, 1_000).await;
     let failed: Vec<&Value> = invocations.iter().filter(|i| i["status"] != "ok" && i["function"] != "ghost").collect();
     assert!(failed.is_empty(), "{failed:#?}");
     drop(watch);

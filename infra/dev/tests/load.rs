@@ -77,13 +77,7 @@ async fn a_thousand_events_end_in_a_thousand_completed_runs() {
     let events = get(&format!("{url}/api/events?limit=5000&name=app/my.event")).await;
     assert_eq!(events["events"].as_array().unwrap().len(), EVENTS + 1);
     // Settled first: a reconciler tick (every minute, as in AWS) may be in flight right now.
-    let invocations = until("the deliveries to settle", 120, || async {
-        let invocations = get(&format!("{url}/api/invocations?limit=5000")).await;
-        let invocations = invocations["invocations"].as_array().unwrap().clone();
-        let settled = invocations.iter().all(|i| i["status"] != "running" && i["status"] != "queued");
-        settled.then_some(invocations)
-    })
-    .await;
+    let invocations = common::settled_invocations(&url, 5_000).await;
     let not_ok: Vec<&Value> = invocations.iter().filter(|i| i["status"] != "ok").collect();
     assert!(not_ok.is_empty(), "{} deliveries not ok: {:?}", not_ok.len(), not_ok.first());
     let woken = invocations.iter().filter(|i| i["cause"] == "sqs:timer-hello").count();

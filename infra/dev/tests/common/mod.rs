@@ -194,6 +194,19 @@ pub(crate) async fn put_detail(url: &str, detail: &Value) {
     assert_eq!(answer["FailedEntryCount"], 0, "{answer}");
 }
 
+/// The dev server's last `limit` deliveries once none is queued or running (a cron or
+/// reconciler tick may be in flight when a test checks that nothing was lost).
+#[allow(dead_code)] // Not every test binary checks its deliveries.
+pub(crate) async fn settled_invocations(url: &str, limit: usize) -> Vec<Value> {
+    until("the deliveries to settle", 120, || async {
+        let invocations = get(&format!("{url}/api/invocations?limit={limit}")).await;
+        let invocations = invocations["invocations"].as_array().unwrap().clone();
+        let settled = invocations.iter().all(|i| i["status"] != "running" && i["status"] != "queued");
+        settled.then_some(invocations)
+    })
+    .await
+}
+
 /// The run of `function` for event `event_id`, once its status is one of `statuses`.
 pub(crate) async fn run_of(url: &str, function: &str, event_id: &str, statuses: &[&str]) -> Value {
     run_by_id(url, &RunId::for_event(function, event_id), statuses).await
